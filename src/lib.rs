@@ -1,0 +1,11 @@
+//! Defect Detector: synthetic STEM imagery with exact oriented-box labels, YOLO-OBB datasets,
+//! ONNX detection, evaluation and VLM screening. This library holds the science and the I/O;
+//! it never depends on the GUI (which lives in the binary's `app` module tree).
+
+pub mod classes;
+pub mod dataset;
+pub mod fsio;
+pub mod geometry;
+pub mod jobs;
+pub mod raster;
+pub mod synth;
