@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Percentiles of raw intensity mapped to black and white when an image is handed to a
+/// detector or written as an 8-bit training image. Robust to hot pixels and dead rows.
+pub const MODEL_WINDOW_PERCENTILES: (f64, f64) = (0.1, 99.9);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageF32 {
     pub width: usize,
@@ -79,6 +83,13 @@ impl ImageF32 {
                 hi
             })
             .collect()
+    }
+
+    /// The intensity window used for every 8-bit image a model sees, in training (exported
+    /// PNGs) and in detection alike: percentiles [`MODEL_WINDOW_PERCENTILES`] of the raw values.
+    pub fn model_window(&self) -> (f32, f32) {
+        let p = self.percentiles(&[MODEL_WINDOW_PERCENTILES.0, MODEL_WINDOW_PERCENTILES.1]);
+        (p[0], p[1])
     }
 
     /// Maps `[lo, hi]` linearly to 0..=255 with clipping.
