@@ -100,11 +100,19 @@ impl OrientedBox {
         b
     }
 
-    /// Applies an affine map `p -> A p + t` that is a similarity (rotation/reflection + uniform
-    /// scale), returning the mapped rectangle. Non-similarities are refitted by min-area rect.
+    /// Maps the rectangle through `f` (a similarity, or an affine map close to one such as
+    /// slow-scan drift) and returns the rectangle whose `w` side follows the image of the old
+    /// `w` side: exact for similarities, and for slight shears the rectangle with the mean side
+    /// lengths (labels stay rectangles, never parallelograms).
     pub fn map(&self, f: impl Fn(Pt) -> Pt) -> Self {
-        let c = self.corners();
-        Self::from_corners(&[f(c[0]), f(c[1]), f(c[2]), f(c[3])])
+        let c = self.corners().map(&f);
+        let len = |a: Pt, b: Pt| ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2)).sqrt();
+        let w = 0.5 * (len(c[0], c[1]) + len(c[3], c[2]));
+        let h = 0.5 * (len(c[0], c[3]) + len(c[1], c[2]));
+        let centre = f(self.center());
+        let dx = (c[1][0] - c[0][0]) + (c[2][0] - c[3][0]);
+        let dy = (c[1][1] - c[0][1]) + (c[2][1] - c[3][1]);
+        Self::new(centre[0], centre[1], w, h, dy.atan2(dx))
     }
 }
 
@@ -364,7 +372,7 @@ impl Dihedral {
 
     /// Output image size for an input of `w x h`.
     pub fn output_size(&self, w: usize, h: usize) -> (usize, usize) {
-        if self.quarter_turns % 2 == 1 {
+        if !self.quarter_turns.is_multiple_of(2) {
             (h, w)
         } else {
             (w, h)

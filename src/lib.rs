@@ -2,6 +2,7 @@
 //! ONNX detection, evaluation and VLM screening. This library holds the science and the I/O;
 //! it never depends on the GUI (which lives in the binary's `app` module tree).
 
+pub mod bench;
 pub mod classes;
 pub mod dataset;
 pub mod fsio;

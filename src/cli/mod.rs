@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod synth;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
+    /// Benchmarks: print one JSON object of median timings.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::Synth(a)) => synth::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
     }
 }

@@ -1,0 +1,261 @@
+//! The zoomable, pannable image canvas with an oriented-box overlay, shared by every tab.
+//!
+//! Scroll (or pinch / ctrl+scroll) zooms around the cursor, dragging pans, double-click fits.
+//! The view is kept in image pixels per screen point plus the image point under the canvas
+//! centre, so a new image of the same size keeps the view (flipping through a folder).
+
+use defect_detector::classes::class_color;
+use defect_detector::geometry::{OrientedBox, Pt};
+use egui::{Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+
+/// A box to draw over the image.
+#[derive(Clone, Debug)]
+pub struct OverlayBox {
+    pub obb: OrientedBox,
+    pub class: usize,
+    /// Shown after the class name (e.g. a confidence).
+    pub caption: Option<String>,
+    /// Details for the hover tooltip.
+    pub tooltip: String,
+}
+
+/// What happened on the canvas this frame.
+#[derive(Default)]
+pub struct CanvasResponse {
+    pub hovered_box: Option<usize>,
+    /// The image position under the pointer, if it is over the image.
+    pub pointer_image_pos: Option<Pt>,
+    pub clicked_box: Option<usize>,
+    pub response: Option<egui::Response>,
+}
+
+pub struct ImageCanvas {
+    id: String,
+    texture: Option<TextureHandle>,
+    size: [usize; 2],
+    /// Screen points per image pixel.
+    zoom: f32,
+    /// Image point shown at the canvas centre.
+    centre: Pt,
+    fit_pending: bool,
+    last_rect: Option<Rect>,
+}
+
+impl ImageCanvas {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            texture: None,
+            size: [0, 0],
+            zoom: 1.0,
+            centre: [0.0, 0.0],
+            fit_pending: true,
+            last_rect: None,
+        }
+    }
+
+    pub fn has_image(&self) -> bool {
+        self.texture.is_some()
+    }
+
+    pub fn image_size(&self) -> [usize; 2] {
+        self.size
+    }
+
+    /// Replaces the image with an 8-bit grayscale buffer.
+    pub fn set_gray(&mut self, ctx: &egui::Context, w: usize, h: usize, gray: &[u8]) {
+        self.set_color_image(ctx, ColorImage::from_gray([w, h], gray));
+    }
+
+    /// Replaces the image with an RGBA buffer.
+    pub fn set_rgba(&mut self, ctx: &egui::Context, w: usize, h: usize, rgba: &[u8]) {
+        self.set_color_image(ctx, ColorImage::from_rgba_unmultiplied([w, h], rgba));
+    }
+
+    fn set_color_image(&mut self, ctx: &egui::Context, img: ColorImage) {
+        let new_size = img.size;
+        if new_size != self.size {
+            self.fit_pending = true;
+        }
+        self.size = new_size;
+        // Nearest-neighbour when magnified: microscopists want to see pixels, not blur.
+        let opts = TextureOptions {
+            magnification: egui::TextureFilter::Nearest,
+            minification: egui::TextureFilter::Linear,
+            ..Default::default()
+        };
+        match &mut self.texture {
+            Some(t) => t.set(img, opts),
+            None => self.texture = Some(ctx.load_texture(self.id.clone(), img, opts)),
+        }
+    }
+
+    pub fn fit(&mut self) {
+        self.fit_pending = true;
+    }
+
+    /// 1 image pixel = 1 screen point (physical pixel at scale 1).
+    pub fn one_to_one(&mut self) {
+        self.zoom = 1.0;
+    }
+
+    pub fn zoom(&self) -> f32 {
+        self.zoom
+    }
+
+    /// Centres the view on a box and zooms so it fills about a third of the canvas.
+    pub fn focus_on(&mut self, b: &OrientedBox) {
+        self.centre = [b.cx, b.cy];
+        if let Some(r) = self.last_rect {
+            let extent = b.w.max(b.h).max(8.0) as f32;
+            self.zoom = (r.width().min(r.height()) / (3.0 * extent)).clamp(0.05, 64.0);
+        }
+        self.fit_pending = false;
+    }
+
+    fn do_fit(&mut self, rect: Rect) {
+        let (w, h) = (self.size[0].max(1) as f32, self.size[1].max(1) as f32);
+        self.zoom = (rect.width() / w).min(rect.height() / h).max(1e-3);
+        self.centre = [w as f64 / 2.0, h as f64 / 2.0];
+        self.fit_pending = false;
+    }
+
+    pub fn image_to_screen(&self, rect: Rect, p: Pt) -> Pos2 {
+        let c = rect.center();
+        Pos2::new(
+            c.x + ((p[0] - self.centre[0]) as f32) * self.zoom,
+            c.y + ((p[1] - self.centre[1]) as f32) * self.zoom,
+        )
+    }
+
+    pub fn screen_to_image(&self, rect: Rect, s: Pos2) -> Pt {
+        let c = rect.center();
+        [
+            self.centre[0] + ((s.x - c.x) / self.zoom) as f64,
+            self.centre[1] + ((s.y - c.y) / self.zoom) as f64,
+        ]
+    }
+
+    /// Draws the canvas filling the available space. `pan_with_primary` is off while a tool
+    /// (box editing) owns the primary button; panning then uses the middle/secondary button.
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        boxes: &[OverlayBox],
+        pan_with_primary: bool,
+    ) -> CanvasResponse {
+        let size = ui.available_size().max(Vec2::new(64.0, 64.0));
+        let (response, painter) = ui.allocate_painter(size, Sense::click_and_drag());
+        let rect = response.rect;
+        self.last_rect = Some(rect);
+        painter.rect_filled(rect, 0.0, Color32::from_gray(24));
+        let mut out = CanvasResponse::default();
+        let Some(tex_id) = self.texture.as_ref().map(|t| t.id()) else {
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "No image",
+                egui::FontId::proportional(16.0),
+                Color32::GRAY,
+            );
+            out.response = Some(response);
+            return out;
+        };
+        if self.fit_pending {
+            self.do_fit(rect);
+        }
+        // Zoom around the pointer.
+        if response.hovered() {
+            let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+            let factor = pinch * (scroll / 300.0).exp();
+            if (factor - 1.0).abs() > 1e-4
+                && let Some(hp) = response.hover_pos()
+            {
+                let before = self.screen_to_image(rect, hp);
+                self.zoom = (self.zoom * factor).clamp(0.02, 64.0);
+                let after = self.screen_to_image(rect, hp);
+                self.centre[0] += before[0] - after[0];
+                self.centre[1] += before[1] - after[1];
+            }
+        }
+        let pan = (pan_with_primary && response.dragged_by(egui::PointerButton::Primary))
+            || response.dragged_by(egui::PointerButton::Middle)
+            || response.dragged_by(egui::PointerButton::Secondary);
+        if pan {
+            let d = response.drag_delta();
+            self.centre[0] -= (d.x / self.zoom) as f64;
+            self.centre[1] -= (d.y / self.zoom) as f64;
+        }
+        if response.double_clicked() {
+            self.do_fit(rect);
+        }
+        let top_left = self.image_to_screen(rect, [0.0, 0.0]);
+        let bottom_right = self.image_to_screen(rect, [self.size[0] as f64, self.size[1] as f64]);
+        let painter = painter.with_clip_rect(rect);
+        painter.image(
+            tex_id,
+            Rect::from_min_max(top_left, bottom_right),
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+
+        let pointer = response.hover_pos().map(|p| self.screen_to_image(rect, p));
+        out.pointer_image_pos = pointer.filter(|p| {
+            p[0] >= 0.0 && p[1] >= 0.0 && p[0] < self.size[0] as f64 && p[1] < self.size[1] as f64
+        });
+        // The smallest box under the pointer wins (boundaries are big, point defects small).
+        out.hovered_box = pointer.and_then(|p| {
+            boxes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.obb.contains(p))
+                .min_by(|a, b| a.1.obb.area().total_cmp(&b.1.obb.area()))
+                .map(|(i, _)| i)
+        });
+        for (i, b) in boxes.iter().enumerate() {
+            let [r, g, bl] = class_color(b.class);
+            let col = Color32::from_rgb(r, g, bl);
+            let hovered = out.hovered_box == Some(i);
+            let width = if hovered { 3.0 } else { 1.8 };
+            let pts: Vec<Pos2> = b
+                .obb
+                .corners()
+                .iter()
+                .map(|&c| self.image_to_screen(rect, c))
+                .collect();
+            painter.add(egui::Shape::closed_line(
+                pts.clone(),
+                Stroke::new(width, col),
+            ));
+            if let Some(cap) = &b.caption {
+                let top = pts
+                    .iter()
+                    .cloned()
+                    .min_by(|a, b| a.y.total_cmp(&b.y))
+                    .unwrap_or(pts[0]);
+                let galley = painter.layout_no_wrap(
+                    cap.clone(),
+                    egui::FontId::proportional(11.0),
+                    Color32::BLACK,
+                );
+                let bg = Rect::from_min_size(
+                    top - Vec2::new(0.0, galley.size().y + 2.0),
+                    galley.size() + Vec2::new(4.0, 2.0),
+                );
+                painter.rect_filled(bg, 2.0, col);
+                painter.galley(bg.min + Vec2::new(2.0, 1.0), galley, Color32::BLACK);
+            }
+        }
+        if let Some(i) = out.hovered_box {
+            if response.clicked() {
+                out.clicked_box = Some(i);
+            }
+            let tip = boxes[i].tooltip.clone();
+            response.clone().on_hover_ui_at_pointer(|ui| {
+                ui.label(tip);
+            });
+        }
+        out.response = Some(response);
+        out
+    }
+}

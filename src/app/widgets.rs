@@ -1,0 +1,99 @@
+//! Small widgets shared by the tabs.
+
+use defect_detector::classes::{DefectClass, class_color};
+use defect_detector::jobs::Job;
+use defect_detector::synth::params::{CountRange, Span};
+use egui::{Color32, RichText};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+/// Class toggles in class colours, with counts.
+pub fn class_legend(ui: &mut egui::Ui, show: &mut [bool], counts: &[usize]) {
+    for c in DefectClass::ALL {
+        let i = c.id();
+        if i >= show.len() {
+            break;
+        }
+        let [r, g, b] = class_color(i);
+        let n = counts.get(i).copied().unwrap_or(0);
+        ui.checkbox(
+            &mut show[i],
+            RichText::new(format!("{} ({n})", c.name())).color(Color32::from_rgb(r, g, b)),
+        );
+    }
+}
+
+/// A min–max pair of counts.
+pub fn count_range(
+    ui: &mut egui::Ui,
+    label: &str,
+    c: &mut CountRange,
+    bounds: RangeInclusive<u32>,
+) {
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::DragValue::new(&mut c.min)
+                .range(bounds.clone())
+                .prefix("min "),
+        );
+        ui.add(
+            egui::DragValue::new(&mut c.max)
+                .range(bounds)
+                .prefix("max "),
+        );
+        ui.label(label);
+    });
+    if c.max < c.min {
+        c.max = c.min;
+    }
+}
+
+/// A min–max pair of reals.
+pub fn span_range(ui: &mut egui::Ui, label: &str, s: &mut Span, bounds: RangeInclusive<f64>) {
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::DragValue::new(&mut s.min)
+                .range(bounds.clone())
+                .speed(0.01)
+                .prefix("min "),
+        );
+        ui.add(
+            egui::DragValue::new(&mut s.max)
+                .range(bounds)
+                .speed(0.01)
+                .prefix("max "),
+        );
+        ui.label(label);
+    });
+    if s.max < s.min {
+        s.max = s.min;
+    }
+}
+
+/// A folder path field with a "Browse…" button. The native dialog runs on a worker thread so
+/// the UI keeps drawing; returns the job when the user asked for the dialog.
+pub fn folder_picker(
+    ui: &mut egui::Ui,
+    path: &mut String,
+    picking: bool,
+) -> Option<Job<Option<PathBuf>>> {
+    let mut job = None;
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::TextEdit::singleline(path)
+                .desired_width(200.0)
+                .hint_text("folder"),
+        )
+        .on_hover_text("Output folder");
+        if ui
+            .add_enabled(!picking, egui::Button::new("Browse…"))
+            .clicked()
+        {
+            let start = PathBuf::from(path.clone());
+            job = Some(Job::spawn("pick-folder", None, move |_| {
+                Ok(rfd::FileDialog::new().set_directory(start).pick_folder())
+            }));
+        }
+    });
+    job
+}

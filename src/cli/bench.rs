@@ -1,0 +1,28 @@
+//! `defect-detector bench <job>`: prints one JSON object of median timings.
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    job: BenchJob,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchJob {
+    /// One synthetic image with labels and the full imaging model, single thread.
+    Synth {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let v = match a.job {
+        BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
