@@ -9,3 +9,4 @@ pub mod geometry;
 pub mod jobs;
 pub mod raster;
 pub mod synth;
+pub mod vlm;
