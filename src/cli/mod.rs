@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod synth;
+mod vlm_eval;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
+    /// Screen labelled patches with a vision-language model and score it.
+    VlmEval(Box<vlm_eval::VlmEvalArgs>),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::Synth(a)) => synth::run(a),
+        Some(Command::VlmEval(a)) => vlm_eval::run(*a),
     }
 }

@@ -224,7 +224,9 @@ impl std::error::Error for ChatError {}
 /// Largest response body accepted; chat replies are tiny, this only stops a runaway server.
 const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Blocking chat-completions client; cheap to share between worker threads.
+/// Blocking chat-completions client; cheap to share between worker threads and to clone
+/// (clones share one connection pool).
+#[derive(Clone)]
 pub struct ChatClient {
     config: ClientConfig,
     key: Option<ApiKey>,

@@ -474,7 +474,7 @@ pub fn run_vlm_eval(
         patch_source: cfg.patch_source.clone(),
         started_utc,
         finished_utc: utc_now(),
-        wall_s: t0.elapsed().as_secs_f64(),
+        wall_s: t0.elapsed().as_millis() as f64 / 1000.0,
         examples: examples
             .iter()
             .map(|e| ExampleRef {
@@ -536,7 +536,8 @@ fn evaluate_patch(
                     content: r.content,
                     prompt_tokens: r.usage.and_then(|u| u.prompt_tokens),
                     completion_tokens: r.usage.and_then(|u| u.completion_tokens),
-                    latency_ms: r.latency.as_secs_f64() * 1000.0,
+                    // Whole microseconds survive a JSON round trip exactly.
+                    latency_ms: r.latency.as_micros() as f64 / 1000.0,
                     created_utc: utc_now(),
                 };
                 if let Some(cache) = &cfg.cache
