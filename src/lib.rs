@@ -10,3 +10,4 @@ pub mod geometry;
 pub mod jobs;
 pub mod raster;
 pub mod synth;
+pub mod vlm;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod synth;
+mod vlm_eval;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +23,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Benchmarks: print one JSON object of median timings.
     Bench(bench::BenchArgs),
+    /// Screen labelled patches with a vision-language model and score it.
+    VlmEval(Box<vlm_eval::VlmEvalArgs>),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ pub fn run() -> anyhow::Result<()> {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::Synth(a)) => synth::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::VlmEval(a)) => vlm_eval::run(*a),
     }
 }

@@ -1,0 +1,25 @@
+//! Screening labelled STEM patches with vision-language models (and, through the same
+//! metrics, with any other patch classifier).
+//!
+//! - [`patches`]: labelled patch sets (folders, or generated images).
+//! - [`client`]: OpenAI-compatible chat-completions client with retries and a secret-safe key.
+//! - [`prompt`]: prompt strategies, editable texts, robust answer parsing.
+//! - [`run`]: seeded, cached, cancellable screening runs saved as JSON/CSV.
+//! - [`metrics`]: confusion matrix, accuracy, macro-F1, latency and token statistics.
+
+pub mod client;
+pub mod metrics;
+pub mod patches;
+pub mod prompt;
+pub mod run;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testserver;
+
+pub use client::{ApiKey, ChatClient, ClientConfig};
+pub use metrics::{ClassificationMetrics, Outcome, PatchPrediction, UsageStats};
+pub use patches::{DEFAULT_PATCH_CLASSES, GeneratedPatch, Patch, PatchSet};
+pub use prompt::{FailureKind, PromptTexts, Strategy};
+pub use run::{ResponseCache, RunConfig, VlmRun, run_vlm_eval};
