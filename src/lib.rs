@@ -4,6 +4,7 @@
 
 pub mod classes;
 pub mod dataset;
+pub mod detect;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;
