@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod detect;
+mod eval;
 mod synth;
 
 #[derive(Parser)]
@@ -19,6 +21,10 @@ pub struct Cli {
 enum Command {
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
+    /// Detect defects in images with a YOLO-OBB ONNX model; writes JSON, CSV and YOLO-OBB text.
+    Detect(detect::DetectArgs),
+    /// Evaluate a model on a YOLO-OBB dataset split with Ultralytics' val metrics.
+    Eval(eval::EvalArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -26,5 +32,7 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::Synth(a)) => synth::run(a),
+        Some(Command::Detect(a)) => detect::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
     }
 }

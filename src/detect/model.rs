@@ -91,7 +91,12 @@ pub const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 
 fn build_session(path: &Path, threads: usize, cuda: bool) -> ort::Result<Session> {
     let env = runtime::environment().map_err(|e| ort::Error::new(e.to_string()))?;
-    let mut b = Session::builder(env)?.with_log_level(ort::logging::LogLevel::Warning)?;
+    // Idle ONNX Runtime workers normally spin after a run, which steals the few cores from
+    // our own pre- and post-processing between runs; sleeping workers cost less overall.
+    let mut b = Session::builder(env)?
+        .with_log_level(ort::logging::LogLevel::Warning)?
+        .with_intra_op_spinning(false)?
+        .with_inter_op_spinning(false)?;
     if threads > 0 {
         b = b.with_intra_threads(threads)?;
     }

@@ -34,16 +34,20 @@ impl Quantizer {
 
     pub fn for_image(img: &ImageF32, intensity: Intensity) -> Self {
         let (lo, hi) = match intensity {
-            Intensity::ModelWindow => img.model_window(),
+            Intensity::ModelWindow => model_window_par(img),
             Intensity::Fixed { lo, hi } => (lo, hi),
         };
         Self::new(lo, hi)
     }
 
-    /// The 8-bit level of a raw value (NaN maps to 0, as `as u8` does in `to_u8`).
+    /// The 8-bit level of a raw value: `round` (half away from zero) then clamp, as
+    /// `ImageF32::to_u8`, but without a libm call per pixel. NaN maps to 0 like `NaN as u8`.
     #[inline(always)]
     pub fn level(&self, v: f32) -> u8 {
-        ((v - self.lo) * self.scale).round().clamp(0.0, 255.0) as u8
+        let x = ((v - self.lo) * self.scale).clamp(0.0, 255.0);
+        // x in [0, 255] (or NaN -> 0): truncation plus an exact fraction test is round().
+        let t = x as u32;
+        (t + ((x - t as f32) >= 0.5) as u32) as u8
     }
 
     #[inline(always)]
@@ -62,6 +66,74 @@ static UNIT_LUT: [f32; 256] = {
     }
     t
 };
+
+/// `ImageF32::model_window` computed on all cores. Same algorithm and arithmetic as
+/// `ImageF32::percentiles` (finite min/max, 4096-bin histogram, bin centre of the first bin
+/// whose cumulative count reaches `ceil(p n)`), so the result is identical; a test checks it.
+pub fn model_window_par(img: &ImageF32) -> (f32, f32) {
+    use rayon::prelude::*;
+    const BINS: usize = 4096;
+    const CHUNK: usize = 1 << 16;
+    let (lo, hi) = img
+        .data
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut lo = f32::INFINITY;
+            let mut hi = f32::NEG_INFINITY;
+            for &v in c {
+                if v.is_finite() {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+            (lo, hi)
+        })
+        .reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        );
+    let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
+    let ps = crate::raster::MODEL_WINDOW_PERCENTILES;
+    if hi <= lo {
+        return (lo, lo);
+    }
+    let scale = (BINS as f32 - 1.0) / (hi - lo);
+    let (hist, n) = img
+        .data
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut h = vec![0u64; BINS];
+            let mut n = 0u64;
+            for &v in c {
+                if v.is_finite() {
+                    h[((v - lo) * scale) as usize] += 1;
+                    n += 1;
+                }
+            }
+            (h, n)
+        })
+        .reduce(
+            || (vec![0u64; BINS], 0),
+            |mut a, b| {
+                for (x, y) in a.0.iter_mut().zip(&b.0) {
+                    *x += y;
+                }
+                (a.0, a.1 + b.1)
+            },
+        );
+    let pick = |p: f64| -> f32 {
+        let target = (p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil().max(1.0) as u64;
+        let mut acc = 0u64;
+        for (i, &c) in hist.iter().enumerate() {
+            acc += c;
+            if acc >= target {
+                return lo + (i as f32 + 0.5) / scale;
+            }
+        }
+        hi
+    };
+    (pick(ps.0), pick(ps.1))
+}
 
 /// An axis-aligned window of the (possibly resampled) image fed to the model as one input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -162,17 +234,25 @@ pub fn fill_input(buf: &mut [f32], s: usize, img: &ImageF32, tile: &Tile, q: &Qu
     if !full {
         first.fill(PAD_VALUE);
     }
-    for r in 0..tile.h {
-        let src = &img.data[(tile.y0 + r) * img.width + tile.x0..][..tile.w];
-        let dst = &mut first[(tile.pad_y + r) * s + tile.pad_x..][..tile.w];
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = q.unit(v);
-        }
+    {
+        use rayon::prelude::*;
+        let rows = &mut first[tile.pad_y * s..(tile.pad_y + tile.h) * s];
+        rows.par_chunks_mut(s * 32)
+            .enumerate()
+            .for_each(|(k, block)| {
+                for (j, row) in block.chunks_mut(s).enumerate() {
+                    let r = k * 32 + j;
+                    let src = &img.data[(tile.y0 + r) * img.width + tile.x0..][..tile.w];
+                    for (d, &v) in row[tile.pad_x..tile.pad_x + tile.w].iter_mut().zip(src) {
+                        *d = q.unit(v);
+                    }
+                }
+            });
     }
     // A grey image is the same in R, G and B.
     let (g, b) = rest.split_at_mut(plane);
-    g.copy_from_slice(first);
-    b.copy_from_slice(first);
+    let first = &*first;
+    rayon::join(|| g.copy_from_slice(first), || b.copy_from_slice(first));
 }
 
 /// Resampling filter.
@@ -306,6 +386,49 @@ mod tests {
             assert_eq!(q.level(*v), b);
             assert_eq!(q.unit(*v), b as f32 / 255.0);
         }
+    }
+
+    #[test]
+    fn fast_rounding_matches_round_everywhere_that_matters() {
+        let q = Quantizer::new(0.0, 255.0);
+        let mut v = -2.0f32;
+        while v < 258.0 {
+            for x in [
+                v,
+                v.next_up(),
+                v.next_down(),
+                v + 0.5,
+                (v + 0.5).next_down(),
+            ] {
+                let slow = (x.round().clamp(0.0, 255.0)) as u8;
+                assert_eq!(q.level(x), slow, "{x}");
+            }
+            v += 0.25;
+        }
+        assert_eq!(q.level(f32::NAN), 0);
+        assert_eq!(q.level(f32::INFINITY), 255);
+        assert_eq!(q.level(f32::NEG_INFINITY), 0);
+    }
+
+    #[test]
+    fn parallel_window_equals_the_shared_model_window() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        for (w, h) in [(1, 1), (3, 2), (300, 301), (1024, 700)] {
+            let mut img = ImageF32::new(w, h);
+            for v in &mut img.data {
+                *v = rng.random_range(-50.0f32..3000.0).powf(1.3);
+            }
+            if w * h > 10 {
+                img.data[5] = f32::NAN;
+                img.data[7] = f32::INFINITY;
+            }
+            assert_eq!(model_window_par(&img), img.model_window(), "{w}x{h}");
+        }
+        let flat = ImageF32::from_vec(4, 4, vec![7.0; 16]);
+        assert_eq!(model_window_par(&flat), flat.model_window());
+        let nan = ImageF32::from_vec(2, 1, vec![f32::NAN; 2]);
+        assert_eq!(model_window_par(&nan), nan.model_window());
     }
 
     #[test]
