@@ -84,7 +84,7 @@ pub fn detections_json(result: &DetectionResult, dets: &[Detection], meta: &Expo
         "height": result.height,
         "nm_per_px": result.pixel_size.map(|p| p.nm_per_px),
         "coordinates": "pixel corner origin, x right, y down; angle in radians, Ultralytics xywhr",
-        "conf": meta.conf,
+        "conf": round(meta.conf as f64, 6),
         "iou": meta.iou,
         "provider": result.provider,
         "tiles": result.tiles,

@@ -499,6 +499,11 @@ pub fn evaluate(
     })
 }
 
+/// An f32 setting as the decimal the user typed (0.01, not 0.009999999776).
+fn round6(v: f32) -> f64 {
+    (v as f64 * 1e6).round() / 1e6
+}
+
 impl EvalReport {
     /// The table Ultralytics prints (`%22s%11s...`), then the confusion matrix.
     pub fn table(&self) -> String {
@@ -564,7 +569,7 @@ impl EvalReport {
             "split": self.split,
             "images": self.images,
             "instances": self.instances,
-            "conf": self.conf,
+            "conf": round6(self.conf),
             "iou": self.iou,
             "metrics": {
                 "precision": self.precision,
@@ -579,7 +584,7 @@ impl EvalReport {
                 "labels": labels,
                 "rows": "predicted",
                 "columns": "true",
-                "conf": self.confusion.conf,
+                "conf": round6(self.confusion.conf),
                 "iou": self.confusion.iou_thres,
                 "matrix": self.confusion.matrix,
             },
