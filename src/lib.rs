@@ -5,6 +5,8 @@
 pub mod bench;
 pub mod classes;
 pub mod dataset;
+pub mod detect;
+pub mod eval;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod detect;
+mod eval;
 mod synth;
 mod vlm_eval;
 
@@ -25,6 +27,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Screen labelled patches with a vision-language model and score it.
     VlmEval(Box<vlm_eval::VlmEvalArgs>),
+    /// Detect defects in images with a YOLO-OBB ONNX model; writes JSON, CSV and YOLO-OBB text.
+    Detect(detect::DetectArgs),
+    /// Evaluate a model on a YOLO-OBB dataset split with Ultralytics' val metrics.
+    Eval(eval::EvalArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -34,5 +40,7 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Synth(a)) => synth::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
+        Some(Command::Detect(a)) => detect::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
     }
 }

@@ -1,0 +1,65 @@
+use clap::Args;
+use defect_detector::detect::{Detector, DetectorOptions, Device};
+use defect_detector::eval::{EvalOptions, VAL_CONF_OBB, VAL_IOU, VAL_MAX_DET, evaluate};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// YOLO-OBB model exported to ONNX.
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset folder holding data.yaml (or the yaml file itself).
+    dataset: PathBuf,
+    /// Split to evaluate (a key of data.yaml).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Confidence floor of the candidates (Ultralytics' OBB val default).
+    #[arg(long, default_value_t = VAL_CONF_OBB)]
+    conf: f32,
+    /// ProbIoU threshold of the NMS.
+    #[arg(long, default_value_t = VAL_IOU)]
+    iou: f64,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = VAL_MAX_DET)]
+    max_det: usize,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// Inference threads (0: ONNX Runtime's choice).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// ONNX Runtime library (default: ORT_DYLIB_PATH, .ort/, the project .venv).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
+        anyhow::bail!("--conf and --iou must be between 0 and 1");
+    }
+    let det = Detector::load(
+        &a.model,
+        &DetectorOptions {
+            device: a.device,
+            threads: a.threads,
+            runtime_library: a.ort_lib.clone(),
+        },
+    )?;
+    let opts = EvalOptions {
+        split: a.split.clone(),
+        conf: a.conf,
+        iou: a.iou,
+        max_det: a.max_det,
+    };
+    let report = evaluate(&det, &a.dataset, &opts, None)?;
+    print!("{}", report.table());
+    if let Some(p) = &a.json {
+        let bytes = serde_json::to_vec_pretty(&report.to_json())?;
+        defect_detector::fsio::atomic_write(p, &bytes)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! Oriented-box defect detection with a YOLO-OBB model exported to ONNX, run by ONNX Runtime.
+//!
+//! Pipeline: raw f32 image -> the shared model intensity window, quantised to 8 bits exactly as
+//! the training PNGs ([`pre`]) -> optional resampling to the model's pixel size -> tiles of the
+//! model's input size (letterboxed when smaller) -> ONNX Runtime -> decoding of every candidate
+//! above a low floor confidence ([`post`]) -> candidates in original image pixels.
+//!
+//! The result keeps all candidates (before NMS) so a viewer can re-filter with confidence and
+//! IoU sliders instantly through [`filter`], without running the model again.
+
+pub mod bench;
+pub mod export;
+pub mod model;
+pub mod post;
+pub mod pre;
+pub mod runtime;
+
+pub use model::{Detector, DetectorOptions, Device, ModelInfo};
+pub use post::{FilterOptions, filter, filter_with};
+pub use pre::Intensity;
+
+use crate::geometry::{OrientedBox, Pt};
+use crate::jobs::JobControl;
+use crate::raster::{ImageF32, PixelSize};
+use post::{BoxMap, DecodeSpec};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Confidence below which candidates are not even kept for re-filtering.
+pub const DEFAULT_FLOOR_CONF: f32 = 0.01;
+/// Ultralytics `predict` defaults.
+pub const DEFAULT_CONF: f32 = 0.25;
+pub const DEFAULT_IOU: f64 = 0.7;
+pub const DEFAULT_TILE_OVERLAP: f64 = 0.2;
+
+/// One oriented box found by the detector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    pub class: usize,
+    /// Shared with every other detection of the class (no allocation per candidate).
+    pub class_name: Arc<str>,
+    pub confidence: f32,
+    /// In original image pixels (corner-origin convention of [`crate::geometry`]), regularised
+    /// as Ultralytics does: angle in `[0, pi/2)`.
+    pub obb: OrientedBox,
+}
+
+impl Detection {
+    pub fn corners(&self) -> [Pt; 4] {
+        self.obb.corners()
+    }
+}
+
+/// How the image is brought to the model's input size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fit {
+    /// Keep the pixel scale; cut images larger than the model input into overlapping tiles
+    /// (`overlap` as a fraction of the tile) and pad smaller ones. For microscope images,
+    /// where the size of an atom in pixels is what the model learned.
+    Tile { overlap: f64 },
+    /// Ultralytics `val`: scale the long side to the model size, then letterbox.
+    ResizeLongSide,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DetectOptions {
+    /// Candidates with a class score at or below this are dropped.
+    pub floor_conf: f32,
+    pub intensity: Intensity,
+    pub fit: Fit,
+    /// Resample calibrated images to the model's `nm_per_px` (when the model declares one).
+    pub match_model_scale: bool,
+    /// One candidate per class above the floor (Ultralytics `val`), not just the best class.
+    pub multi_label: bool,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        Self {
+            floor_conf: DEFAULT_FLOOR_CONF,
+            intensity: Intensity::ModelWindow,
+            fit: Fit::Tile {
+                overlap: DEFAULT_TILE_OVERLAP,
+            },
+            match_model_scale: true,
+            multi_label: false,
+        }
+    }
+}
+
+impl DetectOptions {
+    /// What Ultralytics `val` does with an 8-bit dataset image.
+    pub fn ultralytics_val() -> Self {
+        Self {
+            floor_conf: 0.0,
+            intensity: Intensity::Fixed { lo: 0.0, hi: 255.0 },
+            fit: Fit::ResizeLongSide,
+            match_model_scale: false,
+            multi_label: true,
+        }
+    }
+}
+
+/// Milliseconds per stage of one [`Detector::detect`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub postprocess_ms: f64,
+}
+
+impl StageTimings {
+    pub fn total_ms(&self) -> f64 {
+        self.preprocess_ms + self.inference_ms + self.postprocess_ms
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DetectionResult {
+    /// Every candidate above the floor confidence, before NMS, most confident first. Use
+    /// [`filter`] (or [`DetectionResult::filtered`]) for final detections.
+    pub candidates: Vec<Detection>,
+    pub width: usize,
+    pub height: usize,
+    pub pixel_size: Option<PixelSize>,
+    pub class_names: Vec<String>,
+    /// Execution provider that ran the model.
+    pub provider: String,
+    pub timings: StageTimings,
+    /// Model inputs run (1 unless the image was tiled).
+    pub tiles: usize,
+    /// Model pixels per image pixel (1 unless resampled).
+    pub scale: f64,
+}
+
+impl DetectionResult {
+    pub fn filtered(&self, conf: f32, iou: f64) -> Vec<Detection> {
+        filter(&self.candidates, conf, iou)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Detector {
+    /// Runs the detector on one image. `pixel_size` is the image's calibration, if known.
+    pub fn detect(
+        &self,
+        img: &ImageF32,
+        pixel_size: Option<PixelSize>,
+        opts: &DetectOptions,
+    ) -> anyhow::Result<DetectionResult> {
+        self.detect_with_control(img, pixel_size, opts, None)
+    }
+
+    /// As [`Detector::detect`], reporting progress per tile and honouring cancellation.
+    pub fn detect_with_control(
+        &self,
+        img: &ImageF32,
+        pixel_size: Option<PixelSize>,
+        opts: &DetectOptions,
+        ctl: Option<&JobControl>,
+    ) -> anyhow::Result<DetectionResult> {
+        if img.width == 0 || img.height == 0 {
+            anyhow::bail!("the image is empty ({}x{})", img.width, img.height);
+        }
+        let info = self.info();
+        let s = info.imgsz;
+        let t_pre = Instant::now();
+        let q = pre::Quantizer::for_image(img, opts.intensity);
+
+        // Working image: the original, or resampled so one pixel is what the model expects.
+        let (work, sx, sy): (std::borrow::Cow<ImageF32>, f64, f64) = match opts.fit {
+            Fit::Tile { .. } => {
+                let f = match (opts.match_model_scale, pixel_size, info.nm_per_px) {
+                    (true, Some(p), Some(m)) if p.nm_per_px > 0.0 => p.nm_per_px / m,
+                    _ => 1.0,
+                };
+                if (f - 1.0).abs() < 1e-3 {
+                    (std::borrow::Cow::Borrowed(img), 1.0, 1.0)
+                } else {
+                    let w = ((img.width as f64 * f).round() as usize).max(1);
+                    let h = ((img.height as f64 * f).round() as usize).max(1);
+                    (
+                        std::borrow::Cow::Owned(pre::resample(img, w, h, f, f)),
+                        f,
+                        f,
+                    )
+                }
+            }
+            Fit::ResizeLongSide => {
+                // Ultralytics `load_image`: long side to the model size, sizes rounded up.
+                let r = s as f64 / img.width.max(img.height) as f64;
+                if r == 1.0 {
+                    (std::borrow::Cow::Borrowed(img), 1.0, 1.0)
+                } else {
+                    let w = ((img.width as f64 * r).ceil() as usize).clamp(1, s);
+                    let h = ((img.height as f64 * r).ceil() as usize).clamp(1, s);
+                    let (fx, fy) = (w as f64 / img.width as f64, h as f64 / img.height as f64);
+                    (
+                        std::borrow::Cow::Owned(pre::resample(img, w, h, fx, fy)),
+                        fx,
+                        fy,
+                    )
+                }
+            }
+        };
+        let overlap = match opts.fit {
+            Fit::Tile { overlap } => overlap,
+            Fit::ResizeLongSide => 0.0,
+        };
+        let tiles = pre::plan_tiles(work.width, work.height, s, overlap);
+        let mut timings = StageTimings {
+            preprocess_ms: ms(t_pre.elapsed()),
+            ..Default::default()
+        };
+
+        let names: Vec<Arc<str>> = info.names.iter().map(|n| Arc::from(n.as_str())).collect();
+        let mut candidates = Vec::new();
+        let single = tiles.len() == 1;
+        for (k, tile) in tiles.iter().enumerate() {
+            if let Some(c) = ctl {
+                c.check()?;
+                c.set_progress(
+                    k as f64 / tiles.len() as f64,
+                    format!("tile {}/{}", k + 1, tiles.len()),
+                );
+            }
+            let spec = DecodeSpec {
+                floor: opts.floor_conf,
+                multi_label: opts.multi_label,
+                map: BoxMap {
+                    pad: [tile.pad_x as f64, tile.pad_y as f64],
+                    scale: [1.0 / sx, 1.0 / sy],
+                    offset: [tile.x0 as f64 / sx, tile.y0 as f64 / sy],
+                },
+                tile: if single { None } else { Some(tile) },
+            };
+            let mut fill_time = Duration::ZERO;
+            let mut decode_time = Duration::ZERO;
+            let ((), run_time) = self.run_with(
+                |buf| {
+                    let t = Instant::now();
+                    pre::fill_input(buf, s, &work, tile, &q);
+                    fill_time = t.elapsed();
+                },
+                |out| {
+                    let t = Instant::now();
+                    post::decode(
+                        out,
+                        out.len() / info.output_rows(),
+                        &names,
+                        &spec,
+                        &mut candidates,
+                    );
+                    decode_time = t.elapsed();
+                },
+            )?;
+            timings.preprocess_ms += ms(fill_time);
+            timings.inference_ms += ms(run_time);
+            timings.postprocess_ms += ms(decode_time);
+        }
+        let t_post = Instant::now();
+        post::sort_by_confidence(&mut candidates);
+        timings.postprocess_ms += ms(t_post.elapsed());
+        if let Some(c) = ctl {
+            c.set_progress(1.0, "done");
+        }
+        Ok(DetectionResult {
+            candidates,
+            width: img.width,
+            height: img.height,
+            pixel_size,
+            class_names: info.names.clone(),
+            provider: self.provider().to_string(),
+            timings,
+            tiles: tiles.len(),
+            scale: 0.5 * (sx + sy),
+        })
+    }
+}
+
+/// Loads an image file for detection: PNG, TIFF or JPEG, as grayscale luma (8-bit values
+/// 0..255, 16-bit 0..65535). Calibration is not read from these formats.
+// The lead replaces this with `crate::formats::load` (microscope formats with calibration).
+pub fn load_image_for_detection(
+    path: &std::path::Path,
+) -> anyhow::Result<(ImageF32, Option<PixelSize>)> {
+    use image::DynamicImage;
+    let dynimg = image::ImageReader::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?
+        .with_guessed_format()
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("cannot decode {}: {e}", path.display()))?;
+    let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
+    let data: Vec<f32> = match dynimg {
+        DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().map(f32::from).collect(),
+        DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().map(f32::from).collect(),
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLumaA8(_) => {
+            dynimg
+                .into_luma8()
+                .into_raw()
+                .into_iter()
+                .map(f32::from)
+                .collect()
+        }
+        other => other
+            .into_luma16()
+            .into_raw()
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+    };
+    if w == 0 || h == 0 {
+        anyhow::bail!("{} is empty", path.display());
+    }
+    Ok((ImageF32::from_vec(w, h, data), None))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,542 @@
+//! Post-processing: decoding the raw YOLO-OBB output, Ultralytics' rotated NMS, re-filtering.
+
+use super::Detection;
+use super::pre::Tile;
+use crate::geometry::OrientedBox;
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+/// Ultralytics' `max_nms`: at most this many candidates enter NMS (the most confident).
+pub const MAX_NMS: usize = 30_000;
+
+/// How a model-input coordinate maps to the original image: `orig = (input - pad) * scale + offset`
+/// per axis; box sizes scale by the mean of the two scales.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BoxMap {
+    pub pad: [f64; 2],
+    pub scale: [f64; 2],
+    pub offset: [f64; 2],
+}
+
+impl BoxMap {
+    pub fn identity() -> Self {
+        Self {
+            pad: [0.0; 2],
+            scale: [1.0; 2],
+            offset: [0.0; 2],
+        }
+    }
+
+    pub fn apply(&self, b: &OrientedBox) -> OrientedBox {
+        let s = 0.5 * (self.scale[0] + self.scale[1]);
+        OrientedBox::new(
+            (b.cx - self.pad[0]) * self.scale[0] + self.offset[0],
+            (b.cy - self.pad[1]) * self.scale[1] + self.offset[1],
+            b.w * s,
+            b.h * s,
+            b.angle,
+        )
+    }
+
+    /// The inverse, for tests and for drawing model-space overlays.
+    pub fn invert(&self, b: &OrientedBox) -> OrientedBox {
+        let s = 0.5 * (self.scale[0] + self.scale[1]);
+        OrientedBox::new(
+            (b.cx - self.offset[0]) / self.scale[0] + self.pad[0],
+            (b.cy - self.offset[1]) / self.scale[1] + self.pad[1],
+            b.w / s,
+            b.h / s,
+            b.angle,
+        )
+    }
+}
+
+/// Ultralytics' `regularize_rboxes`: the same rectangle with the angle in `[0, pi/2)`.
+pub fn regularize(b: &OrientedBox) -> OrientedBox {
+    let swap = b.angle.rem_euclid(PI) >= PI / 2.0;
+    let (w, h) = if swap { (b.h, b.w) } else { (b.w, b.h) };
+    OrientedBox::new(b.cx, b.cy, w, h, b.angle.rem_euclid(PI / 2.0))
+}
+
+/// What to keep from one model output.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeSpec<'a> {
+    /// Candidates need a class score strictly above this.
+    pub floor: f32,
+    /// One candidate per class above the floor (Ultralytics `val`), instead of the best class
+    /// only (Ultralytics `predict`).
+    pub multi_label: bool,
+    /// Model input -> original image.
+    pub map: BoxMap,
+    /// Only candidates whose centre (in working-image coordinates) lies in this tile's core.
+    pub tile: Option<&'a Tile>,
+}
+
+/// Decodes `output` (`[4+nc+1, n]` row-major: cx, cy, w, h in input pixels, nc sigmoid
+/// scores, angle in radians) into `out`. Scores are thresholded before any box is built, so
+/// the cost is one pass over the score rows plus work proportional to the survivors.
+pub fn decode(
+    output: &[f32],
+    n: usize,
+    names: &[Arc<str>],
+    spec: &DecodeSpec,
+    out: &mut Vec<Detection>,
+) {
+    let nc = names.len();
+    debug_assert_eq!(output.len(), (5 + nc) * n);
+    let row = |r: usize| &output[r * n..(r + 1) * n];
+    let (cx, cy, w, h, ang) = (row(0), row(1), row(2), row(3), row(4 + nc));
+    let scores: Vec<&[f32]> = (0..nc).map(|c| row(4 + c)).collect();
+    let mut push = |i: usize, class: usize, conf: f32| {
+        if let Some(t) = spec.tile {
+            // Working-image coordinates of the centre: input minus padding plus tile origin.
+            let wx = cx[i] as f64 - t.pad_x as f64 + t.x0 as f64;
+            let wy = cy[i] as f64 - t.pad_y as f64 + t.y0 as f64;
+            if !t.core_contains(wx, wy) {
+                return;
+            }
+        }
+        let b = OrientedBox::new(
+            cx[i] as f64,
+            cy[i] as f64,
+            w[i] as f64,
+            h[i] as f64,
+            ang[i] as f64,
+        );
+        out.push(Detection {
+            class,
+            class_name: names[class].clone(),
+            confidence: conf,
+            obb: regularize(&spec.map.apply(&b)),
+        });
+    };
+    for i in 0..n {
+        if spec.multi_label {
+            for (c, s) in scores.iter().enumerate() {
+                if s[i] > spec.floor {
+                    push(i, c, s[i]);
+                }
+            }
+        } else {
+            let mut best = 0usize;
+            let mut best_s = f32::NEG_INFINITY;
+            for (c, s) in scores.iter().enumerate() {
+                if s[i] > best_s {
+                    best_s = s[i];
+                    best = c;
+                }
+            }
+            if best_s > spec.floor {
+                push(i, best, best_s);
+            }
+        }
+    }
+}
+
+/// Sorts candidates by confidence, highest first (stable, so ties keep anchor order).
+pub fn sort_by_confidence(dets: &mut [Detection]) {
+    dets.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+}
+
+/// Precomputed Gaussian of a box for ProbIoU.
+#[derive(Clone, Copy)]
+struct Gauss {
+    x: f64,
+    y: f64,
+    a: f64,
+    b: f64,
+    c: f64,
+    /// Largest eigenvalue of the covariance (max side squared / 12).
+    lmax: f64,
+}
+
+impl Gauss {
+    fn of(o: &OrientedBox) -> Self {
+        let a0 = o.w * o.w / 12.0;
+        let b0 = o.h * o.h / 12.0;
+        let (s, c) = o.angle.sin_cos();
+        Self {
+            x: o.cx,
+            y: o.cy,
+            a: a0 * c * c + b0 * s * s,
+            b: a0 * s * s + b0 * c * c,
+            c: (a0 - b0) * c * s,
+            lmax: a0.max(b0),
+        }
+    }
+}
+
+/// ProbIoU exactly as `geometry::probiou` (Ultralytics' formula), on precomputed Gaussians.
+fn probiou_g(p: &Gauss, q: &Gauss) -> f64 {
+    const EPS: f64 = 1e-7;
+    let (sa, sb, sc) = (p.a + q.a, p.b + q.b, p.c + q.c);
+    let den = sa * sb - sc * sc + EPS;
+    let t1 = (sa * (p.y - q.y).powi(2) + sb * (p.x - q.x).powi(2)) / den * 0.25;
+    let t2 = (sc * (q.x - p.x) * (p.y - q.y)) / den * 0.5;
+    let t3 = ((sa * sb - sc * sc)
+        / (4.0 * ((p.a * p.b - p.c * p.c).max(0.0) * (q.a * q.b - q.c * q.c).max(0.0)).sqrt()
+            + EPS)
+        + EPS)
+        .ln()
+        * 0.5;
+    let bd = (t1 + t2 + t3).clamp(EPS, 100.0);
+    1.0 - (1.0 - (-bd).exp() + EPS).sqrt()
+}
+
+/// Ultralytics' rotated NMS (`TorchNMS.fast_nms` with `batch_probiou`): with boxes in
+/// descending confidence, box `j` is dropped when ANY more confident box of its class (dropped
+/// or not) has ProbIoU `>= iou` with it. This is Fast-NMS, not greedy NMS: a box suppressed
+/// only by an already-suppressed box is still dropped. `dets` must be sorted by confidence,
+/// descending; returns the kept indices in that order.
+pub fn fast_nms(dets: &[Detection], iou: f64, agnostic: bool) -> Vec<usize> {
+    let n = dets.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    // Bhattacharyya distance bd >= 0.25 d^T (S1+S2)^-1 d >= 0.25 |d|^2 / (lmax1 + lmax2), and
+    // ProbIoU >= iou needs bd <= bd_max: pairs farther apart cannot suppress each other.
+    let arg = 1.0 + 1e-7 - (1.0 - iou).powi(2);
+    let bd_max = if arg > 0.0 { -arg.ln() } else { f64::INFINITY };
+    // Slack for the formula's eps terms (they shift bd by ~eps/det, far below this).
+    let bd_bound = bd_max * (1.0 + 1e-3) + 1e-3;
+    let g: Vec<Gauss> = dets.iter().map(|d| Gauss::of(&d.obb)).collect();
+    let mut keep = vec![true; n];
+    let groups: Vec<Vec<usize>> = if agnostic {
+        vec![(0..n).collect()]
+    } else {
+        let nc = dets.iter().map(|d| d.class).max().unwrap_or(0) + 1;
+        let mut v = vec![Vec::new(); nc];
+        for (i, d) in dets.iter().enumerate() {
+            v[d.class].push(i);
+        }
+        v
+    };
+    for group in groups {
+        if group.len() < 2 {
+            continue;
+        }
+        // Sweep in x: members sorted by centre x.
+        let mut by_x = group.clone();
+        by_x.sort_by(|&a, &b| g[a].x.total_cmp(&g[b].x));
+        let xs: Vec<f64> = by_x.iter().map(|&i| g[i].x).collect();
+        let lmax_all = group.iter().map(|&i| g[i].lmax).fold(0.0, f64::max);
+        for &j in &group {
+            let gj = &g[j];
+            let reach = if bd_max.is_finite() {
+                (4.0 * bd_bound * (gj.lmax + lmax_all)).sqrt()
+            } else {
+                f64::INFINITY
+            };
+            let lo = xs.partition_point(|&x| x < gj.x - reach);
+            let hi = xs.partition_point(|&x| x <= gj.x + reach);
+            for &i in &by_x[lo..hi] {
+                if i >= j {
+                    continue;
+                }
+                let gi = &g[i];
+                let d2 = (gi.x - gj.x).powi(2) + (gi.y - gj.y).powi(2);
+                if bd_max.is_finite() && 0.25 * d2 > bd_bound * (gi.lmax + gj.lmax) {
+                    continue;
+                }
+                if probiou_g(gi, gj) >= iou {
+                    keep[j] = false;
+                    break;
+                }
+            }
+        }
+    }
+    (0..n).filter(|&i| keep[i]).collect()
+}
+
+/// Options for turning candidates into final detections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FilterOptions {
+    /// Keep candidates with confidence strictly above this (Ultralytics `conf`).
+    pub conf: f32,
+    /// ProbIoU at or above which a less confident box is suppressed (Ultralytics `iou`).
+    pub iou: f64,
+    /// Let boxes of different classes suppress each other.
+    pub agnostic: bool,
+    /// Keep at most this many (Ultralytics `max_det`, 300 per image in `val`).
+    pub max_det: Option<usize>,
+}
+
+impl Default for FilterOptions {
+    fn default() -> Self {
+        Self {
+            conf: 0.25,
+            iou: 0.7,
+            agnostic: false,
+            max_det: None,
+        }
+    }
+}
+
+/// The GUI's re-filter: confidence threshold then class-aware rotated NMS, best first.
+pub fn filter(cands: &[Detection], conf: f32, iou: f64) -> Vec<Detection> {
+    filter_with(
+        cands,
+        &FilterOptions {
+            conf,
+            iou,
+            ..Default::default()
+        },
+    )
+}
+
+pub fn filter_with(cands: &[Detection], o: &FilterOptions) -> Vec<Detection> {
+    let mut sel: Vec<Detection> = cands
+        .iter()
+        .filter(|d| d.confidence > o.conf)
+        .cloned()
+        .collect();
+    sort_by_confidence(&mut sel);
+    sel.truncate(MAX_NMS);
+    let kept = fast_nms(&sel, o.iou, o.agnostic);
+    let limit = o.max_det.unwrap_or(usize::MAX);
+    kept.into_iter()
+        .take(limit)
+        .map(|i| sel[i].clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::probiou;
+
+    fn names() -> Vec<Arc<str>> {
+        ["grain_boundary", "vacancy", "interstitial"]
+            .iter()
+            .map(|s| Arc::from(*s))
+            .collect()
+    }
+
+    /// A raw output tensor `[8, n]` from (cx, cy, w, h, scores[3], angle) columns.
+    fn tensor(cols: &[[f32; 8]]) -> Vec<f32> {
+        let n = cols.len();
+        let mut t = vec![0f32; 8 * n];
+        for (i, c) in cols.iter().enumerate() {
+            for r in 0..8 {
+                t[r * n + i] = c[r];
+            }
+        }
+        t
+    }
+
+    fn same_rectangle(a: &OrientedBox, b: &OrientedBox, tol: f64) -> bool {
+        // Compare as point sets: every corner of one is a corner of the other.
+        let (ca, cb) = (a.corners(), b.corners());
+        ca.iter().all(|p| {
+            cb.iter()
+                .any(|q| (p[0] - q[0]).abs() < tol && (p[1] - q[1]).abs() < tol)
+        })
+    }
+
+    #[test]
+    fn decode_keeps_geometry_and_classes_across_the_angle_range() {
+        let fpi = std::f32::consts::PI;
+        let cols = [
+            // Angle just below 3pi/4 (the top of the exported range).
+            [
+                100.0,
+                50.0,
+                30.0,
+                10.0,
+                0.1,
+                0.9,
+                0.2,
+                3.0 * fpi / 4.0 - 1e-4,
+            ],
+            // Negative angle near -pi/4.
+            [200.0, 60.0, 12.0, 40.0, 0.8, 0.05, 0.02, -fpi / 4.0 + 1e-4],
+            // Exactly pi/2: w and h must swap when regularised.
+            [20.0, 30.0, 8.0, 4.0, 0.0, 0.0, 0.5, fpi / 2.0],
+            // Below the floor: dropped.
+            [5.0, 5.0, 3.0, 3.0, 0.005, 0.009, 0.001, 0.0],
+        ];
+        let t = tensor(&cols);
+        let spec = DecodeSpec {
+            floor: 0.01,
+            multi_label: false,
+            map: BoxMap::identity(),
+            tile: None,
+        };
+        let mut out = Vec::new();
+        decode(&t, 4, &names(), &spec, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[0].class, &*out[0].class_name), (1, "vacancy"));
+        assert_eq!(out[1].class, 0);
+        assert_eq!(out[2].class, 2);
+        for (d, c) in out.iter().zip(&cols) {
+            let raw = OrientedBox::new(
+                c[0] as f64,
+                c[1] as f64,
+                c[2] as f64,
+                c[3] as f64,
+                c[7] as f64,
+            );
+            assert!(same_rectangle(&d.obb, &raw, 1e-3), "{d:?} vs {raw:?}");
+            assert!((0.0..PI / 2.0).contains(&d.obb.angle));
+        }
+        // pi/2 with w=8, h=4 is the axis-aligned 4 x 8 box.
+        let b = out[2].obb;
+        assert!(b.angle.abs() < 1e-6 || (PI / 2.0 - b.angle).abs() < 1e-6);
+        let aabb = b.aabb();
+        assert!((aabb[2] - aabb[0] - 4.0).abs() < 1e-4 && (aabb[3] - aabb[1] - 8.0).abs() < 1e-4);
+
+        // Multi-label: one candidate per class above the floor.
+        let spec = DecodeSpec {
+            multi_label: true,
+            ..spec
+        };
+        let mut out = Vec::new();
+        decode(&t, 4, &names(), &spec, &mut out);
+        let classes: Vec<usize> = out.iter().map(|d| d.class).collect();
+        assert_eq!(classes, vec![0, 1, 2, 0, 1, 2, 2]);
+    }
+
+    #[test]
+    fn letterbox_map_round_trips_and_matches_hand_values() {
+        // A 100 x 50 image letterboxed into 64: gain 0.64, content 64 x 32, pad (0, 16).
+        let m = BoxMap {
+            pad: [0.0, 16.0],
+            scale: [1.0 / 0.64, 1.0 / 0.64],
+            offset: [0.0, 0.0],
+        };
+        let input = OrientedBox::new(32.0, 32.0, 6.4, 3.2, 0.3);
+        let orig = m.apply(&input);
+        assert!((orig.cx - 50.0).abs() < 1e-9 && (orig.cy - 25.0).abs() < 1e-9);
+        assert!((orig.w - 10.0).abs() < 1e-9 && (orig.h - 5.0).abs() < 1e-9);
+        let back = m.invert(&orig);
+        assert!(same_rectangle(&back, &input, 1e-9));
+    }
+
+    fn det(class: usize, conf: f32, b: OrientedBox) -> Detection {
+        Detection {
+            class,
+            class_name: names()[class].clone(),
+            confidence: conf,
+            obb: b,
+        }
+    }
+
+    /// Fast-NMS by its definition, on the full upper triangle.
+    fn brute(dets: &[Detection], thr: f64, agnostic: bool) -> Vec<usize> {
+        (0..dets.len())
+            .filter(|&j| {
+                !(0..j).any(|i| {
+                    (agnostic || dets[i].class == dets[j].class)
+                        && probiou(&dets[i].obb, &dets[j].obb) >= thr
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_nms_differs_from_greedy_as_ultralytics_does() {
+        // A suppresses B, B would suppress C, A does not touch C: greedy keeps C, Fast-NMS
+        // (Ultralytics) drops it.
+        let a = OrientedBox::new(0.0, 0.0, 10.0, 4.0, 0.0);
+        let b = OrientedBox::new(2.0, 0.0, 10.0, 4.0, 0.0);
+        let c = OrientedBox::new(4.0, 0.0, 10.0, 4.0, 0.0);
+        let (ab, bc, ac) = (probiou(&a, &b), probiou(&b, &c), probiou(&a, &c));
+        let thr = 0.6;
+        assert!(ab >= thr && bc >= thr && ac < thr, "{ab} {bc} {ac}");
+        let dets = vec![det(1, 0.9, a), det(1, 0.8, b), det(1, 0.7, c)];
+        assert_eq!(fast_nms(&dets, thr, false), vec![0]);
+        let greedy: Vec<(OrientedBox, f32, usize)> = dets
+            .iter()
+            .map(|d| (d.obb, d.confidence, d.class))
+            .collect();
+        let g = crate::geometry::nms_rotated(&greedy, thr, crate::geometry::IouKind::ProbIou, true);
+        assert_eq!(g, vec![0, 2]);
+        // Another class is never suppressed unless agnostic.
+        let dets = vec![det(1, 0.9, a), det(2, 0.8, b)];
+        assert_eq!(fast_nms(&dets, thr, false), vec![0, 1]);
+        assert_eq!(fast_nms(&dets, thr, true), vec![0]);
+        // Exactly at the threshold suppresses (>=), as Ultralytics.
+        let dets = vec![det(0, 0.9, a), det(0, 0.8, b)];
+        assert_eq!(fast_nms(&dets, ab, false), vec![0]);
+    }
+
+    #[test]
+    fn fast_nms_spatial_pruning_matches_brute_force() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+        for round in 0..20 {
+            let n = 150;
+            let mut dets: Vec<Detection> = (0..n)
+                .map(|_| {
+                    let b = OrientedBox::new(
+                        rng.random_range(0.0..200.0),
+                        rng.random_range(0.0..200.0),
+                        rng.random_range(1.0..40.0),
+                        rng.random_range(1.0..12.0),
+                        rng.random_range(-0.8..2.4),
+                    );
+                    det(rng.random_range(0..3), rng.random_range(0.0..1.0), b)
+                })
+                .collect();
+            sort_by_confidence(&mut dets);
+            for thr in [0.05, 0.3, 0.7, 0.95] {
+                for agnostic in [false, true] {
+                    assert_eq!(
+                        fast_nms(&dets, thr, agnostic),
+                        brute(&dets, thr, agnostic),
+                        "round {round} thr {thr} agnostic {agnostic}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn filter_applies_strict_confidence_then_nms() {
+        let a = OrientedBox::new(0.0, 0.0, 10.0, 4.0, 0.0);
+        let b = OrientedBox::new(1.0, 0.0, 10.0, 4.0, 0.0);
+        let far = OrientedBox::new(100.0, 0.0, 10.0, 4.0, 0.0);
+        let cands = vec![det(0, 0.25, far), det(0, 0.6, b), det(0, 0.9, a)];
+        let f = filter(&cands, 0.25, 0.7);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].confidence, 0.9);
+        let f = filter(&cands, 0.2, 0.99);
+        let confs: Vec<f32> = f.iter().map(|d| d.confidence).collect();
+        assert_eq!(confs, vec![0.9, 0.6, 0.25]);
+    }
+
+    #[test]
+    fn a_box_on_a_tile_seam_is_reported_once_by_the_tile_that_sees_it_whole() {
+        use super::super::pre::plan_tiles;
+        // A 96 x 64 image in 64-pixel tiles at x = 0 and 32; the seam core boundary is x = 48.
+        let tiles = plan_tiles(96, 64, 64, 0.2);
+        assert_eq!(tiles.len(), 2);
+        assert_eq!(tiles[1].x0, 32);
+        // The object spans x 56..64 (centre 60). Tile 0 sees it cut by its edge (x < 64 only
+        // partly visible, box predicted 61 +- 3); tile 1 sees it whole (local 28 +- 4).
+        let seen_by_0 = tensor(&[[61.0, 20.0, 6.0, 6.0, 0.0, 0.8, 0.0, 0.0]]);
+        let seen_by_1 = tensor(&[[28.0, 20.0, 8.0, 6.0, 0.0, 0.7, 0.0, 0.0]]);
+        let mut cands = Vec::new();
+        for (t, out) in tiles.iter().zip([&seen_by_0, &seen_by_1]) {
+            let spec = DecodeSpec {
+                floor: 0.01,
+                multi_label: false,
+                map: BoxMap {
+                    pad: [t.pad_x as f64, t.pad_y as f64],
+                    scale: [1.0, 1.0],
+                    offset: [t.x0 as f64, t.y0 as f64],
+                },
+                tile: Some(t),
+            };
+            decode(out, 1, &names(), &spec, &mut cands);
+        }
+        assert_eq!(cands.len(), 1, "{cands:?}");
+        let d = &cands[0];
+        assert!((d.obb.cx - 60.0).abs() < 1e-9);
+        assert!(
+            (d.obb.w.max(d.obb.h) - 8.0).abs() < 1e-9,
+            "the whole box: {d:?}"
+        );
+        assert_eq!(d.confidence, 0.7);
+    }
+}

@@ -1,0 +1,502 @@
+//! Pre-processing: intensity window and 8-bit quantisation (as the training PNGs), optional
+//! resampling to the model's pixel size, letterboxing and tiling.
+
+use crate::raster::ImageF32;
+
+/// Ultralytics' letterbox fill, 114 of 255.
+pub const PAD_VALUE: f32 = 114.0 / 255.0;
+
+/// How raw intensities become the 0..255 values the model was trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Intensity {
+    /// The shared model window (`ImageF32::model_window`, 0.1/99.9 percentiles): raw data.
+    #[default]
+    ModelWindow,
+    /// A fixed window; `Fixed { lo: 0.0, hi: 255.0 }` feeds an 8-bit image unchanged.
+    Fixed { lo: f32, hi: f32 },
+}
+
+/// Quantises like [`ImageF32::to_u8`] (the training exporter) and scales to 0..1, so the
+/// detector sees exactly the values a training PNG holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Quantizer {
+    lo: f32,
+    scale: f32,
+}
+
+impl Quantizer {
+    pub fn new(lo: f32, hi: f32) -> Self {
+        Self {
+            lo,
+            scale: if hi > lo { 255.0 / (hi - lo) } else { 0.0 },
+        }
+    }
+
+    pub fn for_image(img: &ImageF32, intensity: Intensity) -> Self {
+        let (lo, hi) = match intensity {
+            Intensity::ModelWindow => model_window_par(img),
+            Intensity::Fixed { lo, hi } => (lo, hi),
+        };
+        Self::new(lo, hi)
+    }
+
+    /// The 8-bit level of a raw value: `round` (half away from zero) then clamp, as
+    /// `ImageF32::to_u8`, but without a libm call per pixel. NaN maps to 0 like `NaN as u8`.
+    #[inline(always)]
+    pub fn level(&self, v: f32) -> u8 {
+        let x = ((v - self.lo) * self.scale).clamp(0.0, 255.0);
+        // x in [0, 255] (or NaN -> 0): truncation plus an exact fraction test is round().
+        let t = x as u32;
+        (t + ((x - t as f32) >= 0.5) as u32) as u8
+    }
+
+    #[inline(always)]
+    pub fn unit(&self, v: f32) -> f32 {
+        UNIT_LUT[self.level(v) as usize]
+    }
+}
+
+/// `k / 255` as f32, computed the way `uint8 tensor / 255` is in Ultralytics (f32 division).
+static UNIT_LUT: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as f32 / 255.0;
+        i += 1;
+    }
+    t
+};
+
+/// `ImageF32::model_window` computed on all cores. Same algorithm and arithmetic as
+/// `ImageF32::percentiles` (finite min/max, 4096-bin histogram, bin centre of the first bin
+/// whose cumulative count reaches `ceil(p n)`), so the result is identical; a test checks it.
+pub fn model_window_par(img: &ImageF32) -> (f32, f32) {
+    use rayon::prelude::*;
+    const BINS: usize = 4096;
+    const CHUNK: usize = 1 << 16;
+    let (lo, hi) = img
+        .data
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut lo = f32::INFINITY;
+            let mut hi = f32::NEG_INFINITY;
+            for &v in c {
+                if v.is_finite() {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+            (lo, hi)
+        })
+        .reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        );
+    let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
+    let ps = crate::raster::MODEL_WINDOW_PERCENTILES;
+    if hi <= lo {
+        return (lo, lo);
+    }
+    let scale = (BINS as f32 - 1.0) / (hi - lo);
+    let (hist, n) = img
+        .data
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut h = vec![0u64; BINS];
+            let mut n = 0u64;
+            for &v in c {
+                if v.is_finite() {
+                    h[((v - lo) * scale) as usize] += 1;
+                    n += 1;
+                }
+            }
+            (h, n)
+        })
+        .reduce(
+            || (vec![0u64; BINS], 0),
+            |mut a, b| {
+                for (x, y) in a.0.iter_mut().zip(&b.0) {
+                    *x += y;
+                }
+                (a.0, a.1 + b.1)
+            },
+        );
+    let pick = |p: f64| -> f32 {
+        let target = (p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil().max(1.0) as u64;
+        let mut acc = 0u64;
+        for (i, &c) in hist.iter().enumerate() {
+            acc += c;
+            if acc >= target {
+                return lo + (i as f32 + 0.5) / scale;
+            }
+        }
+        hi
+    };
+    (pick(ps.0), pick(ps.1))
+}
+
+/// An axis-aligned window of the (possibly resampled) image fed to the model as one input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tile {
+    /// Top-left corner in the working image (pixels).
+    pub x0: usize,
+    pub y0: usize,
+    /// Size taken from the working image (at most the model size).
+    pub w: usize,
+    pub h: usize,
+    /// Letterbox padding (left, top) inside the model input, in model pixels.
+    pub pad_x: usize,
+    pub pad_y: usize,
+    /// Half-open ranges of working-image coordinates this tile is responsible for: a
+    /// detection whose centre lies in another tile's core is dropped here, so each object is
+    /// reported by the tile that sees it farthest from its edges.
+    pub core_x: [f64; 2],
+    pub core_y: [f64; 2],
+}
+
+impl Tile {
+    pub fn core_contains(&self, x: f64, y: f64) -> bool {
+        x >= self.core_x[0] && x < self.core_x[1] && y >= self.core_y[0] && y < self.core_y[1]
+    }
+}
+
+/// Start positions of windows of length `s` covering `len` with at least `overlap` pixels of
+/// overlap, spread evenly so the first starts at 0 and the last ends at `len`.
+pub fn tile_starts(len: usize, s: usize, overlap: usize) -> Vec<usize> {
+    if len <= s {
+        return vec![0];
+    }
+    let step = s.saturating_sub(overlap).max(1);
+    let n = (len - s).div_ceil(step) + 1;
+    (0..n)
+        .map(|i| ((i as f64) * (len - s) as f64 / (n - 1) as f64).round() as usize)
+        .collect()
+}
+
+/// Core boundaries: the middle of each overlap between neighbouring windows.
+fn cores(starts: &[usize], s: usize) -> Vec<[f64; 2]> {
+    (0..starts.len())
+        .map(|i| {
+            let lo = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                (starts[i - 1] + s + starts[i]) as f64 / 2.0
+            };
+            let hi = if i + 1 == starts.len() {
+                f64::INFINITY
+            } else {
+                (starts[i] + s + starts[i + 1]) as f64 / 2.0
+            };
+            [lo, hi]
+        })
+        .collect()
+}
+
+/// Ultralytics' centred letterbox padding: `round(d/2 - 0.1)` before, the rest after.
+pub fn letterbox_pad(content: usize, s: usize) -> usize {
+    let d = s.saturating_sub(content) as f64 / 2.0;
+    (d - 0.1).round().max(0.0) as usize
+}
+
+/// Tiles of size `s` covering a `w x h` image with fractional `overlap` (0..0.9).
+pub fn plan_tiles(w: usize, h: usize, s: usize, overlap: f64) -> Vec<Tile> {
+    let ov = (overlap.clamp(0.0, 0.9) * s as f64).round() as usize;
+    let xs = tile_starts(w, s, ov);
+    let ys = tile_starts(h, s, ov);
+    let cx = cores(&xs, s);
+    let cy = cores(&ys, s);
+    let mut out = Vec::with_capacity(xs.len() * ys.len());
+    for (j, &y0) in ys.iter().enumerate() {
+        for (i, &x0) in xs.iter().enumerate() {
+            let tw = s.min(w);
+            let th = s.min(h);
+            out.push(Tile {
+                x0,
+                y0,
+                w: tw,
+                h: th,
+                pad_x: letterbox_pad(tw, s),
+                pad_y: letterbox_pad(th, s),
+                core_x: cx[i],
+                core_y: cy[j],
+            });
+        }
+    }
+    out
+}
+
+/// Writes one tile into a `[3, s, s]` input buffer: padding, quantised grey copied to 3 planes.
+pub fn fill_input(buf: &mut [f32], s: usize, img: &ImageF32, tile: &Tile, q: &Quantizer) {
+    let plane = s * s;
+    debug_assert_eq!(buf.len(), 3 * plane);
+    let (first, rest) = buf.split_at_mut(plane);
+    let full = tile.w == s && tile.h == s;
+    if !full {
+        first.fill(PAD_VALUE);
+    }
+    {
+        use rayon::prelude::*;
+        let rows = &mut first[tile.pad_y * s..(tile.pad_y + tile.h) * s];
+        rows.par_chunks_mut(s * 32)
+            .enumerate()
+            .for_each(|(k, block)| {
+                for (j, row) in block.chunks_mut(s).enumerate() {
+                    let r = k * 32 + j;
+                    let src = &img.data[(tile.y0 + r) * img.width + tile.x0..][..tile.w];
+                    for (d, &v) in row[tile.pad_x..tile.pad_x + tile.w].iter_mut().zip(src) {
+                        *d = q.unit(v);
+                    }
+                }
+            });
+    }
+    // A grey image is the same in R, G and B.
+    let (g, b) = rest.split_at_mut(plane);
+    let first = &*first;
+    rayon::join(|| g.copy_from_slice(first), || b.copy_from_slice(first));
+}
+
+/// Resampling filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Bilinear with pixel-centre alignment (OpenCV `INTER_LINEAR` geometry), for enlarging.
+    Bilinear,
+    /// Box average over each destination pixel's footprint (OpenCV `INTER_AREA`), for shrinking.
+    Area,
+}
+
+/// One destination pixel's source taps along an axis.
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+fn taps(src_len: usize, dst_len: usize, scale: f64, filter: Filter) -> Taps {
+    let mut start = Vec::with_capacity(dst_len);
+    let mut len = Vec::with_capacity(dst_len);
+    let mut weights = Vec::new();
+    for d in 0..dst_len {
+        let mut taps_here: Vec<(usize, f64)> = Vec::new();
+        match filter {
+            Filter::Bilinear => {
+                let x = ((d as f64 + 0.5) / scale - 0.5).clamp(0.0, (src_len - 1) as f64);
+                let i0 = x.floor() as usize;
+                let i1 = (i0 + 1).min(src_len - 1);
+                let f = x - i0 as f64;
+                taps_here.push((i0, 1.0 - f));
+                if i1 != i0 {
+                    taps_here.push((i1, f));
+                }
+            }
+            Filter::Area => {
+                let a = d as f64 / scale;
+                let b = ((d + 1) as f64 / scale).min(src_len as f64);
+                let mut i = a.floor() as usize;
+                while (i as f64) < b && i < src_len {
+                    let lo = a.max(i as f64);
+                    let hi = b.min((i + 1) as f64);
+                    if hi > lo {
+                        taps_here.push((i, (hi - lo) * scale));
+                    }
+                    i += 1;
+                }
+                if taps_here.is_empty() {
+                    taps_here.push(((a.floor() as usize).min(src_len - 1), 1.0));
+                }
+            }
+        }
+        let total: f64 = taps_here.iter().map(|t| t.1).sum();
+        start.push(taps_here[0].0);
+        len.push(taps_here.len());
+        for (k, (i, w)) in taps_here.iter().enumerate() {
+            debug_assert_eq!(*i, taps_here[0].0 + k);
+            weights.push((*w / total) as f32);
+        }
+    }
+    Taps {
+        start,
+        len,
+        weights,
+    }
+}
+
+/// Resamples to `new_w x new_h` with scale factors `sx = new/old` (given separately from the
+/// sizes so a physical rescale keeps its exact factor although sizes are whole pixels).
+pub fn resample(img: &ImageF32, new_w: usize, new_h: usize, sx: f64, sy: f64) -> ImageF32 {
+    let fx = if sx < 1.0 {
+        Filter::Area
+    } else {
+        Filter::Bilinear
+    };
+    let fy = if sy < 1.0 {
+        Filter::Area
+    } else {
+        Filter::Bilinear
+    };
+    let tx = taps(img.width, new_w, sx, fx);
+    let ty = taps(img.height, new_h, sy, fy);
+    // Horizontal pass into a new_w x height buffer, then vertical.
+    let mut tmp = vec![0f32; new_w * img.height];
+    let offs_x: Vec<usize> = prefix(&tx.len);
+    for y in 0..img.height {
+        let row = img.row(y);
+        let out = &mut tmp[y * new_w..(y + 1) * new_w];
+        for (d, o) in out.iter_mut().enumerate() {
+            let w = &tx.weights[offs_x[d]..offs_x[d] + tx.len[d]];
+            let s = &row[tx.start[d]..tx.start[d] + tx.len[d]];
+            *o = w.iter().zip(s).map(|(a, b)| a * b).sum();
+        }
+    }
+    let offs_y: Vec<usize> = prefix(&ty.len);
+    let mut out = vec![0f32; new_w * new_h];
+    for d in 0..new_h {
+        let w = &ty.weights[offs_y[d]..offs_y[d] + ty.len[d]];
+        let dst = &mut out[d * new_w..(d + 1) * new_w];
+        for (k, &wk) in w.iter().enumerate() {
+            let src = &tmp[(ty.start[d] + k) * new_w..][..new_w];
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o += wk * v;
+            }
+        }
+    }
+    ImageF32::from_vec(new_w, new_h, out)
+}
+
+fn prefix(len: &[usize]) -> Vec<usize> {
+    let mut acc = 0;
+    len.iter()
+        .map(|l| {
+            let o = acc;
+            acc += l;
+            o
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiser_matches_training_export() {
+        let img = ImageF32::from_vec(5, 1, vec![-3.0, 0.0, 0.5, 1.0, 9.0]);
+        let q = Quantizer::new(0.0, 1.0);
+        let bytes = img.to_u8(0.0, 1.0);
+        for (v, b) in img.data.iter().zip(bytes) {
+            assert_eq!(q.level(*v), b);
+            assert_eq!(q.unit(*v), b as f32 / 255.0);
+        }
+    }
+
+    #[test]
+    fn fast_rounding_matches_round_everywhere_that_matters() {
+        let q = Quantizer::new(0.0, 255.0);
+        let mut v = -2.0f32;
+        while v < 258.0 {
+            for x in [
+                v,
+                v.next_up(),
+                v.next_down(),
+                v + 0.5,
+                (v + 0.5).next_down(),
+            ] {
+                let slow = (x.round().clamp(0.0, 255.0)) as u8;
+                assert_eq!(q.level(x), slow, "{x}");
+            }
+            v += 0.25;
+        }
+        assert_eq!(q.level(f32::NAN), 0);
+        assert_eq!(q.level(f32::INFINITY), 255);
+        assert_eq!(q.level(f32::NEG_INFINITY), 0);
+    }
+
+    #[test]
+    fn parallel_window_equals_the_shared_model_window() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        for (w, h) in [(1, 1), (3, 2), (300, 301), (1024, 700)] {
+            let mut img = ImageF32::new(w, h);
+            for v in &mut img.data {
+                *v = rng.random_range(-50.0f32..3000.0).powf(1.3);
+            }
+            if w * h > 10 {
+                img.data[5] = f32::NAN;
+                img.data[7] = f32::INFINITY;
+            }
+            assert_eq!(model_window_par(&img), img.model_window(), "{w}x{h}");
+        }
+        let flat = ImageF32::from_vec(4, 4, vec![7.0; 16]);
+        assert_eq!(model_window_par(&flat), flat.model_window());
+        let nan = ImageF32::from_vec(2, 1, vec![f32::NAN; 2]);
+        assert_eq!(model_window_par(&nan), nan.model_window());
+    }
+
+    #[test]
+    fn tiles_cover_with_overlap_and_cores_partition() {
+        assert_eq!(tile_starts(64, 64, 13), vec![0]);
+        assert_eq!(tile_starts(96, 64, 13), vec![0, 32]);
+        let s = tile_starts(1000, 256, 51);
+        assert_eq!(*s.first().unwrap(), 0);
+        assert_eq!(*s.last().unwrap(), 1000 - 256);
+        for w in s.windows(2) {
+            assert!(w[0] + 256 - w[1] >= 51, "{s:?}");
+        }
+        // Every point belongs to exactly one core, and that core lies inside its tile.
+        let tiles = plan_tiles(1000, 300, 256, 0.2);
+        for x in (0..1000).step_by(7) {
+            for y in (0..300).step_by(11) {
+                let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                let owners: Vec<&Tile> = tiles.iter().filter(|t| t.core_contains(px, py)).collect();
+                assert_eq!(owners.len(), 1, "({px},{py})");
+                let t = owners[0];
+                assert!(px >= t.x0 as f64 && px <= (t.x0 + t.w) as f64);
+                assert!(py >= t.y0 as f64 && py <= (t.y0 + t.h) as f64);
+            }
+        }
+    }
+
+    #[test]
+    fn letterbox_padding_is_centred_like_ultralytics() {
+        assert_eq!(letterbox_pad(64, 64), 0);
+        assert_eq!(letterbox_pad(60, 64), 2);
+        // 5 spare pixels: 2 before, 3 after (round(2.4), round(2.6)).
+        assert_eq!(letterbox_pad(59, 64), 2);
+        let t = plan_tiles(40, 100, 64, 0.2);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].w, t[0].pad_x, t[0].pad_y), (40, 12, 0));
+    }
+
+    #[test]
+    fn fill_input_pads_and_copies_planes() {
+        let img = ImageF32::from_vec(2, 2, vec![0.0, 1.0, 1.0, 0.0]);
+        let t = plan_tiles(2, 2, 4, 0.2)[0];
+        let mut buf = vec![-1.0; 3 * 16];
+        fill_input(&mut buf, 4, &img, &t, &Quantizer::new(0.0, 1.0));
+        let p = &buf[..16];
+        assert_eq!(p[5], 0.0);
+        assert_eq!(p[6], 1.0);
+        assert_eq!(p[0], PAD_VALUE);
+        assert_eq!(&buf[16..32], p);
+        assert_eq!(&buf[32..48], p);
+    }
+
+    #[test]
+    fn resampling_preserves_mean_and_ramps() {
+        // Area halving of a ramp averages neighbour pairs exactly.
+        let img = ImageF32::from_vec(8, 2, (0..16).map(|v| (v % 8) as f32).collect());
+        let r = resample(&img, 4, 1, 0.5, 0.5);
+        assert_eq!(r.data, vec![0.5, 2.5, 4.5, 6.5]);
+        // Bilinear doubling of a ramp stays a ramp in the interior.
+        let r = resample(&img, 16, 4, 2.0, 2.0);
+        for x in 1..15 {
+            let expect = ((x as f64 + 0.5) / 2.0 - 0.5) as f32;
+            assert!((r.data[x] - expect).abs() < 1e-6, "{x}: {}", r.data[x]);
+        }
+        // A constant image stays constant at any factor.
+        let c = ImageF32::from_vec(7, 5, vec![3.0; 35]);
+        for (w, h, s) in [(3, 2, 0.43), (10, 7, 1.43)] {
+            let r = resample(&c, w, h, s, s);
+            assert!(r.data.iter().all(|v| (v - 3.0).abs() < 1e-5));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Tests that run real ONNX models (the tiny ones in `tests/data`, built by
+//! `tests/data/make_test_models.py`). They need the ONNX Runtime library; when it cannot be
+//! found they fail with the loader's message, which says how to install it.
+
+use super::*;
+use std::path::PathBuf;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn tiny() -> Detector {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        threads: 1,
+        runtime_library: None,
+    };
+    Detector::load(&data("tiny_obb.onnx"), &opts).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A dark image with bright square blocks `[x0, x1) x [y0, y1)`.
+fn blocks(w: usize, h: usize, rects: &[[usize; 4]]) -> ImageF32 {
+    let mut img = ImageF32::new(w, h);
+    for r in rects {
+        for y in r[2]..r[3] {
+            for x in r[0]..r[1] {
+                img.data[y * w + x] = 1000.0;
+            }
+        }
+    }
+    img
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-3
+}
+
+#[test]
+fn tiny_model_metadata_and_provider() {
+    let d = tiny();
+    let i = d.info();
+    assert_eq!(i.names, vec!["grain_boundary", "vacancy", "interstitial"]);
+    assert_eq!((i.imgsz, i.num_anchors), (64, 84));
+    assert_eq!(i.strides, vec![8, 16, 32]);
+    assert_eq!(i.nm_per_px, Some(0.05));
+    assert_eq!(i.task.as_deref(), Some("obb"));
+    assert_eq!(d.provider(), model::CPU_PROVIDER);
+}
+
+#[test]
+fn auto_device_reports_the_provider_that_ran() {
+    let d = Detector::load(&data("tiny_obb.onnx"), &DetectorOptions::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        [model::CPU_PROVIDER, model::CUDA_PROVIDER].contains(&d.provider()),
+        "{}",
+        d.provider()
+    );
+}
+
+#[test]
+fn bad_models_are_refused_with_reasons() {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        ..Default::default()
+    };
+    let err = |p: &std::path::Path| match Detector::load(p, &opts) {
+        Ok(_) => panic!("{} was accepted", p.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    let e = err(&data("end2end_1x300x7.onnx"));
+    assert!(
+        e.contains("end-to-end") && e.contains("end2end_1x300x7.onnx"),
+        "{e}"
+    );
+    let e = err(&data("no_angle.onnx"));
+    assert!(
+        e.contains("'detect' model") || e.contains("no angle"),
+        "{e}"
+    );
+    let e = err(&data("does_not_exist.onnx"));
+    assert!(
+        e.contains("not found") && e.contains("does_not_exist.onnx"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"this is not a protobuf").unwrap();
+    let e = err(&junk);
+    assert!(e.contains("junk.onnx") && e.contains("ONNX"), "{e}");
+}
+
+#[test]
+fn one_block_gives_one_detection_at_the_right_place() {
+    let d = tiny();
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    let r = d.detect(&img, None, &DetectOptions::default()).unwrap();
+    assert_eq!(r.tiles, 1);
+    assert!(
+        r.candidates
+            .windows(2)
+            .all(|w| w[0].confidence >= w[1].confidence)
+    );
+    let f = filter(&r.candidates, 0.3, 0.7);
+    assert_eq!(f.len(), 1, "{f:?}");
+    let det = &f[0];
+    assert_eq!(&*det.class_name, "interstitial");
+    assert!(det.confidence > 0.99);
+    assert!(close(det.obb.cx, 44.0) && close(det.obb.cy, 28.0));
+    assert!(close(det.obb.w, 6.0) && close(det.obb.h, 4.0), "{det:?}");
+    // The vacancy-level cell covering a quarter of the block is a candidate at 0.25.
+    assert!(
+        r.candidates
+            .iter()
+            .any(|c| c.class == 1 && (c.confidence - 0.25).abs() < 1e-6)
+    );
+}
+
+#[test]
+fn a_block_on_a_tile_seam_is_found_once() {
+    let d = tiny();
+    // 96 px wide: tiles at x = 0 and 32 overlap on [32, 64); the block sits in the overlap.
+    for x0 in [40usize, 48] {
+        let img = blocks(96, 64, &[[x0, x0 + 8, 24, 32]]);
+        let r = d.detect(&img, None, &DetectOptions::default()).unwrap();
+        assert_eq!(r.tiles, 2);
+        let strong: Vec<&Detection> = r
+            .candidates
+            .iter()
+            .filter(|c| c.class == 2 && c.confidence > 0.9)
+            .collect();
+        assert_eq!(strong.len(), 1, "x0 {x0}: {strong:?}");
+        let f = filter(&r.candidates, 0.3, 0.7);
+        assert_eq!(f.len(), 1);
+        assert!(close(f[0].obb.cx, x0 as f64 + 4.0) && close(f[0].obb.cy, 28.0));
+    }
+}
+
+#[test]
+fn small_images_are_letterboxed_and_mapped_back() {
+    let d = tiny();
+    // 40 x 40 padded to 64: 12 pixels each side, so image [4, 12) lands on model cell [16, 24).
+    let img = blocks(40, 40, &[[4, 12, 4, 12]]);
+    let r = d.detect(&img, None, &DetectOptions::default()).unwrap();
+    // The transparent model scores the grey padding (114/255) too, so filter above it.
+    let f = filter(&r.candidates, 0.5, 0.7);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        close(f[0].obb.cx, 8.0) && close(f[0].obb.cy, 8.0),
+        "{:?}",
+        f[0]
+    );
+    // The padding (114/255) itself is not a detection above 0.5.
+    assert!(r.candidates.iter().filter(|c| c.confidence > 0.5).count() == 1);
+}
+
+#[test]
+fn calibrated_images_are_resampled_to_the_model_pixel_size() {
+    let d = tiny();
+    // 0.025 nm/px against the model's 0.05: halved to 64 x 64.
+    let img = blocks(128, 128, &[[80, 96, 48, 64]]);
+    let px = Some(PixelSize { nm_per_px: 0.025 });
+    let r = d.detect(&img, px, &DetectOptions::default()).unwrap();
+    assert!((r.scale - 0.5).abs() < 1e-12);
+    let f = filter(&r.candidates, 0.3, 0.7);
+    assert_eq!(f.len(), 1, "{f:?}");
+    let b = f[0].obb;
+    assert!(close(b.cx, 88.0) && close(b.cy, 56.0), "{b:?}");
+    assert!(
+        close(b.w.max(b.h), 12.0) && close(b.w.min(b.h), 8.0),
+        "{b:?}"
+    );
+    // Without calibration the same image is tiled at its own scale instead.
+    let r = d.detect(&img, None, &DetectOptions::default()).unwrap();
+    assert_eq!((r.scale, r.tiles), (1.0, 9));
+}
+
+#[test]
+fn ultralytics_val_mode_resizes_the_long_side() {
+    let d = tiny();
+    let mut img = blocks(128, 128, &[[80, 96, 48, 64]]);
+    for v in &mut img.data {
+        *v = if *v > 0.0 { 255.0 } else { 0.0 };
+    }
+    let r = d
+        .detect(&img, None, &DetectOptions::ultralytics_val())
+        .unwrap();
+    assert_eq!(r.tiles, 1);
+    let f = filter(&r.candidates, 0.3, 0.7);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(close(f[0].obb.cx, 88.0) && close(f[0].obb.cy, 56.0));
+}
+
+#[test]
+fn empty_images_and_cancellation_are_errors_not_panics() {
+    let d = tiny();
+    assert!(
+        d.detect(&ImageF32::new(0, 0), None, &DetectOptions::default())
+            .is_err()
+    );
+    let ctl = crate::jobs::JobControl::detached();
+    ctl.cancel();
+    let e = d
+        .detect_with_control(
+            &ImageF32::new(64, 64),
+            None,
+            &DetectOptions::default(),
+            Some(&ctl),
+        )
+        .unwrap_err();
+    assert!(crate::jobs::is_cancelled(&e));
+}
+
+#[test]
+fn bench_reports_medians_and_ratio() {
+    let v = bench::bench_detect(&data("tiny_obb.onnx"), 64, 3).unwrap();
+    assert_eq!(v["job"], "detect");
+    assert!(v["session_run_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio"].as_f64().unwrap().is_finite());
+    assert_eq!(v["tiles"], 1);
+}

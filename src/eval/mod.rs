@@ -1,0 +1,725 @@
+//! `defect-detector eval`: a detector against a YOLO-OBB dataset split, with Ultralytics'
+//! `val` definitions (see [`metrics`]) so the numbers compare with `yolo obb val`.
+//!
+//! What Ultralytics `val` does and this reproduces: each image scaled so its long side is the
+//! model size and letterboxed (a static ONNX model disables rectangular batches), the 8-bit
+//! pixels fed as they are, multi-label candidates above `conf` (0.01 for OBB since Ultralytics
+//! 8.3), class-aware Fast-NMS with ProbIoU at `iou` 0.7, at most 300 detections, matching by
+//! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
+
+pub mod metrics;
+
+use crate::dataset::yolo::{Validation, read_labels};
+use crate::detect::{DetectOptions, Detector, FilterOptions, Intensity, filter_with};
+use crate::geometry::OrientedBox;
+use crate::jobs::JobControl;
+use anyhow::Context;
+use metrics::{ApResult, ConfusionMatrix, Correct, ScoredBox};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Ultralytics' default `val` confidence for OBB models (0.001 for other tasks).
+pub const VAL_CONF_OBB: f32 = 0.01;
+pub const VAL_IOU: f64 = 0.7;
+pub const VAL_MAX_DET: usize = 300;
+
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic",
+];
+
+/// The parts of an Ultralytics `data.yaml` that evaluation needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetSpec {
+    pub yaml: PathBuf,
+    /// Dataset root (`path`, resolved against the yaml's folder).
+    pub root: PathBuf,
+    /// Split name -> entries (folders or `.txt` lists), relative to the root.
+    pub splits: BTreeMap<String, Vec<String>>,
+    pub names: Vec<String>,
+}
+
+fn strip_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') => return &line[..i],
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    line
+}
+
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    if v.len() >= 2
+        && ((v.starts_with('\'') && v.ends_with('\'')) || (v.starts_with('"') && v.ends_with('"')))
+    {
+        v[1..v.len() - 1].to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Items of an inline YAML list `[a, b]`.
+fn inline_list(v: &str) -> Option<Vec<String>> {
+    let b = v.trim().strip_prefix('[')?.strip_suffix(']')?;
+    Some(
+        b.split(',')
+            .map(unquote)
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
+}
+
+/// Values of an inline YAML mapping `{0: a, 1: 'b'}` ordered by their integer keys.
+fn inline_map(v: &str) -> Option<Result<Vec<String>, String>> {
+    let b = v.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut out: Vec<Option<String>> = Vec::new();
+    for item in b.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, val)) = item.split_once(':') else {
+            return Some(Err(format!("entry '{item}' has no ':'")));
+        };
+        let Ok(k) = unquote(k).parse::<usize>() else {
+            return Some(Err(format!("key '{}' is not a class id", k.trim())));
+        };
+        if out.len() <= k {
+            out.resize(k + 1, None);
+        }
+        out[k] = Some(unquote(val));
+    }
+    Some(
+        out.into_iter()
+            .enumerate()
+            .map(|(i, n)| n.ok_or_else(|| format!("class {i} has no name")))
+            .collect(),
+    )
+}
+
+impl DatasetSpec {
+    /// Reads `data.yaml` (or the folder holding it). Supports the subset Ultralytics datasets
+    /// use: `path`, split keys with a string or a list, and `names` as a block mapping
+    /// (`0: name`), a block list (`- name`), an inline list or an inline mapping.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let yaml = if path.is_dir() {
+            ["data.yaml", "dataset.yaml", "data.yml"]
+                .iter()
+                .map(|n| path.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| anyhow::anyhow!("no data.yaml in {}", path.display()))?
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&yaml)
+            .with_context(|| format!("cannot read {}", yaml.display()))?;
+        Self::parse(&text, &yaml)
+    }
+
+    pub fn parse(text: &str, yaml: &Path) -> anyhow::Result<Self> {
+        let file = yaml.display();
+        let mut top: BTreeMap<String, String> = BTreeMap::new();
+        let mut blocks: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for (ln, raw) in text.lines().enumerate() {
+            let line = strip_comment(raw);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let indented = line.starts_with([' ', '\t']);
+            let t = line.trim();
+            if indented || t.starts_with("- ") {
+                let key = current.clone().ok_or_else(|| {
+                    anyhow::anyhow!("{file}:{}: indented line outside a block", ln + 1)
+                })?;
+                blocks.entry(key).or_default().push((ln + 1, t.to_string()));
+                continue;
+            }
+            let (k, v) = t
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("{file}:{}: expected 'key: value'", ln + 1))?;
+            let (k, v) = (k.trim().to_string(), v.trim().to_string());
+            if v.is_empty() {
+                current = Some(k);
+            } else {
+                current = None;
+                top.insert(k, v);
+            }
+        }
+        let base = yaml.parent().unwrap_or(Path::new("."));
+        let root = match top.get("path") {
+            Some(p) => {
+                let p = PathBuf::from(unquote(p));
+                if p.is_absolute() { p } else { base.join(p) }
+            }
+            None => base.to_path_buf(),
+        };
+        let mut splits = BTreeMap::new();
+        for key in ["train", "val", "test"] {
+            let entries = if let Some(v) = top.get(key) {
+                inline_list(v).unwrap_or_else(|| vec![unquote(v)])
+            } else if let Some(b) = blocks.get(key) {
+                b.iter()
+                    .map(|(_, l)| unquote(l.trim_start_matches("- ")))
+                    .collect()
+            } else {
+                continue;
+            };
+            splits.insert(key.to_string(), entries);
+        }
+        let names = if let Some(v) = top.get("names") {
+            if let Some(l) = inline_list(v) {
+                l
+            } else if let Some(m) = inline_map(v) {
+                m.map_err(|e| anyhow::anyhow!("{file}: names: {e}"))?
+            } else {
+                anyhow::bail!("{file}: names '{v}' is neither a list nor a mapping");
+            }
+        } else if let Some(b) = blocks.get("names") {
+            let mut out: Vec<Option<String>> = Vec::new();
+            for (i, (ln, l)) in b.iter().enumerate() {
+                let (idx, name) = if let Some(item) = l.strip_prefix("- ") {
+                    (i, unquote(item))
+                } else {
+                    let (k, v) = l
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("{file}:{ln}: expected 'id: name'"))?;
+                    let k: usize = k.trim().parse().map_err(|_| {
+                        anyhow::anyhow!("{file}:{ln}: class id '{}' is not a number", k.trim())
+                    })?;
+                    (k, unquote(v))
+                };
+                if out.len() <= idx {
+                    out.resize(idx + 1, None);
+                }
+                out[idx] = Some(name);
+            }
+            out.into_iter()
+                .enumerate()
+                .map(|(i, n)| n.ok_or_else(|| anyhow::anyhow!("{file}: class {i} has no name")))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            anyhow::bail!("{file}: no 'names'");
+        };
+        if let Some(nc) = top.get("nc")
+            && nc.trim().parse::<usize>().ok() != Some(names.len())
+        {
+            anyhow::bail!("{file}: nc {nc} disagrees with {} names", names.len());
+        }
+        Ok(Self {
+            yaml: yaml.to_path_buf(),
+            root,
+            splits,
+            names,
+        })
+    }
+
+    /// The images of a split, sorted.
+    pub fn images(&self, split: &str) -> anyhow::Result<Vec<PathBuf>> {
+        let entries = self.splits.get(split).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no '{split}' split (it has: {})",
+                self.yaml.display(),
+                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        let mut out = Vec::new();
+        for e in entries {
+            let p = self.root.join(e);
+            if p.is_dir() {
+                collect_images(&p, &mut out)?;
+            } else if p.is_file() {
+                // A list of image paths, relative to the root.
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    let q = Path::new(l.trim_start_matches("./"));
+                    out.push(if q.is_absolute() {
+                        q.to_path_buf()
+                    } else {
+                        self.root.join(q)
+                    });
+                }
+            } else {
+                anyhow::bail!("split '{split}': {} does not exist", p.display());
+            }
+        }
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            anyhow::bail!("split '{split}' of {} has no images", self.yaml.display());
+        }
+        Ok(out)
+    }
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect_images(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Ultralytics `img2label_paths`: the last `/images/` becomes `/labels/`, extension `.txt`.
+pub fn label_path_for(image: &Path) -> PathBuf {
+    let s = image.to_string_lossy();
+    let sep = std::path::MAIN_SEPARATOR;
+    let needle = format!("{sep}images{sep}");
+    let swapped = match s.rfind(&needle) {
+        Some(i) => format!("{}{sep}labels{sep}{}", &s[..i], &s[i + needle.len()..]),
+        None => s.to_string(),
+    };
+    PathBuf::from(swapped).with_extension("txt")
+}
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub split: String,
+    pub conf: f32,
+    pub iou: f64,
+    pub max_det: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            split: "test".into(),
+            conf: VAL_CONF_OBB,
+            iou: VAL_IOU,
+            max_det: VAL_MAX_DET,
+        }
+    }
+}
+
+/// One class row of the report.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassRow {
+    pub class: usize,
+    pub name: String,
+    pub images: usize,
+    pub instances: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub map50: f64,
+    pub map50_95: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalReport {
+    pub model: PathBuf,
+    pub dataset: PathBuf,
+    pub split: String,
+    pub names: Vec<String>,
+    pub images: usize,
+    pub instances: usize,
+    pub conf: f32,
+    pub iou: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub map50: f64,
+    pub map75: f64,
+    pub map50_95: f64,
+    pub per_class: Vec<ClassRow>,
+    pub ap: ApResult,
+    pub confusion: ConfusionMatrix,
+    pub provider: String,
+    /// Mean milliseconds per image.
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub postprocess_ms: f64,
+}
+
+/// Runs the detector over a split and computes the metrics.
+pub fn evaluate(
+    det: &Detector,
+    dataset: &Path,
+    opts: &EvalOptions,
+    ctl: Option<&JobControl>,
+) -> anyhow::Result<EvalReport> {
+    let spec = DatasetSpec::read(dataset)?;
+    let nc = det.class_names().len();
+    if spec.names.len() != nc {
+        anyhow::bail!(
+            "the model has {nc} classes ({}) but {} lists {} ({})",
+            det.class_names().join(", "),
+            spec.yaml.display(),
+            spec.names.len(),
+            spec.names.join(", ")
+        );
+    }
+    if spec.names != det.class_names() {
+        tracing::warn!(
+            "class names differ: model {:?}, dataset {:?}; using the model's",
+            det.class_names(),
+            spec.names
+        );
+    }
+    let images = spec.images(&opts.split)?;
+    let validation = Validation {
+        num_classes: nc,
+        ..Default::default()
+    };
+    let mut tp: Vec<Correct> = Vec::new();
+    let mut conf: Vec<f32> = Vec::new();
+    let mut pred_cls: Vec<usize> = Vec::new();
+    let mut target_cls: Vec<usize> = Vec::new();
+    let mut per_image_classes = vec![0usize; nc];
+    let mut cm = ConfusionMatrix::for_val_conf(nc, opts.conf);
+    let (mut pre, mut inf, mut post) = (0.0, 0.0, 0.0);
+    let mut provider = det.provider().to_string();
+    for (k, img_path) in images.iter().enumerate() {
+        if let Some(c) = ctl {
+            c.check()?;
+            c.set_progress(
+                k as f64 / images.len() as f64,
+                img_path.display().to_string(),
+            );
+        }
+        let (img, _) = crate::detect::load_image_for_detection(img_path)?;
+        let mut dopts = DetectOptions::ultralytics_val();
+        dopts.floor_conf = opts.conf;
+        if img.min_max().1 > 255.0 {
+            dopts.intensity = Intensity::Fixed {
+                lo: 0.0,
+                hi: 65535.0,
+            };
+        }
+        let r = det
+            .detect(&img, None, &dopts)
+            .with_context(|| format!("detecting in {}", img_path.display()))?;
+        let t = std::time::Instant::now();
+        let dets = filter_with(
+            &r.candidates,
+            &FilterOptions {
+                conf: opts.conf,
+                iou: opts.iou,
+                agnostic: false,
+                max_det: Some(opts.max_det),
+            },
+        );
+        pre += r.timings.preprocess_ms;
+        inf += r.timings.inference_ms;
+        post += r.timings.postprocess_ms + t.elapsed().as_secs_f64() * 1e3;
+        provider = r.provider.clone();
+
+        let label_file = label_path_for(img_path);
+        let labels = if label_file.is_file() {
+            read_labels(&label_file, &validation)?
+        } else {
+            Vec::new()
+        };
+        let (w, h) = (img.width as f64, img.height as f64);
+        let gts: Vec<(OrientedBox, usize)> = labels
+            .iter()
+            .map(|l| (l.to_box_px(w, h), l.class))
+            .collect();
+        let mut seen = vec![false; nc];
+        for (_, c) in &gts {
+            target_cls.push(*c);
+            seen[*c] = true;
+        }
+        for (c, s) in seen.iter().enumerate() {
+            per_image_classes[c] += *s as usize;
+        }
+        let iou: Vec<Vec<f64>> = gts
+            .iter()
+            .map(|(g, _)| {
+                dets.iter()
+                    .map(|d| crate::geometry::probiou(g, &d.obb))
+                    .collect()
+            })
+            .collect();
+        let pc: Vec<usize> = dets.iter().map(|d| d.class).collect();
+        let tc: Vec<usize> = gts.iter().map(|g| g.1).collect();
+        if gts.is_empty() {
+            tp.extend(std::iter::repeat_n([false; metrics::N_IOU], dets.len()));
+        } else {
+            tp.extend(metrics::match_predictions(&pc, &tc, &iou));
+        }
+        conf.extend(dets.iter().map(|d| d.confidence));
+        pred_cls.extend(pc);
+        let scored: Vec<ScoredBox> = dets
+            .iter()
+            .map(|d| ScoredBox {
+                obb: d.obb,
+                conf: d.confidence,
+                class: d.class,
+            })
+            .collect();
+        cm.process_batch(&scored, &gts);
+    }
+    let ap = metrics::ap_per_class(&tp, &conf, &pred_cls, &target_cls);
+    let n_img = images.len() as f64;
+    let per_class = ap
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| ClassRow {
+            class: c,
+            name: det.class_names()[c].clone(),
+            images: per_image_classes[c],
+            instances: ap.n_labels[i],
+            precision: ap.p[i],
+            recall: ap.r[i],
+            map50: ap.ap[i][0],
+            map50_95: ap.class_ap(i),
+        })
+        .collect();
+    Ok(EvalReport {
+        model: det.info().path.clone(),
+        dataset: spec.yaml.clone(),
+        split: opts.split.clone(),
+        names: det.class_names().to_vec(),
+        images: images.len(),
+        instances: target_cls.len(),
+        conf: opts.conf,
+        iou: opts.iou,
+        precision: ap.mp(),
+        recall: ap.mr(),
+        map50: ap.map50(),
+        map75: ap.map75(),
+        map50_95: ap.map(),
+        per_class,
+        ap,
+        confusion: cm,
+        provider,
+        preprocess_ms: pre / n_img,
+        inference_ms: inf / n_img,
+        postprocess_ms: post / n_img,
+    })
+}
+
+/// An f32 setting as the decimal the user typed (0.01, not 0.009999999776).
+fn round6(v: f32) -> f64 {
+    (v as f64 * 1e6).round() / 1e6
+}
+
+impl EvalReport {
+    /// The table Ultralytics prints (`%22s%11s...`), then the confusion matrix.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}\n",
+            "Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP50-95)"
+        );
+        let row = |name: &str, im: usize, inst: usize, p: f64, r: f64, a50: f64, a: f64| {
+            format!("{name:>22}{im:>11}{inst:>11}{p:>11.3}{r:>11.3}{a50:>11.3}{a:>11.3}\n")
+        };
+        s += &row(
+            "all",
+            self.images,
+            self.instances,
+            self.precision,
+            self.recall,
+            self.map50,
+            self.map50_95,
+        );
+        for c in &self.per_class {
+            s += &row(
+                &c.name,
+                c.images,
+                c.instances,
+                c.precision,
+                c.recall,
+                c.map50,
+                c.map50_95,
+            );
+        }
+        s += &format!(
+            "\nConfusion matrix (rows predicted, columns true; conf > {}, ProbIoU > {}):\n",
+            self.confusion.conf, self.confusion.iou_thres
+        );
+        let mut labels: Vec<String> = self.names.clone();
+        labels.push("background".into());
+        let wdt = labels.iter().map(|l| l.len()).max().unwrap_or(10).max(6) + 2;
+        s += &format!("{:>wdt$}", "");
+        for l in &labels {
+            s += &format!("{l:>wdt$}");
+        }
+        s.push('\n');
+        for (i, r) in self.confusion.matrix.iter().enumerate() {
+            s += &format!("{:>wdt$}", labels[i]);
+            for v in r {
+                s += &format!("{v:>wdt$}");
+            }
+            s.push('\n');
+        }
+        s += &format!(
+            "Speed: {:.1}ms preprocess, {:.1}ms inference, {:.1}ms postprocess per image ({})\n",
+            self.preprocess_ms, self.inference_ms, self.postprocess_ms, self.provider
+        );
+        s
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut labels: Vec<String> = self.names.clone();
+        labels.push("background".into());
+        json!({
+            "model": self.model.display().to_string(),
+            "dataset": self.dataset.display().to_string(),
+            "split": self.split,
+            "images": self.images,
+            "instances": self.instances,
+            "conf": round6(self.conf),
+            "iou": self.iou,
+            "metrics": {
+                "precision": self.precision,
+                "recall": self.recall,
+                "mAP50": self.map50,
+                "mAP75": self.map75,
+                "mAP50-95": self.map50_95,
+            },
+            "per_class": self.per_class,
+            "best_f1_conf": self.ap.best_conf,
+            "confusion_matrix": {
+                "labels": labels,
+                "rows": "predicted",
+                "columns": "true",
+                "conf": round6(self.confusion.conf),
+                "iou": self.confusion.iou_thres,
+                "matrix": self.confusion.matrix,
+            },
+            "provider": self.provider,
+            "speed_ms_per_image": {
+                "preprocess": self.preprocess_ms,
+                "inference": self.inference_ms,
+                "postprocess": self.postprocess_ms,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_yaml_forms() {
+        let y = "# dataset\npath: /data/cdte  # root\ntrain: images/train\nval: images/val\ntest: [images/test, extra/test]\nnames:\n  0: grain_boundary\n  1: 'vacancy'\n  2: interstitial\n";
+        let s = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap();
+        assert_eq!(s.root, PathBuf::from("/data/cdte"));
+        assert_eq!(s.names, vec!["grain_boundary", "vacancy", "interstitial"]);
+        assert_eq!(s.splits["test"], vec!["images/test", "extra/test"]);
+        let y = "train: images/train\nnames: ['a', 'b']\n";
+        let s = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap();
+        assert_eq!(s.root, PathBuf::from("/x"));
+        assert_eq!(s.names, vec!["a", "b"]);
+        let y = "path: rel\nnames: {0: a, 1: 'b'}\n";
+        let s = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap();
+        assert_eq!(
+            (s.root, s.names),
+            (PathBuf::from("/x/rel"), vec!["a".into(), "b".into()])
+        );
+        let y = "names: {0: a, 2: c}\n";
+        assert!(DatasetSpec::parse(y, Path::new("/x/data.yaml")).is_err());
+        let y = "path: rel\nnames: {0: 'a', 1: 'b'}\nnc: 3\n";
+        let e = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap_err();
+        assert!(e.to_string().contains("nc 3"), "{e}");
+        let y = "names:\n  - x\n  - y\n";
+        let s = DatasetSpec::parse(y, Path::new("/x/d.yaml")).unwrap();
+        assert_eq!(s.names, vec!["x", "y"]);
+    }
+
+    /// The tiny transparent model (tests/data) on a two-image dataset: one labelled block
+    /// found exactly, one unlabelled dimmer block as a false positive.
+    #[test]
+    fn evaluate_tiny_model_on_a_tiny_dataset() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        std::fs::create_dir_all(d.join("images/test")).unwrap();
+        std::fs::create_dir_all(d.join("labels/test")).unwrap();
+        std::fs::write(
+            d.join("data.yaml"),
+            format!(
+                "path: {}\ntest: images/test\nnames:\n  0: grain_boundary\n  1: vacancy\n  2: interstitial\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let png = |name: &str, value: u8| {
+            let mut px = vec![0u8; 64 * 64];
+            for y in 24..32 {
+                for x in 40..48 {
+                    px[y * 64 + x] = value;
+                }
+            }
+            image::GrayImage::from_raw(64, 64, px)
+                .unwrap()
+                .save(d.join("images/test").join(name))
+                .unwrap();
+        };
+        png("a.png", 255);
+        png("b.png", 200);
+        let gt = OrientedBox::new(44.0, 28.0, 6.0, 4.0, 0.0);
+        crate::dataset::yolo::write_labels(
+            &d.join("labels/test/a.txt"),
+            &[crate::dataset::yolo::ObbLabel::from_box_px(
+                2, &gt, 64.0, 64.0,
+            )],
+        )
+        .unwrap();
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
+        let det = Detector::load(
+            &model,
+            &crate::detect::DetectorOptions {
+                device: crate::detect::Device::Cpu,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let r = evaluate(&det, d, &EvalOptions::default(), None).unwrap();
+        assert_eq!((r.images, r.instances), (2, 1));
+        // Only interstitial has labels, so it is the only class in the means.
+        assert_eq!(r.per_class.len(), 1);
+        let c = &r.per_class[0];
+        assert_eq!((c.class, c.images, c.instances), (2, 1, 1));
+        // TP at 1.0 then FP at 200/255: AP 0.995 at every IoU, P = R = 1 at the F1 peak.
+        assert!((r.map50 - 0.995).abs() < 1e-12 && (r.map50_95 - 0.995).abs() < 1e-12);
+        assert_eq!((r.precision, r.recall), (1.0, 1.0));
+        // The block in b.png is a background false positive; the vacancy candidate at exactly
+        // 0.25 is not above the matrix's 0.25 threshold.
+        let m = &r.confusion.matrix;
+        assert_eq!(m[2][2], 1.0);
+        assert_eq!(m[2][3], 1.0);
+        assert_eq!(m.iter().flatten().sum::<f64>(), 2.0);
+        let table = r.table();
+        assert!(
+            table.contains("interstitial") && table.contains("0.995"),
+            "{table}"
+        );
+        assert_eq!(r.to_json()["metrics"]["mAP50"], 0.995);
+        // A missing split is a clear error.
+        let e = evaluate(
+            &det,
+            d,
+            &EvalOptions {
+                split: "val".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no 'val' split"), "{e}");
+    }
+
+    #[test]
+    fn label_paths_like_ultralytics() {
+        assert_eq!(
+            label_path_for(Path::new("/d/images/test/a.png")),
+            PathBuf::from("/d/labels/test/a.txt")
+        );
+        assert_eq!(
+            label_path_for(Path::new("/images/d/images/x.tif")),
+            PathBuf::from("/images/d/labels/x.txt")
+        );
+    }
+}
