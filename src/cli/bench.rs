@@ -17,11 +17,23 @@ enum BenchJob {
         #[arg(long, default_value_t = 768)]
         size: usize,
     },
+    /// End-to-end detection vs the bare `session.run` of the same model, in the same run.
+    Detect {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let v = match a.job {
         BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
+        BenchJob::Detect { model, runs, size } => {
+            defect_detector::detect::bench::bench_detect(&model, size, runs.max(1))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
