@@ -18,6 +18,17 @@ pub enum Tab {
 impl Tab {
     pub const ALL: [Tab; 1] = [Tab::Synthesize];
 
+    /// Name on the command line (`defect-detector app --tab NAME`).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Tab::Synthesize => "synthesize",
+        }
+    }
+
+    pub fn from_cli_name(s: &str) -> Option<Tab> {
+        Tab::ALL.into_iter().find(|t| t.cli_name() == s)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Tab::Synthesize => "Synthesize",
@@ -33,8 +44,12 @@ pub struct Persisted {
     pub synth: SynthSettings,
 }
 
+/// How the app starts: command-line choices override what was remembered.
 #[derive(Default)]
-pub struct StartOptions {}
+pub struct StartOptions {
+    pub tab: Option<Tab>,
+    pub synth_params: Option<defect_detector::synth::SynthParams>,
+}
 
 pub struct DefectApp {
     pub tab: Tab,
@@ -86,7 +101,7 @@ impl eframe::App for DefectApp {
     }
 }
 
-pub fn run_app(_opts: StartOptions) -> anyhow::Result<()> {
+pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_inner_size([1400.0, 900.0])
@@ -98,10 +113,16 @@ pub fn run_app(_opts: StartOptions) -> anyhow::Result<()> {
         "Defect Detector",
         options,
         Box::new(|cc| {
-            let persisted: Persisted = cc
+            let mut persisted: Persisted = cc
                 .storage
                 .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
                 .unwrap_or_default();
+            if let Some(t) = opts.tab {
+                persisted.tab = t;
+            }
+            if let Some(p) = opts.synth_params {
+                persisted.synth.params = p;
+            }
             Ok(Box::new(DefectApp::new(&cc.egui_ctx, persisted)))
         }),
     )

@@ -21,6 +21,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the desktop app (the default with no subcommand), optionally on a tab with
+    /// synthesis parameters from a file (a sidecar's "params" or a full parameter JSON).
+    App(AppArgs),
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
     /// Benchmarks: print one JSON object of median timings.
@@ -33,10 +36,48 @@ enum Command {
     Eval(eval::EvalArgs),
 }
 
+#[derive(clap::Args)]
+struct AppArgs {
+    /// Tab to open.
+    #[arg(long)]
+    tab: Option<String>,
+    /// Synthesis parameters (JSON: a parameter file or an image sidecar).
+    #[arg(long)]
+    synth_params: Option<std::path::PathBuf>,
+}
+
+fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
+    use anyhow::Context;
+    let tab = match a.tab {
+        Some(t) => Some(crate::app::Tab::from_cli_name(&t).with_context(|| {
+            let names: Vec<_> = crate::app::Tab::ALL.iter().map(|t| t.cli_name()).collect();
+            format!("unknown tab '{t}' (one of {})", names.join(", "))
+        })?),
+        None => None,
+    };
+    let synth_params = match a.synth_params {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            // A sidecar holds the parameters under "params".
+            let v = v.get("params").cloned().unwrap_or(v);
+            let p: defect_detector::synth::SynthParams = serde_json::from_value(v)
+                .with_context(|| format!("{} holds no valid parameters", path.display()))?;
+            p.validate()?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok(crate::app::StartOptions { tab, synth_params })
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
+        Some(Command::App(a)) => crate::app::run_app(start_options(a)?),
         Some(Command::Synth(a)) => synth::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
