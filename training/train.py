@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Train yolo11n-obb on a dataset exported by `defect-detector export`, fully offline, export
+ONNX with the metadata the app reads (class names, input size, nominal pixel size) and write a
+model card next to it.
+
+    python training/train.py --data DATASET/data.yaml --name cdte-obb --epochs 30 --imgsz 640 \
+        --nm-per-px 0.02 --out models/
+
+See training/README.md for CPU and GPU recipes.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".work" / "ultralytics"
+
+
+def offline_env():
+    # Ultralytics probes the network and writes to $HOME unless told otherwise.
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(WORK / "config"))
+    os.environ.setdefault("MPLCONFIGDIR", str(WORK / "mpl"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    font = font_dir / "Arial.ttf"
+    if not font.exists():
+        import matplotlib
+
+        src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        shutil.copy(src, font)
+
+
+def add_metadata(onnx_path: Path, extra: dict):
+    import onnx
+
+    m = onnx.load(str(onnx_path))
+    keep = [p for p in m.metadata_props if p.key not in extra]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+    for k, v in extra.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, str(v)
+    tmp = onnx_path.with_suffix(".onnx.tmp")
+    onnx.save(m, str(tmp))
+    tmp.replace(onnx_path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="data.yaml of an exported dataset")
+    ap.add_argument("--name", default="cdte-yolo11n-obb")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu", help="cpu, 0 (first GPU), ...")
+    ap.add_argument("--nm-per-px", type=float, required=True, help="nominal pixel size the model expects (nm/px)")
+    ap.add_argument("--out", default=str(ROOT / "models"))
+    ap.add_argument("--recipe", default="", help="free text or JSON describing how the data was made")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patience", type=int, default=100)
+    a = ap.parse_args()
+
+    offline_env()
+    from ultralytics import YOLO
+    import ultralytics
+    import torch
+
+    runs = WORK / "runs"
+    t0 = time.time()
+    model = YOLO("yolo11n-obb.yaml")  # architecture only: random init, no weight download
+    model.train(
+        data=a.data, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device=a.device,
+        workers=0 if a.device == "cpu" else 8, amp=a.device != "cpu", seed=a.seed, deterministic=True,
+        project=str(runs), name=a.name, exist_ok=True, plots=False, patience=a.patience,
+        # Microscope images have no preferred orientation or handedness.
+        flipud=0.5, fliplr=0.5, degrees=0.0, mosaic=1.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.3,
+    )
+    train_s = time.time() - t0
+    best = runs / a.name / "weights" / "best.pt"
+    trained = YOLO(str(best))
+    metrics = trained.val(data=a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, plots=False,
+                          project=str(runs), name=a.name + "-val", exist_ok=True)
+    onnx_file = Path(trained.export(format="onnx", imgsz=a.imgsz, opset=17, simplify=True))
+    add_metadata(onnx_file, {"nm_per_px": a.nm_per_px, "training_data": a.recipe[:2000]})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / f"{a.name}.onnx"
+    shutil.copy(onnx_file, dst)
+    names = trained.names
+    card = {
+        "name": a.name,
+        "file": dst.name,
+        "architecture": "yolo11n-obb (Ultralytics), trained from scratch on synthetic data only",
+        "classes": [names[i] for i in sorted(names)],
+        "input_size": a.imgsz,
+        "nm_per_px": a.nm_per_px,
+        "training_data": a.recipe,
+        "dataset_yaml": str(a.data),
+        "epochs": a.epochs,
+        "batch": a.batch,
+        "seed": a.seed,
+        "training_time_s": round(train_s, 1),
+        "hardware": {
+            "device": a.device,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() and a.device != "cpu" else None,
+        },
+        "software": {"ultralytics": ultralytics.__version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "ultralytics_val_on_val_split": {
+            "mAP50": float(metrics.box.map50),
+            "mAP50-95": float(metrics.box.map),
+            "precision": float(metrics.box.mp),
+            "recall": float(metrics.box.mr),
+        },
+    }
+    (out / f"{a.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card, indent=2))
+
+
+if __name__ == "__main__":
+    main()
