@@ -4,6 +4,7 @@
 
 pub mod classes;
 pub mod dataset;
+pub mod formats;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;
