@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod info;
 mod synth;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
+    /// Print what a microscopy image file holds (size, pixel type, calibration, metadata) as JSON.
+    Info(info::InfoArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::Synth(a)) => synth::run(a),
+        Some(Command::Info(a)) => info::run(a),
     }
 }
