@@ -229,7 +229,28 @@ pub fn list_images(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| is_supported(p))
         .collect();
     files.sort();
+    let emi_stems: std::collections::HashSet<String> = files
+        .iter()
+        .filter(|p| has_ext(p, "emi"))
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .collect();
+    files.retain(|p| {
+        !(has_ext(p, "ser") && ser_series_of(p).is_some_and(|s| emi_stems.contains(&s)))
+    });
     files
+}
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// TIA names the series files of `name.emi` as `name_1.ser`, `name_2.ser`, ...
+fn ser_series_of(p: &Path) -> Option<String> {
+    let stem = p.file_stem()?.to_str()?;
+    let (base, num) = stem.rsplit_once('_')?;
+    (!num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())).then(|| base.to_string())
 }
 
 /// Loads the first image of a file.
@@ -262,6 +283,9 @@ pub fn page_count(path: &Path) -> anyhow::Result<usize> {
 pub fn load_from_bytes(bytes: &[u8], name_hint: &str, page: usize) -> anyhow::Result<StemImage> {
     let name = Path::new(name_hint);
     let r = guarded(|| {
+        if bytes.is_empty() {
+            bail!("the file is empty");
+        }
         let kind = detect(&bytes[..bytes.len().min(4096)], name)?;
         match kind {
             Kind::Tiff => tiff_reader::decode(std::io::Cursor::new(bytes), page),

@@ -324,7 +324,18 @@ fn bad_inputs_give_errors_naming_the_file() {
 #[test]
 fn listing_and_extension_support() {
     let dir = tempfile::tempdir().unwrap();
-    for n in ["b.tif", "a.DM3", "notes.txt", "c.emd", "d.png", "e.mrc"] {
+    for n in [
+        "b.tif",
+        "a.DM3",
+        "notes.txt",
+        "c.emd",
+        "d.png",
+        "e.mrc",
+        "s.emi",
+        "s_1.ser",
+        "s_2.ser",
+        "t_1.ser",
+    ] {
         tmp_file(&dir, n, b"x");
     }
     std::fs::create_dir(dir.path().join("sub.tif")).unwrap();
@@ -332,7 +343,13 @@ fn listing_and_extension_support() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["a.DM3", "b.tif", "c.emd", "d.png", "e.mrc"]);
+    // the series of s.emi open through it; t_1.ser has no .emi and stays
+    assert_eq!(
+        names,
+        [
+            "a.DM3", "b.tif", "c.emd", "d.png", "e.mrc", "s.emi", "t_1.ser"
+        ]
+    );
     assert!(is_supported(Path::new("x.SER")) && is_supported(Path::new("x.emi")));
     assert!(!is_supported(Path::new("x.txt")) && !is_supported(Path::new("noext")));
     assert!(list_images(&dir.path().join("nope")).is_empty());
