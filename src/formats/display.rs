@@ -342,10 +342,10 @@ pub fn scale_bar(nm_per_px: f64, image_width_px: usize, target_fraction: f64) ->
         0.2
     };
     let target = nm_per_px * image_width_px as f64 * frac;
-    let mut k = target.log10().floor();
+    // start a decade high: log10 of an exact power of ten may round just below the integer
+    let mut k = target.log10().floor() + 1.0;
     let mut nice = None;
-    // walk down decades until a 5, 2 or 1 fits (at most twice: floor already put 1e^k below)
-    for _ in 0..3 {
+    for _ in 0..4 {
         let base = 10f64.powf(k);
         if let Some(m) = [5.0, 2.0, 1.0]
             .into_iter()
@@ -503,6 +503,8 @@ mod tests {
         assert!((b.length_px - 200.0).abs() < 1e-9);
         // exact hit stays: 500 nm
         assert_eq!(scale_bar(1.0, 2500, 0.2).unwrap().label, "500 nm");
+        assert_eq!(scale_bar(0.1, 10_000, 1.0).unwrap().label, "1 µm");
+        assert_eq!(scale_bar(0.001, 1000, 0.1).unwrap().label, "100 pm");
         assert!(scale_bar(0.0, 100, 0.2).is_none());
         assert!(scale_bar(f64::NAN, 100, 0.2).is_none());
     }
