@@ -7,6 +7,7 @@ pub mod classes;
 pub mod dataset;
 pub mod detect;
 pub mod eval;
+pub mod formats;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;

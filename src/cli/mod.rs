@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod detect;
 mod eval;
+mod info;
 mod synth;
 mod vlm_eval;
 
@@ -34,6 +35,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Evaluate a model on a YOLO-OBB dataset split with Ultralytics' val metrics.
     Eval(eval::EvalArgs),
+    /// Print what a microscopy image file holds (size, pixel type, calibration, metadata) as JSON.
+    Info(info::InfoArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,5 +86,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
         Some(Command::Detect(a)) => detect::run(a),
         Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::Info(a)) => info::run(a),
     }
 }

@@ -282,42 +282,15 @@ impl Detector {
     }
 }
 
-/// Loads an image file for detection: PNG, TIFF or JPEG, as grayscale luma (8-bit values
-/// 0..255, 16-bit 0..65535). Calibration is not read from these formats.
-// The lead replaces this with `crate::formats::load` (microscope formats with calibration).
+/// Loads an image file for detection as raw f32 values with its pixel size when the file
+/// records one.
 pub fn load_image_for_detection(
     path: &std::path::Path,
 ) -> anyhow::Result<(ImageF32, Option<PixelSize>)> {
-    use image::DynamicImage;
-    let dynimg = image::ImageReader::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("cannot decode {}: {e}", path.display()))?;
-    let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
-    let data: Vec<f32> = match dynimg {
-        DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().map(f32::from).collect(),
-        DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().map(f32::from).collect(),
-        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLumaA8(_) => {
-            dynimg
-                .into_luma8()
-                .into_raw()
-                .into_iter()
-                .map(f32::from)
-                .collect()
-        }
-        other => other
-            .into_luma16()
-            .into_raw()
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-    };
-    if w == 0 || h == 0 {
-        anyhow::bail!("{} is empty", path.display());
-    }
-    Ok((ImageF32::from_vec(w, h, data), None))
+    // Every microscopy format the viewer reads (DM3/4, SER/EMI, EMD, MRC, TIFF incl. float),
+    // with its calibration, so resampling to the model's pixel size works from the CLI too.
+    let s = crate::formats::load(path)?;
+    Ok((s.image, s.pixel_size))
 }
 
 #[cfg(test)]

@@ -1,0 +1,64 @@
+//! `defect-detector info FILE [--page N]`: what the viewer would load, as one JSON object.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use defect_detector::formats;
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Microscopy image (TIFF, PNG, JPEG, DM3/DM4, SER/EMI, EMD, MRC).
+    pub file: PathBuf,
+    /// Which image of a multi-image file (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub page: usize,
+}
+
+pub fn run(a: InfoArgs) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&info_json(&a)?)?);
+    Ok(())
+}
+
+fn info_json(a: &InfoArgs) -> anyhow::Result<serde_json::Value> {
+    let img = formats::load_page(&a.file, a.page)?;
+    let (lo, hi) = img.image.min_max();
+    let mut v = serde_json::to_value(img.info())?;
+    // value range: the first thing to check when an image shows black or saturated
+    v["min"] = serde_json::json!(lo);
+    v["max"] = serde_json::json!(hi);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_reports_size_type_calibration_and_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 4, |x, y| {
+            image::Luma([(x + 10 * y) as u16])
+        });
+        img.save(&path).unwrap();
+        let v = info_json(&InfoArgs {
+            file: path.clone(),
+            page: 0,
+        })
+        .unwrap();
+        assert_eq!(v["width"], 8);
+        assert_eq!(v["height"], 4);
+        assert_eq!(v["pixel_type"], "u16");
+        assert_eq!(v["format"], "PNG");
+        assert_eq!(v["pages"], 1);
+        assert!(v["pixel_size"].is_null());
+        assert_eq!(v["min"], 0.0);
+        assert_eq!(v["max"], 37.0);
+        let e = info_json(&InfoArgs {
+            file: path,
+            page: 1,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("page 1"), "{e}");
+    }
+}
