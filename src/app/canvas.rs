@@ -54,26 +54,55 @@ impl ImageCanvas {
         }
     }
 
-    pub fn has_image(&self) -> bool {
-        self.texture.is_some()
-    }
-
-    pub fn image_size(&self) -> [usize; 2] {
-        self.size
-    }
-
     /// Replaces the image with an 8-bit grayscale buffer.
     pub fn set_gray(&mut self, ctx: &egui::Context, w: usize, h: usize, gray: &[u8]) {
         self.set_color_image(ctx, ColorImage::from_gray([w, h], gray));
     }
 
-    /// Replaces the image with an RGBA buffer.
-    pub fn set_rgba(&mut self, ctx: &egui::Context, w: usize, h: usize, rgba: &[u8]) {
-        self.set_color_image(ctx, ColorImage::from_rgba_unmultiplied([w, h], rgba));
+    /// Shows a (possibly binned) RGBA texture as an image of `image_size` pixels: overlays and
+    /// readouts stay in full-resolution image coordinates.
+    pub fn set_rgba_scaled(
+        &mut self,
+        ctx: &egui::Context,
+        image_size: [usize; 2],
+        w: usize,
+        h: usize,
+        rgba: &[u8],
+    ) {
+        self.set_color_image_sized(
+            ctx,
+            ColorImage::from_rgba_unmultiplied([w, h], rgba),
+            image_size,
+        );
+    }
+
+    /// The image rectangle in view `[x, y, w, h]` (pixels), if an image is shown.
+    pub fn visible_region(&self) -> Option<[usize; 4]> {
+        let r = self.last_rect?;
+        if self.texture.is_none() {
+            return None;
+        }
+        let a = self.screen_to_image(r, r.min);
+        let b = self.screen_to_image(r, r.max);
+        let x0 = a[0].clamp(0.0, self.size[0] as f64) as usize;
+        let y0 = a[1].clamp(0.0, self.size[1] as f64) as usize;
+        let x1 = b[0].clamp(0.0, self.size[0] as f64) as usize;
+        let y1 = b[1].clamp(0.0, self.size[1] as f64) as usize;
+        (x1 > x0 && y1 > y0).then_some([x0, y0, x1 - x0, y1 - y0])
     }
 
     fn set_color_image(&mut self, ctx: &egui::Context, img: ColorImage) {
-        let new_size = img.size;
+        let size = img.size;
+        self.set_color_image_sized(ctx, img, size);
+    }
+
+    fn set_color_image_sized(
+        &mut self,
+        ctx: &egui::Context,
+        img: ColorImage,
+        image_size: [usize; 2],
+    ) {
+        let new_size = image_size;
         if new_size != self.size {
             self.fit_pending = true;
         }

@@ -3,25 +3,29 @@
 
 pub mod canvas;
 pub mod synth_tab;
+pub mod viewer_tab;
 pub mod widgets;
 
 use defect_detector::jobs::Notify;
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
+use viewer_tab::{ViewerSettings, ViewerTab};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Tab {
     #[default]
     Synthesize,
+    Viewer,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 1] = [Tab::Synthesize];
+    pub const ALL: [Tab; 2] = [Tab::Synthesize, Tab::Viewer];
 
     /// Name on the command line (`defect-detector app --tab NAME`).
     pub fn cli_name(self) -> &'static str {
         match self {
             Tab::Synthesize => "synthesize",
+            Tab::Viewer => "viewer",
         }
     }
 
@@ -32,6 +36,7 @@ impl Tab {
     pub fn label(self) -> &'static str {
         match self {
             Tab::Synthesize => "Synthesize",
+            Tab::Viewer => "Viewer",
         }
     }
 }
@@ -42,6 +47,7 @@ impl Tab {
 pub struct Persisted {
     pub tab: Tab,
     pub synth: SynthSettings,
+    pub viewer: ViewerSettings,
 }
 
 /// How the app starts: command-line choices override what was remembered.
@@ -49,11 +55,14 @@ pub struct Persisted {
 pub struct StartOptions {
     pub tab: Option<Tab>,
     pub synth_params: Option<defect_detector::synth::SynthParams>,
+    /// A file or folder to open in the Viewer.
+    pub view: Option<std::path::PathBuf>,
 }
 
 pub struct DefectApp {
     pub tab: Tab,
     pub synth: SynthTab,
+    pub viewer: ViewerTab,
     notify: Option<Notify>,
 }
 
@@ -63,6 +72,7 @@ impl DefectApp {
         Self {
             tab: persisted.tab,
             synth: SynthTab::new(persisted.synth, notify.clone()),
+            viewer: ViewerTab::new(persisted.viewer, ctx),
             notify,
         }
     }
@@ -71,6 +81,7 @@ impl DefectApp {
         Persisted {
             tab: self.tab,
             synth: self.synth.settings.clone(),
+            viewer: self.viewer.settings.clone(),
         }
     }
 
@@ -83,10 +94,16 @@ impl DefectApp {
                 for t in Tab::ALL {
                     ui.selectable_value(&mut self.tab, t, t.label());
                 }
+                if self.synth.is_busy() || self.viewer.is_busy() {
+                    ui.separator();
+                    ui.spinner();
+                    ui.label("working");
+                }
             });
         });
         match self.tab {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
+            Tab::Viewer => self.viewer.ui(ui),
         }
     }
 }
@@ -123,7 +140,12 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
             if let Some(p) = opts.synth_params {
                 persisted.synth.params = p;
             }
-            Ok(Box::new(DefectApp::new(&cc.egui_ctx, persisted)))
+            let mut app = DefectApp::new(&cc.egui_ctx, persisted);
+            if let Some(v) = opts.view {
+                app.tab = Tab::Viewer;
+                app.viewer.open(&v);
+            }
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))

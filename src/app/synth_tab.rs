@@ -4,7 +4,6 @@
 
 use super::canvas::{ImageCanvas, OverlayBox};
 use super::widgets::{class_legend, count_range, folder_picker, span_range};
-use defect_detector::classes::DefectClass;
 use defect_detector::jobs::{Job, Latest, Notify};
 use defect_detector::synth::crystal::Preset;
 use defect_detector::synth::params::{DoseMode, ProbeModel};
@@ -490,11 +489,6 @@ impl SynthTab {
             }
             _ => String::new(),
         };
-    }
-
-    /// Class names for the legend (also used by tests).
-    pub fn class_names() -> Vec<&'static str> {
-        DefectClass::ALL.iter().map(|c| c.name()).collect()
     }
 }
 

@@ -75,3 +75,96 @@ fn preset_change_regenerates_with_new_crystal() {
         defect_detector::synth::crystal::Preset::Si110
     );
 }
+
+fn settle_viewer(h: &mut Harness<'static, DefectApp>) {
+    for _ in 0..500 {
+        h.step();
+        if !h.state().viewer.is_busy() {
+            h.step();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("viewer never settled");
+}
+
+/// Writes two synthetic images (16-bit TIFF with calibration, 8-bit PNG) into a folder.
+fn two_images() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    use defect_detector::synth::{self, ImageFormat, SynthParams};
+    let dir = tempfile::tempdir().unwrap();
+    let p = SynthParams {
+        width: 128,
+        height: 96,
+        ..Default::default()
+    };
+    let s = synth::generate(&p).unwrap();
+    let a = synth::write_outputs(&s, dir.path(), "a", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let b = synth::write_outputs(&s, dir.path(), "b", ImageFormat::Png)
+        .unwrap()
+        .image;
+    (dir, a, b)
+}
+
+#[test]
+fn viewer_opens_a_file_with_calibration_and_flips_through_the_folder() {
+    let (_dir, tif, png) = two_images();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.step();
+    h.state_mut().viewer.path_input = tif.display().to_string();
+    h.get_by_label("Open").click();
+    h.step();
+    settle_viewer(&mut h);
+    let v = &h.state().viewer;
+    let cur = v.current.as_ref().expect("image loaded");
+    assert_eq!((cur.width(), cur.height()), (128, 96));
+    let px = v
+        .pixel_size()
+        .expect("TIFF carries the pixel size")
+        .nm_per_px;
+    assert!((px - 0.015).abs() < 1e-5, "{px}");
+    // Arrow right goes to the next image of the folder (the PNG).
+    h.key_press(egui::Key::ArrowRight);
+    h.step();
+    settle_viewer(&mut h);
+    assert_eq!(h.state().viewer.current.as_ref().unwrap().path, png);
+    h.key_press(egui::Key::ArrowLeft);
+    h.step();
+    settle_viewer(&mut h);
+    assert_eq!(h.state().viewer.current.as_ref().unwrap().path, tif);
+}
+
+#[test]
+fn viewer_contrast_controls_change_the_display() {
+    let (_dir, tif, _png) = two_images();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let before = h.state().viewer.display;
+    assert!(before.hi > before.lo);
+    h.get_by_label("invert").click();
+    h.step();
+    assert!(h.state().viewer.display.invert);
+    h.get_by_label("auto (percentiles)").click();
+    h.step();
+    assert!(!h.state().viewer.settings.auto_contrast);
+}
+
+#[test]
+fn viewer_reports_a_corrupt_file_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.dm3");
+    std::fs::write(&bad, b"not a dm3 file at all").unwrap();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.open(&bad);
+    settle_viewer(&mut h);
+    let e = h.state().viewer.error.clone().expect("an error message");
+    assert!(e.contains("broken.dm3"), "{e}");
+    assert!(h.state().viewer.current.is_none());
+}

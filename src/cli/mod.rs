@@ -25,6 +25,11 @@ enum Command {
     /// Start the desktop app (the default with no subcommand), optionally on a tab with
     /// synthesis parameters from a file (a sidecar's "params" or a full parameter JSON).
     App(AppArgs),
+    /// Open a STEM image file, or a folder to flip through, in the Viewer.
+    View {
+        /// Image file or folder.
+        path: std::path::PathBuf,
+    },
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(synth::SynthArgs),
     /// Benchmarks: print one JSON object of median timings.
@@ -73,7 +78,11 @@ fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
         }
         None => None,
     };
-    Ok(crate::app::StartOptions { tab, synth_params })
+    Ok(crate::app::StartOptions {
+        tab,
+        synth_params,
+        view: None,
+    })
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -81,6 +90,13 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::App(a)) => crate::app::run_app(start_options(a)?),
+        Some(Command::View { path }) => {
+            anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+            crate::app::run_app(crate::app::StartOptions {
+                view: Some(path),
+                ..Default::default()
+            })
+        }
         Some(Command::Synth(a)) => synth::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),

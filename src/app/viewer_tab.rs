@@ -1,0 +1,1115 @@
+//! The Viewer tab: open real STEM files (DM3/4, SER/EMI, EMD, MRC, TIFF, PNG, JPEG), flip
+//! through a folder, set contrast, read calibrated positions, look at the power spectrum, and
+//! overlay the detector's oriented boxes with instant confidence / IoU re-filtering.
+//!
+//! Loading, rendering, the spectrum and detection each run on a background thread (latest
+//! wins); the next image of the folder is loaded ahead so flipping feels instant.
+
+use super::canvas::{ImageCanvas, OverlayBox};
+use super::synth_tab::repaint_notify;
+use defect_detector::classes::class_color;
+use defect_detector::detect::{
+    self, DetectOptions, Detection, DetectionResult, Detector, DetectorOptions,
+};
+use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings, Histogram};
+use defect_detector::formats::{self, StemImage, fft};
+use defect_detector::jobs::{Job, Latest, Notify};
+use defect_detector::raster::{ImageF32, PixelSize};
+use egui::{Color32, Slider};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What is remembered between runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ViewerSettings {
+    pub recent: Vec<String>,
+    pub model_path: String,
+    pub conf: f32,
+    pub iou: f64,
+    pub show_class: Vec<bool>,
+    pub auto_contrast: bool,
+    pub p_lo: f64,
+    pub p_hi: f64,
+    pub gamma: f32,
+    pub colormap: Colormap,
+    pub invert: bool,
+    /// Pixel sizes typed in for uncalibrated files (nm/px), by path.
+    pub pixel_sizes: BTreeMap<String, f64>,
+    pub auto_detect: bool,
+    pub show_boxes: bool,
+}
+
+impl Default for ViewerSettings {
+    fn default() -> Self {
+        Self {
+            recent: Vec::new(),
+            model_path: default_model()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            conf: detect::DEFAULT_CONF,
+            iou: detect::DEFAULT_IOU,
+            show_class: vec![true; 3],
+            auto_contrast: true,
+            p_lo: 0.1,
+            p_hi: 99.9,
+            gamma: 1.0,
+            colormap: Colormap::Gray,
+            invert: false,
+            pixel_sizes: BTreeMap::new(),
+            auto_detect: true,
+            show_boxes: true,
+        }
+    }
+}
+
+/// The first model in `models/` (beside the working directory or the executable).
+pub fn default_model() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("models")];
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(d) = exe.parent()
+    {
+        dirs.push(d.join("models"));
+        dirs.push(d.join("../../models"));
+    }
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .collect();
+            v.sort();
+            if let Some(p) = v.into_iter().next() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Sort order of the detection table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SortBy {
+    Confidence,
+    Class,
+    X,
+    Y,
+}
+
+struct Spectrum {
+    texture: egui::TextureHandle,
+    size: usize,
+    nm_per_px: Option<f64>,
+    region: [usize; 4],
+}
+
+pub struct ViewerTab {
+    pub settings: ViewerSettings,
+    notify: Option<Notify>,
+    canvas: ImageCanvas,
+    pub path_input: String,
+    load: Latest<StemImage>,
+    prefetch: Option<(PathBuf, Job<StemImage>)>,
+    prefetched: Option<(PathBuf, StemImage)>,
+    pub current: Option<StemImage>,
+    folder: Vec<PathBuf>,
+    pub display: DisplaySettings,
+    histogram: Option<Histogram>,
+    render: Latest<(usize, usize, Vec<u8>)>,
+    rendered_for: Option<(DisplaySettings, usize)>,
+    generation: usize,
+    detector: Option<Arc<Detector>>,
+    detector_job: Option<Job<Arc<Detector>>>,
+    detector_path: String,
+    detection: Latest<DetectionResult>,
+    pub result: Option<DetectionResult>,
+    pub filtered: Vec<Detection>,
+    filtered_for: Option<(f32, f64, usize)>,
+    result_generation: usize,
+    sort: SortBy,
+    spectrum_job: Latest<(ImageF32, [usize; 4])>,
+    spectrum: Option<Spectrum>,
+    show_spectrum: bool,
+    pub error: Option<String>,
+    pub status: String,
+    readout: String,
+    save_job: Option<Job<Vec<PathBuf>>>,
+    pick_job: Option<Job<Option<PathBuf>>>,
+}
+
+impl ViewerTab {
+    pub fn new(settings: ViewerSettings, ctx: &egui::Context) -> Self {
+        let notify = Some(repaint_notify(ctx));
+        Self {
+            settings,
+            canvas: ImageCanvas::new("viewer"),
+            path_input: String::new(),
+            load: Latest::new("load-image", notify.clone()),
+            prefetch: None,
+            prefetched: None,
+            current: None,
+            folder: Vec::new(),
+            display: DisplaySettings::default(),
+            histogram: None,
+            render: Latest::new("render-image", notify.clone()),
+            rendered_for: None,
+            generation: 0,
+            detector: None,
+            detector_job: None,
+            detector_path: String::new(),
+            detection: Latest::new("detect", notify.clone()),
+            result: None,
+            filtered: Vec::new(),
+            filtered_for: None,
+            result_generation: 0,
+            sort: SortBy::Confidence,
+            spectrum_job: Latest::new("power-spectrum", notify.clone()),
+            spectrum: None,
+            show_spectrum: false,
+            error: None,
+            status: String::new(),
+            readout: String::new(),
+            save_job: None,
+            pick_job: None,
+            notify,
+        }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.load.is_busy()
+            || self.render.is_busy()
+            || self.detection.is_busy()
+            || self.detector_job.is_some()
+            || self.spectrum_job.is_busy()
+    }
+
+    /// Opens a file, or the first image of a folder (then the arrow keys flip through it).
+    pub fn open(&mut self, path: &Path) {
+        let file = if path.is_dir() {
+            self.folder = formats::list_images(path);
+            match self.folder.first() {
+                Some(f) => f.clone(),
+                None => {
+                    self.error = Some(format!("{} holds no supported images", path.display()));
+                    return;
+                }
+            }
+        } else {
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                self.folder = formats::list_images(dir);
+            }
+            path.to_path_buf()
+        };
+        self.path_input = file.display().to_string();
+        let key = file.display().to_string();
+        self.settings.recent.retain(|r| r != &key);
+        self.settings.recent.insert(0, key);
+        self.settings.recent.truncate(12);
+        if let Some((p, img)) = self.prefetched.take() {
+            if p == file {
+                self.set_image(img);
+                return;
+            }
+        }
+        self.load.request(move |_| formats::load(&file));
+    }
+
+    fn folder_index(&self) -> Option<usize> {
+        let cur = self.current.as_ref()?;
+        self.folder.iter().position(|p| p == &cur.path)
+    }
+
+    fn step(&mut self, delta: isize) {
+        let Some(i) = self.folder_index() else { return };
+        let n = self.folder.len() as isize;
+        let j = (i as isize + delta).clamp(0, n - 1) as usize;
+        if j != i {
+            let p = self.folder[j].clone();
+            self.open(&p);
+        }
+    }
+
+    /// Loads the next image of the folder in the background.
+    fn prefetch_next(&mut self) {
+        let Some(i) = self.folder_index() else { return };
+        let Some(next) = self.folder.get(i + 1).cloned() else {
+            return;
+        };
+        if self.prefetch.as_ref().is_some_and(|(p, _)| p == &next)
+            || self.prefetched.as_ref().is_some_and(|(p, _)| p == &next)
+        {
+            return;
+        }
+        let p2 = next.clone();
+        self.prefetch = Some((
+            next,
+            Job::spawn("prefetch", None, move |_| formats::load(&p2)),
+        ));
+    }
+
+    /// The image's pixel size: the file's own, else one the user typed for this file.
+    pub fn pixel_size(&self) -> Option<PixelSize> {
+        let cur = self.current.as_ref()?;
+        cur.pixel_size.or_else(|| {
+            self.settings
+                .pixel_sizes
+                .get(&cur.path.display().to_string())
+                .map(|&nm| PixelSize { nm_per_px: nm })
+        })
+    }
+
+    fn set_image(&mut self, img: StemImage) {
+        self.generation += 1;
+        self.histogram = Some(disp::histogram(&img.image, 256));
+        if self.settings.auto_contrast {
+            let (lo, hi) = disp::auto_contrast(&img.image, self.settings.p_lo, self.settings.p_hi);
+            self.display.lo = lo;
+            self.display.hi = hi;
+        }
+        self.result = None;
+        self.filtered.clear();
+        self.filtered_for = None;
+        self.spectrum = None;
+        self.error = None;
+        self.current = Some(img);
+        self.rendered_for = None;
+        if self.settings.auto_detect && !self.settings.model_path.is_empty() {
+            self.run_detection();
+        }
+        self.prefetch_next();
+    }
+
+    fn ensure_detector(&mut self) -> bool {
+        if self.detector.is_some() && self.detector_path == self.settings.model_path {
+            return true;
+        }
+        if self.detector_job.is_none() && !self.settings.model_path.is_empty() {
+            let path = PathBuf::from(&self.settings.model_path);
+            self.detector_path = self.settings.model_path.clone();
+            self.detector = None;
+            self.detector_job = Some(Job::spawn("load-model", self.notify.clone(), move |_| {
+                Ok(Arc::new(Detector::load(
+                    &path,
+                    &DetectorOptions::default(),
+                )?))
+            }));
+        }
+        false
+    }
+
+    pub fn run_detection(&mut self) {
+        if !self.ensure_detector() {
+            // Runs when the model has loaded (see `poll`).
+            return;
+        }
+        let (Some(det), Some(cur)) = (self.detector.clone(), self.current.as_ref()) else {
+            return;
+        };
+        let img = cur.image.clone();
+        let px = self.pixel_size();
+        self.result_generation = self.generation;
+        self.detection.request(move |c| {
+            det.detect_with_control(&img, px, &DetectOptions::default(), Some(c))
+        });
+    }
+
+    fn poll(&mut self, ctx: &egui::Context) {
+        if let Some(r) = self.load.poll() {
+            match r {
+                Ok(img) => self.set_image(img),
+                Err(e) => self.error = Some(format!("{e:#}")),
+            }
+        }
+        if let Some((p, job)) = self.prefetch.take() {
+            match job.try_take() {
+                Ok(Ok(img)) => self.prefetched = Some((p, img)),
+                Ok(Err(_)) => {}
+                Err(job) => self.prefetch = Some((p, job)),
+            }
+        }
+        if let Some(job) = self.detector_job.take() {
+            match job.try_take() {
+                Ok(Ok(d)) => {
+                    self.status = format!(
+                        "Model {} ({} classes, {} px, {})",
+                        Path::new(&self.detector_path)
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy(),
+                        d.class_names().len(),
+                        d.info().imgsz,
+                        d.provider()
+                    );
+                    let n = d.class_names().len();
+                    if self.settings.show_class.len() < n {
+                        self.settings.show_class.resize(n, true);
+                    }
+                    self.detector = Some(d);
+                    if self.current.is_some() && self.result.is_none() {
+                        self.run_detection();
+                    }
+                }
+                Ok(Err(e)) => self.error = Some(format!("Model: {e:#}")),
+                Err(job) => self.detector_job = Some(job),
+            }
+        }
+        if let Some(r) = self.detection.poll() {
+            match r {
+                Ok(res) if self.result_generation == self.generation => {
+                    self.result = Some(res);
+                    self.filtered_for = None;
+                }
+                Ok(_) => {}
+                Err(e) => self.error = Some(format!("Detection: {e:#}")),
+            }
+        }
+        // Re-render when the image or the display settings change.
+        if let Some(cur) = &self.current {
+            let want = (self.display, self.generation);
+            if self.rendered_for != Some(want) {
+                self.rendered_for = Some(want);
+                let img = cur.image.clone();
+                let s = self.display;
+                let max_side = ctx.input(|i| i.max_texture_side).max(256);
+                self.render.request(move |_| {
+                    // Textures have a size limit: bin huge images for display only.
+                    let f = img.width.max(img.height).div_ceil(max_side);
+                    let shown = if f > 1 { bin(&img, f) } else { img };
+                    Ok((shown.width, shown.height, disp::render_rgba(&shown, &s)))
+                });
+            }
+        }
+        if let Some(Ok((w, h, rgba))) = self.render.poll()
+            && let Some(cur) = &self.current
+        {
+            self.canvas
+                .set_rgba_scaled(ctx, [cur.width(), cur.height()], w, h, &rgba);
+        }
+        if let Some(r) = self.spectrum_job.poll() {
+            match r {
+                Ok((ps, region)) => {
+                    let (lo, hi) = disp::auto_contrast(&ps, 1.0, 99.9);
+                    let s = DisplaySettings {
+                        lo,
+                        hi,
+                        colormap: Colormap::Inferno,
+                        ..Default::default()
+                    };
+                    let rgba = disp::render_rgba(&ps, &s);
+                    let img =
+                        egui::ColorImage::from_rgba_unmultiplied([ps.width, ps.height], &rgba);
+                    let texture = ctx.load_texture("spectrum", img, egui::TextureOptions::LINEAR);
+                    self.spectrum = Some(Spectrum {
+                        texture,
+                        size: ps.width,
+                        nm_per_px: self.pixel_size().map(|p| p.nm_per_px),
+                        region,
+                    });
+                }
+                Err(e) => self.error = Some(format!("Spectrum: {e:#}")),
+            }
+        }
+        if let Some(job) = self.save_job.take() {
+            match job.try_take() {
+                Ok(Ok(paths)) => {
+                    self.status = format!(
+                        "Wrote {}",
+                        paths
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                Ok(Err(e)) => self.error = Some(format!("Could not save: {e:#}")),
+                Err(job) => self.save_job = Some(job),
+            }
+        }
+        if let Some(job) = self.pick_job.take() {
+            match job.try_take() {
+                Ok(Ok(Some(p))) => self.open(&p),
+                Ok(_) => {}
+                Err(job) => self.pick_job = Some(job),
+            }
+        }
+        // Instant re-filtering: NMS over the kept candidates, no model run.
+        if let Some(res) = &self.result {
+            let key = (self.settings.conf, self.settings.iou, res.candidates.len());
+            if self.filtered_for != Some(key) {
+                self.filtered = res.filtered(self.settings.conf, self.settings.iou);
+                self.filtered_for = Some(key);
+                self.sort_table();
+            }
+        }
+    }
+
+    fn sort_table(&mut self) {
+        match self.sort {
+            SortBy::Confidence => self
+                .filtered
+                .sort_by(|a, b| b.confidence.total_cmp(&a.confidence)),
+            SortBy::Class => self.filtered.sort_by(|a, b| {
+                a.class
+                    .cmp(&b.class)
+                    .then(b.confidence.total_cmp(&a.confidence))
+            }),
+            SortBy::X => self.filtered.sort_by(|a, b| a.obb.cx.total_cmp(&b.obb.cx)),
+            SortBy::Y => self.filtered.sort_by(|a, b| a.obb.cy.total_cmp(&b.obb.cy)),
+        }
+    }
+
+    fn handle_input(&mut self, ui: &egui::Ui) {
+        let typing = ui.ctx().memory(|m| m.focused().is_some());
+        let (next, prev, dropped) = ui.input(|i| {
+            (
+                !typing
+                    && (i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::PageDown)),
+                !typing
+                    && (i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::PageUp)),
+                i.raw
+                    .dropped_files
+                    .iter()
+                    .map(|f| f.path().to_path_buf())
+                    .find(|p| !p.as_os_str().is_empty()),
+            )
+        });
+        if next {
+            self.step(1);
+        }
+        if prev {
+            self.step(-1);
+        }
+        if let Some(p) = dropped {
+            self.open(&p);
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        self.handle_input(ui);
+        egui::Panel::left("viewer-side")
+            .resizable(true)
+            .default_size(320.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.side_ui(ui));
+            });
+        if self.show_spectrum {
+            self.spectrum_window(&ctx);
+        }
+        egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
+    }
+
+    fn side_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Viewer");
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut self.path_input)
+                    .desired_width(190.0)
+                    .hint_text("file or folder"),
+            )
+            .on_hover_text("Path of an image file or folder");
+            if ui.button("Open").clicked() {
+                let p = PathBuf::from(self.path_input.trim());
+                self.open(&p);
+            }
+        });
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(self.pick_job.is_none(), egui::Button::new("Browse…"))
+                .clicked()
+            {
+                self.pick_job = Some(Job::spawn("pick-file", None, |_| {
+                    Ok(rfd::FileDialog::new()
+                        .add_filter(
+                            "STEM images",
+                            &[
+                                "dm3", "dm4", "ser", "emi", "emd", "h5", "mrc", "tif", "tiff",
+                                "png", "jpg", "jpeg",
+                            ],
+                        )
+                        .pick_file())
+                }));
+            }
+            let n = self.folder.len();
+            if let Some(i) = self.folder_index() {
+                if ui.button("< Prev").clicked() {
+                    self.step(-1);
+                }
+                ui.label(format!("{}/{n}", i + 1));
+                if ui.button("Next >").clicked() {
+                    self.step(1);
+                }
+            }
+        });
+        if !self.settings.recent.is_empty() {
+            egui::CollapsingHeader::new("Recent files").show(ui, |ui| {
+                let mut open = None;
+                for r in &self.settings.recent {
+                    let name = Path::new(r)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| r.clone());
+                    if ui.link(name).on_hover_text(r).clicked() {
+                        open = Some(PathBuf::from(r));
+                    }
+                }
+                if let Some(p) = open {
+                    self.open(&p);
+                }
+            });
+        }
+        ui.separator();
+        if let Some(cur) = &self.current {
+            egui::CollapsingHeader::new("File")
+                .default_open(true)
+                .show(ui, |ui| {
+                    ui.label(format!("{} · {}", cur.format, cur.pixel_type));
+                    ui.label(format!(
+                        "{} × {} px{}",
+                        cur.width(),
+                        cur.height(),
+                        if cur.pages > 1 {
+                            format!(" · page {}/{}", cur.page + 1, cur.pages)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    for (k, v) in cur.metadata.iter().take(8) {
+                        ui.label(format!("{k}: {v}"));
+                    }
+                });
+            let key = cur.path.display().to_string();
+            match cur.pixel_size {
+                Some(p) => {
+                    ui.label(format!(
+                        "Pixel size {:.4} nm/px ({} in file)",
+                        p.nm_per_px,
+                        cur.original_unit.clone().unwrap_or_else(|| "nm".into())
+                    ));
+                }
+                None => {
+                    ui.horizontal(|ui| {
+                        let mut v = self.settings.pixel_sizes.get(&key).copied().unwrap_or(0.0);
+                        let changed = ui
+                            .add(egui::DragValue::new(&mut v).range(0.0..=100.0).speed(0.0005).max_decimals(5).suffix(" nm/px"))
+                            .on_hover_text("This file has no calibration: type its pixel size (remembered for this file)")
+                            .changed();
+                        ui.label("pixel size");
+                        if changed {
+                            if v > 0.0 {
+                                self.settings.pixel_sizes.insert(key.clone(), v);
+                            } else {
+                                self.settings.pixel_sizes.remove(&key);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        egui::CollapsingHeader::new("Contrast")
+            .default_open(true)
+            .show(ui, |ui| self.contrast_ui(ui));
+        egui::CollapsingHeader::new("Detection")
+            .default_open(true)
+            .show(ui, |ui| self.detection_ui(ui));
+        if let Some(e) = &self.error {
+            ui.colored_label(Color32::from_rgb(213, 94, 0), e);
+        }
+        if !self.status.is_empty() {
+            ui.label(&self.status);
+        }
+    }
+
+    fn contrast_ui(&mut self, ui: &mut egui::Ui) {
+        let s = &mut self.settings;
+        ui.checkbox(&mut s.auto_contrast, "auto (percentiles)");
+        if s.auto_contrast {
+            let mut changed = ui
+                .add(Slider::new(&mut s.p_lo, 0.0..=10.0).text("low %"))
+                .changed();
+            changed |= ui
+                .add(Slider::new(&mut s.p_hi, 90.0..=100.0).text("high %"))
+                .changed();
+            if changed && let Some(cur) = &self.current {
+                let (lo, hi) = disp::auto_contrast(&cur.image, s.p_lo, s.p_hi);
+                self.display.lo = lo;
+                self.display.hi = hi;
+            }
+        }
+        if let Some(h) = &self.histogram {
+            let bars: Vec<egui_plot::Bar> = h
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    egui_plot::Bar::new(h.bin_center(i) as f64, ((c + 1) as f64).log10())
+                        .width(((h.hi - h.lo) / h.counts.len() as f32) as f64)
+                })
+                .collect();
+            let (lo, hi) = (self.display.lo as f64, self.display.hi as f64);
+            egui_plot::Plot::new("histogram")
+                .height(90.0)
+                .show_axes([true, false])
+                .allow_zoom(false)
+                .allow_drag(false)
+                .allow_scroll(false)
+                .show(ui, |p| {
+                    p.bar_chart(
+                        egui_plot::BarChart::new("counts (log)", bars).color(Color32::GRAY),
+                    );
+                    p.vline(
+                        egui_plot::VLine::new("min", lo).color(Color32::from_rgb(86, 180, 233)),
+                    );
+                    p.vline(egui_plot::VLine::new("max", hi).color(Color32::from_rgb(230, 159, 0)));
+                });
+        }
+        ui.horizontal(|ui| {
+            let speed = ((self.display.hi - self.display.lo).abs() / 200.0).max(1e-6) as f64;
+            let a = ui.add(
+                egui::DragValue::new(&mut self.display.lo)
+                    .speed(speed)
+                    .prefix("min "),
+            );
+            let b = ui.add(
+                egui::DragValue::new(&mut self.display.hi)
+                    .speed(speed)
+                    .prefix("max "),
+            );
+            if a.changed() || b.changed() {
+                self.settings.auto_contrast = false;
+            }
+        });
+        let s = &mut self.settings;
+        ui.add(Slider::new(&mut s.gamma, 0.2..=3.0).text("gamma"));
+        egui::ComboBox::from_label("colour map")
+            .selected_text(s.colormap.name())
+            .show_ui(ui, |ui| {
+                for c in Colormap::ALL {
+                    ui.selectable_value(&mut s.colormap, c, c.name());
+                }
+            });
+        ui.checkbox(&mut s.invert, "invert");
+        self.display.gamma = s.gamma;
+        self.display.colormap = s.colormap;
+        self.display.invert = s.invert;
+        ui.horizontal(|ui| {
+            if ui.button("Fit").clicked() {
+                self.canvas.fit();
+            }
+            if ui.button("1:1").clicked() {
+                self.canvas.one_to_one();
+            }
+            if ui
+                .add_enabled(self.current.is_some(), egui::Button::new("Power spectrum"))
+                .clicked()
+            {
+                self.show_spectrum = true;
+                self.request_spectrum();
+            }
+        });
+    }
+
+    fn request_spectrum(&mut self) {
+        let Some(cur) = &self.current else { return };
+        // The part of the image in view (the whole image when it all fits).
+        let region = self
+            .canvas
+            .visible_region()
+            .unwrap_or([0, 0, cur.width(), cur.height()]);
+        let img = cur.image.clone();
+        self.spectrum_job
+            .request(move |_| Ok((fft::power_spectrum(&img, Some(region)), region)));
+    }
+
+    fn spectrum_window(&mut self, ctx: &egui::Context) {
+        let mut open = true;
+        egui::Window::new("Power spectrum")
+            .open(&mut open)
+            .default_size([420.0, 460.0])
+            .show(ctx, |ui| {
+                if ui.button("Update to the view").clicked() {
+                    self.request_spectrum();
+                }
+                if let Some(s) = &self.spectrum {
+                    ui.label(format!(
+                        "region x {} y {} · {} × {} px",
+                        s.region[0], s.region[1], s.region[2], s.region[3]
+                    ));
+                    let side = ui
+                        .available_width()
+                        .min(ui.available_height() - 30.0)
+                        .max(64.0);
+                    let r = ui.add(
+                        egui::Image::new((s.texture.id(), egui::vec2(side, side)))
+                            .sense(egui::Sense::hover()),
+                    );
+                    if let Some(p) = r.hover_pos() {
+                        let sx = (p.x - r.rect.min.x) / side * s.size as f32;
+                        let sy = (p.y - r.rect.min.y) / side * s.size as f32;
+                        match s.nm_per_px {
+                            Some(nm) => {
+                                let f = fft::spatial_frequency(sx as f64, sy as f64, s.size, nm);
+                                ui.label(format!(
+                                    "|g| {:.3} 1/nm · d = {:.4} nm ({:.3} Å) · {:.1}°",
+                                    f.magnitude,
+                                    f.d_spacing_nm,
+                                    f.d_spacing_nm * 10.0,
+                                    f.angle_deg
+                                ));
+                            }
+                            None => {
+                                ui.label("no calibration: set a pixel size to read d-spacings");
+                            }
+                        }
+                    }
+                } else {
+                    ui.spinner();
+                }
+            });
+        self.show_spectrum = open;
+    }
+
+    fn detection_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut self.settings.model_path)
+                    .desired_width(200.0)
+                    .hint_text("model.onnx"),
+            )
+            .on_hover_text("YOLO-OBB ONNX model");
+            let can = self.current.is_some() && !self.settings.model_path.is_empty();
+            if ui.add_enabled(can, egui::Button::new("Detect")).clicked() {
+                self.run_detection();
+            }
+        });
+        if self.settings.model_path.is_empty() {
+            ui.label("No model in models/: type the path of a YOLO-OBB .onnx");
+        }
+        ui.checkbox(&mut self.settings.auto_detect, "detect on every image");
+        ui.checkbox(&mut self.settings.show_boxes, "show boxes");
+        ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
+        ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));
+        let names: Vec<String> = self
+            .result
+            .as_ref()
+            .map(|r| r.class_names.clone())
+            .or_else(|| self.detector.as_ref().map(|d| d.class_names().to_vec()))
+            .unwrap_or_else(defect_detector::classes::default_class_names);
+        if self.settings.show_class.len() < names.len() {
+            self.settings.show_class.resize(names.len(), true);
+        }
+        let mut counts = vec![0usize; names.len()];
+        for d in &self.filtered {
+            if d.class < counts.len() {
+                counts[d.class] += 1;
+            }
+        }
+        ui.horizontal_wrapped(|ui| {
+            for (i, n) in names.iter().enumerate() {
+                let [r, g, b] = class_color(i);
+                ui.checkbox(
+                    &mut self.settings.show_class[i],
+                    egui::RichText::new(format!("{n} ({})", counts[i]))
+                        .color(Color32::from_rgb(r, g, b)),
+                );
+            }
+        });
+        if let Some(res) = &self.result {
+            ui.label(format!(
+                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} tile{}{}",
+                res.provider,
+                res.timings.preprocess_ms,
+                res.timings.inference_ms,
+                res.timings.postprocess_ms,
+                res.tiles,
+                if res.tiles == 1 { "" } else { "s" },
+                if (res.scale - 1.0).abs() > 1e-3 {
+                    format!(" · resampled ×{:.2}", res.scale)
+                } else {
+                    String::new()
+                }
+            ));
+            let bars: Vec<egui_plot::Bar> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    let [r, g, b] = class_color(i);
+                    egui_plot::Bar::new(i as f64, c as f64)
+                        .name(&names[i])
+                        .fill(Color32::from_rgb(r, g, b))
+                        .width(0.7)
+                })
+                .collect();
+            egui_plot::Plot::new("class-counts")
+                .height(90.0)
+                .allow_zoom(false)
+                .allow_drag(false)
+                .allow_scroll(false)
+                .show_axes([false, true])
+                .show(ui, |p| {
+                    p.bar_chart(egui_plot::BarChart::new("detections per class", bars))
+                });
+            ui.horizontal(|ui| {
+                if ui
+                    .add_enabled(
+                        self.save_job.is_none(),
+                        egui::Button::new("Save detections"),
+                    )
+                    .clicked()
+                {
+                    self.save_detections();
+                }
+            });
+        } else if self.detection.is_busy() || self.detector_job.is_some() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("detecting…");
+            });
+        }
+        if !self.filtered.is_empty() {
+            self.table_ui(ui, &names);
+        }
+    }
+
+    fn save_detections(&mut self) {
+        let (Some(res), Some(cur)) = (self.result.clone(), &self.current) else {
+            return;
+        };
+        let dets = self.filtered.clone();
+        let stem = cur
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let base = cur.path.with_file_name(format!("{stem}_detections"));
+        let image = cur.path.clone();
+        let model = PathBuf::from(&self.settings.model_path);
+        let (conf, iou) = (self.settings.conf, self.settings.iou);
+        self.save_job = Some(Job::spawn(
+            "save-detections",
+            self.notify.clone(),
+            move |_| {
+                let meta = detect::export::ExportMeta {
+                    image: Some(&image),
+                    model: Some(&model),
+                    conf,
+                    iou,
+                };
+                detect::export::write_all(&base, &res, &dets, &meta)
+            },
+        ));
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui, names: &[String]) {
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.label("sort by");
+            for (s, label) in [
+                (SortBy::Confidence, "conf"),
+                (SortBy::Class, "class"),
+                (SortBy::X, "x"),
+                (SortBy::Y, "y"),
+            ] {
+                if ui.selectable_label(self.sort == s, label).clicked() {
+                    self.sort = s;
+                    self.sort_table();
+                }
+            }
+        });
+        let px = self.pixel_size();
+        let mut focus = None;
+        egui::ScrollArea::vertical()
+            .id_salt("det-table")
+            .max_height(260.0)
+            .show(ui, |ui| {
+                egui::Grid::new("detections").striped(true).show(ui, |ui| {
+                    ui.strong("class");
+                    ui.strong("conf");
+                    ui.strong(if px.is_some() {
+                        "x, y (nm)"
+                    } else {
+                        "x, y (px)"
+                    });
+                    ui.strong("angle");
+                    ui.end_row();
+                    for (i, d) in self.filtered.iter().enumerate() {
+                        if !self
+                            .settings
+                            .show_class
+                            .get(d.class)
+                            .copied()
+                            .unwrap_or(true)
+                        {
+                            continue;
+                        }
+                        let [r, g, b] = class_color(d.class);
+                        let name = names
+                            .get(d.class)
+                            .cloned()
+                            .unwrap_or_else(|| d.class.to_string());
+                        if ui
+                            .link(egui::RichText::new(name).color(Color32::from_rgb(r, g, b)))
+                            .clicked()
+                        {
+                            focus = Some(i);
+                        }
+                        ui.label(format!("{:.2}", d.confidence));
+                        match px {
+                            Some(p) => ui.label(format!(
+                                "{:.2}, {:.2}",
+                                d.obb.cx * p.nm_per_px,
+                                d.obb.cy * p.nm_per_px
+                            )),
+                            None => ui.label(format!("{:.0}, {:.0}", d.obb.cx, d.obb.cy)),
+                        };
+                        ui.label(format!("{:.0}°", d.obb.angle.to_degrees()));
+                        ui.end_row();
+                    }
+                });
+            });
+        if let Some(i) = focus {
+            let b = self.filtered[i].obb;
+            self.canvas.focus_on(&b);
+        }
+    }
+
+    fn overlay(&self) -> Vec<OverlayBox> {
+        if !self.settings.show_boxes {
+            return vec![];
+        }
+        let names = self
+            .result
+            .as_ref()
+            .map(|r| r.class_names.clone())
+            .unwrap_or_default();
+        let px = self.pixel_size();
+        self.filtered
+            .iter()
+            .filter(|d| {
+                self.settings
+                    .show_class
+                    .get(d.class)
+                    .copied()
+                    .unwrap_or(true)
+            })
+            .map(|d| {
+                let name = names
+                    .get(d.class)
+                    .cloned()
+                    .unwrap_or_else(|| d.class.to_string());
+                let size = match px {
+                    Some(p) => format!(
+                        "{:.2} × {:.2} nm",
+                        d.obb.w * p.nm_per_px,
+                        d.obb.h * p.nm_per_px
+                    ),
+                    None => format!("{:.1} × {:.1} px", d.obb.w, d.obb.h),
+                };
+                OverlayBox {
+                    obb: d.obb,
+                    class: d.class,
+                    caption: Some(format!("{name} {:.2}", d.confidence)),
+                    tooltip: format!(
+                        "{name} {:.3}\ncentre ({:.1}, {:.1}) px\n{size}\nangle {:.1}°",
+                        d.confidence,
+                        d.obb.cx,
+                        d.obb.cy,
+                        d.obb.angle.to_degrees()
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    fn central_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if let Some(cur) = &self.current {
+                ui.strong(cur.path.file_name().unwrap_or_default().to_string_lossy());
+                ui.separator();
+            }
+            if self.load.is_busy() {
+                ui.spinner();
+                ui.label("loading…");
+            }
+            ui.label(&self.readout);
+        });
+        let boxes = self.overlay();
+        let r = self.canvas.show(ui, &boxes, true);
+        let rect = r.response.as_ref().map(|r| r.rect);
+        // Scale bar in the lower left, in calibrated units.
+        if let (Some(rect), Some(px), Some(_)) = (rect, self.pixel_size(), &self.current) {
+            let visible_w = (rect.width() / self.canvas.zoom()) as usize;
+            if let Some(bar) = disp::scale_bar(px.nm_per_px, visible_w.max(1), 0.2) {
+                let len = bar.length_px as f32 * self.canvas.zoom();
+                let p0 = rect.left_bottom() + egui::vec2(20.0, -24.0);
+                let painter = ui.painter_at(rect);
+                painter.rect_filled(
+                    egui::Rect::from_min_size(
+                        p0 - egui::vec2(8.0, 22.0),
+                        egui::vec2(len + 16.0, 32.0),
+                    ),
+                    3.0,
+                    Color32::from_black_alpha(150),
+                );
+                painter.line_segment(
+                    [p0, p0 + egui::vec2(len, 0.0)],
+                    egui::Stroke::new(4.0, Color32::WHITE),
+                );
+                painter.text(
+                    p0 + egui::vec2(len / 2.0, -6.0),
+                    egui::Align2::CENTER_BOTTOM,
+                    &bar.label,
+                    egui::FontId::proportional(14.0),
+                    Color32::WHITE,
+                );
+            }
+        }
+        self.readout = match (r.pointer_image_pos, &self.current) {
+            (Some(p), Some(cur)) => {
+                let v = cur.image.get(p[0] as usize, p[1] as usize);
+                match self.pixel_size() {
+                    Some(px) => format!(
+                        "x {:.0} y {:.0} px · ({:.3}, {:.3}) nm · value {v}",
+                        p[0],
+                        p[1],
+                        p[0] * px.nm_per_px,
+                        p[1] * px.nm_per_px
+                    ),
+                    None => format!("x {:.0} y {:.0} px · value {v}", p[0], p[1]),
+                }
+            }
+            _ => String::new(),
+        };
+    }
+}
+
+/// Mean of `f × f` blocks (display of images larger than a texture allows).
+fn bin(img: &ImageF32, f: usize) -> ImageF32 {
+    let (w, h) = (img.width.div_ceil(f), img.height.div_ceil(f));
+    let mut out = ImageF32::new(w, h);
+    for y in 0..h {
+        for x in 0..w {
+            let (mut s, mut n) = (0.0f64, 0u32);
+            for yy in y * f..((y + 1) * f).min(img.height) {
+                for xx in x * f..((x + 1) * f).min(img.width) {
+                    let v = img.get(xx, yy);
+                    if v.is_finite() {
+                        s += v as f64;
+                        n += 1;
+                    }
+                }
+            }
+            out.data[y * w + x] = if n > 0 { (s / n as f64) as f32 } else { 0.0 };
+        }
+    }
+    out
+}
