@@ -421,7 +421,7 @@ impl Dihedral {
     pub fn apply_image<T: Copy>(&self, data: &[T], w: usize, h: usize) -> Vec<T> {
         let (ow, oh) = self.output_size(w, h);
         let mut out = Vec::with_capacity(ow * oh);
-        if self.quarter_turns % 4 == 0 && !self.flip {
+        if self.quarter_turns.is_multiple_of(4) && !self.flip {
             out.extend_from_slice(data);
             return out;
         }

@@ -79,9 +79,7 @@ impl ImageCanvas {
     /// The image rectangle in view `[x, y, w, h]` (pixels), if an image is shown.
     pub fn visible_region(&self) -> Option<[usize; 4]> {
         let r = self.last_rect?;
-        if self.texture.is_none() {
-            return None;
-        }
+        self.texture.as_ref()?;
         let a = self.screen_to_image(r, r.min);
         let b = self.screen_to_image(r, r.max);
         let x0 = a[0].clamp(0.0, self.size[0] as f64) as usize;

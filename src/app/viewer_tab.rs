@@ -213,11 +213,11 @@ impl ViewerTab {
         self.settings.recent.retain(|r| r != &key);
         self.settings.recent.insert(0, key);
         self.settings.recent.truncate(12);
-        if let Some((p, img)) = self.prefetched.take() {
-            if p == file {
-                self.set_image(img);
-                return;
-            }
+        if let Some((p, img)) = self.prefetched.take()
+            && p == file
+        {
+            self.set_image(img);
+            return;
         }
         self.load.request(move |_| formats::load(&file));
     }

@@ -470,11 +470,15 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         SynthParams::default().validate().unwrap();
-        let mut p = SynthParams::default();
-        p.pixel_size_pm = f64::NAN;
+        let p = SynthParams {
+            pixel_size_pm: f64::NAN,
+            ..Default::default()
+        };
         assert!(p.validate().unwrap_err().to_string().contains("pixel size"));
-        let mut p = SynthParams::default();
-        p.width = 100_000;
+        let p = SynthParams {
+            width: 100_000,
+            ..Default::default()
+        };
         assert!(p.validate().is_err());
         let mut p = SynthParams::default();
         p.defects.vacancies = CountRange::new(5, 2);

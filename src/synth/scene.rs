@@ -355,13 +355,9 @@ pub fn draw_scene(p: &SynthParams) -> Scene {
     };
 
     // Boundaries first: they decide which lattice every point belongs to.
-    let mut kinds = Vec::new();
-    for _ in 0..count(&mut rng, p.defects.twin_boundaries) {
-        kinds.push(false);
-    }
-    for _ in 0..count(&mut rng, p.defects.tilt_boundaries) {
-        kinds.push(true);
-    }
+    let n_twin = count(&mut rng, p.defects.twin_boundaries) as usize;
+    let n_tilt = count(&mut rng, p.defects.tilt_boundaries) as usize;
+    let kinds = std::iter::repeat_n(false, n_twin).chain(std::iter::repeat_n(true, n_tilt));
     for is_tilt in kinds {
         if !place_boundary(&ctx, &mut rng, &mut scene, is_tilt) {
             scene.unplaced.push(
