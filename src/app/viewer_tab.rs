@@ -138,6 +138,24 @@ pub struct ViewerTab {
     readout: String,
     save_job: Option<Job<Vec<PathBuf>>>,
     pick_job: Option<Job<Option<PathBuf>>>,
+    thumbs: std::collections::HashMap<PathBuf, Option<egui::TextureHandle>>,
+    thumb_job: Option<Job<Vec<(PathBuf, Option<egui::ColorImage>)>>>,
+}
+
+/// Side of a folder-strip thumbnail (px).
+const THUMB: usize = 96;
+
+/// A small gray preview of a file (None when it cannot be read).
+fn thumbnail(path: &Path) -> Option<egui::ColorImage> {
+    let s = formats::load(path).ok()?;
+    let f = s.width().max(s.height()).div_ceil(THUMB).max(1);
+    let small = if f > 1 { bin(&s.image, f) } else { s.image };
+    let d = DisplaySettings::auto(&small);
+    let rgba = disp::render_rgba(&small, &d);
+    Some(egui::ColorImage::from_rgba_unmultiplied(
+        [small.width, small.height],
+        &rgba,
+    ))
 }
 
 impl ViewerTab {
@@ -174,6 +192,8 @@ impl ViewerTab {
             readout: String::new(),
             save_job: None,
             pick_job: None,
+            thumbs: Default::default(),
+            thumb_job: None,
             notify,
         }
     }
@@ -433,6 +453,49 @@ impl ViewerTab {
                 Err(job) => self.save_job = Some(job),
             }
         }
+        if let Some(job) = self.thumb_job.take() {
+            match job.try_take() {
+                Ok(Ok(batch)) => {
+                    for (p, img) in batch {
+                        let tex = img.map(|i| {
+                            ctx.load_texture(
+                                format!("thumb-{}", p.display()),
+                                i,
+                                egui::TextureOptions::LINEAR,
+                            )
+                        });
+                        self.thumbs.insert(p, tex);
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(job) => self.thumb_job = Some(job),
+            }
+        }
+        if self.thumb_job.is_none() {
+            // Thumbnails nearest the current image first, a few at a time.
+            let centre = self.folder_index().unwrap_or(0) as isize;
+            let mut missing: Vec<PathBuf> = self
+                .folder
+                .iter()
+                .filter(|p| !self.thumbs.contains_key(*p))
+                .cloned()
+                .collect();
+            missing.sort_by_key(|p| {
+                (self.folder.iter().position(|q| q == p).unwrap_or(0) as isize - centre).abs()
+            });
+            missing.truncate(6);
+            if !missing.is_empty() {
+                self.thumb_job = Some(Job::spawn("thumbnails", self.notify.clone(), move |c| {
+                    let mut out = Vec::new();
+                    for p in missing {
+                        c.check()?;
+                        let t = thumbnail(&p);
+                        out.push((p, t));
+                    }
+                    Ok(out)
+                }));
+            }
+        }
         if let Some(job) = self.pick_job.take() {
             match job.try_take() {
                 Ok(Ok(Some(p))) => self.open(&p),
@@ -505,7 +568,69 @@ impl ViewerTab {
         if self.show_spectrum {
             self.spectrum_window(&ctx);
         }
+        if self.folder.len() > 1 {
+            egui::Panel::bottom("viewer-strip").show(ui, |ui| self.strip_ui(ui));
+        }
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
+    }
+
+    /// The folder as a strip of thumbnails; click one to open it.
+    fn strip_ui(&mut self, ui: &mut egui::Ui) {
+        let current = self.folder_index();
+        let mut open = None;
+        egui::ScrollArea::horizontal()
+            .id_salt("strip")
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    for (i, p) in self.folder.iter().enumerate() {
+                        let name = p
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let selected = current == Some(i);
+                        let resp = ui
+                            .vertical(|ui| {
+                                ui.set_width(THUMB as f32);
+                                let r = match self.thumbs.get(p) {
+                                    Some(Some(t)) => {
+                                        let sz = t.size_vec2()
+                                            * (THUMB as f32 / t.size_vec2().max_elem());
+                                        ui.add(
+                                            egui::Image::new((t.id(), sz))
+                                                .sense(egui::Sense::click()),
+                                        )
+                                    }
+                                    Some(None) => ui.add(
+                                        egui::Label::new("unreadable").sense(egui::Sense::click()),
+                                    ),
+                                    None => ui.add(egui::Spinner::new().size(24.0)),
+                                };
+                                let label = if selected {
+                                    egui::RichText::new(&name).strong()
+                                } else {
+                                    egui::RichText::new(&name).small()
+                                };
+                                ui.add(egui::Label::new(label).truncate());
+                                r
+                            })
+                            .inner;
+                        if selected {
+                            ui.painter().rect_stroke(
+                                resp.rect.expand(2.0),
+                                2.0,
+                                egui::Stroke::new(2.0, Color32::from_rgb(230, 159, 0)),
+                                egui::StrokeKind::Outside,
+                            );
+                        }
+                        if resp.clicked() {
+                            open = Some(p.clone());
+                        }
+                    }
+                });
+            });
+        if let Some(p) = open {
+            self.open(&p);
+        }
     }
 
     fn side_ui(&mut self, ui: &mut egui::Ui) {
