@@ -139,8 +139,11 @@ pub struct ViewerTab {
     save_job: Option<Job<Vec<PathBuf>>>,
     pick_job: Option<Job<Option<PathBuf>>>,
     thumbs: std::collections::HashMap<PathBuf, Option<egui::TextureHandle>>,
-    thumb_job: Option<Job<Vec<(PathBuf, Option<egui::ColorImage>)>>>,
+    thumb_job: Option<Job<Vec<Thumbnail>>>,
 }
+
+/// A file and its preview (None when it cannot be read).
+type Thumbnail = (PathBuf, Option<egui::ColorImage>);
 
 /// Side of a folder-strip thumbnail (px).
 const THUMB: usize = 96;
