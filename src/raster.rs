@@ -54,33 +54,85 @@ impl ImageF32 {
         if lo > hi { (0.0, 0.0) } else { (lo, hi) }
     }
 
-    /// Approximate percentiles (`p` in 0..=100) from a 4096-bin histogram: O(n), no sort.
+    /// Percentiles (`p` in 0..=100) by histogram refinement: a 4096-bin histogram over the
+    /// finite range, then, while the bin holding the wanted rank is still crowded (a hot pixel
+    /// or a saturated stripe stretches the range so that real values share a few bins), a new
+    /// histogram over that bin alone. O(n) per pass, on all cores, and exact integer counts,
+    /// so the result does not depend on the thread count.
     pub fn percentiles(&self, ps: &[f64]) -> Vec<f32> {
+        use rayon::prelude::*;
+        const BINS: usize = 4096;
+        const CHUNK: usize = 1 << 16;
         let (lo, hi) = self.min_max();
         if hi <= lo {
             return ps.iter().map(|_| lo).collect();
         }
-        const BINS: usize = 4096;
-        let mut hist = vec![0u64; BINS];
-        let scale = (BINS as f32 - 1.0) / (hi - lo);
-        let mut n = 0u64;
-        for &v in &self.data {
-            if v.is_finite() {
-                hist[((v - lo) * scale) as usize] += 1;
-                n += 1;
-            }
-        }
+        let n = self
+            .data
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().filter(|v| v.is_finite()).count() as u64)
+            .sum::<u64>();
+        // Histogram of the finite values in [a, b].
+        let hist = |a: f32, b: f32| -> Vec<u64> {
+            let scale = BINS as f64 / (b as f64 - a as f64);
+            self.data
+                .par_chunks(CHUNK)
+                .map(|c| {
+                    let mut h = vec![0u64; BINS];
+                    for &v in c {
+                        if v.is_finite() && v >= a && v <= b {
+                            h[(((v - a) as f64 * scale) as usize).min(BINS - 1)] += 1;
+                        }
+                    }
+                    h
+                })
+                .reduce(
+                    || vec![0u64; BINS],
+                    |mut x, y| {
+                        for (p, q) in x.iter_mut().zip(&y) {
+                            *p += q;
+                        }
+                        x
+                    },
+                )
+        };
+        let first = hist(lo, hi);
         ps.iter()
             .map(|&p| {
                 let target = (p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil().max(1.0) as u64;
-                let mut acc = 0u64;
-                for (i, &c) in hist.iter().enumerate() {
-                    acc += c;
-                    if acc >= target {
-                        return lo + (i as f32 + 0.5) / scale;
+                let (mut a, mut b) = (lo, hi);
+                let mut below = 0u64;
+                let mut h = first.clone();
+                for pass in 0..4 {
+                    let width = (b as f64 - a as f64) / BINS as f64;
+                    let mut acc = below;
+                    let mut idx = BINS - 1;
+                    for (i, &c) in h.iter().enumerate() {
+                        if acc + c >= target {
+                            idx = i;
+                            break;
+                        }
+                        acc += c;
+                    }
+                    let (na, nb) = (
+                        (a as f64 + idx as f64 * width) as f32,
+                        (a as f64 + (idx + 1) as f64 * width) as f32,
+                    );
+                    // Fine enough: the bin holds few values, or cannot be split further.
+                    if h[idx] <= (n / BINS as u64).max(1) || nb <= na || pass == 3 {
+                        return ((na as f64 + nb as f64) / 2.0) as f32;
+                    }
+                    below = acc;
+                    a = na;
+                    b = nb;
+                    // Values exactly at the old bin's upper edge belong to the next bin.
+                    h = hist(a, b);
+                    let in_range: u64 = h.iter().sum();
+                    if in_range == 0 {
+                        return ((na as f64 + nb as f64) / 2.0) as f32;
                     }
                 }
-                hi
+                (a + b) / 2.0
             })
             .collect()
     }
@@ -142,6 +194,18 @@ mod tests {
         assert!((p[0] - 0.0).abs() < 1.0);
         assert!((p[1] - 500.0).abs() < 2.0, "{p:?}");
         assert!((p[2] - 999.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn one_hot_pixel_does_not_collapse_the_window() {
+        // A dead-flat detector offset with real signal 1000..2000 and one hot pixel at 1e9.
+        let mut data: Vec<f32> = (0..100_000).map(|i| 1000.0 + (i % 1000) as f32).collect();
+        data[5] = 1e9;
+        let img = ImageF32::from_vec(1000, 100, data);
+        let p = img.percentiles(&[1.0, 50.0, 99.0]);
+        assert!((p[0] - 1010.0).abs() < 2.0, "{p:?}");
+        assert!((p[1] - 1500.0).abs() < 2.0, "{p:?}");
+        assert!((p[2] - 1990.0).abs() < 2.0, "{p:?}");
     }
 
     #[test]

@@ -67,72 +67,9 @@ static UNIT_LUT: [f32; 256] = {
     t
 };
 
-/// `ImageF32::model_window` computed on all cores. Same algorithm and arithmetic as
-/// `ImageF32::percentiles` (finite min/max, 4096-bin histogram, bin centre of the first bin
-/// whose cumulative count reaches `ceil(p n)`), so the result is identical; a test checks it.
+/// The shared model window (`ImageF32::model_window`, which already runs on all cores).
 pub fn model_window_par(img: &ImageF32) -> (f32, f32) {
-    use rayon::prelude::*;
-    const BINS: usize = 4096;
-    const CHUNK: usize = 1 << 16;
-    let (lo, hi) = img
-        .data
-        .par_chunks(CHUNK)
-        .map(|c| {
-            let mut lo = f32::INFINITY;
-            let mut hi = f32::NEG_INFINITY;
-            for &v in c {
-                if v.is_finite() {
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-            }
-            (lo, hi)
-        })
-        .reduce(
-            || (f32::INFINITY, f32::NEG_INFINITY),
-            |a, b| (a.0.min(b.0), a.1.max(b.1)),
-        );
-    let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
-    let ps = crate::raster::MODEL_WINDOW_PERCENTILES;
-    if hi <= lo {
-        return (lo, lo);
-    }
-    let scale = (BINS as f32 - 1.0) / (hi - lo);
-    let (hist, n) = img
-        .data
-        .par_chunks(CHUNK)
-        .map(|c| {
-            let mut h = vec![0u64; BINS];
-            let mut n = 0u64;
-            for &v in c {
-                if v.is_finite() {
-                    h[((v - lo) * scale) as usize] += 1;
-                    n += 1;
-                }
-            }
-            (h, n)
-        })
-        .reduce(
-            || (vec![0u64; BINS], 0),
-            |mut a, b| {
-                for (x, y) in a.0.iter_mut().zip(&b.0) {
-                    *x += y;
-                }
-                (a.0, a.1 + b.1)
-            },
-        );
-    let pick = |p: f64| -> f32 {
-        let target = (p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil().max(1.0) as u64;
-        let mut acc = 0u64;
-        for (i, &c) in hist.iter().enumerate() {
-            acc += c;
-            if acc >= target {
-                return lo + (i as f32 + 0.5) / scale;
-            }
-        }
-        hi
-    };
-    (pick(ps.0), pick(ps.1))
+    img.model_window()
 }
 
 /// An axis-aligned window of the (possibly resampled) image fed to the model as one input.
@@ -411,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn parallel_window_equals_the_shared_model_window() {
+    fn model_window_does_not_depend_on_the_thread_count() {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
         for (w, h) in [(1, 1), (3, 2), (300, 301), (1024, 700)] {
@@ -423,12 +360,19 @@ mod tests {
                 img.data[5] = f32::NAN;
                 img.data[7] = f32::INFINITY;
             }
-            assert_eq!(model_window_par(&img), img.model_window(), "{w}x{h}");
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let serial = one.install(|| img.model_window());
+            assert_eq!(model_window_par(&img), serial, "{w}x{h}");
+            assert!(
+                serial.0.is_finite() && (w * h == 1 || serial.1 > serial.0),
+                "{w}x{h}: {serial:?}"
+            );
         }
         let flat = ImageF32::from_vec(4, 4, vec![7.0; 16]);
-        assert_eq!(model_window_par(&flat), flat.model_window());
-        let nan = ImageF32::from_vec(2, 1, vec![f32::NAN; 2]);
-        assert_eq!(model_window_par(&nan), nan.model_window());
+        assert_eq!(model_window_par(&flat), (7.0, 7.0));
     }
 
     #[test]
