@@ -89,6 +89,7 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
         let prof = imaging::probe_profile(&p.probe);
         std::hint::black_box(imaging::KernelBank::new(&prof, p.pixel_size_a()));
     });
+    let gen_min = full.iter().cloned().fold(f64::INFINITY, f64::min);
     let gen_ms = median(full);
     let display_ms = median(t_display);
     Ok(json!({
@@ -109,6 +110,8 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
             "png_encode": median(t_png),
             "probe_kernels_cold": median(t_probe),
         },
+        // The fastest run shows the cost without other processes' preemption on a busy machine.
+        "min_ms_image_with_labels": gen_min,
         "target_ms": 10.0,
         "meets_target": gen_ms <= 10.0,
         "preview_updates_per_s": 1000.0 / (gen_ms + display_ms),
