@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod detect;
 mod eval;
+mod export;
 mod synth;
 mod vlm_eval;
 
@@ -31,6 +32,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Evaluate a model on a YOLO-OBB dataset split with Ultralytics' val metrics.
     Eval(eval::EvalArgs),
+    /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
+    Export(Box<export::ExportArgs>),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
         Some(Command::Detect(a)) => detect::run(a),
         Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::Export(a)) => export::run(*a),
     }
 }
