@@ -2,9 +2,11 @@
 //! A thin shell switches between self-contained tabs, one file each.
 
 pub mod canvas;
+pub mod dataset_tab;
 pub mod synth_tab;
 pub mod widgets;
 
+use dataset_tab::{DatasetSettings, DatasetTab};
 use defect_detector::jobs::Notify;
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
@@ -13,14 +15,16 @@ use synth_tab::{SynthSettings, SynthTab};
 pub enum Tab {
     #[default]
     Synthesize,
+    Dataset,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 1] = [Tab::Synthesize];
+    pub const ALL: [Tab; 2] = [Tab::Synthesize, Tab::Dataset];
 
     pub fn label(self) -> &'static str {
         match self {
             Tab::Synthesize => "Synthesize",
+            Tab::Dataset => "Dataset",
         }
     }
 }
@@ -31,6 +35,7 @@ impl Tab {
 pub struct Persisted {
     pub tab: Tab,
     pub synth: SynthSettings,
+    pub dataset: DatasetSettings,
 }
 
 #[derive(Default)]
@@ -39,6 +44,7 @@ pub struct StartOptions {}
 pub struct DefectApp {
     pub tab: Tab,
     pub synth: SynthTab,
+    pub dataset: DatasetTab,
     notify: Option<Notify>,
 }
 
@@ -48,6 +54,7 @@ impl DefectApp {
         Self {
             tab: persisted.tab,
             synth: SynthTab::new(persisted.synth, notify.clone()),
+            dataset: DatasetTab::new(persisted.dataset, notify.clone()),
             notify,
         }
     }
@@ -56,6 +63,7 @@ impl DefectApp {
         Persisted {
             tab: self.tab,
             synth: self.synth.settings.clone(),
+            dataset: self.dataset.settings.clone(),
         }
     }
 
@@ -72,6 +80,7 @@ impl DefectApp {
         });
         match self.tab {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
+            Tab::Dataset => self.dataset.ui(ui, &self.notify),
         }
     }
 }

@@ -80,8 +80,8 @@ fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
     };
     let base = match &a.params {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
             serde_json::from_str::<SynthParams>(&text)
                 .with_context(|| format!("{} is not a valid parameter file", p.display()))?
         }
@@ -187,7 +187,11 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--out DIR is required (or use --merge / --validate)"))?;
     let cfg = config_from_args(&a)?;
     let target = ExportTarget {
-        shard: a.shard.as_deref().map(str::parse::<ShardSpec>).transpose()?,
+        shard: a
+            .shard
+            .as_deref()
+            .map(str::parse::<ShardSpec>)
+            .transpose()?,
         overwrite: a.overwrite,
     };
     let s = with_progress("export", move |c| export(&cfg, &out, &target, c))?;

@@ -161,6 +161,10 @@ fn exported_labels_follow_each_symmetry() {
     let id = m.images.iter().find(|i| i.transform == "r0").unwrap();
     let base = read_labels(&out.join(&id.label_file), &v).unwrap();
     assert!(!base.is_empty());
+    // The sidecar regenerates the base image exactly.
+    let regen = crate::synth::regenerate_from_sidecar(&out.join(&id.sidecar)).unwrap();
+    let r0 = image::open(out.join(&id.file)).unwrap().to_luma8();
+    assert_eq!(regen.to_u8(), r0.into_raw());
     let s = cfg.size as f64;
     for i in &m.images {
         let d = Dihedral::from_name(&i.transform).unwrap();
