@@ -393,7 +393,7 @@ impl DatasetTab {
         if let Some(j) = folder_picker(ui, &mut self.settings.out_dir, self.pick_job.is_some()) {
             self.pick_job = Some(j);
         }
-        let busy = self.job.is_some() || self.confirm.is_some();
+        let busy = self.is_exporting() || self.confirm.is_some();
         if ui
             .add_enabled(!busy, egui::Button::new("Export"))
             .on_hover_text("Write images, labels, data.yaml, manifest.json and README.md")
