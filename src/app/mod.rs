@@ -2,10 +2,12 @@
 //! A thin shell switches between self-contained tabs, one file each.
 
 pub mod canvas;
+pub mod dataset_tab;
 pub mod synth_tab;
 pub mod viewer_tab;
 pub mod widgets;
 
+use dataset_tab::{DatasetSettings, DatasetTab};
 use defect_detector::jobs::Notify;
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
@@ -16,16 +18,18 @@ pub enum Tab {
     #[default]
     Synthesize,
     Viewer,
+    Dataset,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 2] = [Tab::Synthesize, Tab::Viewer];
+    pub const ALL: [Tab; 3] = [Tab::Synthesize, Tab::Dataset, Tab::Viewer];
 
     /// Name on the command line (`defect-detector app --tab NAME`).
     pub fn cli_name(self) -> &'static str {
         match self {
             Tab::Synthesize => "synthesize",
             Tab::Viewer => "viewer",
+            Tab::Dataset => "dataset",
         }
     }
 
@@ -37,6 +41,7 @@ impl Tab {
         match self {
             Tab::Synthesize => "Synthesize",
             Tab::Viewer => "Viewer",
+            Tab::Dataset => "Dataset",
         }
     }
 }
@@ -48,6 +53,7 @@ pub struct Persisted {
     pub tab: Tab,
     pub synth: SynthSettings,
     pub viewer: ViewerSettings,
+    pub dataset: DatasetSettings,
 }
 
 /// How the app starts: command-line choices override what was remembered.
@@ -63,6 +69,7 @@ pub struct DefectApp {
     pub tab: Tab,
     pub synth: SynthTab,
     pub viewer: ViewerTab,
+    pub dataset: DatasetTab,
     notify: Option<Notify>,
 }
 
@@ -73,6 +80,7 @@ impl DefectApp {
             tab: persisted.tab,
             synth: SynthTab::new(persisted.synth, notify.clone()),
             viewer: ViewerTab::new(persisted.viewer, ctx),
+            dataset: DatasetTab::new(persisted.dataset, notify.clone()),
             notify,
         }
     }
@@ -82,6 +90,7 @@ impl DefectApp {
             tab: self.tab,
             synth: self.synth.settings.clone(),
             viewer: self.viewer.settings.clone(),
+            dataset: self.dataset.settings.clone(),
         }
     }
 
@@ -104,6 +113,7 @@ impl DefectApp {
         match self.tab {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
             Tab::Viewer => self.viewer.ui(ui),
+            Tab::Dataset => self.dataset.ui(ui, &self.notify),
         }
     }
 }

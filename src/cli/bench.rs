@@ -17,6 +17,13 @@ enum BenchJob {
         #[arg(long, default_value_t = 768)]
         size: usize,
     },
+    /// Dataset export: N base images x 8 symmetries as PNG, median of 3 runs, peak memory.
+    Export {
+        #[arg(long, default_value_t = 80)]
+        n: usize,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
     /// End-to-end detection vs the bare `session.run` of the same model, in the same run.
     Detect {
         #[arg(long)]
@@ -31,6 +38,7 @@ enum BenchJob {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let v = match a.job {
         BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
+        BenchJob::Export { n, size } => defect_detector::dataset::export::bench_export(n, size)?,
         BenchJob::Detect { model, runs, size } => {
             defect_detector::detect::bench::bench_detect(&model, size, runs.max(1))?
         }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod detect;
 mod eval;
+mod export;
 mod info;
 mod synth;
 mod vlm_eval;
@@ -42,6 +43,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Print what a microscopy image file holds (size, pixel type, calibration, metadata) as JSON.
     Info(info::InfoArgs),
+    /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
+    Export(Box<export::ExportArgs>),
 }
 
 #[derive(clap::Args)]
@@ -103,5 +106,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Detect(a)) => detect::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Info(a)) => info::run(a),
+        Some(Command::Export(a)) => export::run(*a),
     }
 }

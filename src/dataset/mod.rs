@@ -1,3 +1,10 @@
-//! YOLO-OBB datasets: label files, and (in `export`) writing whole datasets.
+//! YOLO-OBB datasets: label files, domain randomization, label-exact augmentation, export with
+//! honest splits, shard merging and validation.
 
+pub mod augment;
+pub mod export;
+pub mod randomize;
+pub mod validate;
 pub mod yolo;
+
+pub use validate::{Report, validate_dataset};

@@ -1,0 +1,671 @@
+//! The Dataset tab: domain-randomization ranges, symmetries, splits and crops on the left;
+//! example thumbnails of the current randomization, the export progress and a summary of the
+//! last export in the middle. Export runs as a background job with progress, ETA and Cancel.
+
+use super::widgets::folder_picker;
+use defect_detector::classes::DefectClass;
+use defect_detector::dataset::export::{
+    CropOptions, DatasetConfig, ExportSummary, ExportTarget, Split, SplitRatios, export,
+    target_is_nonempty, target_problem,
+};
+use defect_detector::dataset::randomize::{DomainRandomization, base_image_seed, draw_params};
+use defect_detector::geometry::Dihedral;
+use defect_detector::jobs::{Job, Latest, Notify, is_cancelled};
+use defect_detector::synth::params::{CountRange, Span};
+use defect_detector::synth::{self, SynthParams};
+use egui::{DragValue, Slider};
+use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+/// Side of the example thumbnails (px): small so they cost a few ms each.
+const THUMB_SIZE: usize = 256;
+const THUMBS: usize = 4;
+
+/// What is remembered between runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetSettings {
+    pub n: usize,
+    pub seed: u64,
+    pub size: usize,
+    /// One flag per element of `Dihedral::all()`.
+    pub augment: [bool; 8],
+    pub split: SplitRatios,
+    pub crop_enabled: bool,
+    pub crop: CropOptions,
+    pub dr: DomainRandomization,
+    pub out_dir: String,
+}
+
+impl Default for DatasetSettings {
+    fn default() -> Self {
+        let c = DatasetConfig::default();
+        Self {
+            n: c.n,
+            seed: c.seed,
+            size: c.size,
+            augment: [true; 8],
+            split: c.split,
+            crop_enabled: false,
+            crop: CropOptions::default(),
+            dr: c.randomization,
+            out_dir: "dataset".into(),
+        }
+    }
+}
+
+impl DatasetSettings {
+    pub fn config(&self) -> DatasetConfig {
+        DatasetConfig {
+            n: self.n,
+            seed: self.seed,
+            size: self.size,
+            augment: Dihedral::all()
+                .iter()
+                .zip(self.augment)
+                .filter(|(_, on)| *on)
+                .map(|(d, _)| d.name())
+                .collect(),
+            split: self.split,
+            crop: self.crop_enabled.then(|| self.crop.clone()),
+            randomization: self.dr.clone(),
+            base: SynthParams::default(),
+        }
+    }
+}
+
+struct Thumb {
+    texture: egui::TextureHandle,
+    caption: String,
+}
+
+struct ThumbData {
+    gray: Vec<u8>,
+    caption: String,
+}
+
+pub struct DatasetTab {
+    pub settings: DatasetSettings,
+    job: Option<Job<ExportSummary>>,
+    pick_job: Option<Job<Option<PathBuf>>>,
+    /// The folder is not empty: waiting for the user to confirm overwriting it.
+    confirm: Option<PathBuf>,
+    /// The last finished export, or why it failed.
+    pub last: Option<Result<ExportSummary, String>>,
+    pub status: String,
+    previews: Latest<Vec<ThumbData>>,
+    requested: Option<(DomainRandomization, u64)>,
+    thumbs: Vec<Thumb>,
+}
+
+impl DatasetTab {
+    pub fn new(settings: DatasetSettings, notify: Option<Notify>) -> Self {
+        Self {
+            settings,
+            job: None,
+            pick_job: None,
+            confirm: None,
+            last: None,
+            status: String::new(),
+            previews: Latest::new("dataset-thumbs", notify),
+            requested: None,
+            thumbs: Vec::new(),
+        }
+    }
+
+    pub fn is_exporting(&self) -> bool {
+        self.job.is_some()
+    }
+
+    fn request_thumbs(&mut self) {
+        let key = (self.settings.dr.clone(), self.settings.seed);
+        if self.requested.as_ref() == Some(&key) || self.settings.dr.validate().is_err() {
+            return;
+        }
+        self.requested = Some(key.clone());
+        let (dr, seed) = key;
+        self.previews.request(move |c| {
+            let base = SynthParams {
+                width: THUMB_SIZE,
+                height: THUMB_SIZE,
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            for i in 0..THUMBS {
+                c.check()?;
+                // The same draws as the first base images of the dataset (at thumbnail size).
+                let p = draw_params(&base, &dr, base_image_seed(seed, i));
+                let s = synth::generate(&p)?;
+                out.push(ThumbData {
+                    gray: s.to_u8(),
+                    caption: format!(
+                        "{} · {:.0} pm/px · {:.0e} e/Å²",
+                        p.crystal.preset.label(),
+                        p.pixel_size_pm,
+                        p.noise.dose_e_per_a2
+                    ),
+                });
+            }
+            Ok(out)
+        });
+    }
+
+    fn start(&mut self, overwrite: bool, notify: &Option<Notify>) {
+        let cfg = self.settings.config();
+        if let Err(e) = cfg.validate() {
+            self.last = Some(Err(format!("{e:#}")));
+            return;
+        }
+        let out = PathBuf::from(&self.settings.out_dir);
+        let target = ExportTarget {
+            shard: None,
+            overwrite,
+        };
+        self.status.clear();
+        self.last = None;
+        self.job = Some(Job::spawn("export", notify.clone(), move |c| {
+            export(&cfg, &out, &target, c)
+        }));
+    }
+
+    fn poll(&mut self, ctx: &egui::Context) {
+        if let Some(job) = self.job.take() {
+            match job.try_take() {
+                Ok(Ok(s)) => {
+                    self.status = format!("Exported to {}", s.out.display());
+                    self.last = Some(Ok(s));
+                }
+                Ok(Err(e)) if is_cancelled(&e) => {
+                    self.status = "Cancelled: nothing was written".into();
+                }
+                Ok(Err(e)) => self.last = Some(Err(format!("{e:#}"))),
+                Err(job) => self.job = Some(job),
+            }
+        }
+        if let Some(job) = self.pick_job.take() {
+            match job.try_take() {
+                Ok(Ok(Some(dir))) => self.settings.out_dir = dir.display().to_string(),
+                Ok(_) => {}
+                Err(job) => self.pick_job = Some(job),
+            }
+        }
+        if let Some(Ok(v)) = self.previews.poll() {
+            self.thumbs = v
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| Thumb {
+                    texture: ctx.load_texture(
+                        format!("dataset-thumb-{i}"),
+                        egui::ColorImage::from_gray([THUMB_SIZE, THUMB_SIZE], &t.gray),
+                        egui::TextureOptions::LINEAR,
+                    ),
+                    caption: t.caption,
+                })
+                .collect();
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, notify: &Option<Notify>) {
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        egui::Panel::left("dataset-params")
+            .resizable(true)
+            .default_size(380.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.params_ui(ui, notify));
+            });
+        egui::CentralPanel::default().show(ui, |ui| self.main_ui(ui));
+        self.confirm_ui(&ctx, notify);
+        self.request_thumbs();
+    }
+
+    fn params_ui(&mut self, ui: &mut egui::Ui, notify: &Option<Notify>) {
+        let s = &mut self.settings;
+        ui.heading("Dataset");
+        egui::CollapsingHeader::new("Size and splits")
+            .default_open(true)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label("base images");
+                    ui.add(DragValue::new(&mut s.n).range(1..=100_000))
+                        .on_hover_text(
+                            "N base images; each gives one image per symmetry (and crop)",
+                        );
+                });
+                ui.horizontal(|ui| {
+                    ui.label("seed");
+                    ui.add(DragValue::new(&mut s.seed));
+                });
+                ui.add(Slider::new(&mut s.size, 64..=2048).text("image size (px)"));
+                ui.label("Split by base image (train / val / test)");
+                ui.horizontal(|ui| {
+                    ui.add(
+                        DragValue::new(&mut s.split.train)
+                            .range(0.0..=1.0)
+                            .speed(0.01)
+                            .prefix("train "),
+                    );
+                    ui.add(
+                        DragValue::new(&mut s.split.val)
+                            .range(0.0..=1.0)
+                            .speed(0.01)
+                            .prefix("val "),
+                    );
+                    ui.add(
+                        DragValue::new(&mut s.split.test)
+                            .range(0.0..=1.0)
+                            .speed(0.01)
+                            .prefix("test "),
+                    );
+                });
+                if s.split.validate().is_ok() {
+                    let c = s.split.counts(s.n);
+                    ui.label(format!("{} / {} / {} base images", c[0], c[1], c[2]));
+                }
+            });
+        egui::CollapsingHeader::new("Augmentation")
+            .default_open(true)
+            .show(ui, |ui| {
+                ui.label("Symmetries of the square (labels follow exactly)");
+                ui.horizontal_wrapped(|ui| {
+                    for (on, d) in s.augment.iter_mut().zip(Dihedral::all()) {
+                        ui.checkbox(on, d.name());
+                    }
+                });
+                ui.horizontal(|ui| {
+                    if ui.button("all").clicked() {
+                        s.augment = [true; 8];
+                    }
+                    if ui.button("identity only").clicked() {
+                        s.augment = [false; 8];
+                        s.augment[0] = true;
+                    }
+                });
+                ui.checkbox(&mut s.crop_enabled, "random crops");
+                if s.crop_enabled {
+                    let max = s.size.max(16);
+                    ui.add(Slider::new(&mut s.crop.tile, 16..=max).text("tile (px)"));
+                    ui.add(Slider::new(&mut s.crop.per_image, 1..=16).text("crops per variant"));
+                    ui.add(
+                        Slider::new(&mut s.crop.min_boundary_frac, 0.0..=1.0)
+                            .text("min. cut boundary (of tile)"),
+                    );
+                }
+                let per = s.augment.iter().filter(|x| **x).count()
+                    * if s.crop_enabled { s.crop.per_image } else { 1 };
+                ui.label(format!("{} images in total", per * s.n));
+            });
+        let dr = &mut s.dr;
+        egui::CollapsingHeader::new("Domain randomization")
+            .default_open(true)
+            .show(ui, |ui| {
+                span_edit(
+                    ui,
+                    "pixel size (pm/px)",
+                    &mut dr.pixel_size_pm,
+                    3.0..=100.0,
+                    0.1,
+                );
+                span_edit(
+                    ui,
+                    "rotation (°)",
+                    &mut dr.rotation_deg,
+                    -360.0..=360.0,
+                    1.0,
+                );
+                span_edit(ui, "dose (e/Å²)", &mut dr.dose_e_per_a2, 1e2..=1e7, 100.0);
+                ui.add(
+                    Slider::new(&mut dr.gaussian_probe_fraction, 0.0..=1.0)
+                        .text("Gaussian probe fraction"),
+                );
+                span_edit(
+                    ui,
+                    "Gaussian FWHM (Å)",
+                    &mut dr.gaussian_fwhm_a,
+                    0.4..=3.0,
+                    0.01,
+                );
+                span_edit(
+                    ui,
+                    "aberration probe source σ (Å)",
+                    &mut dr.source_sigma_a,
+                    0.0..=1.5,
+                    0.01,
+                );
+                span_edit(ui, "defocus (Å)", &mut dr.defocus_a, -300.0..=300.0, 1.0);
+                span_edit(
+                    ui,
+                    "line jitter (px)",
+                    &mut dr.line_jitter_px,
+                    0.0..=3.0,
+                    0.01,
+                );
+                span_edit(
+                    ui,
+                    "drift x, y (px/1000 lines)",
+                    &mut dr.drift_px_per_kline,
+                    -50.0..=50.0,
+                    0.1,
+                );
+                span_edit(ui, "background", &mut dr.background, 0.0..=1.0, 0.01);
+                count_edit(ui, "vacancies", &mut dr.vacancies, 0..=50);
+                count_edit(ui, "interstitials", &mut dr.interstitials, 0..=50);
+                count_edit(ui, "boundaries", &mut dr.boundaries, 0..=4);
+                ui.add(
+                    Slider::new(&mut dr.boundary_free_fraction, 0.0..=1.0)
+                        .text("images without boundaries"),
+                );
+                ui.add(
+                    Slider::new(&mut dr.twin_fraction, 0.0..=1.0).text("twin (vs tilt) fraction"),
+                );
+                ui.label("Crystal mix (weights)");
+                ui.horizontal(|ui| {
+                    let w = &mut dr.presets;
+                    ui.add(
+                        DragValue::new(&mut w.cdte)
+                            .range(0.0..=10.0)
+                            .speed(0.01)
+                            .prefix("CdTe "),
+                    );
+                    ui.add(
+                        DragValue::new(&mut w.si)
+                            .range(0.0..=10.0)
+                            .speed(0.01)
+                            .prefix("Si "),
+                    );
+                    ui.add(
+                        DragValue::new(&mut w.gaas)
+                            .range(0.0..=10.0)
+                            .speed(0.01)
+                            .prefix("GaAs "),
+                    );
+                });
+                if ui.button("Reset ranges").clicked() {
+                    *dr = DomainRandomization::default();
+                }
+                if let Err(e) = dr.validate() {
+                    ui.colored_label(egui::Color32::from_rgb(213, 94, 0), format!("{e:#}"));
+                }
+            });
+        ui.separator();
+        ui.label("Output folder");
+        if let Some(j) = folder_picker(ui, &mut self.settings.out_dir, self.pick_job.is_some()) {
+            self.pick_job = Some(j);
+        }
+        let busy = self.is_exporting() || self.confirm.is_some();
+        if ui
+            .add_enabled(!busy, egui::Button::new("Export"))
+            .on_hover_text("Write images, labels, data.yaml, manifest.json and README.md")
+            .clicked()
+        {
+            let out = PathBuf::from(&self.settings.out_dir);
+            if target_is_nonempty(&out) {
+                self.confirm = Some(out);
+            } else {
+                self.start(false, notify);
+            }
+        }
+    }
+
+    fn confirm_ui(&mut self, ctx: &egui::Context, notify: &Option<Notify>) {
+        let Some(out) = self.confirm.clone() else {
+            return;
+        };
+        let problem = target_problem(&out, true);
+        let mut choice: Option<bool> = None;
+        egui::Window::new("Folder is not empty")
+            .collapsible(false)
+            .resizable(false)
+            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
+            .show(ctx, |ui| match &problem {
+                Some(p) => {
+                    ui.label(p);
+                    if ui.button("OK").clicked() {
+                        choice = Some(false);
+                    }
+                }
+                None => {
+                    ui.label(format!(
+                        "{} already holds a dataset. Replace it? The old one is removed only \
+                         after the new one is complete.",
+                        out.display()
+                    ));
+                    ui.horizontal(|ui| {
+                        if ui.button("Overwrite").clicked() {
+                            choice = Some(true);
+                        }
+                        if ui.button("Keep it").clicked() {
+                            choice = Some(false);
+                        }
+                    });
+                }
+            });
+        if let Some(go) = choice {
+            self.confirm = None;
+            if go {
+                self.start(true, notify);
+            }
+        }
+    }
+
+    fn main_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(job) = &self.job {
+            let c = job.control();
+            let eta = c
+                .eta()
+                .map(|d| format!(" · ETA {:.0} s", d.as_secs_f64()))
+                .unwrap_or_default();
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::ProgressBar::new(c.progress() as f32)
+                        .desired_width(400.0)
+                        .text(format!(
+                            "{} · {:.0} s{eta}",
+                            c.message(),
+                            c.elapsed().as_secs_f64()
+                        )),
+                );
+                if ui.button("Cancel").clicked() {
+                    job.cancel();
+                }
+            });
+        }
+        if !self.status.is_empty() {
+            ui.label(&self.status);
+        }
+        match &self.last {
+            Some(Ok(s)) => summary_ui(ui, s),
+            Some(Err(e)) => {
+                ui.colored_label(egui::Color32::from_rgb(213, 94, 0), e);
+            }
+            None => {}
+        }
+        ui.separator();
+        ui.label("Examples of the current randomization (first base images, 256 px)");
+        ui.horizontal_wrapped(|ui| {
+            for t in &self.thumbs {
+                ui.vertical(|ui| {
+                    ui.add(
+                        egui::Image::new(&t.texture).fit_to_exact_size(egui::vec2(200.0, 200.0)),
+                    );
+                    ui.small(&t.caption);
+                });
+            }
+            if self.previews.is_busy() {
+                ui.spinner();
+            }
+        });
+    }
+}
+
+fn summary_ui(ui: &mut egui::Ui, s: &ExportSummary) {
+    ui.strong(format!(
+        "{} images from {} base images · {:.1} MB · {:.1} s",
+        s.images,
+        s.base_images,
+        s.bytes as f64 / 1e6,
+        s.seconds
+    ));
+    egui::Grid::new("export-summary")
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("split");
+            ui.label("base images");
+            ui.label("images");
+            for c in DefectClass::ALL {
+                ui.label(c.name());
+            }
+            ui.end_row();
+            for sp in Split::ALL {
+                let v = s.splits.get(&sp).copied().unwrap_or_default();
+                ui.label(sp.name());
+                ui.label(v.base_images.to_string());
+                ui.label(v.images.to_string());
+                for c in DefectClass::ALL {
+                    ui.label(v.labels.get(c).to_string());
+                }
+                ui.end_row();
+            }
+        });
+}
+
+/// A min–max pair of reals with a step suited to the quantity.
+fn span_edit(
+    ui: &mut egui::Ui,
+    label: &str,
+    s: &mut Span,
+    bounds: RangeInclusive<f64>,
+    speed: f64,
+) {
+    ui.horizontal(|ui| {
+        ui.add(
+            DragValue::new(&mut s.min)
+                .range(bounds.clone())
+                .speed(speed)
+                .prefix("min "),
+        );
+        ui.add(
+            DragValue::new(&mut s.max)
+                .range(bounds)
+                .speed(speed)
+                .prefix("max "),
+        );
+        ui.label(label);
+    });
+    if s.max < s.min {
+        s.max = s.min;
+    }
+}
+
+fn count_edit(ui: &mut egui::Ui, label: &str, c: &mut CountRange, bounds: RangeInclusive<u32>) {
+    ui.horizontal(|ui| {
+        ui.add(
+            DragValue::new(&mut c.min)
+                .range(bounds.clone())
+                .prefix("min "),
+        );
+        ui.add(DragValue::new(&mut c.max).range(bounds).prefix("max "));
+        ui.label(label);
+    });
+    if c.max < c.min {
+        c.max = c.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::{DefectApp, Persisted, Tab};
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    fn harness(out: &std::path::Path) -> Harness<'static, DefectApp> {
+        let ctx = egui::Context::default();
+        let mut p = Persisted {
+            tab: Tab::Dataset,
+            ..Default::default()
+        };
+        p.dataset.n = 3;
+        p.dataset.size = 96;
+        p.dataset.out_dir = out.display().to_string();
+        let app = DefectApp::new(&ctx, p);
+        Harness::builder()
+            .with_size(egui::vec2(1300.0, 1000.0))
+            .build_ui_state(|ui, app: &mut DefectApp| app.show(ui), app)
+    }
+
+    fn wait_export(h: &mut Harness<'static, DefectApp>) {
+        for _ in 0..3000 {
+            h.step();
+            if !h.state().dataset.is_exporting() {
+                h.step();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("export never finished");
+    }
+
+    #[test]
+    fn export_button_writes_a_dataset_and_shows_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ds");
+        let mut h = harness(&out);
+        h.step();
+        h.get_by_label("Export").click();
+        h.step();
+        wait_export(&mut h);
+        let last = h.state().dataset.last.clone();
+        let s = last.expect("a result").expect("export succeeded");
+        assert_eq!(s.images, 24);
+        assert!(out.join("data.yaml").is_file() && out.join("manifest.json").is_file());
+        let pngs = std::fs::read_dir(out.join("images/train")).unwrap().count();
+        assert_eq!(
+            pngs,
+            s.splits[&defect_detector::dataset::export::Split::Train].images
+        );
+        assert!(
+            h.query_by_label_contains("images from 3 base images")
+                .is_some()
+        );
+        // Exporting again asks before replacing the dataset; "Keep it" leaves it alone.
+        h.get_by_label("Export").click();
+        h.step();
+        h.step();
+        assert!(
+            h.query_by_label_contains("already holds a dataset")
+                .is_some()
+        );
+        h.get_by_label("Keep it").click();
+        h.step();
+        assert!(!h.state().dataset.is_exporting());
+        // Overwrite replaces it with the new settings.
+        h.state_mut().dataset.settings.n = 2;
+        h.step();
+        h.get_by_label("Export").click();
+        h.step();
+        h.step();
+        h.get_by_label("Overwrite").click();
+        h.step();
+        wait_export(&mut h);
+        let m = defect_detector::dataset::export::Manifest::read(&out).unwrap();
+        assert_eq!(m.base_images.len(), 2);
+    }
+
+    #[test]
+    fn cancel_leaves_no_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ds");
+        let mut h = harness(&out);
+        h.state_mut().dataset.settings.n = 5000;
+        h.state_mut().dataset.settings.size = 64;
+        h.step();
+        h.get_by_label("Export").click();
+        h.step();
+        assert!(h.state().dataset.is_exporting());
+        h.get_by_label("Cancel").click();
+        wait_export(&mut h);
+        assert!(h.state().dataset.status.contains("Cancelled"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

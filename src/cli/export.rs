@@ -1,0 +1,199 @@
+//! `defect-detector export`: a YOLO-OBB training dataset with honest splits; also merges
+//! shard folders and validates datasets.
+
+use anyhow::Context;
+use clap::Args;
+use defect_detector::dataset::export::{
+    CropOptions, DatasetConfig, ExportSummary, ExportTarget, ShardSpec, SplitRatios, export, merge,
+    parse_augment,
+};
+use defect_detector::dataset::randomize::DomainRandomization;
+use defect_detector::dataset::validate_dataset;
+use defect_detector::jobs::Job;
+use defect_detector::synth::SynthParams;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  defect-detector export --out data/cdte --n 80 --seed 1
+  defect-detector export --out test-set --n 20 --seed 99 --augment none --split 0,0,1
+  defect-detector export --out shard3 --n 800 --shard 3/8      (one SLURM array task)
+  defect-detector export --merge data/full shard0 shard1 ...   (after all tasks)
+  defect-detector export --validate data/cdte
+  defect-detector export --print-dr > dr.json                  (edit, then --dr dr.json)")]
+pub struct ExportArgs {
+    /// Output folder (must be empty or absent, unless --overwrite replaces an old dataset).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Number of base images (each yields one image per symmetry and crop).
+    #[arg(long, default_value_t = 80)]
+    n: usize,
+    /// Dataset seed: base images, splits and crops all derive from it.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Base image side (px).
+    #[arg(long, default_value_t = 768)]
+    size: usize,
+    /// Symmetries: all, none, or a list such as r0,r90,f_r0.
+    #[arg(long, default_value = "all")]
+    augment: String,
+    /// Base-image fractions train,val,test (0,0,1 makes a pure test set).
+    #[arg(long, default_value = "0.8,0.1,0.1")]
+    split: String,
+    /// Write only shard i of n (base images with index % n == i) with a partial manifest.
+    #[arg(long, value_name = "i/n")]
+    shard: Option<String>,
+    /// Replace an existing dataset in the output folder.
+    #[arg(long)]
+    overwrite: bool,
+    /// Random square crops of this side (px) from every variant.
+    #[arg(long, value_name = "TILE")]
+    crop: Option<usize>,
+    /// Crops per variant (with --crop).
+    #[arg(long, default_value_t = 1)]
+    crops_per_image: usize,
+    /// Domain-randomization ranges (JSON; missing fields take defaults, see --print-dr).
+    #[arg(long, value_name = "FILE.json")]
+    dr: Option<PathBuf>,
+    /// Synthesis settings that are not randomized (JSON, as a sidecar's "params").
+    #[arg(long, value_name = "FILE.json")]
+    params: Option<PathBuf>,
+    /// Merge shard folders: --merge OUT SHARD_DIR...
+    #[arg(long, num_args = 2.., value_names = ["OUT", "SHARD_DIRS"])]
+    merge: Option<Vec<PathBuf>>,
+    /// Check a dataset folder (labels, pairing, split honesty) and print its counts.
+    #[arg(long, value_name = "DIR")]
+    validate: Option<PathBuf>,
+    /// Print the default domain-randomization JSON and exit.
+    #[arg(long)]
+    print_dr: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
+    let randomization = match &a.dr {
+        Some(p) => DomainRandomization::read(p)?,
+        None => DomainRandomization::default(),
+    };
+    let base = match &a.params {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str::<SynthParams>(&text)
+                .with_context(|| format!("{} is not a valid parameter file", p.display()))?
+        }
+        None => SynthParams::default(),
+    };
+    let cfg = DatasetConfig {
+        n: a.n,
+        seed: a.seed,
+        size: a.size,
+        augment: parse_augment(&a.augment)?,
+        split: SplitRatios::parse(&a.split)?,
+        crop: a.crop.map(|tile| CropOptions {
+            tile,
+            per_image: a.crops_per_image,
+            ..Default::default()
+        }),
+        randomization,
+        base,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs the work on a worker thread and draws a progress bar until it ends.
+fn with_progress(
+    what: &str,
+    work: impl FnOnce(&defect_detector::jobs::JobControl) -> anyhow::Result<ExportSummary>
+    + Send
+    + 'static,
+) -> anyhow::Result<ExportSummary> {
+    let job = Job::spawn(what, None, work);
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:40}] {percent:>3}% {msg}  elapsed {elapsed}  ETA {eta}",
+        )
+        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
+        .progress_chars("=> "),
+    );
+    let job = loop {
+        let c = job.control();
+        bar.set_position((c.progress() * 1000.0) as u64);
+        bar.set_message(c.message());
+        if job.is_done() {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    bar.finish_and_clear();
+    job.block()
+}
+
+fn report(s: &ExportSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        print!("{}", s.table());
+        println!(
+            "{} images from {} base images, {:.1} MB in {:.1} s -> {}",
+            s.images,
+            s.base_images,
+            s.bytes as f64 / 1e6,
+            s.seconds,
+            s.out.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: ExportArgs) -> anyhow::Result<()> {
+    if a.print_dr {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&DomainRandomization::default())?
+        );
+        return Ok(());
+    }
+    if let Some(dir) = &a.validate {
+        let r = validate_dataset(dir)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            print!("{}", r.table());
+        }
+        anyhow::ensure!(
+            r.is_ok(),
+            "{} has {} problem(s)",
+            dir.display(),
+            r.errors.len()
+        );
+        return Ok(());
+    }
+    if let Some(list) = &a.merge {
+        let out = list[0].clone();
+        let shards = list[1..].to_vec();
+        let overwrite = a.overwrite;
+        let s = with_progress("merge", move |c| merge(&out, &shards, overwrite, c))?;
+        return report(&s, a.json);
+    }
+    let out = a
+        .out
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--out DIR is required (or use --merge / --validate)"))?;
+    let cfg = config_from_args(&a)?;
+    let target = ExportTarget {
+        shard: a
+            .shard
+            .as_deref()
+            .map(str::parse::<ShardSpec>)
+            .transpose()?,
+        overwrite: a.overwrite,
+    };
+    let s = with_progress("export", move |c| export(&cfg, &out, &target, c))?;
+    report(&s, a.json)
+}

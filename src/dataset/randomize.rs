@@ -1,0 +1,323 @@
+//! Domain randomization: every base image of a dataset draws its imaging conditions and
+//! defect content from ranges, so a detector trained on it does not overfit one microscope
+//! setting and has a chance on real images.
+
+use crate::synth::crystal::Preset;
+use crate::synth::params::{CountRange, ProbeModel, Span, SynthParams};
+use crate::synth::scene::{Rng, rng_from_seed};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+/// Relative weights of the crystal presets (need not sum to 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresetWeights {
+    pub cdte: f64,
+    pub si: f64,
+    pub gaas: f64,
+}
+
+impl Default for PresetWeights {
+    fn default() -> Self {
+        // CdTe is the material the detector is for; the others widen lattice spacing and
+        // Z contrast so the model learns defects rather than one lattice.
+        Self {
+            cdte: 0.6,
+            si: 0.2,
+            gaas: 0.2,
+        }
+    }
+}
+
+impl PresetWeights {
+    fn entries(&self) -> [(Preset, f64); 3] {
+        [
+            (Preset::Cdte110, self.cdte),
+            (Preset::Si110, self.si),
+            (Preset::Gaas110, self.gaas),
+        ]
+    }
+}
+
+/// Ranges each base image draws from. Spans are uniform except the dose (log-uniform, since
+/// dose matters by orders of magnitude).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DomainRandomization {
+    /// Calibrated pixel size (pm/px).
+    pub pixel_size_pm: Span,
+    /// In-plane lattice rotation (degrees).
+    pub rotation_deg: Span,
+    /// Electron dose (e⁻/Å²), log-uniform.
+    pub dose_e_per_a2: Span,
+    /// Fraction of images rendered with a Gaussian probe; the rest use the aberration model.
+    pub gaussian_probe_fraction: f64,
+    /// Gaussian probe FWHM (Å).
+    pub gaussian_fwhm_a: Span,
+    /// Source-size blur sigma of the aberration probe (Å).
+    pub source_sigma_a: Span,
+    /// Defocus of the aberration probe (Å).
+    pub defocus_a: Span,
+    /// RMS fast-scan line jitter (px).
+    pub line_jitter_px: Span,
+    /// Drift along x and along y, each drawn independently (px per 1000 lines).
+    pub drift_px_per_kline: Span,
+    /// Uniform background (fraction of a column peak).
+    pub background: Span,
+    pub vacancies: CountRange,
+    pub interstitials: CountRange,
+    /// Grain boundaries per image (when the image has any).
+    pub boundaries: CountRange,
+    /// Fraction of images without any boundary (the detector must also see clean grains).
+    pub boundary_free_fraction: f64,
+    /// Probability that a boundary is a Σ3 twin rather than a general tilt boundary.
+    pub twin_fraction: f64,
+    pub presets: PresetWeights,
+}
+
+impl Default for DomainRandomization {
+    fn default() -> Self {
+        Self {
+            pixel_size_pm: Span::new(10.0, 30.0),
+            rotation_deg: Span::new(0.0, 360.0),
+            dose_e_per_a2: Span::new(1.0e4, 2.0e5),
+            gaussian_probe_fraction: 0.5,
+            gaussian_fwhm_a: Span::new(0.7, 1.4),
+            source_sigma_a: Span::new(0.2, 0.6),
+            defocus_a: Span::new(-30.0, 30.0),
+            line_jitter_px: Span::new(0.0, 0.8),
+            drift_px_per_kline: Span::new(-10.0, 10.0),
+            background: Span::new(0.05, 0.25),
+            vacancies: CountRange::new(1, 6),
+            interstitials: CountRange::new(1, 4),
+            boundaries: CountRange::new(1, 2),
+            boundary_free_fraction: 0.1,
+            twin_fraction: 0.5,
+            presets: PresetWeights::default(),
+        }
+    }
+}
+
+fn check_span(s: &Span, what: &str, lo: f64, hi: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        s.min.is_finite() && s.max.is_finite() && s.min >= lo && s.max <= hi,
+        "{what}: range {}..{} must lie within {lo}..{hi}",
+        s.min,
+        s.max
+    );
+    anyhow::ensure!(
+        s.min <= s.max,
+        "{what}: min {} is above max {}",
+        s.min,
+        s.max
+    );
+    Ok(())
+}
+
+fn check_fraction(v: f64, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&v),
+        "{what} = {v} must be between 0 and 1"
+    );
+    Ok(())
+}
+
+fn check_count(c: &CountRange, what: &str, max: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        c.min <= c.max,
+        "{what}: min {} is above max {}",
+        c.min,
+        c.max
+    );
+    anyhow::ensure!(c.max <= max, "{what}: at most {max} per image");
+    Ok(())
+}
+
+impl DomainRandomization {
+    /// Checks every range against what the synthesizer accepts, naming the offending field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_span(&self.pixel_size_pm, "pixel size (pm/px)", 3.0, 100.0)?;
+        check_span(&self.rotation_deg, "rotation (deg)", -360.0, 360.0)?;
+        check_span(&self.dose_e_per_a2, "dose (e/Å²)", 1e2, 1e7)?;
+        check_fraction(self.gaussian_probe_fraction, "Gaussian probe fraction")?;
+        check_span(&self.gaussian_fwhm_a, "Gaussian FWHM (Å)", 0.4, 3.0)?;
+        check_span(&self.source_sigma_a, "source size (Å)", 0.0, 1.5)?;
+        check_span(&self.defocus_a, "defocus (Å)", -300.0, 300.0)?;
+        check_span(&self.line_jitter_px, "line jitter (px)", 0.0, 3.0)?;
+        check_span(&self.drift_px_per_kline, "drift (px/kline)", -50.0, 50.0)?;
+        check_span(&self.background, "background", 0.0, 1.0)?;
+        check_count(&self.vacancies, "vacancies", 500)?;
+        check_count(&self.interstitials, "interstitials", 500)?;
+        check_count(&self.boundaries, "boundaries", 8)?;
+        check_fraction(self.boundary_free_fraction, "boundary-free fraction")?;
+        check_fraction(self.twin_fraction, "twin fraction")?;
+        let w = &self.presets;
+        anyhow::ensure!(
+            [w.cdte, w.si, w.gaas]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0)
+                && w.cdte + w.si + w.gaas > 0.0,
+            "preset weights must be non-negative with a positive sum"
+        );
+        Ok(())
+    }
+
+    /// Reads a JSON file (missing fields take their defaults) and validates it.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let dr: Self = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid domain-randomization file: {e}",
+                path.display()
+            )
+        })?;
+        dr.validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(dr)
+    }
+}
+
+fn uniform(rng: &mut Rng, s: Span) -> f64 {
+    if s.max > s.min {
+        rng.random_range(s.min..=s.max)
+    } else {
+        s.min
+    }
+}
+
+fn count(rng: &mut Rng, c: CountRange) -> u32 {
+    rng.random_range(c.min..=c.max)
+}
+
+/// The synthesis parameters of one base image: `base` with every randomized knob replaced by
+/// a draw from `dr`. Deterministic in `seed`; the scene seed of the result is itself drawn
+/// from it, so the scene's draws are independent of the imaging-condition draws.
+/// Counts are drawn here (the result holds `n..=n` ranges) so the sidecar records them.
+pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> SynthParams {
+    let mut rng = rng_from_seed(seed);
+    let mut p = base.clone();
+    // Fixed draw order: changing it changes every dataset, so only append new draws.
+    p.seed = rng.random::<u64>();
+    let weights = dr.presets.entries();
+    let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    let mut u = rng.random_range(0.0..1.0) * total;
+    p.crystal.preset = weights
+        .iter()
+        .find(|(_, w)| {
+            let hit = u < *w;
+            u -= w;
+            hit
+        })
+        .or_else(|| weights.iter().rev().find(|(_, w)| *w > 0.0))
+        .map(|(pr, _)| *pr)
+        .unwrap_or(base.crystal.preset);
+    p.pixel_size_pm = uniform(&mut rng, dr.pixel_size_pm);
+    p.rotation_deg = Some(uniform(&mut rng, dr.rotation_deg));
+    let (lo, hi) = (dr.dose_e_per_a2.min.ln(), dr.dose_e_per_a2.max.ln());
+    p.noise.dose_e_per_a2 = uniform(&mut rng, Span::new(lo, hi)).exp();
+    p.noise.dose_mode = crate::synth::params::DoseMode::ElectronsPerA2;
+    let gaussian = rng.random_range(0.0..1.0) < dr.gaussian_probe_fraction;
+    let fwhm = uniform(&mut rng, dr.gaussian_fwhm_a);
+    let source = uniform(&mut rng, dr.source_sigma_a);
+    let defocus = uniform(&mut rng, dr.defocus_a);
+    if gaussian {
+        p.probe.model = ProbeModel::Gaussian;
+        p.probe.gaussian_fwhm_a = fwhm;
+        // The Gaussian's FWHM already is the whole probe size.
+        p.probe.source_sigma_a = 0.0;
+    } else {
+        p.probe.model = ProbeModel::Aberrations;
+        p.probe.source_sigma_a = source;
+        p.probe.defocus_a = defocus;
+    }
+    p.scan.line_jitter_px = uniform(&mut rng, dr.line_jitter_px);
+    p.scan.drift_x_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
+    p.scan.drift_y_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
+    p.specimen.background = uniform(&mut rng, dr.background);
+    let nv = count(&mut rng, dr.vacancies);
+    let ni = count(&mut rng, dr.interstitials);
+    p.defects.vacancies = CountRange::new(nv, nv);
+    p.defects.interstitials = CountRange::new(ni, ni);
+    let boundary_free = rng.random_range(0.0..1.0) < dr.boundary_free_fraction;
+    let nb = count(&mut rng, dr.boundaries);
+    let nb = if boundary_free { 0 } else { nb };
+    let twins = (0..nb)
+        .filter(|_| rng.random_range(0.0..1.0) < dr.twin_fraction)
+        .count() as u32;
+    p.defects.twin_boundaries = CountRange::new(twins, twins);
+    p.defects.tilt_boundaries = CountRange::new(nb - twins, nb - twins);
+    p
+}
+
+/// SplitMix64 finaliser: turns structured inputs (seed, index) into well-mixed seeds.
+pub fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The seed of base image `index` of a dataset with seed `dataset_seed`.
+pub fn base_image_seed(dataset_seed: u64, index: usize) -> u64 {
+    mix64(dataset_seed ^ mix64(index as u64 ^ 0x0005_EED0_BA5E))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_deterministic_valid_and_varied() {
+        let base = SynthParams {
+            width: 128,
+            height: 128,
+            ..Default::default()
+        };
+        let dr = DomainRandomization::default();
+        dr.validate().unwrap();
+        let a = draw_params(&base, &dr, 11);
+        assert_eq!(a, draw_params(&base, &dr, 11));
+        let mut presets = std::collections::BTreeSet::new();
+        let (mut twins, mut tilts, mut gauss) = (0, 0, 0);
+        for s in 0..200 {
+            let p = draw_params(&base, &dr, base_image_seed(1, s));
+            p.validate().unwrap();
+            assert!((10.0..=30.0).contains(&p.pixel_size_pm));
+            assert!((1e4 * 0.999..=2e5 * 1.001).contains(&p.noise.dose_e_per_a2));
+            assert!(p.scan.line_jitter_px <= 0.8);
+            assert!(p.defects.vacancies.min >= 1 && p.defects.interstitials.min >= 1);
+            presets.insert(p.crystal.preset.cli_name());
+            twins += p.defects.twin_boundaries.min;
+            tilts += p.defects.tilt_boundaries.min;
+            gauss += (p.probe.model == ProbeModel::Gaussian) as u32;
+        }
+        assert_eq!(presets.len(), 3, "{presets:?}");
+        assert!(twins > 20 && tilts > 20, "twins {twins} tilts {tilts}");
+        assert!(gauss > 50 && gauss < 150, "{gauss}");
+        assert_ne!(a.seed, draw_params(&base, &dr, 12).seed);
+    }
+
+    #[test]
+    fn bad_ranges_are_named() {
+        let dr = DomainRandomization {
+            pixel_size_pm: Span::new(30.0, 10.0),
+            ..Default::default()
+        };
+        assert!(
+            dr.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("pixel size")
+        );
+        let dr = DomainRandomization {
+            presets: PresetWeights {
+                cdte: 0.0,
+                si: 0.0,
+                gaas: 0.0,
+            },
+            ..Default::default()
+        };
+        assert!(dr.validate().unwrap_err().to_string().contains("preset"));
+    }
+}
