@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--recipe", default="", help="free text or JSON describing how the data was made")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patience", type=int, default=100)
+    ap.add_argument("--weights", help="skip training: validate and export these weights (best.pt)")
     a = ap.parse_args()
 
     offline_env()
@@ -76,6 +77,16 @@ def main():
 
     runs = WORK / "runs"
     t0 = time.time()
+    if a.weights:
+        best = Path(a.weights)
+        train_s = None
+    else:
+        best = train(a, runs, YOLO)
+        train_s = time.time() - t0
+    finish(a, runs, best, train_s, YOLO, ultralytics, torch)
+
+
+def train(a, runs, YOLO):
     model = YOLO("yolo11n-obb.yaml")  # architecture only: random init, no weight download
     model.train(
         data=a.data, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device=a.device,
@@ -84,8 +95,10 @@ def main():
         # Microscope images have no preferred orientation or handedness.
         flipud=0.5, fliplr=0.5, degrees=0.0, mosaic=1.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.3,
     )
-    train_s = time.time() - t0
-    best = runs / a.name / "weights" / "best.pt"
+    return runs / a.name / "weights" / "best.pt"
+
+
+def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     trained = YOLO(str(best))
     metrics = trained.val(data=a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, plots=False,
                           project=str(runs), name=a.name + "-val", exist_ok=True)
@@ -108,7 +121,7 @@ def main():
         "epochs": a.epochs,
         "batch": a.batch,
         "seed": a.seed,
-        "training_time_s": round(train_s, 1),
+        "training_time_s": round(train_s, 1) if train_s is not None else None,
         "hardware": {
             "device": a.device,
             "cpu": platform.processor() or platform.machine(),
