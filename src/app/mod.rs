@@ -3,24 +3,28 @@
 
 pub mod canvas;
 pub mod synth_tab;
+pub mod vlm_tab;
 pub mod widgets;
 
 use defect_detector::jobs::Notify;
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
+use vlm_tab::{VlmSettings, VlmTab};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Tab {
     #[default]
     Synthesize,
+    Vlm,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 1] = [Tab::Synthesize];
+    pub const ALL: [Tab; 2] = [Tab::Synthesize, Tab::Vlm];
 
     pub fn label(self) -> &'static str {
         match self {
             Tab::Synthesize => "Synthesize",
+            Tab::Vlm => "VLM screening",
         }
     }
 }
@@ -31,6 +35,7 @@ impl Tab {
 pub struct Persisted {
     pub tab: Tab,
     pub synth: SynthSettings,
+    pub vlm: VlmSettings,
 }
 
 #[derive(Default)]
@@ -39,6 +44,7 @@ pub struct StartOptions {}
 pub struct DefectApp {
     pub tab: Tab,
     pub synth: SynthTab,
+    pub vlm: VlmTab,
     notify: Option<Notify>,
 }
 
@@ -48,6 +54,7 @@ impl DefectApp {
         Self {
             tab: persisted.tab,
             synth: SynthTab::new(persisted.synth, notify.clone()),
+            vlm: VlmTab::new(persisted.vlm),
             notify,
         }
     }
@@ -56,6 +63,7 @@ impl DefectApp {
         Persisted {
             tab: self.tab,
             synth: self.synth.settings.clone(),
+            vlm: self.vlm.settings.clone(),
         }
     }
 
@@ -72,6 +80,7 @@ impl DefectApp {
         });
         match self.tab {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
+            Tab::Vlm => self.vlm.ui(ui, &self.notify),
         }
     }
 }

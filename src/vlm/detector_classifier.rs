@@ -380,6 +380,117 @@ pub fn run_detector_eval(
     })
 }
 
+/// A VLM run or a detector run: what the GUI lists, compares and saves.
+// Only a handful of runs are ever held, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScreeningRun {
+    Vlm(VlmRun),
+    Detector(DetectorRun),
+}
+
+impl ScreeningRun {
+    pub fn classes(&self) -> &[String] {
+        match self {
+            Self::Vlm(r) => &r.classes,
+            Self::Detector(r) => &r.classes,
+        }
+    }
+
+    pub fn records(&self) -> &[PatchRecord] {
+        match self {
+            Self::Vlm(r) => &r.records,
+            Self::Detector(r) => &r.records,
+        }
+    }
+
+    pub fn patch_source(&self) -> &str {
+        match self {
+            Self::Vlm(r) => &r.meta.patch_source,
+            Self::Detector(r) => &r.meta.patch_source,
+        }
+    }
+
+    /// (seed, n per class, k per class) of the sample.
+    pub fn sample(&self) -> (u64, usize, usize) {
+        match self {
+            Self::Vlm(r) => (r.meta.seed, r.meta.n_per_class, r.meta.k_per_class),
+            Self::Detector(r) => (r.meta.seed, r.meta.n_per_class, r.meta.k_per_class),
+        }
+    }
+
+    /// A short name: model and strategy, or the detector file and threshold.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Vlm(r) => format!(
+                "{} · {} · seed {}",
+                r.meta.model, r.meta.strategy, r.meta.seed
+            ),
+            Self::Detector(r) => {
+                let file = Path::new(&r.meta.model_path)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| r.meta.model_path.clone());
+                format!(
+                    "detector {file} · conf {} · seed {}",
+                    r.meta.conf, r.meta.seed
+                )
+            }
+        }
+    }
+
+    pub fn notes(&self) -> &[String] {
+        match self {
+            Self::Vlm(r) => &r.meta.notes,
+            Self::Detector(r) => &r.meta.notes,
+        }
+    }
+
+    pub fn metrics(&self) -> anyhow::Result<ClassificationMetrics> {
+        match self {
+            Self::Vlm(r) => r.metrics(),
+            Self::Detector(r) => r.metrics(),
+        }
+    }
+
+    pub fn usage(&self) -> UsageStats {
+        match self {
+            Self::Vlm(r) => r.usage(),
+            Self::Detector(r) => r.usage(),
+        }
+    }
+
+    pub fn save_json(&self, path: &Path) -> anyhow::Result<()> {
+        match self {
+            Self::Vlm(r) => r.save_json(path),
+            Self::Detector(r) => r.save_json(path),
+        }
+    }
+
+    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
+        match self {
+            Self::Vlm(r) => r.write_csv(path),
+            Self::Detector(r) => r.write_csv(path),
+        }
+    }
+
+    /// Reads either kind of run file (detector runs carry `"kind": "detector"`).
+    pub fn load_json(path: &Path) -> anyhow::Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a JSON file", path.display()))?;
+        if v.get("kind").and_then(|k| k.as_str()) == Some(DETECTOR_RUN_KIND) {
+            Ok(Self::Detector(
+                DetectorRun::from_json_bytes(&bytes)
+                    .with_context(|| format!("{}", path.display()))?,
+            ))
+        } else {
+            Ok(Self::Vlm(VlmRun::load_json(path)?))
+        }
+    }
+}
+
 /// Whether two runs evaluated the same patches (by image hash, in order).
 pub fn same_patches(a: &[PatchRecord], b: &[PatchRecord]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.hash == y.hash)
@@ -482,6 +593,9 @@ mod tests {
         run.save_json(&p).unwrap();
         assert_eq!(DetectorRun::load_json(&p).unwrap(), run);
         assert_eq!(run.to_csv().lines().count(), 13);
+        let any = ScreeningRun::load_json(&p).unwrap();
+        assert_eq!(any, ScreeningRun::Detector(run.clone()));
+        assert!(any.label().starts_with("detector tiny_obb.onnx"));
         // A VLM run file is not a detector run.
         std::fs::write(&p, br#"{"format_version":1,"kind":"vlm"}"#).unwrap();
         assert!(DetectorRun::load_json(&p).is_err());
