@@ -187,7 +187,7 @@ enum PickTarget {
 
 /// Most patches listed for a selected cell (each is a texture).
 const MAX_LISTED: usize = 120;
-const THUMB: f32 = 96.0;
+const THUMB: f32 = 112.0;
 
 pub struct VlmTab {
     pub settings: VlmSettings,
@@ -488,6 +488,17 @@ impl VlmTab {
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| self.settings_ui(ui, notify));
             });
+        // The patches behind the selected cell sit beside the matrix, not below the fold.
+        if let (Some(i), Some(_)) = (self.shown.filter(|&i| i < self.runs.len()), self.cell) {
+            egui::Panel::right("vlm-cell-patches")
+                .resizable(true)
+                .default_size(400.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .id_salt("vlm-cell-scroll")
+                        .show(ui, |ui| self.selection_ui(ui, i));
+                });
+        }
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical()
                 .id_salt("vlm-results")
@@ -904,19 +915,16 @@ impl VlmTab {
             return;
         }
         self.runs_list_ui(ui);
+        if let Some(i) = self.shown.filter(|&i| i < self.runs.len()) {
+            ui.separator();
+            self.run_detail_ui(ui, i);
+        }
         if self.runs.iter().filter(|r| r.compare).count() >= 2 {
-            ui.add_space(6.0);
+            ui.separator();
             egui::CollapsingHeader::new("Comparison")
                 .default_open(true)
                 .show(ui, |ui| self.comparison_ui(ui));
         }
-        ui.separator();
-        let Some(i) = self.shown.filter(|&i| i < self.runs.len()) else {
-            return;
-        };
-        self.run_detail_ui(ui, i);
-        ui.separator();
-        self.selection_ui(ui, i);
     }
 
     fn runs_list_ui(&mut self, ui: &mut egui::Ui) {
@@ -1023,7 +1031,12 @@ impl VlmTab {
     fn run_detail_ui(&mut self, ui: &mut egui::Ui, i: usize) {
         let slot = &self.runs[i];
         ui.heading(slot.run.label());
-        ui.weak(format!("patches: {}", slot.run.patch_source()));
+        let src = slot.run.patch_source();
+        ui.weak(format!(
+            "patches: {}",
+            PatchGenSpec::from_description(src).map_or_else(|| src.to_string(), |g| g.summary())
+        ))
+        .on_hover_text(src);
         for n in slot.run.notes() {
             ui.weak(format!("note: {n}"));
         }
@@ -1034,16 +1047,24 @@ impl VlmTab {
         });
         let normalised = self.settings.normalised;
         let slot = &self.runs[i];
-        ui.horizontal_top(|ui| {
-            ui.vertical(|ui| {
-                if let Some(c) = confusion_matrix_ui(ui, &slot.metrics, normalised, self.cell) {
-                    self.cell = if self.cell == Some(c) { None } else { Some(c) };
-                }
-                ui.weak("rows: true class · columns: answer · click a cell to list its patches");
+        let mut matrix = |ui: &mut egui::Ui| {
+            if let Some(c) = confusion_matrix_ui(ui, &slot.metrics, normalised, self.cell) {
+                self.cell = if self.cell == Some(c) { None } else { Some(c) };
+            }
+            ui.weak("rows: true class · columns: answer · click a cell to list its patches");
+        };
+        // Scores beside the matrix when there is room, below it otherwise.
+        if ui.available_width() >= 1000.0 {
+            ui.horizontal_top(|ui| {
+                ui.vertical(|ui| matrix(ui));
+                ui.add_space(16.0);
+                ui.vertical(|ui| scores_ui(ui, &slot.metrics, &slot.usage, &slot.run));
             });
-            ui.add_space(16.0);
-            ui.vertical(|ui| scores_ui(ui, &slot.metrics, &slot.usage, &slot.run));
-        });
+        } else {
+            matrix(ui);
+            ui.add_space(8.0);
+            scores_ui(ui, &slot.metrics, &slot.usage, &slot.run);
+        }
     }
 
     fn selection_ui(&mut self, ui: &mut egui::Ui, i: usize) {
@@ -1068,10 +1089,15 @@ impl VlmTab {
             .cloned()
             .collect();
         let pred_name = pred.map_or("no answer", |s| s.as_str());
-        ui.strong(format!(
-            "True {truth}, answered {pred_name}: {} patch(es)",
-            records.len()
-        ));
+        ui.horizontal(|ui| {
+            ui.strong(format!(
+                "True {truth}, answered {pred_name}: {} patch(es)",
+                records.len()
+            ));
+            if ui.small_button("Close").clicked() {
+                self.cell = None;
+            }
+        });
         let patch_source = run.patch_source().to_string();
         let ctx = ui.ctx().clone();
         let missing = records
@@ -1217,8 +1243,13 @@ fn num(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
+/// Milliseconds with enough digits for fast detectors and slow servers alike.
 fn ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+    match v {
+        None => "-".into(),
+        Some(v) if v < 10.0 => format!("{v:.2} ms"),
+        Some(v) => format!("{v:.0} ms"),
+    }
 }
 
 /// Five stops of viridis: perceptually even, and readable by colour-blind users.

@@ -16,6 +16,9 @@ use defect_detector::vlm::patches::PatchSet;
 use defect_detector::vlm::prompt::{PromptTexts, Strategy};
 use defect_detector::vlm::run::{ResponseCache, RunConfig, VlmRun, run_vlm_eval};
 
+/// Few-shot examples per class when --k is not given.
+const DEFAULT_K: usize = 3;
+
 #[derive(Args, Debug)]
 pub struct VlmEvalArgs {
     /// Folder of labelled patches: one subfolder per class, or files named Class_N.png.
@@ -66,9 +69,10 @@ pub struct VlmEvalArgs {
     /// Patches evaluated per class.
     #[arg(long, default_value_t = 20)]
     n: usize,
-    /// Few-shot examples per class (held out from the evaluated patches).
-    #[arg(long, default_value_t = 3)]
-    k: usize,
+    /// Few-shot examples per class (held out from the evaluated patches) [default: 3]. With
+    /// --detector it defaults to 0; give the k of a few-shot run to screen its exact sample.
+    #[arg(long)]
+    k: Option<usize>,
     /// Seed of the sample and of the example choice: same seed, same patches.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -187,7 +191,7 @@ pub fn run(a: VlmEvalArgs) -> anyhow::Result<()> {
     let cfg = RunConfig {
         strategy,
         n_per_class: a.n,
-        k_per_class: a.k,
+        k_per_class: a.k.unwrap_or(DEFAULT_K),
         seed: a.seed,
         concurrency: a.concurrency.max(1),
         texts,
@@ -280,8 +284,8 @@ fn run_detector(
 ) -> anyhow::Result<()> {
     let det = Detector::load(model, &DetectorOptions::default())?;
     let mut cfg = DetectorScreenConfig::new(a.n, a.seed);
-    // Hold out the same examples a few-shot run with this k would, so the sample matches.
-    cfg.k_per_class = a.k;
+    // Only a few-shot run holds examples out of the sample; match it when asked to.
+    cfg.k_per_class = a.k.unwrap_or(0);
     cfg.conf = a.det_conf;
     cfg.pixel_size = pixel_size;
     cfg.patch_source = patch_source;
@@ -388,7 +392,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(t.a.strategy, Some(Strategy::FewShot));
-        assert_eq!((t.a.n, t.a.k, t.a.seed, t.a.concurrency), (5, 3, 1, 4));
+        assert_eq!((t.a.n, t.a.k, t.a.seed, t.a.concurrency), (5, None, 1, 4));
         assert!(T::try_parse_from(["x", "--strategy", "one-shot"]).is_err());
         assert!(T::try_parse_from(["x", "--patches", "p"]).is_err());
         assert!(T::try_parse_from(["x", "--dump-texts", "t.json"]).is_ok());

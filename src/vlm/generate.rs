@@ -109,6 +109,18 @@ impl PatchGenSpec {
         )
     }
 
+    /// For people: "synthetic CdTe [110], 64 px at 25 pm/px, 30 per class, seed 1".
+    pub fn summary(&self) -> String {
+        format!(
+            "synthetic {}, {} px at {} pm/px, {} per class, seed {}",
+            self.preset.label(),
+            self.patch_size,
+            self.pixel_size_pm,
+            self.per_class,
+            self.seed
+        )
+    }
+
     pub fn from_description(s: &str) -> Option<Self> {
         serde_json::from_str(s.trim().strip_prefix(SOURCE_PREFIX)?).ok()
     }
