@@ -5,6 +5,7 @@ pub mod canvas;
 pub mod dataset_tab;
 pub mod synth_tab;
 pub mod viewer_tab;
+pub mod vlm_tab;
 pub mod widgets;
 
 use dataset_tab::{DatasetSettings, DatasetTab};
@@ -12,6 +13,7 @@ use defect_detector::jobs::Notify;
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
 use viewer_tab::{ViewerSettings, ViewerTab};
+use vlm_tab::{VlmSettings, VlmTab};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Tab {
@@ -19,10 +21,11 @@ pub enum Tab {
     Synthesize,
     Viewer,
     Dataset,
+    Vlm,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 3] = [Tab::Synthesize, Tab::Dataset, Tab::Viewer];
+    pub const ALL: [Tab; 4] = [Tab::Synthesize, Tab::Dataset, Tab::Viewer, Tab::Vlm];
 
     /// Name on the command line (`defect-detector app --tab NAME`).
     pub fn cli_name(self) -> &'static str {
@@ -30,6 +33,7 @@ impl Tab {
             Tab::Synthesize => "synthesize",
             Tab::Viewer => "viewer",
             Tab::Dataset => "dataset",
+            Tab::Vlm => "vlm",
         }
     }
 
@@ -42,6 +46,7 @@ impl Tab {
             Tab::Synthesize => "Synthesize",
             Tab::Viewer => "Viewer",
             Tab::Dataset => "Dataset",
+            Tab::Vlm => "VLM screening",
         }
     }
 }
@@ -54,6 +59,7 @@ pub struct Persisted {
     pub synth: SynthSettings,
     pub viewer: ViewerSettings,
     pub dataset: DatasetSettings,
+    pub vlm: VlmSettings,
 }
 
 /// How the app starts: command-line choices override what was remembered.
@@ -70,6 +76,7 @@ pub struct DefectApp {
     pub synth: SynthTab,
     pub viewer: ViewerTab,
     pub dataset: DatasetTab,
+    pub vlm: VlmTab,
     notify: Option<Notify>,
 }
 
@@ -81,6 +88,7 @@ impl DefectApp {
             synth: SynthTab::new(persisted.synth, notify.clone()),
             viewer: ViewerTab::new(persisted.viewer, ctx),
             dataset: DatasetTab::new(persisted.dataset, notify.clone()),
+            vlm: VlmTab::new(persisted.vlm),
             notify,
         }
     }
@@ -91,6 +99,7 @@ impl DefectApp {
             synth: self.synth.settings.clone(),
             viewer: self.viewer.settings.clone(),
             dataset: self.dataset.settings.clone(),
+            vlm: self.vlm.settings.clone(),
         }
     }
 
@@ -114,6 +123,7 @@ impl DefectApp {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
             Tab::Viewer => self.viewer.ui(ui),
             Tab::Dataset => self.dataset.ui(ui, &self.notify),
+            Tab::Vlm => self.vlm.ui(ui, &self.notify),
         }
     }
 }

@@ -5,9 +5,13 @@
 //! - [`client`]: OpenAI-compatible chat-completions client with retries and a secret-safe key.
 //! - [`prompt`]: prompt strategies, editable texts, robust answer parsing.
 //! - [`run`]: seeded, cached, cancellable screening runs saved as JSON/CSV.
+//! - [`generate`]: labelled patch sets cut from synthetic images.
+//! - [`detector_classifier`]: the ONNX detector as a patch classifier, scored like a VLM.
 //! - [`metrics`]: confusion matrix, accuracy, macro-F1, latency and token statistics.
 
 pub mod client;
+pub mod detector_classifier;
+pub mod generate;
 pub mod metrics;
 pub mod patches;
 pub mod prompt;
@@ -19,6 +23,7 @@ mod tests;
 mod testserver;
 
 pub use client::{ApiKey, ChatClient, ClientConfig};
+pub use generate::{PatchGenSpec, generate_patch_set};
 pub use metrics::{ClassificationMetrics, Outcome, PatchPrediction, UsageStats};
 pub use patches::{DEFAULT_PATCH_CLASSES, GeneratedPatch, Patch, PatchSet};
 pub use prompt::{FailureKind, PromptTexts, Strategy};
