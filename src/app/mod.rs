@@ -69,6 +69,8 @@ pub struct StartOptions {
     pub synth_params: Option<defect_detector::synth::SynthParams>,
     /// A file or folder to open in the Viewer.
     pub view: Option<std::path::PathBuf>,
+    /// Saved screening runs (VLM or detector) to load into the VLM tab.
+    pub vlm_runs: Vec<std::path::PathBuf>,
 }
 
 pub struct DefectApp {
@@ -161,6 +163,10 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
                 persisted.synth.params = p;
             }
             let mut app = DefectApp::new(&cc.egui_ctx, persisted);
+            for r in &opts.vlm_runs {
+                app.tab = Tab::Vlm;
+                app.vlm.load_run_file(r);
+            }
             if let Some(v) = opts.view {
                 app.tab = Tab::Viewer;
                 app.viewer.open(&v);

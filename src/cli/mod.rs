@@ -55,6 +55,9 @@ struct AppArgs {
     /// Synthesis parameters (JSON: a parameter file or an image sidecar).
     #[arg(long)]
     synth_params: Option<std::path::PathBuf>,
+    /// Saved screening runs (from `vlm-eval --out`) to open in the VLM tab.
+    #[arg(long)]
+    vlm_run: Vec<std::path::PathBuf>,
 }
 
 fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
@@ -85,6 +88,7 @@ fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
         tab,
         synth_params,
         view: None,
+        vlm_runs: a.vlm_run,
     })
 }
 
