@@ -30,6 +30,9 @@ fn open<R: Read + Seek>(r: R) -> anyhow::Result<Decoder<R>> {
     // the crate default (256 MiB) would refuse legitimate 16k x 16k 16-bit frames.
     limits.decoding_buffer_size = super::MAX_PIXELS * 4;
     limits.ifd_value_size = 64 << 20;
+    // Writers such as PIL put a whole image in one strip: the per-segment buffer must be
+    // allowed to be as large as the image.
+    limits.intermediate_buffer_size = super::MAX_PIXELS * 4;
     Ok(Decoder::new(r)
         .context("not a readable TIFF (bad header or first directory)")?
         .with_limits(limits))
