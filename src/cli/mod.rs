@@ -92,8 +92,32 @@ fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
     })
 }
 
+/// Printing commands end quietly when their reader goes away (`defect-detector info F | head`),
+/// as Unix tools do. Not for the app or the VLM client: with the default action a peer that
+/// closes a socket would kill the process instead of returning an error.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Some(
+            Command::Info(_)
+                | Command::Synth(_)
+                | Command::Bench(_)
+                | Command::Eval(_)
+                | Command::Export(_)
+                | Command::Detect(_)
+        )
+    ) {
+        quiet_on_closed_pipe();
+    }
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::App(a)) => crate::app::run_app(start_options(a)?),
