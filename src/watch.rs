@@ -455,14 +455,15 @@ pub struct WatchStats {
 }
 
 /// Watches `dir` until `ctl` is cancelled (or, with `once`, until nothing is left to do),
-/// logging every image to `out`. `report` sees each record as it is logged.
+/// logging every image to `out`. `report` sees each record as it is logged, with the
+/// model's class names.
 pub fn run_watch(
     dir: &Path,
     model: &Path,
     out: &Path,
     opts: &RunWatchOptions,
     ctl: &JobControl,
-    mut report: impl FnMut(&WatchRecord),
+    mut report: impl FnMut(&WatchRecord, &[String]),
 ) -> anyhow::Result<WatchStats> {
     let det = Detector::load(model, &opts.detector)?;
     let log = ResultLog::open(out, det.class_names())?;
@@ -485,7 +486,7 @@ pub fn run_watch(
                     if rec.outcome.is_err() {
                         stats.failed += 1;
                     }
-                    report(&rec);
+                    report(&rec, det.class_names());
                 }
                 WatchEvent::Unreadable { path, message } => {
                     tracing::warn!("{}: {message}", path.display())

@@ -143,7 +143,7 @@ fn corrupt_file_is_logged_and_restart_does_not_reprocess() {
         out.path(),
         &test_opts(),
         &ctl,
-        |r| seen.push(r.key.path.clone()),
+        |r, _| seen.push(r.key.path.clone()),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(
@@ -188,7 +188,7 @@ fn corrupt_file_is_logged_and_restart_does_not_reprocess() {
         out.path(),
         &test_opts(),
         &ctl,
-        |_| {},
+        |_, _| {},
     )
     .unwrap();
     assert_eq!(stats, WatchStats::default());
@@ -205,7 +205,7 @@ fn corrupt_file_is_logged_and_restart_does_not_reprocess() {
         out.path(),
         &test_opts(),
         &ctl,
-        |r| new.push(r.key.path.file_name().unwrap().to_owned()),
+        |r, _| new.push(r.key.path.file_name().unwrap().to_owned()),
     )
     .unwrap();
     assert_eq!(stats.processed, 1);
