@@ -93,6 +93,21 @@ impl Watcher {
         self.processed.len()
     }
 
+    /// Treats every file now in the folder as processed: only files that appear (or change)
+    /// later are reported. For a live view started beside a folder of old acquisitions.
+    pub fn skip_existing(&mut self) {
+        for path in crate::formats::list_images(&self.dir) {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                self.processed.insert(FileKey {
+                    mtime_ns: mtime_ns(&meta),
+                    size: meta.len(),
+                    path,
+                });
+            }
+        }
+        self.pending.clear();
+    }
+
     /// One look at the folder. Ready files come oldest first (by mtime, then name), so a burst
     /// is queued in acquisition order and the last one is the newest.
     pub fn poll_once(&mut self) -> Vec<WatchEvent> {

@@ -260,3 +260,14 @@ fn append_after_a_torn_line_starts_a_new_line() {
     assert_eq!(last["error"], "cannot decode");
     assert_eq!(read_processed(&p).unwrap().len(), 1);
 }
+
+#[test]
+fn skip_existing_reports_only_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old.png"), png_bytes(1)).unwrap();
+    let mut w = Watcher::new(dir.path(), &WatchConfig::default()).unwrap();
+    w.skip_existing();
+    std::fs::write(dir.path().join("new.png"), png_bytes(2)).unwrap();
+    w.poll_once();
+    assert_eq!(ready(&w.poll_once()), vec![w.dir().join("new.png")]);
+}
