@@ -14,3 +14,4 @@ pub mod jobs;
 pub mod raster;
 pub mod synth;
 pub mod vlm;
+pub mod watch;

@@ -5,6 +5,7 @@ pub mod canvas;
 pub mod dataset_tab;
 pub mod synth_tab;
 pub mod viewer_tab;
+pub mod viewer_watch;
 pub mod vlm_tab;
 pub mod widgets;
 

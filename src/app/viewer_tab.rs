@@ -140,6 +140,7 @@ pub struct ViewerTab {
     pick_job: Option<Job<Option<PathBuf>>>,
     thumbs: std::collections::HashMap<PathBuf, Option<egui::TextureHandle>>,
     thumb_job: Option<Job<Vec<Thumbnail>>>,
+    pub watch: super::viewer_watch::WatchPanel,
 }
 
 /// A file and its preview (None when it cannot be read).
@@ -197,6 +198,7 @@ impl ViewerTab {
             pick_job: None,
             thumbs: Default::default(),
             thumb_job: None,
+            watch: Default::default(),
             notify,
         }
     }
@@ -749,6 +751,7 @@ impl ViewerTab {
         egui::CollapsingHeader::new("Detection")
             .default_open(true)
             .show(ui, |ui| self.detection_ui(ui));
+        self.watch_ui(ui);
         if let Some(e) = &self.error {
             ui.colored_label(Color32::from_rgb(213, 94, 0), e);
         }

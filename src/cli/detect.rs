@@ -1,6 +1,9 @@
 use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::export::{ExportMeta, class_counts, write_all};
+use defect_detector::detect::merge::{
+    BatchSummary, ImageEntry, SUMMARY_CSV, SUMMARY_JSON, Shard, merge_shards,
+};
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, DetectorOptions,
     Device, Fit, filter, load_image_for_detection,
@@ -12,11 +15,18 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub struct DetectArgs {
     /// YOLO-OBB model exported to ONNX.
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    model: Option<PathBuf>,
     /// Images or folders of images.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "merge")]
     inputs: Vec<PathBuf>,
+    /// Process only part i of n of the sorted inputs (index % n == i), e.g. one task of a
+    /// SLURM array; needs --out. Join the parts with --merge.
+    #[arg(long, requires = "out")]
+    shard: Option<Shard>,
+    /// Join the --out folders of all shards: --merge OUT SHARD_DIR...
+    #[arg(long, num_args = 2.., value_name = "DIR", conflicts_with_all = ["model", "shard", "out"])]
+    merge: Option<Vec<PathBuf>>,
     /// Write results here instead of next to each image.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -49,7 +59,7 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            let v: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("cannot list {}", p.display()))?
                 .flatten()
                 .map(|e| e.path())
@@ -60,7 +70,6 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                         })
                 })
                 .collect();
-            v.sort();
             out.extend(v);
         } else if p.is_file() {
             out.push(p.clone());
@@ -71,6 +80,9 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if out.is_empty() {
         anyhow::bail!("no images found in the given inputs");
     }
+    // One global order, so every shard of a cluster array splits the same list.
+    out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -100,6 +112,19 @@ fn output_bases(images: &[PathBuf], out: Option<&Path>) -> Vec<PathBuf> {
 }
 
 pub fn run(a: DetectArgs) -> anyhow::Result<()> {
+    if let Some(list) = &a.merge {
+        let m = merge_shards(&list[0], &list[1..])?;
+        println!(
+            "merged {} shard(s): {} image(s), {} failed, {} detection(s) -> {}",
+            list.len() - 1,
+            m.n_images,
+            m.n_failed,
+            m.totals.iter().sum::<usize>(),
+            list[0].join(SUMMARY_JSON).display()
+        );
+        return Ok(());
+    }
+    let model = a.model.clone().context("--model is required")?;
     if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
         anyhow::bail!("--conf and --iou must be between 0 and 1");
     }
@@ -108,9 +133,31 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--nm-per-px must be a positive number");
     }
-    let images = expand(&a.inputs)?;
+    let all_images = expand(&a.inputs)?;
+    // Output names are decided over all inputs, so a shard names its files as one run would.
+    let all_bases = output_bases(&all_images, a.out.as_deref());
+    if let Some(out) = &a.out
+        && let Some(b) = all_bases.iter().find(|b| {
+            [SUMMARY_JSON, SUMMARY_CSV]
+                .iter()
+                .any(|s| Path::new(s).file_stem() == b.file_name())
+        })
+    {
+        anyhow::bail!(
+            "an image would write {} over the run summary in {}; rename it",
+            b.display(),
+            out.display()
+        );
+    }
+    let (images, bases) = match a.shard {
+        Some(s) => (s.select(&all_images), s.select(&all_bases)),
+        None => (all_images, all_bases),
+    };
+    if let Some(s) = a.shard {
+        eprintln!("shard {s}: {} image(s)", images.len());
+    }
     let det = Detector::load(
-        &a.model,
+        &model,
         &DetectorOptions {
             device: a.device,
             threads: a.threads,
@@ -119,7 +166,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     )?;
     eprintln!(
         "model {} ({} classes, input {}, {}), runtime {}",
-        a.model.display(),
+        model.display(),
         det.class_names().len(),
         det.info().imgsz,
         det.provider(),
@@ -129,8 +176,8 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         fit: Fit::Tile { overlap: a.overlap },
         ..Default::default()
     };
-    let bases = output_bases(&images, a.out.as_deref());
     let names = det.class_names().to_vec();
+    let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
     let name_w = names.iter().map(|n| n.len()).max().unwrap_or(8).max(8);
@@ -142,7 +189,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             let dets = filter(&r.candidates, a.conf, a.iou);
             let meta = ExportMeta {
                 image: Some(img_path),
-                model: Some(&a.model),
+                model: Some(&model),
                 conf: a.conf,
                 iou: a.iou,
             };
@@ -164,17 +211,36 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             );
             Ok(counts)
         })();
+        let mut entry = ImageEntry {
+            image: img_path.display().to_string(),
+            result: None,
+            counts: vec![0; names.len()],
+            error: None,
+        };
         match result {
             Ok(c) => {
-                for (t, v) in totals.iter_mut().zip(c) {
+                for (t, v) in totals.iter_mut().zip(&c) {
                     *t += v;
                 }
+                entry.result = Some(
+                    base.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                entry.counts = c;
             }
             Err(e) => {
                 failures += 1;
                 eprintln!("error: {}: {e:#}", img_path.display());
+                entry.error = Some(format!("{e:#}"));
             }
         }
+        summary.images.push(entry);
+    }
+    if let Some(out) = &a.out {
+        summary.finish();
+        summary.write(out)?;
     }
     println!("\n{:<name_w$} {:>10}", "class", "detections");
     for (n, t) in names.iter().zip(&totals) {
@@ -216,5 +282,114 @@ mod tests {
         );
         let b = output_bases(&imgs[2..], Some(Path::new("/out")));
         assert_eq!(b, vec![PathBuf::from("/out/b")]);
+    }
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: DetectArgs,
+    }
+
+    fn args(v: &[&str]) -> DetectArgs {
+        use clap::Parser;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let model = format!("{root}/tests/data/tiny_obb.onnx");
+        let ort = format!("{root}/.ort/libonnxruntime.so");
+        let mut all = vec!["t", "--model", &model, "--device", "cpu", "--threads", "1"];
+        if Path::new(&ort).exists() {
+            all.extend(["--ort-lib", &ort]);
+        }
+        all.extend(v);
+        Wrap::try_parse_from(all)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .a
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Per-image JSON minus the run's timings, the only field that differs between runs.
+    fn without_timings(bytes: &[u8]) -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v.as_object_mut().unwrap().remove("timings_ms");
+        v
+    }
+
+    #[test]
+    fn shards_merged_equal_one_run() {
+        let t = tempfile::tempdir().unwrap();
+        let input = t.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        for i in 0..7u32 {
+            let img = image::GrayImage::from_fn(48 + 8 * i, 64, |x, y| {
+                let on = (x / 6 + y / 6 + i) % 3 == 0;
+                image::Luma([if on { 220 } else { (x * 3 + y) as u8 % 40 }])
+            });
+            img.save(input.join(format!("img{i}.png"))).unwrap();
+        }
+        std::fs::write(input.join("broken.png"), b"not a png").unwrap();
+        let dir = |n: &str| t.path().join(n).display().to_string();
+        let inp = input.display().to_string();
+        // The broken image makes each run report a failure, after writing its summary.
+        assert!(run(args(&[&inp, "--out", &dir("full")])).is_err());
+        for i in 0..3 {
+            let shard = format!("{i}/3");
+            let _ = run(args(&[
+                &inp,
+                "--out",
+                &dir(&format!("s{i}")),
+                "--shard",
+                &shard,
+            ]));
+        }
+        let shard_summary: BatchSummary =
+            serde_json::from_slice(&std::fs::read(t.path().join("s1").join(SUMMARY_JSON)).unwrap())
+                .unwrap();
+        assert_eq!(shard_summary.shard, Some(Shard { index: 1, count: 3 }));
+        assert_eq!(shard_summary.n_images, 3);
+        {
+            use clap::Parser;
+            let m = Wrap::try_parse_from([
+                "t",
+                "--merge",
+                &dir("merged"),
+                &dir("s2"),
+                &dir("s0"),
+                &dir("s1"),
+            ])
+            .unwrap()
+            .a;
+            run(m).unwrap();
+        }
+        let (full, merged) = (t.path().join("full"), t.path().join("merged"));
+        let names = files(&full);
+        assert_eq!(names.len(), 7 * 3 + 2, "{names:?}");
+        assert_eq!(names, files(&merged));
+        for n in &names {
+            let (a, b) = (
+                std::fs::read(full.join(n)).unwrap(),
+                std::fs::read(merged.join(n)).unwrap(),
+            );
+            if n.ends_with(".json") && !n.starts_with("detect-summary") {
+                assert_eq!(without_timings(&a), without_timings(&b), "{n}");
+            } else {
+                assert_eq!(a, b, "{n}");
+            }
+        }
+        let sum: BatchSummary =
+            serde_json::from_slice(&std::fs::read(merged.join(SUMMARY_JSON)).unwrap()).unwrap();
+        assert_eq!((sum.n_images, sum.n_failed, sum.shard), (8, 1, None));
+        let broken = sum
+            .images
+            .iter()
+            .find(|e| e.image.ends_with("broken.png"))
+            .unwrap();
+        assert!(broken.error.as_deref().unwrap().contains("broken.png"));
     }
 }

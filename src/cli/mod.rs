@@ -9,6 +9,7 @@ mod export;
 mod info;
 mod synth;
 mod vlm_eval;
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +46,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
     Export(Box<export::ExportArgs>),
+    /// Live mode: detect each new image written into a folder, appending to a JSONL/CSV log.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,5 +138,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
+        Some(Command::Watch(a)) => watch::run(a),
     }
 }

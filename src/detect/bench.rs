@@ -115,3 +115,120 @@ pub fn bench_detect_with(
         "detections": n_final,
     }))
 }
+
+/// Batch throughput on CPU as a cluster job sees it: `n_images` PNGs of `size` x `size`
+/// already on disk in a temporary folder, each loaded, detected, filtered and written as
+/// JSON/CSV/TXT, one after another with one detector (loaded outside the timing). Median of
+/// 3 passes over the folder; plus per-image medians of the load, detect and write stages.
+pub fn bench_throughput(model: &Path, n_images: usize, size: usize) -> anyhow::Result<Value> {
+    let n_images = n_images.max(1);
+    let det = Detector::load(
+        model,
+        &DetectorOptions {
+            device: super::Device::Cpu,
+            ..Default::default()
+        },
+    )?;
+    let tmp = TempDir::new("throughput")?;
+    let input = tmp.0.join("in");
+    std::fs::create_dir_all(&input)?;
+    let img = bench_image(size);
+    let (lo, hi) = img.model_window();
+    let gray = image::GrayImage::from_raw(size as u32, size as u32, img.to_u8(lo, hi))
+        .ok_or_else(|| anyhow::anyhow!("bench image of {size} px does not fit a PNG"))?;
+    for i in 0..n_images {
+        let p = input.join(format!("img{i:05}.png"));
+        gray.save(&p)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    let files = crate::formats::list_images(&input);
+    let opts = DetectOptions::default();
+    let passes = 3;
+    let (mut rates, mut load, mut detect, mut write) = (vec![], vec![], vec![], vec![]);
+    let mut n_dets = 0;
+    for pass in 0..passes {
+        let out = tmp.0.join(format!("out{pass}"));
+        let t_pass = Instant::now();
+        for f in &files {
+            let t0 = Instant::now();
+            let s = crate::formats::load(f)?;
+            let t1 = Instant::now();
+            let r = det.detect(&s.image, s.pixel_size, &opts)?;
+            let dets = filter(&r.candidates, DEFAULT_CONF, DEFAULT_IOU);
+            let t2 = Instant::now();
+            let meta = super::export::ExportMeta {
+                image: Some(f),
+                model: Some(model),
+                conf: DEFAULT_CONF,
+                iou: DEFAULT_IOU,
+            };
+            super::export::write_all(
+                &out.join(f.file_stem().unwrap_or_default()),
+                &r,
+                &dets,
+                &meta,
+            )?;
+            let t3 = Instant::now();
+            load.push((t1 - t0).as_secs_f64() * 1e3);
+            detect.push((t2 - t1).as_secs_f64() * 1e3);
+            write.push((t3 - t2).as_secs_f64() * 1e3);
+            n_dets = dets.len();
+        }
+        rates.push(files.len() as f64 / t_pass.elapsed().as_secs_f64());
+    }
+    let ips = median(&mut rates);
+    Ok(json!({
+        "job": "throughput",
+        "model": model.display().to_string(),
+        "provider": det.provider(),
+        "images": files.len(),
+        "image_size": size,
+        "passes": passes,
+        "images_per_s": ips,
+        "ms_per_image": 1e3 / ips,
+        "per_image_ms": {
+            "load": median(&mut load),
+            "detect": median(&mut detect),
+            "write": median(&mut write),
+        },
+        "detections_per_image": n_dets,
+    }))
+}
+
+/// A scratch folder removed on drop (tempfile is only a dev-dependency).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "defect-detector-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn throughput_reports_a_rate() {
+        let model =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
+        let v = super::bench_throughput(&model, 3, 64).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(v["images"], 3);
+        assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["per_image_ms"]["detect"].as_f64().unwrap() > 0.0, "{v}");
+    }
+}

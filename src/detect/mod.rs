@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod merge;
 pub mod model;
 pub mod post;
 pub mod pre;
