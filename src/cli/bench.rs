@@ -24,6 +24,15 @@ enum BenchJob {
         #[arg(long, default_value_t = 768)]
         size: usize,
     },
+    /// Batch throughput: PNG files on disk -> load + detect + write results, images per second.
+    Throughput {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
     /// End-to-end detection vs the bare `session.run` of the same model, in the same run.
     Detect {
         #[arg(long)]
@@ -39,6 +48,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let v = match a.job {
         BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
         BenchJob::Export { n, size } => defect_detector::dataset::export::bench_export(n, size)?,
+        BenchJob::Throughput { model, n, size } => {
+            defect_detector::detect::bench::bench_throughput(&model, n.max(1), size)?
+        }
         BenchJob::Detect { model, runs, size } => {
             defect_detector::detect::bench::bench_detect(&model, size, runs.max(1))?
         }
