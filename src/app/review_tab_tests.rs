@@ -1,3 +1,4 @@
+use crate::app::annotate::angle_deg;
 use crate::app::{DefectApp, Persisted, Tab};
 use defect_detector::dataset::export::{DatasetConfig, ExportTarget, export};
 use defect_detector::dataset::review::{LabeledBox, REVIEW_FILE, ReviewState};
@@ -273,4 +274,32 @@ fn malformed_labels_are_reported_and_never_overwritten() {
     h.state_mut().review.flush();
     let text = std::fs::read_to_string(&label).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[test]
+fn corner_handle_resizes_and_rotation_handle_rotates() {
+    let d = dataset();
+    let mut h = with_known_box(&root(&d));
+    let c = screen(&h, [64.0, 64.0]);
+    click(&mut h, c, Modifiers::NONE);
+    let z = zoom(&h);
+    // Bottom-right corner (+w/2, +h/2) dragged 10 points right and 6 down: the opposite
+    // corner stays, so the box grows by that much and its centre moves half as far.
+    let corner = screen(&h, [79.0, 72.0]);
+    drag(&mut h, corner, corner + egui::vec2(10.0, 6.0));
+    let b = boxes(&h)[0].obb;
+    assert!((b.w - (30.0 + 10.0 / z)).abs() < 0.05, "{b:?}");
+    assert!((b.h - (16.0 + 6.0 / z)).abs() < 0.05, "{b:?}");
+    assert!((b.cx - (64.0 + 5.0 / z)).abs() < 0.05, "{b:?}");
+    assert!(h.state().review.annot.history.can_undo());
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(2);
+    // The rotation handle sits 22 points above the top edge's midpoint; dragging it to the
+    // right of the centre turns the box 90° clockwise.
+    let top = screen(&h, [64.0, 56.0]) - egui::vec2(0.0, 22.0);
+    let right = screen(&h, [64.0, 64.0]) + egui::vec2(60.0, 0.0);
+    drag(&mut h, top, right);
+    let b = boxes(&h)[0].obb;
+    assert!((angle_deg(&b) - 90.0).abs() < 0.5, "{b:?}");
+    assert!((b.cx - 64.0).abs() < 1e-3 && (b.w - 30.0).abs() < 1e-3);
 }
