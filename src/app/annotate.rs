@@ -273,6 +273,15 @@ impl Annotator {
         });
     }
 
+    /// Appends labelled boxes (accepted detections) as one undo step.
+    pub fn add_labeled(&mut self, new: &[LabeledBox]) {
+        self.edit(|a| {
+            let first = a.boxes.len();
+            a.boxes.extend_from_slice(new);
+            a.selected = (first..a.boxes.len()).collect();
+        });
+    }
+
     pub fn add_box(&mut self, obb: OrientedBox) {
         self.edit(|a| {
             a.boxes.push(LabeledBox {

@@ -11,10 +11,15 @@ use defect_detector::classes::class_color;
 use defect_detector::dataset::review::{
     DatasetListing, LabelDoc, LabeledBox, ReviewState, box_flags, class_counts,
 };
+use defect_detector::detect::{
+    DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions,
+};
 use defect_detector::jobs::Job;
+use defect_detector::raster::ImageF32;
 use egui::{Color32, Key, Modifiers, RichText};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long after the last change the labels are written.
@@ -46,6 +51,18 @@ pub struct ReviewTab {
     counts: Vec<ItemCounts>,
     canvas: ImageCanvas,
     pick_job: Option<Job<Option<PathBuf>>>,
+    /// The image shown, for running the detector on it.
+    image: Option<Arc<ImageF32>>,
+    detector: Option<Arc<Detector>>,
+    /// Running "Accept detections": the item index it was started for, and the job.
+    detect_job: Option<(usize, Job<DetectOutcome>)>,
+}
+
+/// What "Accept detections" brings back: the loaded model (kept for the next image) and the
+/// detections above the default confidence, as labels.
+struct DetectOutcome {
+    detector: Arc<Detector>,
+    boxes: Vec<LabeledBox>,
 }
 
 impl ReviewTab {
@@ -62,6 +79,9 @@ impl ReviewTab {
             counts: Vec::new(),
             canvas: ImageCanvas::new("review-canvas"),
             pick_job: None,
+            image: None,
+            detector: None,
+            detect_job: None,
         }
     }
 
@@ -159,6 +179,8 @@ impl ReviewTab {
             }
         };
         let (lo, hi) = img.model_window();
+        let img = Arc::new(img);
+        self.image = Some(img.clone());
         self.canvas
             .set_gray(ctx, img.width, img.height, &img.to_u8(lo, hi));
         let doc = LabelDoc::open(&item.label, img.width, img.height, n);
@@ -259,6 +281,7 @@ impl ReviewTab {
                 Err(job) => self.pick_job = Some(job),
             }
         }
+        self.poll_detections();
         self.handle_keys(ui);
         if let Some(t) = self.annot.dirty_since {
             if t.elapsed() >= SAVE_DELAY {
@@ -388,6 +411,20 @@ impl ReviewTab {
                 self.discard_unreadable();
             }
         }
+        ui.horizontal(|ui| {
+            let can = self.doc.as_ref().is_some_and(|d| !d.is_read_only()) && !self.is_detecting();
+            if ui
+                .add_enabled(can, egui::Button::new("Accept detections"))
+                .on_hover_text("Run the default model on this image; detections with confidence >= 0.25 become labels")
+                .clicked()
+            {
+                let ctx = ui.ctx().clone();
+                self.accept_detections(&ctx);
+            }
+            if self.is_detecting() {
+                ui.spinner();
+            }
+        });
         self.annot.controls(ui, &names);
         let flagged: Vec<(usize, String)> = self
             .annot
@@ -415,6 +452,75 @@ impl ReviewTab {
         if !self.status.is_empty() {
             ui.separator();
             ui.label(&self.status);
+        }
+    }
+
+    pub fn is_detecting(&self) -> bool {
+        self.detect_job.is_some()
+    }
+
+    /// Runs the default model on the current image in the background; its detections above
+    /// the default confidence become editable labels (one undo step) when it finishes.
+    pub fn accept_detections(&mut self, ctx: &egui::Context) {
+        let (Some(i), Some(img)) = (self.current, self.image.clone()) else {
+            return;
+        };
+        if self.detect_job.is_some() || self.annot.read_only {
+            return;
+        }
+        let cached = self.detector.clone();
+        // A loaded model is reused; the path only matters for the first run.
+        let model = match (&cached, super::viewer_tab::default_model()) {
+            (Some(_), _) => PathBuf::new(),
+            (None, Some(p)) => p,
+            (None, None) => {
+                self.status = "no model found in models/ (put an .onnx model there)".into();
+                return;
+            }
+        };
+        let num_classes = self.annot.num_classes;
+        let job = Job::spawn(
+            "review-detect",
+            Some(super::synth_tab::repaint_notify(ctx)),
+            move |_| {
+                let detector = match cached {
+                    Some(d) => d,
+                    None => Arc::new(Detector::load(&model, &DetectorOptions::default())?),
+                };
+                let res = detector.detect(&img, None, &DetectOptions::default())?;
+                let boxes = res
+                    .filtered(DEFAULT_CONF, DEFAULT_IOU)
+                    .into_iter()
+                    .filter(|d| d.class < num_classes)
+                    .map(|d| LabeledBox {
+                        class: d.class,
+                        obb: d.obb,
+                    })
+                    .collect();
+                Ok(DetectOutcome { detector, boxes })
+            },
+        );
+        self.detect_job = Some((i, job));
+        self.status = "running the detector".into();
+    }
+
+    fn poll_detections(&mut self) {
+        let Some((i, job)) = self.detect_job.take() else {
+            return;
+        };
+        match job.try_take() {
+            Err(job) => self.detect_job = Some((i, job)),
+            Ok(Err(e)) => self.status = format!("detection failed: {e:#}"),
+            Ok(Ok(out)) => {
+                self.detector = Some(out.detector);
+                // The user may have moved on: detections belong to the image they came from.
+                if self.current == Some(i) {
+                    self.annot.add_labeled(&out.boxes);
+                    self.status = format!("{} detection(s) added as labels", out.boxes.len());
+                } else {
+                    self.status = "detections dropped: the image changed meanwhile".into();
+                }
+            }
         }
     }
 

@@ -303,3 +303,42 @@ fn corner_handle_resizes_and_rotation_handle_rotates() {
     assert!((angle_deg(&b) - 90.0).abs() < 0.5, "{b:?}");
     assert!((b.cx - 64.0).abs() < 1e-3 && (b.w - 30.0).abs() < 1e-3);
 }
+
+#[test]
+fn accept_detections_adds_them_as_one_undo_step() {
+    let Some(model) = crate::app::viewer_tab::default_model() else {
+        eprintln!("no model in models/: skipping");
+        return;
+    };
+    let d = dataset();
+    let mut h = harness(&root(&d));
+    let before = boxes(&h);
+    let ctx = h.ctx.clone();
+    h.state_mut().review.accept_detections(&ctx);
+    for _ in 0..600 {
+        h.step();
+        if !h.state().review.is_detecting() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!h.state().review.is_detecting(), "detector never finished");
+    // The same detections, computed independently.
+    let det = defect_detector::detect::Detector::load(&model, &Default::default()).unwrap();
+    let img = h.state().review.image.clone().unwrap();
+    let want = det
+        .detect(&img, None, &Default::default())
+        .unwrap()
+        .filtered(0.25, defect_detector::detect::DEFAULT_IOU);
+    let after = boxes(&h);
+    assert_eq!(after.len(), before.len() + want.len());
+    for (b, w) in after[before.len()..].iter().zip(&want) {
+        assert_eq!(b.class, w.class);
+        assert!((b.obb.cx - w.obb.cx).abs() < 1e-9);
+    }
+    if !want.is_empty() {
+        h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+        h.run_steps(2);
+        assert_eq!(boxes(&h), before);
+    }
+}
