@@ -352,6 +352,95 @@ pub fn class_counts<'a>(
     c
 }
 
+/// What [`export_reviewed`] wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReviewedExport {
+    pub train: usize,
+    pub val: usize,
+}
+
+/// Writes the verified images and their labels as a new YOLO-OBB dataset in `out` (which
+/// must not exist or be empty), split train/val by `val_fraction` with a seeded assignment.
+/// Any unreadable label file stops the export before anything is written.
+pub fn export_reviewed(
+    listing: &DatasetListing,
+    review: &ReviewState,
+    out: &Path,
+    val_fraction: f64,
+    seed: u64,
+) -> anyhow::Result<ReviewedExport> {
+    use super::export::{SplitRatios, absolute_path, assign_splits, target_is_nonempty};
+    if !(0.0..1.0).contains(&val_fraction) {
+        anyhow::bail!("validation fraction {val_fraction} must be in [0, 1)");
+    }
+    let out = absolute_path(out)?;
+    if target_is_nonempty(&out) {
+        anyhow::bail!("{} is not empty; choose a new folder", out.display());
+    }
+    let v = Validation {
+        num_classes: listing.names.len(),
+        ..Default::default()
+    };
+    let chosen: Vec<&DatasetItem> = listing
+        .items
+        .iter()
+        .filter(|it| review.is_verified(&it.rel))
+        .collect();
+    if chosen.is_empty() {
+        anyhow::bail!("no verified images to export");
+    }
+    let mut labels = Vec::with_capacity(chosen.len());
+    for it in &chosen {
+        // A verified image without a label file is a verified background image.
+        let l = if it.label.is_file() {
+            super::yolo::read_labels(&it.label, &v)?
+        } else {
+            Vec::new()
+        };
+        labels.push(l);
+    }
+    let ratios = SplitRatios {
+        train: 1.0 - val_fraction,
+        val: val_fraction,
+        test: 0.0,
+    };
+    let splits = assign_splits(chosen.len(), seed, &ratios);
+    let mut counts = ReviewedExport::default();
+    for ((it, l), sp) in chosen.iter().zip(&labels).zip(&splits) {
+        let split = sp.name();
+        // Flattened relative path: unique even when splits of the source reuse file names.
+        let stem = it.rel.replace('/', "__");
+        let img_out = out.join("images").join(split).join(&stem);
+        let lab_out = out
+            .join("labels")
+            .join(split)
+            .join(Path::new(&stem).with_extension("txt"));
+        for d in [img_out.parent(), lab_out.parent()].into_iter().flatten() {
+            std::fs::create_dir_all(d)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
+        }
+        let bytes = std::fs::read(&it.image)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", it.image.display()))?;
+        crate::fsio::atomic_write(&img_out, &bytes)?;
+        write_labels(&lab_out, l)?;
+        if split == "val" {
+            counts.val += 1;
+        } else {
+            counts.train += 1;
+        }
+    }
+    let mut yaml = format!(
+        "# Reviewed YOLO-OBB dataset (verified images of {}).\npath: '{}'\ntrain: images/train\nval: images/val\nnames:\n",
+        listing.root.display(),
+        out.to_string_lossy().replace('\'', "''")
+    );
+    for (i, n) in listing.names.iter().enumerate() {
+        yaml += &format!("  {i}: {n}\n");
+    }
+    crate::fsio::atomic_write(&out.join("data.yaml"), yaml.as_bytes())?;
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +533,41 @@ mod tests {
         std::fs::write(dir.path().join(REVIEW_FILE), "{").unwrap();
         let e = ReviewState::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("review.json"), "{e}");
+    }
+
+    #[test]
+    fn export_reviewed_writes_a_valid_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let cfg = crate::dataset::export::DatasetConfig {
+            n: 4,
+            seed: 3,
+            size: 96,
+            augment: vec!["r0".into()],
+            ..Default::default()
+        };
+        crate::dataset::export::export(
+            &cfg,
+            &src,
+            &Default::default(),
+            &crate::jobs::JobControl::detached(),
+        )
+        .unwrap();
+        let listing = DatasetListing::open(&src).unwrap();
+        assert_eq!(listing.items.len(), 4);
+        let mut review = ReviewState::default();
+        for it in &listing.items[..3] {
+            review.toggle(&it.rel);
+        }
+        let out = dir.path().join("reviewed");
+        let n = export_reviewed(&listing, &review, &out, 0.34, 1).unwrap();
+        assert_eq!(n.train + n.val, 3);
+        assert_eq!(n.val, 1);
+        let r = crate::dataset::validate_dataset(&out).unwrap();
+        assert!(r.is_ok(), "{}", r.table());
+        assert_eq!(r.splits["train"].images + r.splits["val"].images, 3);
+        // Refuses to write into a non-empty folder.
+        assert!(export_reviewed(&listing, &review, &out, 0.34, 1).is_err());
     }
 
     #[test]
