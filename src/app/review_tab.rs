@@ -9,7 +9,7 @@ use super::canvas::ImageCanvas;
 use super::widgets::folder_picker;
 use defect_detector::classes::class_color;
 use defect_detector::dataset::review::{
-    DatasetListing, LabelDoc, LabeledBox, ReviewState, box_flags, class_counts,
+    DatasetListing, LabelDoc, LabeledBox, ReviewState, box_flags, class_counts, export_reviewed,
 };
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions,
@@ -25,13 +25,28 @@ use std::time::Duration;
 /// How long after the last change the labels are written.
 const SAVE_DELAY: Duration = Duration::from_millis(500);
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReviewSettings {
     pub dir: String,
     /// Show only images with at least one box of this class.
     pub filter_class: Option<usize>,
     pub only_unreviewed: bool,
+    /// Where "Export verified" writes the reviewed dataset.
+    pub export_dir: String,
+    pub val_fraction: f64,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            filter_class: None,
+            only_unreviewed: false,
+            export_dir: String::new(),
+            val_fraction: 0.2,
+        }
+    }
 }
 
 /// Boxes per class of one image's labels; `None` when its file could not be read.
@@ -449,10 +464,60 @@ impl ReviewTab {
                 }
             }
         }
+        if self.listing.is_some() {
+            ui.separator();
+            self.export_ui(ui);
+        }
         if !self.status.is_empty() {
             ui.separator();
             ui.label(&self.status);
         }
+    }
+
+    fn export_ui(&mut self, ui: &mut egui::Ui) {
+        ui.label("Export verified images");
+        ui.horizontal(|ui| {
+            let l = ui.label("To");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.settings.export_dir)
+                    .desired_width(200.0)
+                    .hint_text("new folder"),
+            )
+            .labelled_by(l.id);
+        });
+        ui.add(
+            egui::Slider::new(&mut self.settings.val_fraction, 0.0..=0.5)
+                .text("validation fraction"),
+        );
+        if ui
+            .button("Export verified")
+            .on_hover_text(
+                "Copies the verified images and their labels into a new train/val dataset",
+            )
+            .clicked()
+        {
+            self.export_verified();
+        }
+    }
+
+    /// Writes the verified images as a new dataset (see [`export_reviewed`]).
+    pub fn export_verified(&mut self) {
+        self.flush();
+        let Some(l) = &self.listing else { return };
+        let out = PathBuf::from(&self.settings.export_dir);
+        if self.settings.export_dir.trim().is_empty() {
+            self.status = "choose a folder to export to".into();
+            return;
+        }
+        self.status = match export_reviewed(l, &self.review, &out, self.settings.val_fraction, 1) {
+            Ok(n) => format!(
+                "exported {} train and {} val images to {}",
+                n.train,
+                n.val,
+                out.display()
+            ),
+            Err(e) => format!("export failed: {e:#}"),
+        };
     }
 
     pub fn is_detecting(&self) -> bool {

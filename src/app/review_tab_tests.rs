@@ -7,6 +7,7 @@ use defect_detector::geometry::OrientedBox;
 use defect_detector::jobs::JobControl;
 use egui::{Event, Key, Modifiers, PointerButton, Pos2};
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 use std::path::Path;
 
 const SIZE: usize = 128;
@@ -350,4 +351,22 @@ fn accept_detections_adds_them_as_one_undo_step() {
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     h.run_steps(2);
     assert_eq!(boxes(&h), before);
+}
+
+#[test]
+fn export_verified_button_writes_a_dataset() {
+    let d = dataset();
+    let mut h = harness(&root(&d));
+    key(&mut h, Key::Space);
+    key(&mut h, Key::D);
+    key(&mut h, Key::Space);
+    let out = d.path().join("reviewed");
+    h.state_mut().review.settings.export_dir = out.display().to_string();
+    h.state_mut().review.settings.val_fraction = 0.5;
+    h.get_by_label("Export verified").click();
+    h.run_steps(2);
+    let status = h.state().review.status.clone();
+    assert!(status.contains("exported 1 train and 1 val"), "{status}");
+    let r = defect_detector::dataset::validate_dataset(&out).unwrap();
+    assert!(r.is_ok(), "{}", r.table());
 }
