@@ -1,8 +1,10 @@
 //! The desktop app (egui). Only this module tree imports egui; it calls the library for work.
 //! A thin shell switches between self-contained tabs, one file each.
 
+pub mod annotate;
 pub mod canvas;
 pub mod dataset_tab;
+pub mod review_tab;
 pub mod synth_tab;
 pub mod viewer_tab;
 pub mod viewer_watch;
@@ -11,6 +13,7 @@ pub mod widgets;
 
 use dataset_tab::{DatasetSettings, DatasetTab};
 use defect_detector::jobs::Notify;
+use review_tab::{ReviewSettings, ReviewTab};
 use serde::{Deserialize, Serialize};
 use synth_tab::{SynthSettings, SynthTab};
 use viewer_tab::{ViewerSettings, ViewerTab};
@@ -23,10 +26,17 @@ pub enum Tab {
     Viewer,
     Dataset,
     Vlm,
+    Review,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Synthesize, Tab::Dataset, Tab::Viewer, Tab::Vlm];
+    pub const ALL: [Tab; 5] = [
+        Tab::Synthesize,
+        Tab::Dataset,
+        Tab::Viewer,
+        Tab::Vlm,
+        Tab::Review,
+    ];
 
     /// Name on the command line (`defect-detector app --tab NAME`).
     pub fn cli_name(self) -> &'static str {
@@ -35,6 +45,7 @@ impl Tab {
             Tab::Viewer => "viewer",
             Tab::Dataset => "dataset",
             Tab::Vlm => "vlm",
+            Tab::Review => "review",
         }
     }
 
@@ -48,6 +59,7 @@ impl Tab {
             Tab::Viewer => "Viewer",
             Tab::Dataset => "Dataset",
             Tab::Vlm => "VLM screening",
+            Tab::Review => "Review",
         }
     }
 }
@@ -61,6 +73,7 @@ pub struct Persisted {
     pub viewer: ViewerSettings,
     pub dataset: DatasetSettings,
     pub vlm: VlmSettings,
+    pub review: ReviewSettings,
 }
 
 /// How the app starts: command-line choices override what was remembered.
@@ -80,6 +93,7 @@ pub struct DefectApp {
     pub viewer: ViewerTab,
     pub dataset: DatasetTab,
     pub vlm: VlmTab,
+    pub review: ReviewTab,
     notify: Option<Notify>,
 }
 
@@ -92,6 +106,7 @@ impl DefectApp {
             viewer: ViewerTab::new(persisted.viewer, ctx),
             dataset: DatasetTab::new(persisted.dataset, notify.clone()),
             vlm: VlmTab::new(persisted.vlm),
+            review: ReviewTab::new(persisted.review),
             notify,
         }
     }
@@ -103,6 +118,7 @@ impl DefectApp {
             viewer: self.viewer.settings.clone(),
             dataset: self.dataset.settings.clone(),
             vlm: self.vlm.settings.clone(),
+            review: self.review.settings.clone(),
         }
     }
 
@@ -127,6 +143,7 @@ impl DefectApp {
             Tab::Viewer => self.viewer.ui(ui),
             Tab::Dataset => self.dataset.ui(ui, &self.notify),
             Tab::Vlm => self.vlm.ui(ui, &self.notify),
+            Tab::Review => self.review.ui(ui),
         }
     }
 }

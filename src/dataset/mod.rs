@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod export;
 pub mod randomize;
+pub mod review;
 pub mod validate;
 pub mod yolo;
 
