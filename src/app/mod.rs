@@ -85,6 +85,8 @@ pub struct StartOptions {
     pub view: Option<std::path::PathBuf>,
     /// Saved screening runs (VLM or detector) to load into the VLM tab.
     pub vlm_runs: Vec<std::path::PathBuf>,
+    /// A dataset folder to open in the Review tab.
+    pub review: Option<std::path::PathBuf>,
 }
 
 pub struct DefectApp {
@@ -181,6 +183,10 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
                 persisted.synth.params = p;
             }
             let mut app = DefectApp::new(&cc.egui_ctx, persisted);
+            if let Some(d) = &opts.review {
+                app.tab = Tab::Review;
+                app.review.open(&cc.egui_ctx, d);
+            }
             for r in &opts.vlm_runs {
                 app.tab = Tab::Vlm;
                 app.vlm.load_run_file(r);

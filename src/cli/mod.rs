@@ -61,6 +61,9 @@ struct AppArgs {
     /// Saved screening runs (from `vlm-eval --out`) to open in the VLM tab.
     #[arg(long)]
     vlm_run: Vec<std::path::PathBuf>,
+    /// A dataset folder (images + YOLO-OBB labels) to open in the Review tab.
+    #[arg(long)]
+    review: Option<std::path::PathBuf>,
 }
 
 fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
@@ -92,6 +95,7 @@ fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
         synth_params,
         view: None,
         vlm_runs: a.vlm_run,
+        review: a.review,
     })
 }
 
