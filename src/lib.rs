@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod classes;
+pub mod clock;
 pub mod dataset;
 pub mod detect;
 pub mod eval;
