@@ -116,6 +116,25 @@ impl OrientedBox {
     }
 }
 
+/// Clips the line `point + t·dir` to the rectangle `[lo, hi]`: the parameter interval
+/// `(t0, t1)` of the part inside, if any.
+pub fn clip_line(point: Pt, dir: Pt, lo: Pt, hi: Pt) -> Option<(f64, f64)> {
+    let (mut t0, mut t1) = (f64::NEG_INFINITY, f64::INFINITY);
+    for k in 0..2 {
+        if dir[k].abs() < 1e-12 {
+            if point[k] < lo[k] || point[k] > hi[k] {
+                return None;
+            }
+        } else {
+            let a = (lo[k] - point[k]) / dir[k];
+            let b = (hi[k] - point[k]) / dir[k];
+            t0 = t0.max(a.min(b));
+            t1 = t1.min(a.max(b));
+        }
+    }
+    (t1 > t0).then_some((t0, t1))
+}
+
 fn cross(o: Pt, a: Pt, b: Pt) -> f64 {
     (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 }

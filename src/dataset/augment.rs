@@ -4,7 +4,7 @@
 //! every symmetry maps pixel centres onto pixel centres, so labels move exactly with pixels.
 
 use crate::classes::DefectClass;
-use crate::geometry::{Dihedral, OrientedBox, Pt};
+use crate::geometry::{Dihedral, OrientedBox, clip_line};
 use serde::{Deserialize, Serialize};
 
 /// Applies a symmetry to a row-major image. Same result as [`Dihedral::apply_image`], but the
@@ -49,24 +49,6 @@ impl CropWindow {
         }
         out
     }
-}
-
-/// Clips a line `point + t·dir` to the rectangle `[lo, hi]`: the segment inside, if any.
-fn clip_line(point: Pt, dir: Pt, lo: Pt, hi: Pt) -> Option<(f64, f64)> {
-    let (mut t0, mut t1) = (f64::NEG_INFINITY, f64::INFINITY);
-    for k in 0..2 {
-        if dir[k].abs() < 1e-12 {
-            if point[k] < lo[k] || point[k] > hi[k] {
-                return None;
-            }
-        } else {
-            let a = (lo[k] - point[k]) / dir[k];
-            let b = (hi[k] - point[k]) / dir[k];
-            t0 = t0.max(a.min(b));
-            t1 = t1.min(a.max(b));
-        }
-    }
-    (t1 > t0).then_some((t0, t1))
 }
 
 /// A box moved into crop coordinates, or `None` when it does not survive the crop.

@@ -4,7 +4,7 @@
 
 use crate::synth::crystal::Preset;
 use crate::synth::params::{CountRange, ProbeModel, Span, SynthParams};
-use crate::synth::scene::{Rng, rng_from_seed};
+use crate::synth::scene::{count, rng_from_seed, uniform};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -176,18 +176,6 @@ impl DomainRandomization {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(dr)
     }
-}
-
-fn uniform(rng: &mut Rng, s: Span) -> f64 {
-    if s.max > s.min {
-        rng.random_range(s.min..=s.max)
-    } else {
-        s.min
-    }
-}
-
-fn count(rng: &mut Rng, c: CountRange) -> u32 {
-    rng.random_range(c.min..=c.max)
 }
 
 /// The synthesis parameters of one base image: `base` with every randomized knob replaced by

@@ -295,7 +295,8 @@ impl Ctx<'_> {
     }
 }
 
-fn uniform(rng: &mut Rng, s: Span) -> f64 {
+/// A uniform draw from a closed interval (its lower end when the interval is a point).
+pub fn uniform(rng: &mut Rng, s: Span) -> f64 {
     if s.max > s.min {
         rng.random_range(s.min..=s.max)
     } else {
@@ -303,7 +304,8 @@ fn uniform(rng: &mut Rng, s: Span) -> f64 {
     }
 }
 
-fn count(rng: &mut Rng, c: CountRange) -> u32 {
+/// A uniform draw from an inclusive count range.
+pub fn count(rng: &mut Rng, c: CountRange) -> u32 {
     rng.random_range(c.min..=c.max)
 }
 
@@ -430,25 +432,9 @@ fn draw_distortion(rng: &mut Rng, p: &SynthParams) -> ScanDistortion {
     }
 }
 
-/// The part of the line `point + t·dir` inside `[lo_x, hi_x] x [lo_y, hi_y]`.
+/// The part of the line `point + t·dir` inside `[lo, hi]`, as its two end points.
 fn clip_line(point: Pt, dir: Pt, lo: Pt, hi: Pt) -> Option<(Pt, Pt)> {
-    let mut t0 = f64::NEG_INFINITY;
-    let mut t1 = f64::INFINITY;
-    for k in 0..2 {
-        if dir[k].abs() < 1e-12 {
-            if point[k] < lo[k] || point[k] > hi[k] {
-                return None;
-            }
-        } else {
-            let a = (lo[k] - point[k]) / dir[k];
-            let b = (hi[k] - point[k]) / dir[k];
-            t0 = t0.max(a.min(b));
-            t1 = t1.min(a.max(b));
-        }
-    }
-    if t1 <= t0 {
-        return None;
-    }
+    let (t0, t1) = crate::geometry::clip_line(point, dir, lo, hi)?;
     Some((
         [point[0] + t0 * dir[0], point[1] + t0 * dir[1]],
         [point[0] + t1 * dir[0], point[1] + t1 * dir[1]],
