@@ -54,85 +54,255 @@ impl ImageF32 {
         if lo > hi { (0.0, 0.0) } else { (lo, hi) }
     }
 
-    /// Percentiles (`p` in 0..=100) by histogram refinement: a 4096-bin histogram over the
-    /// finite range, then, while the bin holding the wanted rank is still crowded (a hot pixel
-    /// or a saturated stripe stretches the range so that real values share a few bins), a new
-    /// histogram over that bin alone. O(n) per pass, on all cores, and exact integer counts,
-    /// so the result does not depend on the thread count.
+    /// Percentiles (`p` in 0..=100) of the finite values: exact order statistics (the value of
+    /// rank `ceil(p/100 * n)`, at least 1; 0 when there are no finite values). Usually one pass:
+    /// a small sample brackets each wanted rank, one sweep counts the values below each bracket
+    /// and keeps the few inside it, and a selection inside the bracket gives the exact value. If
+    /// a bracket missed (improbable), [`Self::percentiles_radix`] answers in two passes. Both are
+    /// deterministic and independent of the thread count.
     pub fn percentiles(&self, ps: &[f64]) -> Vec<f32> {
+        self.percentiles_bracketed(ps)
+            .unwrap_or_else(|| self.percentiles_radix(ps))
+    }
+
+    fn percentiles_bracketed(&self, ps: &[f64]) -> Option<Vec<f32>> {
         use rayon::prelude::*;
-        const BINS: usize = 4096;
-        const CHUNK: usize = 1 << 16;
-        let (lo, hi) = self.min_max();
-        if hi <= lo {
-            return ps.iter().map(|_| lo).collect();
+        const SAMPLE: usize = 4096;
+        let len = self.data.len();
+        if len < 16 * SAMPLE {
+            return None;
         }
-        let n = self
-            .data
-            .par_chunks(CHUNK)
-            .map(|c| c.iter().filter(|v| v.is_finite()).count() as u64)
-            .sum::<u64>();
-        // Histogram of the finite values in [a, b].
-        let hist = |a: f32, b: f32| -> Vec<u64> {
-            let scale = BINS as f64 / (b as f64 - a as f64);
-            self.data
-                .par_chunks(CHUNK)
-                .map(|c| {
-                    let mut h = vec![0u64; BINS];
-                    for &v in c {
-                        if v.is_finite() && v >= a && v <= b {
-                            h[(((v - a) as f64 * scale) as usize).min(BINS - 1)] += 1;
-                        }
-                    }
-                    h
-                })
-                .reduce(
-                    || vec![0u64; BINS],
-                    |mut x, y| {
-                        for (p, q) in x.iter_mut().zip(&y) {
-                            *p += q;
-                        }
-                        x
+        // Pseudo-random positions (a regular stride could alias with the atomic lattice).
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut sample: Vec<f32> = (0..SAMPLE)
+            .filter_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let v = self.data[(state % len as u64) as usize];
+                v.is_finite().then_some(v)
+            })
+            .collect();
+        if sample.len() < SAMPLE / 2 {
+            return None;
+        }
+        sample.sort_unstable_by(f32::total_cmp);
+        let m = sample.len() as f64;
+        // Brackets: the sample quantile +- 4 standard deviations of its rank (plus slack).
+        let brackets: Vec<(f32, f32)> = ps
+            .iter()
+            .map(|&p| {
+                let q = p.clamp(0.0, 100.0) / 100.0;
+                let r = q * m;
+                let d = 4.0 * (m * q * (1.0 - q)).sqrt() + 8.0;
+                let lo = (r - d).floor();
+                let hi = (r + d).ceil();
+                (
+                    if lo < 0.0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        sample[lo as usize]
+                    },
+                    if hi >= m - 1.0 {
+                        f32::INFINITY
+                    } else {
+                        sample[hi as usize]
                     },
                 )
-        };
-        let first = hist(lo, hi);
-        ps.iter()
-            .map(|&p| {
-                let target = (p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil().max(1.0) as u64;
-                let (mut a, mut b) = (lo, hi);
-                let mut below = 0u64;
-                let mut h = first.clone();
-                for pass in 0..4 {
-                    let width = (b as f64 - a as f64) / BINS as f64;
-                    let mut acc = below;
-                    let mut idx = BINS - 1;
-                    for (i, &c) in h.iter().enumerate() {
-                        if acc + c >= target {
-                            idx = i;
-                            break;
+            })
+            .collect();
+        #[derive(Clone, Default)]
+        struct Part {
+            n: u64,
+            below: Vec<u64>,
+            inside: Vec<Vec<f32>>,
+        }
+        let k = ps.len();
+        let part = len.div_ceil(rayon::current_num_threads()).max(1 << 14);
+        let merged = self
+            .data
+            .par_chunks(part)
+            .map(|c| {
+                let mut r = Part {
+                    n: 0,
+                    below: vec![0; k],
+                    inside: vec![Vec::new(); k],
+                };
+                // Blocks small enough for L1: branch-free counting that vectorises, and a
+                // scalar look only at the (few) blocks holding bracketed values.
+                for block in c.chunks(32) {
+                    let mut finite = 0u32;
+                    for &v in block {
+                        finite += (v.abs() < f32::INFINITY) as u32;
+                    }
+                    r.n += finite as u64;
+                    for (j, &(lo, hi)) in brackets.iter().enumerate() {
+                        let (mut below, mut hit) = (0u32, false);
+                        for &v in block {
+                            let fin = v.abs() < f32::INFINITY;
+                            below += ((v < lo) & fin) as u32;
+                            hit |= (v >= lo) & (v <= hi) & fin;
                         }
-                        acc += c;
-                    }
-                    let (na, nb) = (
-                        (a as f64 + idx as f64 * width) as f32,
-                        (a as f64 + (idx + 1) as f64 * width) as f32,
-                    );
-                    // Fine enough: the bin holds few values, or cannot be split further.
-                    if h[idx] <= (n / BINS as u64).max(1) || nb <= na || pass == 3 {
-                        return ((na as f64 + nb as f64) / 2.0) as f32;
-                    }
-                    below = acc;
-                    a = na;
-                    b = nb;
-                    // Values exactly at the old bin's upper edge belong to the next bin.
-                    h = hist(a, b);
-                    let in_range: u64 = h.iter().sum();
-                    if in_range == 0 {
-                        return ((na as f64 + nb as f64) / 2.0) as f32;
+                        r.below[j] += below as u64;
+                        if hit {
+                            r.inside[j].extend(
+                                block
+                                    .iter()
+                                    .filter(|&&v| v.is_finite() && v >= lo && v <= hi),
+                            );
+                        }
                     }
                 }
-                (a + b) / 2.0
+                r
+            })
+            .reduce(
+                || Part {
+                    n: 0,
+                    below: vec![0; k],
+                    inside: vec![Vec::new(); k],
+                },
+                |mut a, b| {
+                    a.n += b.n;
+                    for j in 0..k {
+                        a.below[j] += b.below[j];
+                        a.inside[j].extend_from_slice(&b.inside[j]);
+                    }
+                    a
+                },
+            );
+        let n = merged.n;
+        ps.iter()
+            .zip(merged.below)
+            .zip(merged.inside)
+            .map(|((&p, below), mut inside)| {
+                let target = ((p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil() as u64).clamp(1, n);
+                if target <= below || target > below + inside.len() as u64 {
+                    return None;
+                }
+                let idx = (target - below - 1) as usize;
+                Some(*inside.select_nth_unstable_by(idx, f32::total_cmp).1)
+            })
+            .collect()
+    }
+
+    /// Exact percentiles by a two-pass radix select on the float bits: pass 1 histograms the
+    /// high 16 bits of an order-preserving key, pass 2 keeps the low 16 bits of the values in
+    /// the buckets that hold the wanted ranks. O(n) whatever the data (hot pixels, saturated
+    /// stripes), integer counts only.
+    fn percentiles_radix(&self, ps: &[f64]) -> Vec<f32> {
+        use rayon::prelude::*;
+        const B: usize = 1 << 16;
+        // Order-preserving map of float bits to u32 (negatives reversed below positives).
+        #[inline(always)]
+        fn key(u: u32) -> u32 {
+            if u & 0x8000_0000 != 0 {
+                !u
+            } else {
+                u | 0x8000_0000
+            }
+        }
+        #[inline(always)]
+        fn finite(u: u32) -> bool {
+            u & 0x7F80_0000 != 0x7F80_0000
+        }
+        fn value(k: u32) -> f32 {
+            f32::from_bits(if k & 0x8000_0000 != 0 {
+                k ^ 0x8000_0000
+            } else {
+                !k
+            })
+        }
+        // One contiguous part per thread: few histograms to clear and add up.
+        let part = self
+            .data
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(1 << 14);
+        let high: Vec<u64> = self
+            .data
+            .par_chunks(part)
+            .map(|c| {
+                let mut h = vec![0u32; B];
+                for &v in c {
+                    let u = v.to_bits();
+                    // Branch-free: non-finite values are counted as zero.
+                    h[(key(u) >> 16) as usize] += finite(u) as u32;
+                }
+                h
+            })
+            .fold(
+                || vec![0u64; B],
+                |mut acc, h| {
+                    for (a, &c) in acc.iter_mut().zip(&h) {
+                        *a += c as u64;
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0u64; B],
+                |mut x, y| {
+                    for (p, q) in x.iter_mut().zip(&y) {
+                        *p += q;
+                    }
+                    x
+                },
+            );
+        let n: u64 = high.iter().sum();
+        if n == 0 {
+            return vec![0.0; ps.len()];
+        }
+        // For each percentile: its bucket and the rank it has inside that bucket.
+        let wanted: Vec<(u32, u64)> = ps
+            .iter()
+            .map(|&p| {
+                let target = ((p.clamp(0.0, 100.0) / 100.0 * n as f64).ceil() as u64).clamp(1, n);
+                let mut below = 0u64;
+                for (b, &c) in high.iter().enumerate() {
+                    if below + c >= target {
+                        return (b as u32, target - below);
+                    }
+                    below += c;
+                }
+                unreachable!("the bucket counts add up to n")
+            })
+            .collect();
+        let mut buckets: Vec<u32> = wanted.iter().map(|w| w.0).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        // Pass 2: the low 16 bits of the (few) values in the wanted buckets.
+        let lows: Vec<Vec<u16>> = self
+            .data
+            .par_chunks(part)
+            .map(|c| {
+                let mut out = vec![Vec::new(); buckets.len()];
+                for &v in c {
+                    let u = v.to_bits();
+                    let k = key(u);
+                    if finite(u)
+                        && let Some(i) = buckets.iter().position(|&b| b == k >> 16)
+                    {
+                        out[i].push(k as u16);
+                    }
+                }
+                out
+            })
+            .reduce(
+                || vec![Vec::new(); buckets.len()],
+                |mut x, y| {
+                    for (a, b) in x.iter_mut().zip(y) {
+                        a.extend(b);
+                    }
+                    x
+                },
+            );
+        wanted
+            .iter()
+            .map(|&(bucket, rank)| {
+                let i = buckets.iter().position(|&b| b == bucket).unwrap_or(0);
+                let mut low = lows[i].clone();
+                let (_, &mut k, _) = low.select_nth_unstable(rank as usize - 1);
+                value((bucket << 16) | k as u32)
             })
             .collect()
     }
@@ -191,9 +361,51 @@ mod tests {
     fn percentiles_of_a_ramp() {
         let img = ImageF32::from_vec(100, 10, (0..1000).map(|v| v as f32).collect());
         let p = img.percentiles(&[0.0, 50.0, 100.0]);
-        assert!((p[0] - 0.0).abs() < 1.0);
-        assert!((p[1] - 500.0).abs() < 2.0, "{p:?}");
-        assert!((p[2] - 999.0).abs() < 1.0);
+        assert_eq!(p, vec![0.0, 499.0, 999.0]);
+    }
+
+    #[test]
+    fn percentiles_are_exact_order_statistics() {
+        // Mixed signs, duplicates, tiny and huge magnitudes, NaN and infinities ignored;
+        // compared with sorting on sizes spanning several parallel chunks.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [1usize, 7, 1000, 150_001] {
+            let data: Vec<f32> = (0..len)
+                .map(|i| match next() % 10 {
+                    0 => f32::NAN,
+                    1 if i % 3 == 0 => f32::INFINITY,
+                    2 => -((next() % 5000) as f32) * 1e-3,
+                    3 => (next() % 7) as f32,
+                    4 => 0.0,
+                    5 => -0.0,
+                    _ => (next() % 1_000_000) as f32 * 0.37 - 1e4,
+                })
+                .collect();
+            let img = ImageF32::from_vec(len, 1, data.clone());
+            let mut finite: Vec<f32> = data.into_iter().filter(|v| v.is_finite()).collect();
+            finite.sort_by(f32::total_cmp);
+            let ps = [0.0, 0.1, 1.0, 33.3, 50.0, 99.9, 100.0];
+            let got = img.percentiles(&ps);
+            // The two-pass fallback on its own, and the one-pass path where it applies.
+            assert_eq!(img.percentiles_radix(&ps), got);
+            if len > 100_000 {
+                assert_eq!(img.percentiles_bracketed(&ps), Some(got.clone()));
+            }
+            for (&p, &g) in ps.iter().zip(&got) {
+                if finite.is_empty() {
+                    assert_eq!(g, 0.0);
+                    continue;
+                }
+                let k = ((p / 100.0 * finite.len() as f64).ceil() as usize).clamp(1, finite.len());
+                assert_eq!(g, finite[k - 1], "len {len}, p {p}");
+            }
+        }
     }
 
     #[test]

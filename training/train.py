@@ -67,6 +67,11 @@ def main():
     ap.add_argument("--recipe", default="", help="free text or JSON describing how the data was made")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patience", type=int, default=100)
+    ap.add_argument("--time", type=float, default=None,
+                    help="training budget in hours; overrides --epochs and fits the LR schedule to it")
+    ap.add_argument("--mosaic", type=float, default=1.0, help="mosaic probability (last 10 epochs run without)")
+    ap.add_argument("--scale", type=float, default=0.25,
+                    help="random zoom gain; small because the exporter already randomizes the pixel size")
     ap.add_argument("--weights", help="skip training: validate and export these weights (best.pt)")
     a = ap.parse_args()
 
@@ -93,9 +98,18 @@ def train(a, runs, YOLO):
         workers=0 if a.device == "cpu" else 8, amp=a.device != "cpu", seed=a.seed, deterministic=True,
         project=str(runs), name=a.name, exist_ok=True, plots=False, patience=a.patience,
         # Microscope images have no preferred orientation or handedness.
-        flipud=0.5, fliplr=0.5, degrees=0.0, mosaic=1.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.3,
+        flipud=0.5, fliplr=0.5, degrees=0.0, mosaic=a.mosaic, scale=a.scale, hsv_h=0.0, hsv_s=0.0, hsv_v=0.3,
+        **({"time": a.time} if a.time else {}),
     )
     return runs / a.name / "weights" / "best.pt"
+
+
+def epochs_run(run_dir: Path):
+    # With --time Ultralytics picks the epoch count itself; results.csv has one row per epoch.
+    csv = run_dir / "results.csv"
+    if not csv.exists():
+        return None
+    return max(0, len(csv.read_text().strip().splitlines()) - 1)
 
 
 def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
@@ -118,7 +132,9 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "nm_per_px": a.nm_per_px,
         "training_data": a.recipe,
         "dataset_yaml": str(a.data),
-        "epochs": a.epochs,
+        "epochs": epochs_run(runs / a.name) or a.epochs,
+        "time_budget_h": a.time,
+        "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
         "seed": a.seed,
         "training_time_s": round(train_s, 1) if train_s is not None else None,

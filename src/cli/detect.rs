@@ -162,6 +162,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             device: a.device,
             threads: a.threads,
             runtime_library: a.ort_lib.clone(),
+            ..Default::default()
         },
     )?;
     eprintln!(

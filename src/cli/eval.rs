@@ -46,6 +46,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             device: a.device,
             threads: a.threads,
             runtime_library: a.ort_lib.clone(),
+            ..Default::default()
         },
     )?;
     let opts = EvalOptions {

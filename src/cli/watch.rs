@@ -80,6 +80,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
             device: a.device,
             threads: a.threads,
             runtime_library: a.ort_lib.clone(),
+            ..Default::default()
         },
         detect: DetectOptions {
             fit: Fit::Tile {

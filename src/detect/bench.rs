@@ -68,6 +68,9 @@ pub fn bench_detect_with(
     let warmup = 3;
     let (mut e2e, mut bare, mut pre, mut inf, mut post, mut filt) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    // The two parts of pre-processing on their own, outside the end-to-end timing.
+    let (mut window, mut fill, mut paired) = (vec![], vec![], vec![]);
+    let mut scratch = vec![0f32; 3 * s * s];
     let mut n_cands = 0;
     let mut n_final = 0;
     let mut tiles = 0;
@@ -79,7 +82,16 @@ pub fn bench_detect_with(
         let fin = filter(&r.candidates, DEFAULT_CONF, DEFAULT_IOU);
         let total = t0.elapsed().as_secs_f64() * 1e3;
         let filter_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let tw = Instant::now();
+        let qw = super::pre::Quantizer::for_image(&img, opts.intensity);
+        let window_ms = tw.elapsed().as_secs_f64() * 1e3;
+        let tf = Instant::now();
+        super::pre::fill_input(&mut scratch, s, &img, &tile, &qw);
+        let fill_ms = tf.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
+            window.push(window_ms);
+            paired.push(total / (bare_run.as_secs_f64() * 1e3));
+            fill.push(fill_ms);
             bare.push(bare_run.as_secs_f64() * 1e3);
             e2e.push(total);
             pre.push(r.timings.preprocess_ms);
@@ -102,11 +114,17 @@ pub fn bench_detect_with(
         "tiles": tiles,
         "provider": det.provider(),
         "threads": det_opts.threads,
+        "ort_spinning": det_opts.spinning,
         "end_to_end_ms": e2e_m,
         "session_run_ms": bare_m,
         "ratio": e2e_m / bare_m,
+        // Each end-to-end run over the bare run just before it: less sensitive to drifts in
+        // machine load than the ratio of the two medians.
+        "ratio_paired_median": median(&mut paired),
         "stages_ms": {
             "preprocess": median(&mut pre),
+            "preprocess_window": median(&mut window),
+            "preprocess_fill": median(&mut fill),
             "inference": median(&mut inf),
             "postprocess": median(&mut post),
             "filter": median(&mut filt),

@@ -50,22 +50,13 @@ impl Quantizer {
         (t + ((x - t as f32) >= 0.5) as u32) as u8
     }
 
+    /// `level / 255` as f32, exactly as `uint8 tensor / 255` in Ultralytics; arithmetic
+    /// rather than a table so the row loop vectorises.
     #[inline(always)]
     pub fn unit(&self, v: f32) -> f32 {
-        UNIT_LUT[self.level(v) as usize]
+        self.level(v) as f32 / 255.0
     }
 }
-
-/// `k / 255` as f32, computed the way `uint8 tensor / 255` is in Ultralytics (f32 division).
-static UNIT_LUT: [f32; 256] = {
-    let mut t = [0f32; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = i as f32 / 255.0;
-        i += 1;
-    }
-    t
-};
 
 /// The shared model window (`ImageF32::model_window`, which already runs on all cores).
 pub fn model_window_par(img: &ImageF32) -> (f32, f32) {
@@ -163,33 +154,45 @@ pub fn plan_tiles(w: usize, h: usize, s: usize, overlap: f64) -> Vec<Tile> {
 }
 
 /// Writes one tile into a `[3, s, s]` input buffer: padding, quantised grey copied to 3 planes.
+/// One pass over the output: each row is quantised once and copied to G and B while it is
+/// still in cache (writing the planes separately costs a second sweep over 2/3 of the buffer).
 pub fn fill_input(buf: &mut [f32], s: usize, img: &ImageF32, tile: &Tile, q: &Quantizer) {
+    use rayon::prelude::*;
+    const ROWS: usize = 32;
     let plane = s * s;
     debug_assert_eq!(buf.len(), 3 * plane);
-    let (first, rest) = buf.split_at_mut(plane);
-    let full = tile.w == s && tile.h == s;
-    if !full {
-        first.fill(PAD_VALUE);
-    }
-    {
-        use rayon::prelude::*;
-        let rows = &mut first[tile.pad_y * s..(tile.pad_y + tile.h) * s];
-        rows.par_chunks_mut(s * 32)
-            .enumerate()
-            .for_each(|(k, block)| {
-                for (j, row) in block.chunks_mut(s).enumerate() {
-                    let r = k * 32 + j;
-                    let src = &img.data[(tile.y0 + r) * img.width + tile.x0..][..tile.w];
-                    for (d, &v) in row[tile.pad_x..tile.pad_x + tile.w].iter_mut().zip(src) {
+    let (r_plane, rest) = buf.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    r_plane
+        .par_chunks_mut(s * ROWS)
+        .zip(g_plane.par_chunks_mut(s * ROWS))
+        .zip(b_plane.par_chunks_mut(s * ROWS))
+        .enumerate()
+        .for_each(|(k, ((r_block, g_block), b_block))| {
+            let rows = r_block
+                .chunks_mut(s)
+                .zip(g_block.chunks_mut(s))
+                .zip(b_block.chunks_mut(s));
+            for (j, ((r, g), b)) in rows.enumerate() {
+                let y = k * ROWS + j;
+                if y < tile.pad_y || y >= tile.pad_y + tile.h {
+                    r.fill(PAD_VALUE);
+                } else {
+                    let src =
+                        &img.data[(tile.y0 + y - tile.pad_y) * img.width + tile.x0..][..tile.w];
+                    let (left, content) = r.split_at_mut(tile.pad_x);
+                    let (content, right) = content.split_at_mut(tile.w);
+                    left.fill(PAD_VALUE);
+                    right.fill(PAD_VALUE);
+                    for (d, &v) in content.iter_mut().zip(src) {
                         *d = q.unit(v);
                     }
                 }
-            });
-    }
-    // A grey image is the same in R, G and B.
-    let (g, b) = rest.split_at_mut(plane);
-    let first = &*first;
-    rayon::join(|| g.copy_from_slice(first), || b.copy_from_slice(first));
+                // A grey image is the same in R, G and B.
+                g.copy_from_slice(r);
+                b.copy_from_slice(r);
+            }
+        });
 }
 
 /// Resampling filter.

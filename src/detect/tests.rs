@@ -16,6 +16,7 @@ fn tiny() -> Detector {
         device: Device::Cpu,
         threads: 1,
         runtime_library: None,
+        ..Default::default()
     };
     Detector::load(&data("tiny_obb.onnx"), &opts).unwrap_or_else(|e| panic!("{e:#}"))
 }

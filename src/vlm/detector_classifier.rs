@@ -507,6 +507,7 @@ mod tests {
             device: Device::Cpu,
             threads: 1,
             runtime_library: None,
+            ..Default::default()
         };
         Detector::load(&path, &opts).unwrap_or_else(|e| panic!("{e:#}"))
     }

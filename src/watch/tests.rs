@@ -32,6 +32,7 @@ fn test_opts() -> RunWatchOptions {
             device: Device::Cpu,
             threads: 1,
             runtime_library: None,
+            ..Default::default()
         },
         ..Default::default()
     }
