@@ -6,13 +6,17 @@
 //! 0.5°/5°, Delete removes, 0-9 set the class, Ctrl+D duplicates, Ctrl+Z / Ctrl+Shift+Z undo
 //! and redo, Shift+arrows nudge by one pixel, Escape clears the selection. Every change is one undo step; a whole drag is one.
 
-use super::canvas::{ImageCanvas, OverlayBox};
+use super::canvas::{CanvasResponse, ImageCanvas, OverlayBox};
 use defect_detector::classes::DefectClass;
 use defect_detector::dataset::review::{History, LabeledBox, box_flags};
 use defect_detector::geometry::{OrientedBox, Pt};
 use egui::{Color32, Key, Modifiers, PointerButton, Pos2, Rect, Stroke};
 use std::collections::BTreeSet;
 use std::time::Instant;
+
+/// Edits are written this long after the last change (and on image change and exit), so a
+/// killed app loses at most this much work.
+pub const AUTOSAVE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Rotation steps of the z/x/c/v keys.
 pub const BIG_STEP_DEG: f64 = 5.0;
@@ -453,12 +457,23 @@ impl Annotator {
     }
 
     /// Draws the canvas with the boxes and handles, and applies the pointer actions.
-    pub fn show(&mut self, ui: &mut egui::Ui, canvas: &mut ImageCanvas, names: &[String]) {
+    /// Draws the image with the editable boxes and handles the pointer; returns the canvas
+    /// response (readout position, hovered box) for the caller's own overlays.
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        canvas: &mut ImageCanvas,
+        names: &[String],
+    ) -> CanvasResponse {
         let overlays = self.overlays(names);
         let out = canvas.show(ui, &overlays, false);
-        let Some(resp) = out.response else {
-            return;
-        };
+        if let Some(resp) = out.response.clone() {
+            self.interact(ui, canvas, &resp);
+        }
+        out
+    }
+
+    fn interact(&mut self, ui: &mut egui::Ui, canvas: &mut ImageCanvas, resp: &egui::Response) {
         let rect = resp.rect;
         self.last_rect = Some(rect);
         let zoom = canvas.zoom() as f64;

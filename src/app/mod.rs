@@ -6,6 +6,7 @@ pub mod canvas;
 pub mod dataset_tab;
 pub mod review_tab;
 pub mod synth_tab;
+pub mod viewer_labels;
 pub mod viewer_tab;
 pub mod viewer_watch;
 pub mod vlm_tab;
@@ -157,6 +158,12 @@ impl eframe::App for DefectApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.persisted());
+    }
+
+    fn on_exit(&mut self) {
+        // Label edits younger than the autosave delay.
+        self.viewer.labels.flush();
+        self.review.flush();
     }
 }
 

@@ -4,7 +4,7 @@
 //! dataset root). Labels are saved automatically, at most half a second after a change, and
 //! when leaving the image. A label file that does not parse opens read-only until discarded.
 
-use super::annotate::Annotator;
+use super::annotate::{AUTOSAVE_DELAY, Annotator};
 use super::canvas::ImageCanvas;
 use super::widgets::folder_picker;
 use defect_detector::classes::class_color;
@@ -20,10 +20,6 @@ use egui::{Color32, Key, Modifiers, RichText};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long after the last change the labels are written.
-const SAVE_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -299,10 +295,10 @@ impl ReviewTab {
         self.poll_detections();
         self.handle_keys(ui);
         if let Some(t) = self.annot.dirty_since {
-            if t.elapsed() >= SAVE_DELAY {
+            if t.elapsed() >= AUTOSAVE_DELAY {
                 self.flush();
             } else {
-                ui.ctx().request_repaint_after(SAVE_DELAY - t.elapsed());
+                ui.ctx().request_repaint_after(AUTOSAVE_DELAY - t.elapsed());
             }
         }
         egui::Panel::left("review-side")

@@ -7,7 +7,7 @@
 
 use super::canvas::{ImageCanvas, OverlayBox};
 use super::synth_tab::repaint_notify;
-use defect_detector::classes::class_color;
+use defect_detector::classes::{DefectClass, class_color};
 use defect_detector::detect::{
     self, DetectOptions, Detection, DetectionResult, Detector, DetectorOptions,
 };
@@ -40,6 +40,8 @@ pub struct ViewerSettings {
     pub pixel_sizes: BTreeMap<String, f64>,
     pub auto_detect: bool,
     pub show_boxes: bool,
+    /// Folder for label files edited in the Viewer; empty: beside each image.
+    pub labels_dir: String,
 }
 
 impl Default for ViewerSettings {
@@ -61,6 +63,7 @@ impl Default for ViewerSettings {
             pixel_sizes: BTreeMap::new(),
             auto_detect: true,
             show_boxes: true,
+            labels_dir: String::new(),
         }
     }
 }
@@ -109,7 +112,7 @@ struct Spectrum {
 pub struct ViewerTab {
     pub settings: ViewerSettings,
     notify: Option<Notify>,
-    canvas: ImageCanvas,
+    pub canvas: ImageCanvas,
     pub path_input: String,
     load: Latest<StemImage>,
     prefetch: Option<(PathBuf, Job<StemImage>)>,
@@ -141,6 +144,7 @@ pub struct ViewerTab {
     thumbs: std::collections::HashMap<PathBuf, Option<egui::TextureHandle>>,
     thumb_job: Option<Job<Vec<Thumbnail>>>,
     pub watch: super::viewer_watch::WatchPanel,
+    pub labels: super::viewer_labels::ViewerLabels,
 }
 
 /// A file and its preview (None when it cannot be read).
@@ -199,6 +203,7 @@ impl ViewerTab {
             thumbs: Default::default(),
             thumb_job: None,
             watch: Default::default(),
+            labels: Default::default(),
             notify,
         }
     }
@@ -536,12 +541,19 @@ impl ViewerTab {
 
     fn handle_input(&mut self, ui: &egui::Ui) {
         let typing = ui.ctx().memory(|m| m.focused().is_some());
+        if self.labels.enabled {
+            // Before the arrows below: Shift+arrows nudge the selected boxes.
+            self.labels.annot.handle_keys(ui);
+        }
+        if !typing && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::L)) {
+            self.labels.enabled = !self.labels.enabled;
+        }
         let (next, prev, dropped) = ui.input(|i| {
+            let plain = !typing && !i.modifiers.shift;
             (
-                !typing
+                plain
                     && (i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::PageDown)),
-                !typing
-                    && (i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::PageUp)),
+                plain && (i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::PageUp)),
                 i.raw
                     .dropped_files
                     .iter()
@@ -564,6 +576,8 @@ impl ViewerTab {
         let ctx = ui.ctx().clone();
         self.poll(&ctx);
         self.handle_input(ui);
+        self.sync_labels();
+        self.labels.autosave(&ctx);
         egui::Panel::left("viewer-side")
             .resizable(true)
             .default_size(320.0)
@@ -751,6 +765,9 @@ impl ViewerTab {
         egui::CollapsingHeader::new("Detection")
             .default_open(true)
             .show(ui, |ui| self.detection_ui(ui));
+        egui::CollapsingHeader::new("Labels")
+            .default_open(true)
+            .show(ui, |ui| self.labels_ui(ui));
         self.watch_ui(ui);
         if let Some(e) = &self.error {
             ui.colored_label(Color32::from_rgb(213, 94, 0), e);
@@ -1113,6 +1130,49 @@ impl ViewerTab {
         }
     }
 
+    /// Class names of the model's result, else the built-in defect classes.
+    fn class_names(&self) -> Vec<String> {
+        match &self.result {
+            Some(r) if !r.class_names.is_empty() => r.class_names.clone(),
+            _ => DefectClass::ALL
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
+        }
+    }
+
+    /// Keeps the label editor on the image shown (flushing edits of the previous image).
+    fn sync_labels(&mut self) {
+        let names = self.class_names().len();
+        let image = self
+            .current
+            .as_ref()
+            .map(|c| (c.path.as_path(), self.generation, [c.width(), c.height()]));
+        self.labels.sync(image, &self.settings.labels_dir, names);
+    }
+
+    /// The detections drawn: above the confidence, of the classes switched on.
+    fn shown_detections(&self) -> Vec<Detection> {
+        self.filtered
+            .iter()
+            .filter(|d| {
+                self.settings
+                    .show_class
+                    .get(d.class)
+                    .copied()
+                    .unwrap_or(true)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn labels_ui(&mut self, ui: &mut egui::Ui) {
+        let names = self.class_names();
+        let shown = self.shown_detections();
+        self.labels
+            .ui(ui, &mut self.settings.labels_dir, &names, &shown);
+    }
+
     fn overlay(&self) -> Vec<OverlayBox> {
         if !self.settings.show_boxes {
             return vec![];
@@ -1123,15 +1183,8 @@ impl ViewerTab {
             .map(|r| r.class_names.clone())
             .unwrap_or_default();
         let px = self.pixel_size();
-        self.filtered
+        self.shown_detections()
             .iter()
-            .filter(|d| {
-                self.settings
-                    .show_class
-                    .get(d.class)
-                    .copied()
-                    .unwrap_or(true)
-            })
             .map(|d| {
                 let name = names
                     .get(d.class)
@@ -1173,8 +1226,13 @@ impl ViewerTab {
             }
             ui.label(&self.readout);
         });
-        let boxes = self.overlay();
-        let r = self.canvas.show(ui, &boxes, true);
+        let r = if self.labels.enabled && self.current.is_some() {
+            let names = self.class_names();
+            self.labels.annot.show(ui, &mut self.canvas, &names)
+        } else {
+            let boxes = self.overlay();
+            self.canvas.show(ui, &boxes, true)
+        };
         let rect = r.response.as_ref().map(|r| r.rect);
         // Scale bar in the lower left, in calibrated units.
         if let (Some(rect), Some(px), Some(_)) = (rect, self.pixel_size(), &self.current) {

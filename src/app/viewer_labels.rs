@@ -1,0 +1,211 @@
+//! Label editing on any image open in the Viewer (not only dataset folders): the box editor of
+//! the Review tab on the Viewer's canvas, with YOLO-OBB labels kept next to the image
+//! (`image.tif` -> `image.txt`, as X-AnyLabeling and Ultralytics expect) or in a chosen labels
+//! folder. Saved atomically half a second after each change, when the image changes and on
+//! exit; a label file that does not parse opens read-only and is never overwritten unasked.
+
+use super::annotate::{AUTOSAVE_DELAY, Annotator};
+use defect_detector::dataset::review::{LabelDoc, LabeledBox, box_flags};
+use defect_detector::detect::Detection;
+use std::path::{Path, PathBuf};
+
+/// Where the labels of `image` live: `<labels_dir>/<stem>.txt`, or beside the image when no
+/// folder is chosen.
+pub fn label_path_for(image: &Path, labels_dir: &str) -> PathBuf {
+    let dir = labels_dir.trim();
+    if dir.is_empty() {
+        image.with_extension("txt")
+    } else {
+        let stem = image.file_stem().unwrap_or_default().to_string_lossy();
+        Path::new(dir).join(format!("{stem}.txt"))
+    }
+}
+
+#[derive(Default)]
+pub struct ViewerLabels {
+    /// Edit mode: the canvas edits labels instead of showing detections.
+    pub enabled: bool,
+    pub annot: Annotator,
+    pub doc: Option<LabelDoc>,
+    /// The image (path, viewer generation) the document belongs to.
+    opened_for: Option<(PathBuf, usize)>,
+    pub status: String,
+}
+
+impl ViewerLabels {
+    /// Opens the labels of the image shown (writing pending edits of the previous one first).
+    /// Cheap when nothing changed; call every frame.
+    pub fn sync(
+        &mut self,
+        image: Option<(&Path, usize, [usize; 2])>,
+        labels_dir: &str,
+        num_classes: usize,
+    ) {
+        let Some((path, generation, size)) = image else {
+            self.flush();
+            self.doc = None;
+            self.opened_for = None;
+            return;
+        };
+        let want = label_path_for(path, labels_dir);
+        let same_image = self
+            .opened_for
+            .as_ref()
+            .is_some_and(|(p, g)| p == path && *g == generation);
+        let same_file = self.doc.as_ref().is_some_and(|d| d.label_path == want);
+        if !self.enabled || (same_image && same_file) {
+            return;
+        }
+        self.flush();
+        let doc = LabelDoc::open(&want, size[0], size[1], num_classes);
+        self.annot.load(doc.boxes.clone(), size, doc.is_read_only());
+        self.annot.num_classes = num_classes;
+        self.status = match &doc.load_error {
+            Some(e) => format!("read-only: {e}"),
+            None if want.exists() => format!("{} box(es) from {}", doc.boxes.len(), want.display()),
+            None => format!("new labels: {}", want.display()),
+        };
+        self.doc = Some(doc);
+        self.opened_for = Some((path.to_path_buf(), generation));
+    }
+
+    /// Writes pending edits now (no-op when there are none).
+    pub fn flush(&mut self) {
+        if self.annot.dirty_since.is_none() {
+            return;
+        }
+        let Some(doc) = &mut self.doc else { return };
+        doc.boxes = self.annot.boxes.clone();
+        match doc.save() {
+            Ok(()) => {
+                self.annot.dirty_since = None;
+                self.status = format!(
+                    "saved {} box(es) to {}",
+                    doc.boxes.len(),
+                    doc.label_path.display()
+                );
+            }
+            // Stays dirty, so the next attempt retries; the message says why it failed.
+            Err(e) => self.status = format!("{e:#}"),
+        }
+    }
+
+    /// Saves once the last change is [`AUTOSAVE_DELAY`] old; asks for a repaint until then.
+    pub fn autosave(&mut self, ctx: &egui::Context) {
+        if let Some(t) = self.annot.dirty_since {
+            if t.elapsed() >= AUTOSAVE_DELAY {
+                self.flush();
+            } else {
+                ctx.request_repaint_after(AUTOSAVE_DELAY - t.elapsed());
+            }
+        }
+    }
+
+    /// Detections (already filtered by the Viewer's confidence and class toggles) become
+    /// editable labels, as one undo step.
+    pub fn accept(&mut self, detections: &[Detection]) -> usize {
+        if self.annot.read_only {
+            self.status = "the label file is read-only (see above); nothing added".into();
+            return 0;
+        }
+        let boxes: Vec<LabeledBox> = detections
+            .iter()
+            .filter(|d| d.class < self.annot.num_classes)
+            .map(|d| LabeledBox {
+                class: d.class,
+                obb: d.obb,
+            })
+            .collect();
+        self.annot.add_labeled(&boxes);
+        self.status = format!("{} detection(s) added as labels", boxes.len());
+        boxes.len()
+    }
+
+    /// Replace an unreadable label file: editable and empty (saved on the next change).
+    pub fn discard_unreadable(&mut self) {
+        if let Some(doc) = &mut self.doc {
+            doc.discard_unreadable();
+            let size = self.annot.image_size;
+            self.annot.load(Vec::new(), size, false);
+            self.status = format!("{}: starting empty", doc.label_path.display());
+        }
+    }
+
+    /// The side-panel section: mode, file, editor controls, accept detections.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        labels_dir: &mut String,
+        names: &[String],
+        detections: &[Detection],
+    ) {
+        ui.checkbox(&mut self.enabled, "Edit labels")
+            .on_hover_text("Edit oriented boxes on this image (L); saved as YOLO-OBB text");
+        ui.horizontal(|ui| {
+            ui.label("Labels folder");
+            ui.add(
+                egui::TextEdit::singleline(labels_dir)
+                    .hint_text("beside the image")
+                    .desired_width(170.0),
+            );
+        });
+        if !self.enabled {
+            return;
+        }
+        if let Some(doc) = &self.doc {
+            ui.small(doc.label_path.display().to_string());
+        }
+        let saved = if self.annot.dirty_since.is_some() {
+            "unsaved changes"
+        } else {
+            "all changes saved"
+        };
+        ui.label(format!("{} box(es), {saved}", self.annot.boxes.len()));
+        if !self.status.is_empty() {
+            ui.small(&self.status);
+        }
+        if self.annot.read_only {
+            ui.colored_label(
+                egui::Color32::from_rgb(230, 120, 60),
+                "The label file could not be read; it is left untouched.",
+            );
+            if ui
+                .button("Discard it and start empty")
+                .on_hover_text("Overwrites the file at the next change")
+                .clicked()
+            {
+                self.discard_unreadable();
+            }
+        }
+        self.annot.controls(ui, names);
+        let flagged = self
+            .annot
+            .boxes
+            .iter()
+            .filter(|b| {
+                !box_flags(&b.obb, self.annot.image_size[0], self.annot.image_size[1]).is_empty()
+            })
+            .count();
+        if flagged > 0 {
+            ui.colored_label(
+                egui::Color32::from_rgb(230, 120, 60),
+                format!("{flagged} box(es) outside the image or degenerate"),
+            );
+        }
+        let n = detections.len();
+        if ui
+            .add_enabled(
+                n > 0 && !self.annot.read_only,
+                egui::Button::new(format!("Accept {n} detection(s)")),
+            )
+            .on_hover_text("Add the detections shown (current confidence and classes) as labels")
+            .clicked()
+        {
+            self.accept(detections);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "viewer_labels_tests.rs"]
+mod tests;
