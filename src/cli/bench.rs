@@ -1,7 +1,7 @@
 //! `defect-detector bench <job>`: prints one JSON object of median timings.
 
+use super::runtime_args::RuntimeArgs;
 use clap::{Args, Subcommand};
-use defect_detector::detect::{DetectorOptions, Device};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -42,22 +42,9 @@ enum BenchJob {
         runs: usize,
         #[arg(long, default_value_t = 768)]
         size: usize,
-        /// auto, cpu or cuda
-        #[arg(long, default_value = "auto")]
-        device: Device,
-        /// Intra-op threads (0: ONNX Runtime's choice)
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// ONNX Runtime worker spinning: on or off (the detector's default is on)
-        #[arg(long)]
-        spinning: Option<Toggle>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Toggle {
-    On,
-    Off,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -71,19 +58,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             model,
             runs,
             size,
-            device,
-            threads,
-            spinning,
-        } => {
-            let defaults = DetectorOptions::default();
-            let opts = DetectorOptions {
-                device,
-                threads,
-                spinning: spinning.map_or(defaults.spinning, |t| matches!(t, Toggle::On)),
-                ..defaults
-            };
-            defect_detector::detect::bench::bench_detect_with(&model, size, runs.max(1), &opts)?
-        }
+            runtime,
+        } => defect_detector::detect::bench::bench_detect_with(
+            &model,
+            size,
+            runs.max(1),
+            &runtime.detector_options(),
+        )?,
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())

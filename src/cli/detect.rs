@@ -1,3 +1,4 @@
+use super::runtime_args::RuntimeArgs;
 use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::export::{ExportMeta, class_counts, write_all};
@@ -5,8 +6,8 @@ use defect_detector::detect::merge::{
     BatchSummary, ImageEntry, SUMMARY_CSV, SUMMARY_JSON, Shard, merge_shards,
 };
 use defect_detector::detect::{
-    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, DetectorOptions,
-    Device, Fit, filter, load_image_for_detection,
+    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit, filter,
+    load_image_for_detection,
 };
 use defect_detector::raster::PixelSize;
 use std::collections::HashMap;
@@ -36,21 +37,14 @@ pub struct DetectArgs {
     /// ProbIoU threshold of the rotated NMS.
     #[arg(long, default_value_t = DEFAULT_IOU)]
     iou: f64,
-    /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// Inference threads (0: ONNX Runtime's choice).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// Tile overlap, as a fraction of the model input, for images larger than it.
     #[arg(long, default_value_t = DEFAULT_TILE_OVERLAP)]
     overlap: f64,
     /// Pixel size of the images in nm (resamples to the model's pixel size when it has one).
     #[arg(long)]
     nm_per_px: Option<f64>,
-    /// ONNX Runtime library (default: ORT_DYLIB_PATH, .ort/, the project .venv).
-    #[arg(long)]
-    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg"];
@@ -156,15 +150,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     if let Some(s) = a.shard {
         eprintln!("shard {s}: {} image(s)", images.len());
     }
-    let det = Detector::load(
-        &model,
-        &DetectorOptions {
-            device: a.device,
-            threads: a.threads,
-            runtime_library: a.ort_lib.clone(),
-            ..Default::default()
-        },
-    )?;
+    let det = Detector::load(&model, &a.runtime.detector_options())?;
     eprintln!(
         "model {} ({} classes, input {}, {}), runtime {}",
         model.display(),

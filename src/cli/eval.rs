@@ -1,5 +1,6 @@
+use super::runtime_args::RuntimeArgs;
 use clap::Args;
-use defect_detector::detect::{Detector, DetectorOptions, Device};
+use defect_detector::detect::Detector;
 use defect_detector::eval::{EvalOptions, VAL_CONF_OBB, VAL_IOU, VAL_MAX_DET, evaluate};
 use std::path::PathBuf;
 
@@ -22,33 +23,18 @@ pub struct EvalArgs {
     /// Maximum detections per image.
     #[arg(long, default_value_t = VAL_MAX_DET)]
     max_det: usize,
-    /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// Inference threads (0: ONNX Runtime's choice).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// ONNX Runtime library (default: ORT_DYLIB_PATH, .ort/, the project .venv).
-    #[arg(long)]
-    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
         anyhow::bail!("--conf and --iou must be between 0 and 1");
     }
-    let det = Detector::load(
-        &a.model,
-        &DetectorOptions {
-            device: a.device,
-            threads: a.threads,
-            runtime_library: a.ort_lib.clone(),
-            ..Default::default()
-        },
-    )?;
+    let det = Detector::load(&a.model, &a.runtime.detector_options())?;
     let opts = EvalOptions {
         split: a.split.clone(),
         conf: a.conf,

@@ -7,6 +7,7 @@ mod detect;
 mod eval;
 mod export;
 mod info;
+mod runtime_args;
 mod synth;
 mod vlm_eval;
 mod watch;

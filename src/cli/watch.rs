@@ -1,8 +1,9 @@
 //! `defect-detector watch DIR --model M.onnx --out RESULTS_DIR`: live mode beside a microscope.
 
+use super::runtime_args::RuntimeArgs;
 use clap::Args;
 use defect_detector::detect::{
-    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, DetectorOptions, Device, Fit,
+    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Fit,
 };
 use defect_detector::jobs::JobControl;
 use defect_detector::watch::{CSV_NAME, JSONL_NAME, RunWatchOptions, WatchRecord, run_watch};
@@ -32,15 +33,8 @@ pub struct WatchArgs {
     /// ProbIoU threshold of the rotated NMS.
     #[arg(long, default_value_t = DEFAULT_IOU)]
     iou: f64,
-    /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: Device,
-    /// Inference threads (0: ONNX Runtime's choice).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// ONNX Runtime library (default: ORT_DYLIB_PATH, .ort/, the project .venv).
-    #[arg(long)]
-    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 fn print_record(r: &WatchRecord, names: &[String]) {
@@ -76,12 +70,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
         once: a.once,
         conf: a.conf,
         iou: a.iou,
-        detector: DetectorOptions {
-            device: a.device,
-            threads: a.threads,
-            runtime_library: a.ort_lib.clone(),
-            ..Default::default()
-        },
+        detector: a.runtime.detector_options(),
         detect: DetectOptions {
             fit: Fit::Tile {
                 overlap: DEFAULT_TILE_OVERLAP,
