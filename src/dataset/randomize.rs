@@ -3,7 +3,7 @@
 //! setting and has a chance on real images.
 
 use crate::synth::crystal::Preset;
-use crate::synth::params::{CountRange, ProbeModel, Span, SynthParams};
+use crate::synth::params::{CountRange, ProbeModel, Span, SynthParams, check_span};
 use crate::synth::scene::{count, rng_from_seed, uniform};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -96,22 +96,6 @@ impl Default for DomainRandomization {
             presets: PresetWeights::default(),
         }
     }
-}
-
-fn check_span(s: &Span, what: &str, lo: f64, hi: f64) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        s.min.is_finite() && s.max.is_finite() && s.min >= lo && s.max <= hi,
-        "{what}: range {}..{} must lie within {lo}..{hi}",
-        s.min,
-        s.max
-    );
-    anyhow::ensure!(
-        s.min <= s.max,
-        "{what}: min {} is above max {}",
-        s.min,
-        s.max
-    );
-    Ok(())
 }
 
 fn check_fraction(v: f64, what: &str) -> anyhow::Result<()> {

@@ -314,7 +314,8 @@ fn check(ok: bool, what: &str, value: f64, lo: f64, hi: f64) -> anyhow::Result<(
     Ok(())
 }
 
-fn check_span(s: &Span, what: &str, lo: f64, hi: f64) -> anyhow::Result<()> {
+/// A range inside `lo..=hi` with `min <= max` (shared with the exporter's randomization).
+pub(crate) fn check_span(s: &Span, what: &str, lo: f64, hi: f64) -> anyhow::Result<()> {
     check(true, &format!("{what} (min)"), s.min, lo, hi)?;
     check(true, &format!("{what} (max)"), s.max, lo, hi)?;
     anyhow::ensure!(
