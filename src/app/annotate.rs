@@ -8,7 +8,7 @@
 
 use super::canvas::{CanvasResponse, ImageCanvas, OverlayBox};
 use defect_detector::classes::DefectClass;
-use defect_detector::dataset::review::{History, LabeledBox, box_flags};
+use defect_detector::dataset::review::{History, LabelDoc, LabeledBox, box_flags};
 use defect_detector::geometry::{OrientedBox, Pt};
 use egui::{Color32, Key, Modifiers, PointerButton, Pos2, Rect, Stroke};
 use std::collections::BTreeSet;
@@ -178,6 +178,39 @@ pub fn angle_deg(b: &OrientedBox) -> f64 {
 }
 
 impl Annotator {
+    /// Opens the label file of an image for editing (read-only when it does not parse).
+    pub fn open_doc(
+        &mut self,
+        label_path: &std::path::Path,
+        image_size: [usize; 2],
+        num_classes: usize,
+    ) -> LabelDoc {
+        let doc = LabelDoc::open(label_path, image_size[0], image_size[1], num_classes);
+        self.load(doc.boxes.clone(), image_size, doc.is_read_only());
+        self.num_classes = num_classes;
+        doc
+    }
+
+    /// Writes pending edits into `doc` atomically. `Ok(true)` when written now, `Ok(false)`
+    /// when there was nothing to write; on error the edits stay pending, so the next call
+    /// retries.
+    pub fn save_into(&mut self, doc: &mut LabelDoc) -> Result<bool, String> {
+        if self.dirty_since.is_none() {
+            return Ok(false);
+        }
+        doc.boxes = self.boxes.clone();
+        doc.save().map_err(|e| format!("{e:#}"))?;
+        self.dirty_since = None;
+        Ok(true)
+    }
+
+    /// The user chose to replace an unreadable label file: editable and empty from now on.
+    pub fn discard_unreadable(&mut self, doc: &mut LabelDoc) {
+        doc.discard_unreadable();
+        let size = self.image_size;
+        self.load(Vec::new(), size, false);
+    }
+
     /// Replaces the boxes (a new image): selection and history start over.
     pub fn load(&mut self, boxes: Vec<LabeledBox>, image_size: [usize; 2], read_only: bool) {
         self.boxes = boxes;

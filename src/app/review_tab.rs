@@ -194,13 +194,7 @@ impl ReviewTab {
         self.image = Some(img.clone());
         self.canvas
             .set_gray(ctx, img.width, img.height, &img.to_u8(lo, hi));
-        let doc = LabelDoc::open(&item.label, img.width, img.height, n);
-        self.annot.load(
-            doc.boxes.clone(),
-            [img.width, img.height],
-            doc.is_read_only(),
-        );
-        self.annot.num_classes = n;
+        let doc = self.annot.open_doc(&item.label, [img.width, img.height], n);
         self.status = match &doc.load_error {
             Some(e) => format!("read-only: {e}"),
             None => item.rel.clone(),
@@ -210,24 +204,17 @@ impl ReviewTab {
 
     /// Writes pending label changes now.
     pub fn flush(&mut self) {
-        if self.annot.dirty_since.is_none() {
-            return;
-        }
         let Some(doc) = &mut self.doc else { return };
-        doc.boxes = self.annot.boxes.clone();
-        match doc.save() {
-            Ok(()) => {
-                self.annot.dirty_since = None;
+        match self.annot.save_into(doc) {
+            Ok(true) => {
                 if let Some(i) = self.current
                     && let Some(c) = self.counts.get_mut(i)
                 {
                     *c = Some(class_counts([doc.boxes.as_slice()], self.annot.num_classes));
                 }
             }
-            Err(e) => {
-                // Keep it dirty so the next attempt retries; say why it failed.
-                self.status = format!("{e:#}");
-            }
+            Ok(false) => {}
+            Err(e) => self.status = e,
         }
     }
 
@@ -588,9 +575,7 @@ impl ReviewTab {
     /// The user chose to replace an unreadable label file: editable, empty.
     pub fn discard_unreadable(&mut self) {
         if let Some(doc) = &mut self.doc {
-            doc.discard_unreadable();
-            let size = self.annot.image_size;
-            self.annot.load(Vec::new(), size, false);
+            self.annot.discard_unreadable(doc);
             self.status = format!("{}: starting empty", doc.label_path.display());
         }
     }

@@ -57,9 +57,7 @@ impl ViewerLabels {
             return;
         }
         self.flush();
-        let doc = LabelDoc::open(&want, size[0], size[1], num_classes);
-        self.annot.load(doc.boxes.clone(), size, doc.is_read_only());
-        self.annot.num_classes = num_classes;
+        let doc = self.annot.open_doc(&want, size, num_classes);
         self.status = match &doc.load_error {
             Some(e) => format!("read-only: {e}"),
             None if want.exists() => format!("{} box(es) from {}", doc.boxes.len(), want.display()),
@@ -71,22 +69,17 @@ impl ViewerLabels {
 
     /// Writes pending edits now (no-op when there are none).
     pub fn flush(&mut self) {
-        if self.annot.dirty_since.is_none() {
-            return;
-        }
         let Some(doc) = &mut self.doc else { return };
-        doc.boxes = self.annot.boxes.clone();
-        match doc.save() {
-            Ok(()) => {
-                self.annot.dirty_since = None;
+        match self.annot.save_into(doc) {
+            Ok(true) => {
                 self.status = format!(
                     "saved {} box(es) to {}",
                     doc.boxes.len(),
                     doc.label_path.display()
-                );
+                )
             }
-            // Stays dirty, so the next attempt retries; the message says why it failed.
-            Err(e) => self.status = format!("{e:#}"),
+            Ok(false) => {}
+            Err(e) => self.status = e,
         }
     }
 
@@ -124,9 +117,7 @@ impl ViewerLabels {
     /// Replace an unreadable label file: editable and empty (saved on the next change).
     pub fn discard_unreadable(&mut self) {
         if let Some(doc) = &mut self.doc {
-            doc.discard_unreadable();
-            let size = self.annot.image_size;
-            self.annot.load(Vec::new(), size, false);
+            self.annot.discard_unreadable(doc);
             self.status = format!("{}: starting empty", doc.label_path.display());
         }
     }
