@@ -50,6 +50,16 @@ pub fn atomic_write_with(
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// One CSV field (RFC 4180): quoted, with inner quotes doubled, when it holds a comma, a quote
+/// or a line break; as is otherwise.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

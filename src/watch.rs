@@ -267,7 +267,7 @@ impl WatchRecord {
     pub fn to_csv_row(&self, n_classes: usize) -> String {
         let mut cols = vec![
             utc_timestamp(self.timestamp),
-            csv_field(&self.key.path.display().to_string()),
+            csv_field_one_line(&self.key.path.display().to_string()),
         ];
         match &self.outcome {
             Ok(r) => {
@@ -280,18 +280,10 @@ impl WatchRecord {
             Err(e) => {
                 cols.extend((0..n_classes).map(|_| String::new()));
                 cols.push(String::new());
-                cols.push(csv_field(e));
+                cols.push(csv_field_one_line(e));
             }
         }
         cols.join(",") + "\n"
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\"").replace(['\n', '\r'], " "))
-    } else {
-        s.to_string()
     }
 }
 
@@ -513,6 +505,11 @@ pub fn sleep_unless_cancelled(d: Duration, ctl: &JobControl) {
         }
         std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
+}
+
+/// A field of the watch log: line breaks become spaces, so every record is one line.
+fn csv_field_one_line(s: &str) -> String {
+    crate::fsio::csv_field(&s.replace(['\n', '\r'], " "))
 }
 
 #[cfg(test)]

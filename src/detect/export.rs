@@ -2,6 +2,7 @@
 
 use super::{Detection, DetectionResult};
 use crate::dataset::yolo::{ObbLabel, format_labels};
+use crate::fsio::csv_field;
 use crate::raster::PixelSize;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -92,14 +93,6 @@ pub fn detections_json(result: &DetectionResult, dets: &[Detection], meta: &Expo
         "counts": per_class,
         "detections": dets.iter().map(|d| detection_json(d, result.pixel_size)).collect::<Vec<_>>(),
     })
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// CSV, one row per detection; the nanometre columns are empty when the pixel size is unknown.

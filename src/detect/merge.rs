@@ -3,6 +3,7 @@
 //!
 //! The summary holds no timings or host details, so that n shards merged equal one run.
 
+use crate::fsio::csv_field;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -166,14 +167,6 @@ impl BatchSummary {
         })?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a detect summary", p.display()))
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

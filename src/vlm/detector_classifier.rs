@@ -5,6 +5,7 @@
 //! come from [`plan_sample`] with the VLM run's seed, n and k, so the two are compared on the
 //! very same images (checked by hash when a run is given).
 
+use crate::fsio::csv_field;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -177,14 +178,6 @@ impl DetectorRun {
 
     pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
         crate::fsio::atomic_write(path, self.to_csv().as_bytes())
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

@@ -7,6 +7,7 @@
 //! compared on the same patches (a paired comparison). Examples are never evaluated, neither
 //! by index nor by image hash (a folder may hold the same image twice).
 
+use crate::fsio::csv_field;
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -373,14 +374,6 @@ impl VlmRun {
 
     pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
         crate::fsio::atomic_write(path, self.to_csv().as_bytes())
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 
