@@ -130,8 +130,6 @@ impl ViewerLabels {
         names: &[String],
         detections: &[Detection],
     ) {
-        ui.checkbox(&mut self.enabled, "Edit labels")
-            .on_hover_text("Edit oriented boxes on this image (L); saved as YOLO-OBB text");
         ui.horizontal(|ui| {
             ui.label("Labels folder");
             ui.add(
@@ -141,6 +139,7 @@ impl ViewerLabels {
             );
         });
         if !self.enabled {
+            ui.small("\"Edit labels\" above the image (or L) edits boxes on it.");
             return;
         }
         if let Some(doc) = &self.doc {

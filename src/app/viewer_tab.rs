@@ -1224,6 +1224,9 @@ impl ViewerTab {
                 ui.spinner();
                 ui.label("loading…");
             }
+            ui.toggle_value(&mut self.labels.enabled, "Edit labels")
+                .on_hover_text("L: edit oriented boxes on this image (saved as YOLO-OBB text)");
+            ui.separator();
             ui.label(&self.readout);
         });
         let r = if self.labels.enabled && self.current.is_some() {
