@@ -8,7 +8,7 @@
 //! restart rebuilds the set from it and does not redo work, and there is no second file that
 //! could disagree with the log after a crash.
 
-use crate::detect::{DetectOptions, Detection, Detector, DetectorOptions, filter};
+use crate::detect::{DetectOptions, Detection, Detector, DetectorOptions};
 use crate::jobs::JobControl;
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -393,7 +393,7 @@ pub fn process_file(
         let s = crate::formats::load(&key.path)?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let r = det.detect(&s.image, s.pixel_size, opts)?;
-        let detections = filter(&r.candidates, conf, iou);
+        let detections = r.filtered(conf, iou);
         Ok(ImageDetections {
             width: r.width,
             height: r.height,

@@ -6,7 +6,7 @@ use defect_detector::detect::merge::{
     BatchSummary, ImageEntry, SUMMARY_CSV, SUMMARY_JSON, Shard, merge_shards,
 };
 use defect_detector::detect::{
-    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit, filter,
+    DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit,
     load_image_for_detection,
 };
 use defect_detector::raster::PixelSize;
@@ -173,7 +173,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             let (img, px) = load_image_for_detection(img_path)?;
             let px = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
             let r = det.detect(&img, px, &opts)?;
-            let dets = filter(&r.candidates, a.conf, a.iou);
+            let dets = r.filtered(a.conf, a.iou);
             let meta = ExportMeta {
                 image: Some(img_path),
                 model: Some(&model),

@@ -23,6 +23,10 @@ pub struct EvalArgs {
     /// Maximum detections per image.
     #[arg(long, default_value_t = VAL_MAX_DET)]
     max_det: usize,
+    /// Join grain-boundary boxes along one line, as `detect` and the app do (off: exactly
+    /// Ultralytics' `val` post-processing).
+    #[arg(long)]
+    merge_boundaries: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -40,6 +44,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         conf: a.conf,
         iou: a.iou,
         max_det: a.max_det,
+        merge_boundaries: a.merge_boundaries,
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());

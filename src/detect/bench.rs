@@ -1,6 +1,6 @@
 //! `defect-detector bench detect`: how much the pipeline adds to bare inference.
 
-use super::{DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions, filter};
+use super::{DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions};
 use crate::raster::ImageF32;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -79,7 +79,7 @@ pub fn bench_detect_with(
         let t0 = Instant::now();
         let r = det.detect(&img, None, &opts)?;
         let t1 = Instant::now();
-        let fin = filter(&r.candidates, DEFAULT_CONF, DEFAULT_IOU);
+        let fin = r.filtered(DEFAULT_CONF, DEFAULT_IOU);
         let total = t0.elapsed().as_secs_f64() * 1e3;
         let filter_ms = t1.elapsed().as_secs_f64() * 1e3;
         let tw = Instant::now();
@@ -172,7 +172,7 @@ pub fn bench_throughput(model: &Path, n_images: usize, size: usize) -> anyhow::R
             let s = crate::formats::load(f)?;
             let t1 = Instant::now();
             let r = det.detect(&s.image, s.pixel_size, &opts)?;
-            let dets = filter(&r.candidates, DEFAULT_CONF, DEFAULT_IOU);
+            let dets = r.filtered(DEFAULT_CONF, DEFAULT_IOU);
             let t2 = Instant::now();
             let meta = super::export::ExportMeta {
                 image: Some(f),

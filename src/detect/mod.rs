@@ -17,7 +17,7 @@ pub mod pre;
 pub mod runtime;
 
 pub use model::{Detector, DetectorOptions, Device, ModelInfo};
-pub use post::{FilterOptions, filter, filter_with};
+pub use post::{FilterOptions, filter, filter_with, line_class, merge_line_boxes};
 pub use pre::Intensity;
 
 use crate::geometry::{OrientedBox, Pt};
@@ -136,8 +136,18 @@ pub struct DetectionResult {
 }
 
 impl DetectionResult {
+    /// Final detections: confidence threshold, class-wise rotated NMS, then boundary boxes
+    /// along one line joined into one ([`merge_line_boxes`]).
     pub fn filtered(&self, conf: f32, iou: f64) -> Vec<Detection> {
-        filter(&self.candidates, conf, iou)
+        filter_with(
+            &self.candidates,
+            &FilterOptions {
+                conf,
+                iou,
+                merge_lines: line_class(&self.class_names),
+                ..Default::default()
+            },
+        )
     }
 }
 

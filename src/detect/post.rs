@@ -259,6 +259,9 @@ pub struct FilterOptions {
     pub agnostic: bool,
     /// Keep at most this many (Ultralytics `max_det`, 300 per image in `val`).
     pub max_det: Option<usize>,
+    /// Class of line defects (grain boundaries) whose boxes along one line are joined into
+    /// one; `None` keeps the boxes as NMS leaves them (Ultralytics' behaviour).
+    pub merge_lines: Option<usize>,
 }
 
 impl Default for FilterOptions {
@@ -268,8 +271,77 @@ impl Default for FilterOptions {
             iou: 0.7,
             agnostic: false,
             max_det: None,
+            merge_lines: None,
         }
     }
+}
+
+/// The class of line defects among a model's classes: the first whose name says "boundary".
+pub fn line_class(names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .position(|n| n.to_ascii_lowercase().contains("boundary"))
+}
+
+/// Largest angle (degrees) between two boxes' long axes that can lie on one boundary.
+pub const LINE_MERGE_ANGLE_DEG: f64 = 10.0;
+
+/// The long axis of a box (unit vector), its length and its width.
+fn line_frame(b: &OrientedBox) -> ([f64; 2], f64, f64) {
+    let (s, c) = b.angle.sin_cos();
+    if b.w >= b.h {
+        ([c, s], b.w, b.h)
+    } else {
+        ([-s, c], b.h, b.w)
+    }
+}
+
+/// Joins boxes of one line-defect class that lie along the same line. A boundary crossing the
+/// field is often seen as two or more shorter, overlapping boxes whose ProbIoU is too low for
+/// NMS (a short box inside a long one); a microscopist sees one boundary. A box joins a more
+/// confident one when their long axes agree within [`LINE_MERGE_ANGLE_DEG`], its centre lies
+/// within half a width of the other's centre line, and the two overlap (or nearly touch) along
+/// the line; the more confident box then stretches to cover both, keeping its width, angle
+/// and confidence. Input most confident first; order kept.
+pub fn merge_line_boxes(dets: Vec<Detection>, class: usize) -> Vec<Detection> {
+    let cos_max = LINE_MERGE_ANGLE_DEG.to_radians().cos();
+    let mut out: Vec<Detection> = Vec::with_capacity(dets.len());
+    for d in dets {
+        if d.class == class {
+            let (du, dl, dw) = line_frame(&d.obb);
+            let host = out.iter_mut().find(|a| {
+                if a.class != class {
+                    return false;
+                }
+                let (au, al, aw) = line_frame(&a.obb);
+                let rel = [d.obb.cx - a.obb.cx, d.obb.cy - a.obb.cy];
+                let along = rel[0] * au[0] + rel[1] * au[1];
+                let across = (rel[0] * au[1] - rel[1] * au[0]).abs();
+                let gap = along.abs() - (al + dl) / 2.0;
+                (au[0] * du[0] + au[1] * du[1]).abs() >= cos_max
+                    && across <= aw.max(dw) / 2.0
+                    && gap <= aw.max(dw)
+            });
+            if let Some(a) = host {
+                let (au, al, aw) = line_frame(&a.obb);
+                let along = (d.obb.cx - a.obb.cx) * au[0] + (d.obb.cy - a.obb.cy) * au[1];
+                let lo = (-al / 2.0).min(along - dl / 2.0);
+                let hi = (al / 2.0).max(along + dl / 2.0);
+                let mid = (lo + hi) / 2.0;
+                let angle = au[1].atan2(au[0]);
+                a.obb = regularize(&OrientedBox::new(
+                    a.obb.cx + mid * au[0],
+                    a.obb.cy + mid * au[1],
+                    hi - lo,
+                    aw,
+                    angle,
+                ));
+                continue;
+            }
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// The GUI's re-filter: confidence threshold then class-aware rotated NMS, best first.
@@ -294,10 +366,13 @@ pub fn filter_with(cands: &[Detection], o: &FilterOptions) -> Vec<Detection> {
     sel.truncate(MAX_NMS);
     let kept = fast_nms(&sel, o.iou, o.agnostic);
     let limit = o.max_det.unwrap_or(usize::MAX);
-    kept.into_iter()
-        .take(limit)
-        .map(|i| sel[i].clone())
-        .collect()
+    let kept: Vec<Detection> = kept.into_iter().map(|i| sel[i].clone()).collect();
+    let mut kept = match o.merge_lines {
+        Some(c) => merge_line_boxes(kept, c),
+        None => kept,
+    };
+    kept.truncate(limit);
+    kept
 }
 
 #[cfg(test)]
@@ -538,5 +613,79 @@ mod tests {
             "the whole box: {d:?}"
         );
         assert_eq!(d.confidence, 0.7);
+    }
+
+    #[test]
+    fn boundary_fragments_on_one_line_join_into_one_box() {
+        // A long box and a shorter, less confident one further along the same line (as the
+        // model sees one boundary in two pieces): one box covering both, first one's score.
+        let long = OrientedBox::new(100.0, 100.0, 120.0, 20.0, 0.3);
+        let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+        let short = OrientedBox::new(100.0 + 90.0 * c, 100.0 + 90.0 * s + 3.0, 80.0, 18.0, 0.31);
+        let out = merge_line_boxes(vec![det(0, 0.9, long), det(0, 0.5, short)], 0);
+        assert_eq!(out.len(), 1);
+        let b = out[0].obb;
+        assert_eq!(out[0].confidence, 0.9);
+        // From -60 to 90.9 + 40 along the axis (the 3 px offset across adds 3 sin 0.3):
+        // length 190.9, centre at +35.4.
+        let along = 90.0 + 3.0 * s;
+        assert!((b.w.max(b.h) - (100.0 + along)).abs() < 1e-6, "{b:?}");
+        assert!((b.w.min(b.h) - 20.0).abs() < 1e-9);
+        let mid = (along + 40.0 - 60.0) / 2.0;
+        assert!((b.cx - (100.0 + mid * c)).abs() < 1e-6 && (b.cy - (100.0 + mid * s)).abs() < 1e-6);
+        // The same line described with swapped sides (h long, angle + 90 deg) joins too.
+        let swapped = OrientedBox::new(
+            100.0 - 80.0 * c,
+            100.0 - 80.0 * s,
+            18.0,
+            60.0,
+            0.3 + PI / 2.0,
+        );
+        assert_eq!(
+            merge_line_boxes(vec![det(0, 0.9, long), det(0, 0.4, swapped)], 0).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn separate_boundaries_and_point_defects_are_left_alone() {
+        let a = OrientedBox::new(100.0, 100.0, 200.0, 20.0, 0.0);
+        // Parallel, one and a half widths away: another boundary.
+        let parallel = OrientedBox::new(100.0, 130.0, 200.0, 20.0, 0.0);
+        // Crossing at 30 degrees.
+        let crossing = OrientedBox::new(100.0, 100.0, 200.0, 20.0, 30f64.to_radians());
+        // On the same line but far beyond the end.
+        let beyond = OrientedBox::new(400.0, 100.0, 100.0, 20.0, 0.0);
+        let dets = vec![
+            det(0, 0.9, a),
+            det(0, 0.8, parallel),
+            det(0, 0.7, crossing),
+            det(0, 0.6, beyond),
+        ];
+        assert_eq!(merge_line_boxes(dets.clone(), 0).len(), 4);
+        // Vacancies overlapping along a line are not boundaries.
+        let v1 = OrientedBox::new(10.0, 10.0, 8.0, 6.0, 0.0);
+        let v2 = OrientedBox::new(14.0, 10.0, 8.0, 6.0, 0.0);
+        assert_eq!(
+            merge_line_boxes(vec![det(1, 0.9, v1), det(1, 0.8, v2)], 0).len(),
+            2
+        );
+        // Off, filter_with keeps what NMS keeps.
+        let inner = OrientedBox::new(150.0, 100.0, 60.0, 20.0, 0.0);
+        let cands = vec![det(0, 0.9, a), det(0, 0.8, inner)];
+        let plain = filter_with(&cands, &FilterOptions::default());
+        let merged = filter_with(
+            &cands,
+            &FilterOptions {
+                merge_lines: Some(0),
+                ..Default::default()
+            },
+        );
+        assert_eq!((plain.len(), merged.len()), (2, 1));
+        assert_eq!(
+            line_class(&["vacancy".into(), "grain_boundary".into()]),
+            Some(1)
+        );
+        assert_eq!(line_class(&["vacancy".into()]), None);
     }
 }

@@ -288,6 +288,9 @@ pub struct EvalOptions {
     pub conf: f32,
     pub iou: f64,
     pub max_det: usize,
+    /// Join boundary boxes along one line ([`crate::detect::merge_line_boxes`]) as `detect`
+    /// does; off reproduces Ultralytics' `val` exactly.
+    pub merge_boundaries: bool,
 }
 
 impl Default for EvalOptions {
@@ -297,6 +300,7 @@ impl Default for EvalOptions {
             conf: VAL_CONF_OBB,
             iou: VAL_IOU,
             max_det: VAL_MAX_DET,
+            merge_boundaries: false,
         }
     }
 }
@@ -405,6 +409,11 @@ pub fn evaluate(
                 iou: opts.iou,
                 agnostic: false,
                 max_det: Some(opts.max_det),
+                merge_lines: if opts.merge_boundaries {
+                    crate::detect::line_class(det.class_names())
+                } else {
+                    None
+                },
             },
         );
         pre += r.timings.preprocess_ms;
