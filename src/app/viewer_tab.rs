@@ -747,7 +747,11 @@ impl ViewerTab {
                             .add(egui::DragValue::new(&mut v).range(0.0..=100.0).speed(0.0005).max_decimals(5).suffix(" nm/px"))
                             .on_hover_text("This file has no calibration: type its pixel size (remembered for this file)")
                             .changed();
-                        ui.label("pixel size");
+                        ui.label(if v > 0.0 {
+                            "pixel size (typed)"
+                        } else {
+                            "pixel size: not in the file"
+                        });
                         if changed {
                             if v > 0.0 {
                                 self.settings.pixel_sizes.insert(key.clone(), v);
