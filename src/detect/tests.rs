@@ -220,5 +220,14 @@ fn bench_reports_medians_and_ratio() {
     assert_eq!(v["job"], "detect");
     assert!(v["session_run_ms"].as_f64().unwrap() > 0.0);
     assert!(v["ratio"].as_f64().unwrap().is_finite());
+    assert!(v["ratio_paired_median"].as_f64().unwrap() > 0.0);
     assert_eq!(v["tiles"], 1);
+    // The two parts of pre-processing are reported on their own.
+    let st = &v["stages_ms"];
+    let (w, f) = (
+        st["preprocess_window"].as_f64().unwrap(),
+        st["preprocess_fill"].as_f64().unwrap(),
+    );
+    assert!(w > 0.0 && f > 0.0, "{st}");
+    assert_eq!(v["ort_spinning"], true);
 }
