@@ -13,12 +13,10 @@ use std::path::Path;
 use crate::detect::{DetectOptions, Detector, Fit, Intensity};
 use crate::jobs::JobControl;
 use crate::raster::{ImageF32, PixelSize};
-use crate::vlm::metrics::{
-    ClassificationMetrics, Outcome, PatchPrediction, UsageSample, UsageStats,
-};
+use crate::vlm::metrics::{ClassificationMetrics, PatchPrediction, UsageSample, UsageStats};
 use crate::vlm::patches::{Patch, PatchSet, normalise_class_name};
 use crate::vlm::prompt::FailureKind;
-use crate::vlm::run::{PatchRecord, VlmRun, plan_sample, utc_now};
+use crate::vlm::run::{PatchRecord, VlmRun, plan_sample, records_to_predictions, utc_now};
 
 /// The patch class that means "nothing found".
 pub const BULK_CLASS: &str = "bulk";
@@ -179,32 +177,6 @@ impl DetectorRun {
     pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
         crate::fsio::atomic_write(path, self.to_csv().as_bytes())
     }
-}
-
-/// Records (truth/predicted class names or a failure) as class indices.
-pub fn records_to_predictions(
-    classes: &[String],
-    records: &[PatchRecord],
-) -> anyhow::Result<Vec<PatchPrediction>> {
-    let idx = |name: &str, i: usize| {
-        classes
-            .iter()
-            .position(|c| c == name)
-            .with_context(|| format!("record {i}: class {name:?} is not in the run's classes"))
-    };
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let truth = idx(&r.truth, i)?;
-            let outcome = match (&r.predicted, r.failure) {
-                (Some(p), None) => Outcome::Class(idx(p, i)?),
-                (None, Some(f)) => Outcome::Failed(f),
-                _ => anyhow::bail!("record {i}: needs exactly one of predicted and failure"),
-            };
-            Ok(PatchPrediction { truth, outcome })
-        })
-        .collect()
 }
 
 /// Maps each detector class to a patch class by (normalised) name.

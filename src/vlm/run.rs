@@ -274,25 +274,7 @@ pub struct VlmRun {
 impl VlmRun {
     /// Records as class indices, for [`ClassificationMetrics::compute`].
     pub fn predictions(&self) -> anyhow::Result<Vec<PatchPrediction>> {
-        let idx = |name: &str, i: usize| {
-            self.classes
-                .iter()
-                .position(|c| c == name)
-                .with_context(|| format!("record {i}: class {name:?} is not in the run's classes"))
-        };
-        self.records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let truth = idx(&r.truth, i)?;
-                let outcome = match (&r.predicted, r.failure) {
-                    (Some(p), None) => Outcome::Class(idx(p, i)?),
-                    (None, Some(f)) => Outcome::Failed(f),
-                    _ => anyhow::bail!("record {i}: needs exactly one of predicted and failure"),
-                };
-                Ok(PatchPrediction { truth, outcome })
-            })
-            .collect()
+        records_to_predictions(&self.classes, &self.records)
     }
 
     pub fn metrics(&self) -> anyhow::Result<ClassificationMetrics> {
@@ -586,6 +568,32 @@ pub fn utc_now() -> String {
 /// sha256 of a run's JSON, handy to cite a run unambiguously.
 pub fn run_digest(run: &VlmRun) -> anyhow::Result<String> {
     Ok(sha256_hex(&serde_json::to_vec(run)?))
+}
+
+/// Records (truth/predicted class names or a failure) as class indices.
+pub fn records_to_predictions(
+    classes: &[String],
+    records: &[PatchRecord],
+) -> anyhow::Result<Vec<PatchPrediction>> {
+    let idx = |name: &str, i: usize| {
+        classes
+            .iter()
+            .position(|c| c == name)
+            .with_context(|| format!("record {i}: class {name:?} is not in the run's classes"))
+    };
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let truth = idx(&r.truth, i)?;
+            let outcome = match (&r.predicted, r.failure) {
+                (Some(p), None) => Outcome::Class(idx(p, i)?),
+                (None, Some(f)) => Outcome::Failed(f),
+                _ => anyhow::bail!("record {i}: needs exactly one of predicted and failure"),
+            };
+            Ok(PatchPrediction { truth, outcome })
+        })
+        .collect()
 }
 
 #[cfg(test)]
