@@ -82,7 +82,10 @@ pub fn default_model() -> Option<PathBuf> {
             let mut v: Vec<PathBuf> = rd
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+                })
                 .collect();
             v.sort();
             if let Some(p) = v.into_iter().next() {

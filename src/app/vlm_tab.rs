@@ -106,20 +106,6 @@ impl Default for VlmSettings {
     }
 }
 
-/// The first `.onnx` file in `models/`, if any.
-pub fn default_model_path() -> Option<String> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir("models")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-        })
-        .collect();
-    v.sort();
-    v.first().map(|p| p.display().to_string())
-}
-
 /// A patch set recipe; its description is what runs record as `patch_source`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SetRecipe {
@@ -214,7 +200,7 @@ pub struct VlmTab {
 impl VlmTab {
     pub fn new(mut settings: VlmSettings) -> Self {
         if settings.detector_model.is_empty()
-            && let Some(p) = default_model_path()
+            && let Some(p) = super::viewer_tab::default_model().map(|p| p.display().to_string())
         {
             settings.detector_model = p;
         }
