@@ -33,6 +33,8 @@ enum BenchJob {
         n: usize,
         #[arg(long, default_value_t = 768)]
         size: usize,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// End-to-end detection vs the bare `session.run` of the same model, in the same run.
     Detect {
@@ -51,9 +53,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let v = match a.job {
         BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
         BenchJob::Export { n, size } => defect_detector::dataset::export::bench_export(n, size)?,
-        BenchJob::Throughput { model, n, size } => {
-            defect_detector::detect::bench::bench_throughput(&model, n.max(1), size)?
-        }
+        BenchJob::Throughput {
+            model,
+            n,
+            size,
+            runtime,
+        } => defect_detector::detect::bench::bench_throughput(
+            &model,
+            n.max(1),
+            size,
+            &runtime.detector_options(),
+        )?,
         BenchJob::Detect {
             model,
             runs,

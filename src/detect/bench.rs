@@ -134,19 +134,18 @@ pub fn bench_detect_with(
     }))
 }
 
-/// Batch throughput on CPU as a cluster job sees it: `n_images` PNGs of `size` x `size`
+/// Batch throughput as a cluster job sees it (device and threads from `det_opts`): `n_images` PNGs of `size` x `size`
 /// already on disk in a temporary folder, each loaded, detected, filtered and written as
 /// JSON/CSV/TXT, one after another with one detector (loaded outside the timing). Median of
 /// 3 passes over the folder; plus per-image medians of the load, detect and write stages.
-pub fn bench_throughput(model: &Path, n_images: usize, size: usize) -> anyhow::Result<Value> {
+pub fn bench_throughput(
+    model: &Path,
+    n_images: usize,
+    size: usize,
+    det_opts: &DetectorOptions,
+) -> anyhow::Result<Value> {
     let n_images = n_images.max(1);
-    let det = Detector::load(
-        model,
-        &DetectorOptions {
-            device: super::Device::Cpu,
-            ..Default::default()
-        },
-    )?;
+    let det = Detector::load(model, det_opts)?;
     let tmp = TempDir::new("throughput")?;
     let input = tmp.0.join("in");
     std::fs::create_dir_all(&input)?;
@@ -199,6 +198,7 @@ pub fn bench_throughput(model: &Path, n_images: usize, size: usize) -> anyhow::R
         "job": "throughput",
         "model": model.display().to_string(),
         "provider": det.provider(),
+        "ort_spinning": det_opts.spinning,
         "images": files.len(),
         "image_size": size,
         "passes": passes,
@@ -244,7 +244,8 @@ mod tests {
     fn throughput_reports_a_rate() {
         let model =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
-        let v = super::bench_throughput(&model, 3, 64).unwrap_or_else(|e| panic!("{e:#}"));
+        let v = super::bench_throughput(&model, 3, 64, &super::DetectorOptions::default())
+            .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(v["images"], 3);
         assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["per_image_ms"]["detect"].as_f64().unwrap() > 0.0, "{v}");
