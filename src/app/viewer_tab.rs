@@ -769,12 +769,13 @@ impl ViewerTab {
         egui::CollapsingHeader::new("Contrast")
             .default_open(true)
             .show(ui, |ui| self.contrast_ui(ui));
-        egui::CollapsingHeader::new("Detection")
-            .default_open(true)
-            .show(ui, |ui| self.detection_ui(ui));
+        // Labels before Detection: short when off, and the detection table below can be long.
         egui::CollapsingHeader::new("Labels")
             .default_open(true)
             .show(ui, |ui| self.labels_ui(ui));
+        egui::CollapsingHeader::new("Detection")
+            .default_open(true)
+            .show(ui, |ui| self.detection_ui(ui));
         self.watch_ui(ui);
         if let Some(e) = &self.error {
             ui.colored_label(Color32::from_rgb(213, 94, 0), e);
