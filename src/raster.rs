@@ -65,6 +65,25 @@ impl ImageF32 {
             .unwrap_or_else(|| self.percentiles_radix(ps))
     }
 
+    /// The finite values among `draws` pixels at fixed pseudo-random positions (xorshift, the
+    /// same positions every call): a regular stride could alias with the atomic lattice.
+    pub fn random_sample(&self, draws: usize) -> Vec<f32> {
+        let len = self.data.len() as u64;
+        if len == 0 {
+            return Vec::new();
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..draws)
+            .filter_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let v = self.data[(state % len) as usize];
+                v.is_finite().then_some(v)
+            })
+            .collect()
+    }
+
     fn percentiles_bracketed(&self, ps: &[f64]) -> Option<Vec<f32>> {
         use rayon::prelude::*;
         const SAMPLE: usize = 4096;
@@ -72,17 +91,7 @@ impl ImageF32 {
         if len < 16 * SAMPLE {
             return None;
         }
-        // Pseudo-random positions (a regular stride could alias with the atomic lattice).
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut sample: Vec<f32> = (0..SAMPLE)
-            .filter_map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let v = self.data[(state % len as u64) as usize];
-                v.is_finite().then_some(v)
-            })
-            .collect();
+        let mut sample = self.random_sample(SAMPLE);
         if sample.len() < SAMPLE / 2 {
             return None;
         }

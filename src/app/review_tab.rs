@@ -583,4 +583,4 @@ impl ReviewTab {
 
 #[cfg(test)]
 #[path = "review_tab_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -94,7 +94,8 @@ fn click(h: &mut Harness<'static, DefectApp>, pos: Pos2, modifiers: Modifiers) {
     h.run_steps(2);
 }
 
-fn drag(h: &mut Harness<'static, DefectApp>, from: Pos2, to: Pos2) {
+/// A pointer drag across several frames (egui needs movement between frames to see a drag).
+pub(crate) fn drag(h: &mut Harness<'static, DefectApp>, from: Pos2, to: Pos2) {
     h.hover_at(from);
     h.step();
     h.drag_at(from);

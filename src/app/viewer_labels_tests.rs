@@ -2,6 +2,7 @@
 //! the file, reload on return, unreadable files left alone, detections accepted, labels folder.
 
 use super::label_path_for;
+use crate::app::review_tab::tests::drag;
 use crate::app::{DefectApp, Persisted, Tab};
 use defect_detector::dataset::yolo::{ObbLabel, write_labels};
 use defect_detector::detect::Detection;
@@ -73,19 +74,6 @@ fn screen(h: &Harness<'static, DefectApp>, p: [f64; 2]) -> Pos2 {
     let v = &h.state().viewer;
     v.canvas
         .image_to_screen(v.labels.annot.last_rect.expect("editor drawn"), p)
-}
-
-fn drag(h: &mut Harness<'static, DefectApp>, from: Pos2, to: Pos2) {
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.step();
-    for k in 1..=4 {
-        h.hover_at(from + (to - from) * (k as f32 / 4.0));
-        h.step();
-    }
-    h.drop_at(to);
-    h.run_steps(2);
 }
 
 /// Lets the autosave delay pass.

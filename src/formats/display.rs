@@ -205,17 +205,7 @@ pub fn robust_percentiles(img: &ImageF32, ps: &[f64]) -> Vec<f32> {
     let mut sample: Vec<f32> = if n <= PERCENTILE_SAMPLE {
         img.data.iter().copied().filter(|v| v.is_finite()).collect()
     } else {
-        // xorshift positions: a regular stride could alias with the atomic lattice
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        (0..PERCENTILE_SAMPLE)
-            .filter_map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let v = img.data[(state % n as u64) as usize];
-                v.is_finite().then_some(v)
-            })
-            .collect()
+        img.random_sample(PERCENTILE_SAMPLE)
     };
     if sample.is_empty() {
         return vec![0.0; ps.len()];
