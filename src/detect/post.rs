@@ -366,13 +366,16 @@ pub fn filter_with(cands: &[Detection], o: &FilterOptions) -> Vec<Detection> {
     sel.truncate(MAX_NMS);
     let kept = fast_nms(&sel, o.iou, o.agnostic);
     let limit = o.max_det.unwrap_or(usize::MAX);
-    let kept: Vec<Detection> = kept.into_iter().map(|i| sel[i].clone()).collect();
-    let mut kept = match o.merge_lines {
-        Some(c) => merge_line_boxes(kept, c),
-        None => kept,
-    };
-    kept.truncate(limit);
-    kept
+    let kept = kept.into_iter().map(|i| sel[i].clone());
+    match o.merge_lines {
+        // Joining can only shorten the list, so the limit applies after it.
+        Some(c) => {
+            let mut merged = merge_line_boxes(kept.collect(), c);
+            merged.truncate(limit);
+            merged
+        }
+        None => kept.take(limit).collect(),
+    }
 }
 
 #[cfg(test)]
