@@ -1149,9 +1149,17 @@ impl ViewerTab {
         }
     }
 
+    /// How many [`Self::class_names`] there are, without building them (called every frame).
+    fn class_count(&self) -> usize {
+        match &self.result {
+            Some(r) if !r.class_names.is_empty() => r.class_names.len(),
+            _ => DefectClass::ALL.len(),
+        }
+    }
+
     /// Keeps the label editor on the image shown (flushing edits of the previous image).
     fn sync_labels(&mut self) {
-        let names = self.class_names().len();
+        let names = self.class_count();
         let image = self
             .current
             .as_ref()
