@@ -76,10 +76,17 @@ fn screen(h: &Harness<'static, DefectApp>, p: [f64; 2]) -> Pos2 {
         .image_to_screen(v.labels.annot.last_rect.expect("editor drawn"), p)
 }
 
-/// Lets the autosave delay pass.
+/// Lets the autosave delay pass and the save happen (polled: a loaded machine is slow).
 fn wait_autosave(h: &mut Harness<'static, DefectApp>) {
     std::thread::sleep(super::AUTOSAVE_DELAY + Duration::from_millis(100));
     h.run_steps(2);
+    for _ in 0..100 {
+        if h.state().viewer.labels.annot.dirty_since.is_none() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        h.run_steps(1);
+    }
 }
 
 fn file_boxes(label: &Path) -> Vec<String> {
