@@ -66,7 +66,7 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
     let t_scene = time_ms(runs, || sc = scene::draw_scene(&p));
     let mut cols = Vec::new();
     let t_cols = time_ms(runs, || cols = scene::scene_columns(&spec, &sc, &p));
-    let bank = imaging::kernel_bank(&p.probe, p.pixel_size_a());
+    let bank = imaging::kernel_bank(&imaging::effective_probe(&p), p.pixel_size_a());
     let mut signal = crate::raster::ImageF32::new(1, 1);
     let t_render = time_ms(runs, || {
         signal = imaging::render_columns(&cols, &sc, &bank, size, size)

@@ -232,7 +232,61 @@ impl SynthTab {
                     &mut d.tilt_misorientation_deg,
                     3.0..=177.0,
                 );
+                count_range(ui, "twin lamellae", &mut d.twin_lamellae, 0..=2);
+                span_range(
+                    ui,
+                    "lamella thickness (nm)",
+                    &mut d.lamella_thickness_nm,
+                    0.3..=10.0,
+                );
+                ui.add(
+                    Slider::new(&mut d.axis_aligned_boundary_fraction, 0.0..=1.0)
+                        .text("tilt boundaries near an axis"),
+                )
+                .on_hover_text(
+                    "Fraction of tilt boundaries running within 8° of an image axis, as real \
+                     boundaries often do",
+                );
                 ui.add(Slider::new(&mut d.edge_margin_px, 0.0..=128.0).text("edge margin (px)"));
+                egui::CollapsingHeader::new("Boundary neighbourhood")
+                    .default_open(false)
+                    .show(ui, |ui| {
+                        let b = &mut d.boundary_structure;
+                        ui.add(Slider::new(&mut b.strain_a, 0.0..=2.0).text("bending (Å)"))
+                            .on_hover_text(
+                                "Largest column shift along the boundary from lattice bending; \
+                                 real tilt boundaries bend the lattice over a few nm",
+                            );
+                        ui.add(
+                            Slider::new(&mut b.strain_decay_nm, 0.1..=20.0)
+                                .text("bending decay (nm)"),
+                        );
+                        ui.add(
+                            Slider::new(&mut b.core_disorder_a, 0.0..=1.0)
+                                .text("core disorder (Å RMS)"),
+                        )
+                        .on_hover_text("Random column displacements in the boundary core");
+                        ui.add(
+                            Slider::new(&mut b.core_width_a, 0.0..=20.0)
+                                .text("core half-width (Å)"),
+                        );
+                        ui.add(
+                            Slider::new(&mut b.dechannelling, -0.5..=0.8).text("band darkening"),
+                        )
+                        .on_hover_text(
+                            "Relative intensity loss of columns along the boundary \
+                             (dechannelling); negative = brighter (segregation)",
+                        );
+                        ui.add(
+                            Slider::new(&mut b.dechannelling_width_a, 0.5..=50.0)
+                                .text("band half-width (Å)"),
+                        );
+                        ui.add(Slider::new(&mut b.twin_factor, 0.0..=1.0).text("twins get ×"))
+                            .on_hover_text(
+                                "Coherent twins are nearly perfect: they get this fraction of \
+                                 the bending, disorder and darkening",
+                            );
+                    });
             });
         egui::CollapsingHeader::new("Probe")
             .default_open(false)
@@ -267,7 +321,7 @@ impl SynthTab {
             .default_open(false)
             .show(ui, |ui| {
                 let s = &mut p.specimen;
-                ui.add(Slider::new(&mut s.background, 0.0..=1.0).text("background"));
+                ui.add(Slider::new(&mut s.background, 0.0..=3.0).text("background"));
                 ui.add(
                     Slider::new(&mut s.background_gradient, 0.0..=1.0).text("background gradient"),
                 );
@@ -277,6 +331,21 @@ impl SynthTab {
                 ui.add(
                     Slider::new(&mut s.thickness_wavelength_nm, 1.0..=100.0)
                         .text("its wavelength (nm)"),
+                );
+                ui.add(Slider::new(&mut s.column_sigma_a, 0.0..=1.2).text("column width σ (Å)"))
+                    .on_hover_text(
+                        "Width of each atom column (thermal vibration, channelling spread), \
+                         convolved with the probe. Real thick CdTe: dumbbells merge at about \
+                         0.4–0.7 Å",
+                    );
+                ui.add(Slider::new(&mut s.amorphous, 0.0..=1.0).text("amorphous layer (RMS)"))
+                    .on_hover_text(
+                        "Texture of amorphous surface layers, as a fraction of a column peak; \
+                         it carries its own shot noise",
+                    );
+                ui.add(
+                    Slider::new(&mut s.amorphous_length_a, 1.0..=100.0)
+                        .text("its correlation length (Å)"),
                 );
                 let n = &mut p.noise;
                 ui.checkbox(&mut n.enabled, "shot and read noise");
@@ -316,13 +385,28 @@ impl SynthTab {
                     Slider::new(&mut s.line_jitter_correlation, 0.0..=0.99)
                         .text("jitter line-to-line correlation"),
                 );
+                let md = defect_detector::synth::params::MAX_DRIFT_PX_PER_KLINE;
                 ui.add(
-                    Slider::new(&mut s.drift_x_px_per_kline, -50.0..=50.0)
+                    Slider::new(&mut s.drift_x_px_per_kline, -md..=md)
                         .text("drift x (px/1000 lines)"),
+                )
+                .on_hover_text("Shear: 100 px per 1000 lines is a 10 % shear");
+                ui.add(
+                    Slider::new(&mut s.drift_y_px_per_kline, -md..=md)
+                        .text("drift y (px/1000 lines)"),
+                )
+                .on_hover_text("Stretch of the slow-scan axis: 100 is 10 %");
+                ui.add(
+                    Slider::new(&mut s.jitter_bursts_per_kline, 0.0..=50.0)
+                        .text("jitter bursts (per 1000 lines)"),
+                )
+                .on_hover_text("Bursts of torn lines: the horizontal streaks of real frames");
+                ui.add(
+                    Slider::new(&mut s.jitter_burst_px, 0.0..=6.0).text("burst jitter (px RMS)"),
                 );
                 ui.add(
-                    Slider::new(&mut s.drift_y_px_per_kline, -50.0..=50.0)
-                        .text("drift y (px/1000 lines)"),
+                    Slider::new(&mut s.jitter_burst_lines, 1.0..=100.0)
+                        .text("burst length (lines)"),
                 );
                 ui.add(Slider::new(&mut s.wobble_px, 0.0..=2.0).text("stray-field wobble (px)"));
                 ui.add(

@@ -42,6 +42,18 @@ pub struct SynthArgs {
     twins: Option<String>,
     #[arg(long)]
     tilts: Option<String>,
+    /// Twin lamellae (pairs of parallel twin planes), a count range.
+    #[arg(long)]
+    lamellae: Option<String>,
+    /// Width of each atom column (Gaussian sigma, Å).
+    #[arg(long)]
+    column_sigma: Option<f64>,
+    /// Background (fraction of a column peak).
+    #[arg(long)]
+    background: Option<f64>,
+    /// Sharp boundaries: no bending, core disorder or intensity band.
+    #[arg(long)]
+    ideal_boundaries: bool,
     /// Dose (e⁻/Å²).
     #[arg(long)]
     dose: Option<f64>,
@@ -115,6 +127,18 @@ pub fn params_from_args(a: &SynthArgs) -> anyhow::Result<SynthParams> {
     }
     if let Some(s) = &a.tilts {
         p.defects.tilt_boundaries = parse_range(s)?;
+    }
+    if let Some(s) = &a.lamellae {
+        p.defects.twin_lamellae = parse_range(s)?;
+    }
+    if let Some(v) = a.column_sigma {
+        p.specimen.column_sigma_a = v;
+    }
+    if let Some(v) = a.background {
+        p.specimen.background = v;
+    }
+    if a.ideal_boundaries {
+        p.defects.boundary_structure = defect_detector::synth::params::BoundaryStructure::ideal();
     }
     if let Some(d) = a.dose {
         p.noise.dose_e_per_a2 = d;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Relative weights of the crystal presets (need not sum to 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PresetWeights {
     pub cdte: f64,
     pub si: f64,
@@ -42,7 +42,7 @@ impl PresetWeights {
 /// Ranges each base image draws from. Spans are uniform except the dose (log-uniform, since
 /// dose matters by orders of magnitude).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DomainRandomization {
     /// Calibrated pixel size (pm/px).
     pub pixel_size_pm: Span,
@@ -73,6 +73,33 @@ pub struct DomainRandomization {
     /// Probability that a boundary is a Σ3 twin rather than a general tilt boundary.
     pub twin_fraction: f64,
     pub presets: PresetWeights,
+    /// Width of the atom columns themselves (Gaussian sigma, Å): thick specimens merge the
+    /// dumbbells.
+    pub column_sigma_a: Span,
+    /// Amorphous surface layers: texture RMS (fraction of a column peak) and its length (Å).
+    pub amorphous: Span,
+    pub amorphous_length_a: Span,
+    /// Background change across the image (fraction of the background).
+    pub background_gradient: Span,
+    /// Slow thickness-like modulation of column intensity: amplitude and wavelength (nm).
+    pub thickness_variation: Span,
+    pub thickness_wavelength_nm: Span,
+    /// Boundary neighbourhoods (see `BoundaryStructure`).
+    pub boundary_strain_a: Span,
+    pub boundary_strain_decay_nm: Span,
+    pub boundary_core_disorder_a: Span,
+    pub boundary_dechannelling: Span,
+    /// Twin lamellae per image and their thickness (nm).
+    pub twin_lamellae: CountRange,
+    pub lamella_thickness_nm: Span,
+    /// Fraction of tilt boundaries running within a few degrees of an image axis, where real
+    /// boundaries often run and where oriented-box angles are least stable.
+    pub axis_aligned_boundary_fraction: f64,
+    /// Bursts of strong line jitter: rate (per 1000 lines) and RMS size (px).
+    pub jitter_bursts_per_kline: Span,
+    pub jitter_burst_px: Span,
+    /// Detector afterglow along the fast scan (px).
+    pub afterglow_px: Span,
 }
 
 impl Default for DomainRandomization {
@@ -86,14 +113,30 @@ impl Default for DomainRandomization {
             source_sigma_a: Span::new(0.2, 0.6),
             defocus_a: Span::new(-30.0, 30.0),
             line_jitter_px: Span::new(0.0, 0.8),
-            drift_px_per_kline: Span::new(-10.0, 10.0),
-            background: Span::new(0.05, 0.25),
+            drift_px_per_kline: Span::new(-60.0, 60.0),
+            background: Span::new(0.1, 1.2),
             vacancies: CountRange::new(1, 6),
             interstitials: CountRange::new(1, 4),
             boundaries: CountRange::new(1, 2),
             boundary_free_fraction: 0.1,
             twin_fraction: 0.5,
             presets: PresetWeights::default(),
+            column_sigma_a: Span::new(0.2, 0.8),
+            amorphous: Span::new(0.0, 0.3),
+            amorphous_length_a: Span::new(3.0, 12.0),
+            background_gradient: Span::new(0.0, 0.4),
+            thickness_variation: Span::new(0.0, 0.3),
+            thickness_wavelength_nm: Span::new(2.0, 20.0),
+            boundary_strain_a: Span::new(0.0, 0.8),
+            boundary_strain_decay_nm: Span::new(0.5, 4.0),
+            boundary_core_disorder_a: Span::new(0.0, 0.4),
+            boundary_dechannelling: Span::new(-0.2, 0.5),
+            twin_lamellae: CountRange::new(0, 1),
+            lamella_thickness_nm: Span::new(0.3, 5.0),
+            axis_aligned_boundary_fraction: 0.3,
+            jitter_bursts_per_kline: Span::new(0.0, 8.0),
+            jitter_burst_px: Span::new(0.5, 3.0),
+            afterglow_px: Span::new(0.0, 1.5),
         }
     }
 }
@@ -128,13 +171,67 @@ impl DomainRandomization {
         check_span(&self.source_sigma_a, "source size (Å)", 0.0, 1.5)?;
         check_span(&self.defocus_a, "defocus (Å)", -300.0, 300.0)?;
         check_span(&self.line_jitter_px, "line jitter (px)", 0.0, 3.0)?;
-        check_span(&self.drift_px_per_kline, "drift (px/kline)", -50.0, 50.0)?;
-        check_span(&self.background, "background", 0.0, 1.0)?;
+        let md = crate::synth::params::MAX_DRIFT_PX_PER_KLINE;
+        check_span(&self.drift_px_per_kline, "drift (px/kline)", -md, md)?;
+        check_span(&self.background, "background", 0.0, 3.0)?;
         check_count(&self.vacancies, "vacancies", 500)?;
         check_count(&self.interstitials, "interstitials", 500)?;
         check_count(&self.boundaries, "boundaries", 8)?;
         check_fraction(self.boundary_free_fraction, "boundary-free fraction")?;
         check_fraction(self.twin_fraction, "twin fraction")?;
+        check_span(&self.column_sigma_a, "column width (Å)", 0.0, 1.2)?;
+        check_span(&self.amorphous, "amorphous layer", 0.0, 1.0)?;
+        check_span(
+            &self.amorphous_length_a,
+            "amorphous correlation length (Å)",
+            1.0,
+            100.0,
+        )?;
+        check_span(&self.background_gradient, "background gradient", 0.0, 1.0)?;
+        check_span(&self.thickness_variation, "thickness variation", 0.0, 0.5)?;
+        check_span(
+            &self.thickness_wavelength_nm,
+            "thickness wavelength (nm)",
+            1.0,
+            100.0,
+        )?;
+        check_span(&self.boundary_strain_a, "boundary strain (Å)", 0.0, 2.0)?;
+        check_span(
+            &self.boundary_strain_decay_nm,
+            "strain decay (nm)",
+            0.1,
+            20.0,
+        )?;
+        check_span(
+            &self.boundary_core_disorder_a,
+            "core disorder (Å)",
+            0.0,
+            1.0,
+        )?;
+        check_span(&self.boundary_dechannelling, "dechannelling", -0.5, 0.8)?;
+        check_count(&self.twin_lamellae, "twin lamellae", 2)?;
+        anyhow::ensure!(
+            self.boundaries.max + 2 * self.twin_lamellae.max <= 8,
+            "at most 8 boundaries per image (a lamella has two)"
+        );
+        check_span(
+            &self.lamella_thickness_nm,
+            "lamella thickness (nm)",
+            0.3,
+            10.0,
+        )?;
+        check_fraction(
+            self.axis_aligned_boundary_fraction,
+            "axis-aligned boundary fraction",
+        )?;
+        check_span(
+            &self.jitter_bursts_per_kline,
+            "jitter bursts (per 1000 lines)",
+            0.0,
+            50.0,
+        )?;
+        check_span(&self.jitter_burst_px, "burst jitter (px)", 0.0, 6.0)?;
+        check_span(&self.afterglow_px, "afterglow (px)", 0.0, 5.0)?;
         let w = &self.presets;
         anyhow::ensure!(
             [w.cdte, w.si, w.gaas]
@@ -219,16 +316,33 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
         .count() as u32;
     p.defects.twin_boundaries = CountRange::new(twins, twins);
     p.defects.tilt_boundaries = CountRange::new(nb - twins, nb - twins);
+    // Draws added with the realism knobs (appended, so the draws above are unchanged).
+    p.specimen.column_sigma_a = uniform(&mut rng, dr.column_sigma_a);
+    p.specimen.amorphous = uniform(&mut rng, dr.amorphous);
+    p.specimen.amorphous_length_a = uniform(&mut rng, dr.amorphous_length_a);
+    p.specimen.background_gradient = uniform(&mut rng, dr.background_gradient);
+    p.specimen.thickness_variation = uniform(&mut rng, dr.thickness_variation);
+    p.specimen.thickness_wavelength_nm = uniform(&mut rng, dr.thickness_wavelength_nm);
+    let bs = &mut p.defects.boundary_structure;
+    bs.strain_a = uniform(&mut rng, dr.boundary_strain_a);
+    bs.strain_decay_nm = uniform(&mut rng, dr.boundary_strain_decay_nm);
+    bs.core_disorder_a = uniform(&mut rng, dr.boundary_core_disorder_a);
+    bs.dechannelling = uniform(&mut rng, dr.boundary_dechannelling);
+    let nl = if boundary_free {
+        0
+    } else {
+        count(&mut rng, dr.twin_lamellae)
+    };
+    p.defects.twin_lamellae = CountRange::new(nl, nl);
+    p.defects.lamella_thickness_nm = dr.lamella_thickness_nm;
+    p.defects.axis_aligned_boundary_fraction = dr.axis_aligned_boundary_fraction;
+    p.scan.jitter_bursts_per_kline = uniform(&mut rng, dr.jitter_bursts_per_kline);
+    p.scan.jitter_burst_px = uniform(&mut rng, dr.jitter_burst_px);
+    p.scan.afterglow_px = uniform(&mut rng, dr.afterglow_px);
     p
 }
 
-/// SplitMix64 finaliser: turns structured inputs (seed, index) into well-mixed seeds.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::synth::scene::mix64;
 
 /// The seed of base image `index` of a dataset with seed `dataset_seed`.
 pub fn base_image_seed(dataset_seed: u64, index: usize) -> u64 {
@@ -238,6 +352,22 @@ pub fn base_image_seed(dataset_seed: u64, index: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recipe_files_are_valid() {
+        // A typo in a recipe would otherwise fall back to a default silently.
+        for f in ["dr-default-model.json", "dr-realistic.json"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("training")
+                .join(f);
+            DomainRandomization::read(&path).unwrap();
+        }
+        let err =
+            serde_json::from_str::<DomainRandomization>(r#"{"backgrund": {"min": 0, "max": 1}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("backgrund"), "{err}");
+    }
 
     #[test]
     fn draws_are_deterministic_valid_and_varied() {

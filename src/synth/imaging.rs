@@ -214,6 +214,17 @@ pub fn probe_profile(p: &ProbeParams) -> ProbeProfile {
     ProbeProfile { n, dx_a: dx, data }
 }
 
+/// The probe as the image sees it: the column's own width (a Gaussian, see
+/// [`super::params::SpecimenParams::column_sigma_a`]) adds in quadrature to the source-size
+/// blur, since both are Gaussian convolutions of the probe intensity.
+pub fn effective_probe(p: &SynthParams) -> ProbeParams {
+    let mut probe = p.probe.clone();
+    probe.source_sigma_a = probe
+        .source_sigma_a
+        .hypot(p.specimen.column_sigma_a.max(0.0));
+    probe
+}
+
 /// The probe sampled on the pixel grid at `PHASES × PHASES` sub-pixel offsets.
 pub struct KernelBank {
     /// Kernel side (odd).
@@ -429,6 +440,15 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
         .collect();
     let read = p.noise.read_noise;
     let noisy = p.noise.enabled;
+    let texture = (sp.amorphous > 0.0).then(|| {
+        amorphous_texture(
+            w,
+            h,
+            sp.amorphous_length_a / p.pixel_size_a(),
+            scene.field.texture_seed,
+        )
+    });
+    let amorphous = sp.amorphous as f32;
     let mut out = ImageF32::new(w, h);
     for r in 0..h {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(line_seed(scene.noise_seed, r));
@@ -441,6 +461,13 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
         for (c, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
             let bg = bg_start + step * c as f64;
             *d = (scale * (v as f64 + bg).max(0.0)) as f32;
+        }
+        if let Some(tex) = &texture {
+            // The layer's mass adds counts; where its texture is thin it cannot go below 0.
+            let s = scale as f32 * amorphous;
+            for (d, &t) in dst.iter_mut().zip(&tex[r * w..(r + 1) * w]) {
+                *d = (*d + s * t).max(0.0);
+            }
         }
         for (d, f) in dst.iter_mut().zip(&flyback) {
             *d += (scale * f) as f32;
@@ -462,6 +489,78 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
             for d in dst.iter_mut() {
                 let z: f64 = StandardNormal.sample(&mut rng);
                 *d += (read * z) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Cubic B-spline weights of the four knots around fractional position `t` in [0, 1).
+#[inline]
+fn bspline_weights(t: f32) -> [f32; 4] {
+    let t2 = t * t;
+    let t3 = t2 * t;
+    [
+        (1.0 - t) * (1.0 - t) * (1.0 - t) / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    ]
+}
+
+/// Knot index and weights for each of `n` pixel centres on a grid of spacing `s` px.
+fn spline_taps(n: usize, s: f64) -> Vec<(usize, [f32; 4])> {
+    (0..n)
+        .map(|x| {
+            let u = (x as f64 + 0.5) / s;
+            let i = u.floor();
+            (i as usize, bspline_weights((u - i) as f32))
+        })
+        .collect()
+}
+
+/// The low-frequency texture of amorphous surface layers, mean 0 and RMS about 1: white noise
+/// on coarse grids (spacing `length_px` and 3× that) upsampled with cubic B-splines, which
+/// are smooth and leave no grid-aligned edges in the power spectrum. Deterministic in `seed`.
+/// Separable, so it costs a few multiply-adds per pixel.
+pub fn amorphous_texture(w: usize, h: usize, length_px: f64, seed: u64) -> Vec<f32> {
+    // (spacing, amplitude): fine speckle plus a coarser undulation.
+    let octaves = [
+        (length_px.max(1.5), 1.0f32),
+        (3.0 * length_px.max(1.5), 0.7f32),
+    ];
+    // A cubic B-spline of unit-variance knots keeps about 0.48 of the variance per axis, so
+    // about 0.48 of the RMS in two dimensions.
+    let total: f32 = octaves.iter().map(|o| o.1 * o.1).sum::<f32>().sqrt();
+    let norm = 1.0 / (0.48 * total);
+    let mut out = vec![0f32; w * h];
+    for (k, &(s, amp)) in octaves.iter().enumerate() {
+        let gw = (w as f64 / s).ceil() as usize + 4;
+        let gh = (h as f64 / s).ceil() as usize + 4;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(super::scene::mix64(seed ^ k as u64));
+        let grid: Vec<f32> = (0..gw * gh)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let xt = spline_taps(w, s);
+        let yt = spline_taps(h, s);
+        // Upsample every knot row along x once, then blend four of them per image row.
+        let mut rows = vec![0f32; gh * w];
+        for gy in 0..gh {
+            let g = &grid[gy * gw..(gy + 1) * gw];
+            for (x, &(i, wt)) in xt.iter().enumerate() {
+                rows[gy * w + x] =
+                    wt[0] * g[i] + wt[1] * g[i + 1] + wt[2] * g[i + 2] + wt[3] * g[i + 3];
+            }
+        }
+        let a = amp * norm;
+        for (y, &(i, wt)) in yt.iter().enumerate() {
+            let r0 = &rows[i * w..(i + 1) * w];
+            let r1 = &rows[(i + 1) * w..(i + 2) * w];
+            let r2 = &rows[(i + 2) * w..(i + 3) * w];
+            let r3 = &rows[(i + 3) * w..(i + 4) * w];
+            let dst = &mut out[y * w..(y + 1) * w];
+            for x in 0..w {
+                dst[x] += a * (wt[0] * r0[x] + wt[1] * r1[x] + wt[2] * r2[x] + wt[3] * r3[x]);
             }
         }
     }

@@ -16,8 +16,10 @@ pub use scene::{DefectLabel, Scene};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Version of the sidecar layout.
-pub const SIDECAR_VERSION: u32 = 1;
+/// Version of the sidecar layout. Version 2 added column width, amorphous layers, boundary
+/// structure, lamellae and jitter bursts; version 1 sidecars are read with those switched
+/// off, which is how they were rendered.
+pub const SIDECAR_VERSION: u32 = 2;
 
 /// One synthetic image with everything needed to use and to regenerate it.
 #[derive(Clone, Debug)]
@@ -59,7 +61,7 @@ pub fn render_scene(p: &SynthParams, scene: Scene) -> anyhow::Result<Synthesized
     );
     let spec = p.crystal.spec();
     let columns = scene::scene_columns(&spec, &scene, p);
-    let bank = imaging::kernel_bank(&p.probe, p.pixel_size_a());
+    let bank = imaging::kernel_bank(&imaging::effective_probe(p), p.pixel_size_a());
     let signal = imaging::render_columns(&columns, &scene, &bank, p.width, p.height);
     let image = imaging::detect(&signal, &scene, p);
     let labels = scene::scene_labels(&spec, &scene, p);
@@ -206,15 +208,42 @@ pub fn write_outputs(
 pub fn regenerate_from_sidecar(path: &Path) -> anyhow::Result<Synthesized> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let sc: Sidecar = serde_json::from_str(&text)
+    let mut v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid sidecar", path.display()))?;
+    let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
     anyhow::ensure!(
-        sc.version == SIDECAR_VERSION,
-        "{}: sidecar version {} is not supported (expected {SIDECAR_VERSION})",
+        version == 1 || version == SIDECAR_VERSION as u64,
+        "{}: sidecar version {version} is not supported (expected 1 or {SIDECAR_VERSION})",
         path.display(),
-        sc.version
     );
+    if version == 1 {
+        upgrade_v1_params(&mut v);
+    }
+    let sc: Sidecar = serde_json::from_value(v)
+        .with_context(|| format!("{} is not a valid sidecar", path.display()))?;
     render_scene(&sc.params, sc.scene)
+}
+
+/// Version 1 had none of the version 2 knobs: switch them off so the image comes out as it
+/// was written (their defaults are on).
+fn upgrade_v1_params(v: &mut serde_json::Value) {
+    use serde_json::json;
+    let Some(params) = v.get_mut("params").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let mut set = |section: &str, key: &str, value: serde_json::Value| {
+        if let Some(obj) = params.get_mut(section).and_then(|s| s.as_object_mut()) {
+            obj.entry(key.to_string()).or_insert(value);
+        }
+    };
+    set("specimen", "column_sigma_a", json!(0.0));
+    set("specimen", "amorphous", json!(0.0));
+    set("scan", "jitter_bursts_per_kline", json!(0.0));
+    set(
+        "defects",
+        "boundary_structure",
+        serde_json::to_value(params::BoundaryStructure::ideal()).unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]

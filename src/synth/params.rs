@@ -33,7 +33,7 @@ impl Span {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CrystalParams {
     pub preset: Preset,
     /// The structure used when `preset` is `Custom` (ignored otherwise).
@@ -62,7 +62,7 @@ impl CrystalParams {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DefectParams {
     pub vacancies: CountRange,
     /// Probability that a vacancy removes a whole dumbbell rather than one column.
@@ -78,12 +78,74 @@ pub struct DefectParams {
     pub twin_boundaries: CountRange,
     /// General tilt boundaries.
     pub tilt_boundaries: CountRange,
+    /// Twin lamellae: pairs of parallel Σ3 twin boundaries with a thin twinned slab between
+    /// (stacking faults are the thinnest). Placed after the single boundaries, so a lamella
+    /// may stop at one of them.
+    pub twin_lamellae: CountRange,
+    /// Thickness of a twin lamella (nm). Range 0.3–10.
+    pub lamella_thickness_nm: Span,
+    /// Probability that a tilt boundary runs within 8° of an image axis (real boundaries
+    /// often do). Range 0–1.
+    pub axis_aligned_boundary_fraction: f64,
     /// Misorientation of a tilt boundary (degrees, either sense).
     pub tilt_misorientation_deg: Span,
     /// Point defects keep this distance (px) from the image edge.
     pub edge_margin_px: f64,
     /// A boundary must cross at least this fraction of the shorter image side to be used.
     pub min_boundary_length_frac: f64,
+    /// What real boundaries do to the lattice around them.
+    pub boundary_structure: BoundaryStructure,
+}
+
+/// The neighbourhood of a real boundary: bent lattice planes, a disordered core and a band
+/// of changed intensity. Real tilt boundaries bend the lattice over a few nm; coherent twins
+/// are nearly perfect (zero core disorder, little strain), which `twin_factor` expresses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoundaryStructure {
+    /// Largest column displacement along the boundary from lattice bending (Å), reached at the
+    /// boundary and decaying away from it. Range 0–2.
+    pub strain_a: f64,
+    /// Decay length of the bending away from the boundary (nm). Range 0.1–20.
+    pub strain_decay_nm: f64,
+    /// RMS random displacement of columns in the core (Å). Range 0–1.
+    pub core_disorder_a: f64,
+    /// Half-width of the disordered core (Å). Range 0–20.
+    pub core_width_a: f64,
+    /// Relative intensity loss of columns in a band along the boundary (dechannelling in a
+    /// strained region; negative = brighter, e.g. segregation). Range −0.5–0.8.
+    pub dechannelling: f64,
+    /// Half-width of that band (Å). Range 0.5–50.
+    pub dechannelling_width_a: f64,
+    /// Twins get this fraction of the strain, disorder and dechannelling of tilt boundaries.
+    /// Range 0–1.
+    pub twin_factor: f64,
+}
+
+impl Default for BoundaryStructure {
+    fn default() -> Self {
+        Self {
+            strain_a: 0.4,
+            strain_decay_nm: 1.5,
+            core_disorder_a: 0.25,
+            core_width_a: 4.0,
+            dechannelling: 0.2,
+            dechannelling_width_a: 6.0,
+            twin_factor: 0.2,
+        }
+    }
+}
+
+impl BoundaryStructure {
+    /// A sharp boundary: no bending, disorder or intensity band.
+    pub fn ideal() -> Self {
+        Self {
+            strain_a: 0.0,
+            core_disorder_a: 0.0,
+            dechannelling: 0.0,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for DefectParams {
@@ -98,8 +160,12 @@ impl Default for DefectParams {
             twin_boundaries: CountRange::new(0, 1),
             tilt_boundaries: CountRange::new(0, 1),
             tilt_misorientation_deg: Span::new(8.0, 40.0),
+            twin_lamellae: CountRange::new(0, 0),
+            lamella_thickness_nm: Span::new(0.5, 3.0),
+            axis_aligned_boundary_fraction: 0.0,
             edge_margin_px: 24.0,
             min_boundary_length_frac: 0.5,
+            boundary_structure: BoundaryStructure::default(),
         }
     }
 }
@@ -115,7 +181,7 @@ pub enum ProbeModel {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProbeParams {
     pub model: ProbeModel,
     /// Gaussian probe FWHM (Å). Range 0.4–3.
@@ -147,9 +213,9 @@ impl Default for ProbeParams {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SpecimenParams {
-    /// Uniform background (fraction of a Z_max column peak). Range 0–1.
+    /// Uniform background (fraction of a Z_max column peak). Range 0–3.
     pub background: f64,
     /// Background change across the image along a random direction (fraction). Range 0–1.
     pub background_gradient: f64,
@@ -157,15 +223,28 @@ pub struct SpecimenParams {
     pub thickness_variation: f64,
     /// Its typical wavelength (nm). Range 1–100.
     pub thickness_wavelength_nm: f64,
+    /// Width of each atom column itself (Gaussian sigma, Å): thermal vibration and the spread
+    /// of the channelling probe in a thick specimen. Convolved with the probe, so neighbouring
+    /// columns of a dumbbell merge as they do in real thick specimens. Range 0–1.2.
+    pub column_sigma_a: f64,
+    /// Amorphous surface layers: RMS amplitude of their low-frequency texture (fraction of a
+    /// Z_max column peak). It adds to the expected counts, so it carries its own shot noise.
+    /// Range 0–1.
+    pub amorphous: f64,
+    /// Correlation length of that texture (Å). Range 1–100.
+    pub amorphous_length_a: f64,
 }
 
 impl Default for SpecimenParams {
     fn default() -> Self {
         Self {
-            background: 0.12,
+            background: 0.5,
             background_gradient: 0.15,
-            thickness_variation: 0.12,
-            thickness_wavelength_nm: 12.0,
+            thickness_variation: 0.15,
+            thickness_wavelength_nm: 6.0,
+            column_sigma_a: 0.45,
+            amorphous: 0.08,
+            amorphous_length_a: 6.0,
         }
     }
 }
@@ -181,7 +260,7 @@ pub enum DoseMode {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NoiseParams {
     pub enabled: bool,
     pub dose_mode: DoseMode,
@@ -210,16 +289,23 @@ impl Default for NoiseParams {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScanParams {
     /// RMS horizontal displacement of each scan line (px): fast-scan "tearing". Range 0–3.
     pub line_jitter_px: f64,
     /// Correlation of jitter between consecutive lines (0 = white, →1 = slow wander).
     pub line_jitter_correlation: f64,
-    /// Specimen drift during the frame along x (px per 1000 lines; shears the image). Range ±50.
+    /// Specimen drift during the frame along x (px per 1000 lines; shears the image: 100 is a
+    /// 10 % shear, the top of what fits of real frames report). Range ±120.
     pub drift_x_px_per_kline: f64,
-    /// Drift along y (px per 1000 lines; stretches or compresses the slow-scan axis). Range ±50.
+    /// Drift along y (px per 1000 lines; stretches or compresses the slow-scan axis). Range ±120.
     pub drift_y_px_per_kline: f64,
+    /// Bursts of strong line jitter (horizontal streaks): mean bursts per 1000 lines. Range 0–50.
+    pub jitter_bursts_per_kline: f64,
+    /// RMS horizontal displacement of lines inside a burst (px). Range 0–6.
+    pub jitter_burst_px: f64,
+    /// Mean length of a burst (lines). Range 1–100.
+    pub jitter_burst_lines: f64,
     /// Stray-field wobble amplitude along x (px) and period (lines). Range 0–2.
     pub wobble_px: f64,
     pub wobble_period_lines: f64,
@@ -237,6 +323,9 @@ impl Default for ScanParams {
             line_jitter_correlation: 0.3,
             drift_x_px_per_kline: 4.0,
             drift_y_px_per_kline: 3.0,
+            jitter_bursts_per_kline: 0.0,
+            jitter_burst_px: 1.5,
+            jitter_burst_lines: 4.0,
             wobble_px: 0.0,
             wobble_period_lines: 40.0,
             afterglow_px: 0.0,
@@ -247,7 +336,7 @@ impl Default for ScanParams {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LabelParams {
     /// Point-defect boxes are one projected unit cell grown by this fraction. Range 0–1.
     pub cell_margin: f64,
@@ -266,7 +355,7 @@ impl Default for LabelParams {
 
 /// Everything that determines one synthetic image (together with the seed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SynthParams {
     pub seed: u64,
     pub width: usize,
@@ -305,6 +394,10 @@ impl Default for SynthParams {
 
 /// Largest image side accepted (px): keeps a typo from allocating gigabytes.
 pub const MAX_SIDE: usize = 8192;
+
+/// Largest slow-scan drift accepted (px per 1000 lines): a 12 % shear or stretch, above the
+/// 1–10 % that fits of real frames report.
+pub const MAX_DRIFT_PX_PER_KLINE: f64 = 120.0;
 
 fn check(ok: bool, what: &str, value: f64, lo: f64, hi: f64) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -357,10 +450,6 @@ impl SynthParams {
         check_count(&d.interstitials, "interstitials")?;
         check_count(&d.twin_boundaries, "twin boundaries")?;
         check_count(&d.tilt_boundaries, "tilt boundaries")?;
-        anyhow::ensure!(
-            d.twin_boundaries.max + d.tilt_boundaries.max <= 8,
-            "at most 8 boundaries per image"
-        );
         check(
             true,
             "dumbbell vacancy probability",
@@ -396,6 +485,33 @@ impl SynthParams {
             0.0,
             1.0,
         )?;
+        check_count(&d.twin_lamellae, "twin lamellae")?;
+        anyhow::ensure!(
+            d.twin_boundaries.max + d.tilt_boundaries.max + 2 * d.twin_lamellae.max <= 8,
+            "at most 8 boundaries per image (a lamella has two)"
+        );
+        check_span(&d.lamella_thickness_nm, "lamella thickness (nm)", 0.3, 10.0)?;
+        let b = &d.boundary_structure;
+        check(true, "boundary strain (Å)", b.strain_a, 0.0, 2.0)?;
+        check(true, "strain decay (nm)", b.strain_decay_nm, 0.1, 20.0)?;
+        check(true, "core disorder (Å)", b.core_disorder_a, 0.0, 1.0)?;
+        check(true, "core width (Å)", b.core_width_a, 0.0, 20.0)?;
+        check(true, "dechannelling", b.dechannelling, -0.5, 0.8)?;
+        check(
+            true,
+            "dechannelling width (Å)",
+            b.dechannelling_width_a,
+            0.5,
+            50.0,
+        )?;
+        check(true, "twin factor", b.twin_factor, 0.0, 1.0)?;
+        check(
+            true,
+            "axis-aligned boundary fraction",
+            d.axis_aligned_boundary_fraction,
+            0.0,
+            1.0,
+        )?;
         let p = &self.probe;
         check(true, "Gaussian FWHM (Å)", p.gaussian_fwhm_a, 0.4, 3.0)?;
         check(true, "voltage (kV)", p.voltage_kv, 30.0, 300.0)?;
@@ -404,13 +520,22 @@ impl SynthParams {
         check(true, "Cs (µm)", p.cs_um, -50.0, 2000.0)?;
         check(true, "source size (Å)", p.source_sigma_a, 0.0, 1.5)?;
         let s = &self.specimen;
-        check(true, "background", s.background, 0.0, 1.0)?;
+        check(true, "background", s.background, 0.0, 3.0)?;
         check(true, "background gradient", s.background_gradient, 0.0, 1.0)?;
         check(true, "thickness variation", s.thickness_variation, 0.0, 0.5)?;
         check(
             true,
             "thickness wavelength (nm)",
             s.thickness_wavelength_nm,
+            1.0,
+            100.0,
+        )?;
+        check(true, "column width (Å)", s.column_sigma_a, 0.0, 1.2)?;
+        check(true, "amorphous layer", s.amorphous, 0.0, 1.0)?;
+        check(
+            true,
+            "amorphous correlation length (Å)",
+            s.amorphous_length_a,
             1.0,
             100.0,
         )?;
@@ -434,8 +559,35 @@ impl SynthParams {
             0.0,
             0.99,
         )?;
-        check(true, "drift x", sc.drift_x_px_per_kline, -50.0, 50.0)?;
-        check(true, "drift y", sc.drift_y_px_per_kline, -50.0, 50.0)?;
+        check(
+            true,
+            "drift x (px/kline)",
+            sc.drift_x_px_per_kline,
+            -MAX_DRIFT_PX_PER_KLINE,
+            MAX_DRIFT_PX_PER_KLINE,
+        )?;
+        check(
+            true,
+            "drift y (px/kline)",
+            sc.drift_y_px_per_kline,
+            -MAX_DRIFT_PX_PER_KLINE,
+            MAX_DRIFT_PX_PER_KLINE,
+        )?;
+        check(
+            true,
+            "jitter bursts (per 1000 lines)",
+            sc.jitter_bursts_per_kline,
+            0.0,
+            50.0,
+        )?;
+        check(true, "burst jitter (px)", sc.jitter_burst_px, 0.0, 6.0)?;
+        check(
+            true,
+            "burst length (lines)",
+            sc.jitter_burst_lines,
+            1.0,
+            100.0,
+        )?;
         check(true, "wobble (px)", sc.wobble_px, 0.0, 2.0)?;
         check(
             true,

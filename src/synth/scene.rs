@@ -129,12 +129,38 @@ pub struct Boundary {
     pub direction: Pt,
     pub parent_grain: usize,
     pub child_grain: usize,
+    /// The part of the line that exists, as a range of `t` in `point + t·direction`
+    /// (specimen px); `None` = the whole line. A boundary placed inside a grain stops where
+    /// that grain does (a lamella ending on a tilt boundary).
+    #[serde(default)]
+    pub extent: Option<[f64; 2]>,
+    /// For the second plane of a twin lamella: the index of the first.
+    #[serde(default)]
+    pub lamella_of: Option<usize>,
+    /// Seed of the random column displacements in the core.
+    #[serde(default)]
+    pub disorder_seed: u64,
 }
 
 impl Boundary {
     pub fn distance(&self, p: Pt) -> f64 {
-        let d = [p[0] - self.point[0], p[1] - self.point[1]];
-        (d[0] * self.direction[1] - d[1] * self.direction[0]).abs()
+        self.signed_distance(p).abs()
+    }
+
+    /// Unit normal of the line (the direction turned by +90°).
+    pub fn normal(&self) -> Pt {
+        [-self.direction[1], self.direction[0]]
+    }
+
+    /// Distance from the line along [`Self::normal`].
+    pub fn signed_distance(&self, p: Pt) -> f64 {
+        let n = self.normal();
+        (p[0] - self.point[0]) * n[0] + (p[1] - self.point[1]) * n[1]
+    }
+
+    /// Position along the line, the `t` of `point + t·direction`.
+    pub fn along(&self, p: Pt) -> f64 {
+        (p[0] - self.point[0]) * self.direction[0] + (p[1] - self.point[1]) * self.direction[1]
     }
 }
 
@@ -235,6 +261,9 @@ pub struct SpecimenField {
     pub waves: Vec<Wave>,
     /// Direction of the background gradient (radians).
     pub gradient_angle: f64,
+    /// Seed of the amorphous-layer texture.
+    #[serde(default)]
+    pub texture_seed: u64,
 }
 
 impl SpecimenField {
@@ -351,6 +380,7 @@ pub fn draw_scene(p: &SynthParams) -> Scene {
         field: SpecimenField {
             waves: vec![],
             gradient_angle: 0.0,
+            texture_seed: 0,
         },
         noise_seed: 0,
         unplaced: vec![],
@@ -361,7 +391,12 @@ pub fn draw_scene(p: &SynthParams) -> Scene {
     let n_tilt = count(&mut rng, p.defects.tilt_boundaries) as usize;
     let kinds = std::iter::repeat_n(false, n_twin).chain(std::iter::repeat_n(true, n_tilt));
     for is_tilt in kinds {
-        if !place_boundary(&ctx, &mut rng, &mut scene, is_tilt) {
+        let kind = if is_tilt {
+            Placement::Tilt
+        } else {
+            Placement::Twin
+        };
+        if !place_boundary(&ctx, &mut rng, &mut scene, kind) {
             scene.unplaced.push(
                 if is_tilt {
                     "tilt boundary"
@@ -370,6 +405,13 @@ pub fn draw_scene(p: &SynthParams) -> Scene {
                 }
                 .into(),
             );
+        }
+    }
+    // Lamellae last, so that one can stop at a boundary placed above.
+    let n_lamellae = count(&mut rng, p.defects.twin_lamellae);
+    for _ in 0..n_lamellae {
+        if !place_lamella(&ctx, &mut rng, &mut scene) {
+            scene.unplaced.push("twin lamella".into());
         }
     }
 
@@ -404,7 +446,32 @@ pub fn draw_scene(p: &SynthParams) -> Scene {
     }
     scene.field.gradient_angle = rng.random_range(0.0..2.0 * PI);
     scene.noise_seed = rng.random::<u64>();
+    scene.field.texture_seed = rng.random::<u64>();
+    add_jitter_bursts(&mut rng, p, &mut scene.distortion);
     scene
+}
+
+/// Bursts of strong line jitter: a few consecutive lines torn sideways, the horizontal streaks
+/// of real frames (stray fields, mechanical shocks).
+fn add_jitter_bursts(rng: &mut Rng, p: &SynthParams, dist: &mut ScanDistortion) {
+    let sc = &p.scan;
+    if sc.jitter_bursts_per_kline <= 0.0 || sc.jitter_burst_px <= 0.0 {
+        return;
+    }
+    let h = dist.line_offsets.len();
+    let mean = sc.jitter_bursts_per_kline * h as f64 / 1000.0;
+    let n = rand_distr::Poisson::new(mean)
+        .map(|d| d.sample(rng) as usize)
+        .unwrap_or(0);
+    let length = rand_distr::Exp::new(1.0 / sc.jitter_burst_lines).ok();
+    for _ in 0..n.min(h) {
+        let start = rng.random_range(0..h);
+        let len = 1 + length.map_or(0.0, |d| d.sample(rng)).round() as usize;
+        for off in dist.line_offsets[start..(start + len).min(h)].iter_mut() {
+            let z: f64 = StandardNormal.sample(rng);
+            *off += sc.jitter_burst_px * z;
+        }
+    }
 }
 
 fn draw_distortion(rng: &mut Rng, p: &SynthParams) -> ScanDistortion {
@@ -432,17 +499,9 @@ fn draw_distortion(rng: &mut Rng, p: &SynthParams) -> ScanDistortion {
     }
 }
 
-/// The part of the line `point + t·dir` inside `[lo, hi]`, as its two end points.
-fn clip_line(point: Pt, dir: Pt, lo: Pt, hi: Pt) -> Option<(Pt, Pt)> {
-    let (t0, t1) = crate::geometry::clip_line(point, dir, lo, hi)?;
-    Some((
-        [point[0] + t0 * dir[0], point[1] + t0 * dir[1]],
-        [point[0] + t1 * dir[0], point[1] + t1 * dir[1]],
-    ))
-}
-
 /// The label of a boundary: a true rectangle along the line (image frame), `width_px` wide,
-/// shortened so that all four corners lie inside the image.
+/// shortened so that all four corners lie inside the image and ending where the boundary
+/// ends.
 pub fn boundary_box(
     b: &Boundary,
     dist: &ScanDistortion,
@@ -450,23 +509,82 @@ pub fn boundary_box(
     w: f64,
     h: f64,
 ) -> Option<OrientedBox> {
-    let p0 = dist.to_image(b.point);
-    let p1 = dist.to_image([b.point[0] + b.direction[0], b.point[1] + b.direction[1]]);
+    segment_box(b.point, b.direction, b.extent, dist, width_px, w, h)
+}
+
+/// A `width_px` wide rectangle along `point + t·direction` (specimen frame) for `t` in
+/// `extent`, mapped to the image and cut to lie inside it.
+fn segment_box(
+    point: Pt,
+    direction: Pt,
+    extent: Option<[f64; 2]>,
+    dist: &ScanDistortion,
+    width_px: f64,
+    w: f64,
+    h: f64,
+) -> Option<OrientedBox> {
+    // The drift map is affine, so `t` parameterises the image line too.
+    let p0 = dist.to_image(point);
+    let p1 = dist.to_image([point[0] + direction[0], point[1] + direction[1]]);
     let d = [p1[0] - p0[0], p1[1] - p0[1]];
     let len = (d[0] * d[0] + d[1] * d[1]).sqrt();
-    let d = [d[0] / len, d[1] / len];
-    let n = [-d[1], d[0]];
-    let hx = width_px / 2.0 * n[0].abs();
-    let hy = width_px / 2.0 * n[1].abs();
-    let (a, bb) = clip_line(p0, d, [hx, hy], [w - hx, h - hy])?;
-    let length = ((bb[0] - a[0]).powi(2) + (bb[1] - a[1]).powi(2)).sqrt();
+    let u = [d[0] / len, d[1] / len];
+    let hx = width_px / 2.0 * u[1].abs();
+    let hy = width_px / 2.0 * u[0].abs();
+    let (mut t0, mut t1) = crate::geometry::clip_line(p0, d, [hx, hy], [w - hx, h - hy])?;
+    if let Some([e0, e1]) = extent {
+        t0 = t0.max(e0);
+        t1 = t1.min(e1);
+    }
+    if t1 <= t0 {
+        return None;
+    }
+    let tm = (t0 + t1) / 2.0;
     Some(OrientedBox::new(
-        (a[0] + bb[0]) / 2.0,
-        (a[1] + bb[1]) / 2.0,
-        length,
+        p0[0] + tm * d[0],
+        p0[1] + tm * d[1],
+        (t1 - t0) * len,
         width_px,
-        d[1].atan2(d[0]),
+        u[1].atan2(u[0]),
     ))
+}
+
+/// One box for a thin lamella (planes closer than two box widths): centred between its
+/// planes, as wide as the lamella plus one boundary width, and as long as both planes
+/// together.
+fn lamella_box(
+    a: &Boundary,
+    b: &Boundary,
+    dist: &ScanDistortion,
+    width_px: f64,
+    w: f64,
+    h: f64,
+) -> Option<OrientedBox> {
+    let sep = a.signed_distance(b.point);
+    let n = a.normal();
+    let mid = [a.point[0] + 0.5 * sep * n[0], a.point[1] + 0.5 * sep * n[1]];
+    // Both planes' extents measured along the first plane from `mid`.
+    let shift = a.along(mid);
+    let ta = a.extent.map(|[t0, t1]| [t0 - shift, t1 - shift]);
+    let tb = b.extent.map(|[t0, t1]| {
+        let (e0, e1) = (
+            [
+                b.point[0] + t0 * b.direction[0],
+                b.point[1] + t0 * b.direction[1],
+            ],
+            [
+                b.point[0] + t1 * b.direction[0],
+                b.point[1] + t1 * b.direction[1],
+            ],
+        );
+        let (u0, u1) = (a.along(e0) - shift, a.along(e1) - shift);
+        [u0.min(u1), u0.max(u1)]
+    });
+    let extent = match (ta, tb) {
+        (Some(x), Some(y)) => Some([x[0].min(y[0]), x[1].max(y[1])]),
+        _ => None,
+    };
+    segment_box(mid, a.direction, extent, dist, width_px + sep.abs(), w, h)
 }
 
 fn segments_min_distance(a0: Pt, a1: Pt, b0: Pt, b1: Pt) -> f64 {
@@ -492,58 +610,298 @@ fn segments_min_distance(a0: Pt, a1: Pt, b0: Pt, b1: Pt) -> f64 {
         .min(seg_point(b1, a0, a1))
 }
 
-fn place_boundary(ctx: &Ctx, rng: &mut Rng, scene: &mut Scene, is_tilt: bool) -> bool {
+/// What `place_boundary` is asked to place.
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    Tilt,
+    Twin,
+    /// The second plane of a twin lamella: parallel to boundary `first`, `thickness_px` into
+    /// its child grain.
+    LamellaSecond {
+        first: usize,
+        thickness_px: f64,
+    },
+}
+
+/// A coherent Σ3 twin plane near a point.
+struct TwinPlane {
+    /// A point on the boundary line and its unit direction.
+    point: Pt,
+    direction: Pt,
+    /// Unit normal pointing into the parent grain.
+    parent_normal: Pt,
+    /// The twin operation's fixed point: a column of the parent's layer next to the plane.
+    centre: Pt,
+}
+
+/// Finds the coherent twin plane along the {111} trace `trace` (fractional lattice vector of
+/// `frame`) nearest to `q`.
+///
+/// Along [110] the edge-on {111} planes come in double layers (the two columns of a dumbbell
+/// lie in one double layer) separated by wide gaps. A coherent twin lies in such a gap, so no
+/// dumbbell is cut. The twin operation is a 180° rotation about the plane normal: in
+/// projection a mirror across the line along the *normal*, which keeps every layer's distance
+/// from the plane and the polarity along the normal (no wrong bonds). Its fixed point is a
+/// column of the parent's layer next to the gap, so that layer is shared and the bonds across
+/// the gap keep their bulk geometry.
+fn twin_plane(
+    spec: &CrystalSpec,
+    frame: &LatticeFrame,
+    trace: [f64; 2],
+    q: Pt,
+    parent_positive: bool,
+) -> Option<TwinPlane> {
+    let d = [
+        frame.m[0][0] * trace[0] + frame.m[0][1] * trace[1],
+        frame.m[1][0] * trace[0] + frame.m[1][1] * trace[1],
+    ];
+    let l = (d[0] * d[0] + d[1] * d[1]).sqrt();
+    if l == 0.0 || !l.is_finite() {
+        return None;
+    }
+    let t = [d[0] / l, d[1] / l];
+    let n = [-t[1], t[0]];
+    let f = frame.to_frac(q);
+    let (fi, fj) = (f[0].floor() as i32, f[1].floor() as i32);
+    // (distance from q along n, distance along t, position) of nearby columns.
+    let mut cols: Vec<(f64, f64, Pt)> = Vec::new();
+    for j in fj - 4..=fj + 4 {
+        for i in fi - 4..=fi + 4 {
+            for s in &spec.sites {
+                let c = frame.to_px([i as f64 + s.u, j as f64 + s.v]);
+                let (dx, dy) = (c[0] - q[0], c[1] - q[1]);
+                cols.push((dx * n[0] + dy * n[1], dx * t[0] + dy * t[1], c));
+            }
+        }
+    }
+    cols.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Layers: columns at (numerically) the same distance along n.
+    let tol = 1e-6 * l.max(1.0);
+    let mut layers: Vec<(f64, Pt, f64)> = Vec::new(); // (s, column nearest q along t, |t|)
+    for (s, along, c) in cols {
+        match layers.last_mut() {
+            Some(last) if (s - last.0).abs() <= tol => {
+                if along.abs() < last.2 {
+                    last.1 = c;
+                    last.2 = along.abs();
+                }
+            }
+            _ => layers.push((s, c, along.abs())),
+        }
+    }
+    // Ignore the outermost layers: the window may have cut them short.
+    let inner = layers.get(2..layers.len().saturating_sub(2))?;
+    let widest = inner
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .fold(0.0f64, f64::max);
+    if widest <= tol {
+        return None;
+    }
+    let (lo, hi) = inner
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 >= 0.95 * widest)
+        .map(|w| (w[0], w[1]))
+        .min_by(|a, b| {
+            let ma = (a.0.0 + a.1.0).abs();
+            let mb = (b.0.0 + b.1.0).abs();
+            ma.total_cmp(&mb)
+        })?;
+    let mid = (lo.0 + hi.0) / 2.0;
+    let point = [q[0] + mid * n[0], q[1] + mid * n[1]];
+    let (parent_normal, centre) = if parent_positive {
+        (n, hi.1)
+    } else {
+        ([-n[0], -n[1]], lo.1)
+    };
+    Some(TwinPlane {
+        point,
+        direction: t,
+        parent_normal,
+        centre,
+    })
+}
+
+/// The range of `t` for which `point + t·dir` lies in every half-plane (`None`: unbounded
+/// both ways; an empty range gives `Some` with `t1 <= t0`).
+fn extent_in_region(point: Pt, dir: Pt, region: &[HalfPlane]) -> Option<[f64; 2]> {
+    let (mut t0, mut t1) = (f64::NEG_INFINITY, f64::INFINITY);
+    for h in region {
+        let a = dir[0] * h.normal[0] + dir[1] * h.normal[1];
+        let b = (point[0] - h.point[0]) * h.normal[0] + (point[1] - h.point[1]) * h.normal[1];
+        // Inside: b + t a >= 0.
+        if a.abs() < 1e-12 {
+            if b < 0.0 {
+                return Some([0.0, 0.0]);
+            }
+        } else if a > 0.0 {
+            t0 = t0.max(-b / a);
+        } else {
+            t1 = t1.min(-b / a);
+        }
+    }
+    if t0 == f64::NEG_INFINITY && t1 == f64::INFINITY {
+        None
+    } else {
+        Some([t0.max(-1e9), t1.min(1e9)])
+    }
+}
+
+fn place_boundary(ctx: &Ctx, rng: &mut Rng, scene: &mut Scene, kind: Placement) -> bool {
     let p = ctx.p;
     let width_px = p.labels.boundary_width_a / ctx.px_a;
     let min_len = p.defects.min_boundary_length_frac * ctx.w.min(ctx.h);
     // Boundaries keep apart by a few cells so their labels and grains stay distinct.
     let min_gap = width_px + 3.0 * ctx.spec.b_v / ctx.px_a;
-    for _ in 0..200 {
-        let q = [
-            rng.random_range(0.2 * ctx.w..=0.8 * ctx.w),
-            rng.random_range(0.2 * ctx.h..=0.8 * ctx.h),
-        ];
+    let tries = if matches!(kind, Placement::LamellaSecond { .. }) {
+        1
+    } else {
+        200
+    };
+    for _ in 0..tries {
+        let q = match kind {
+            Placement::LamellaSecond {
+                first,
+                thickness_px,
+            } => {
+                let b = &scene.boundaries[first];
+                let into_child = scene.grains[b.parent_grain]
+                    .region
+                    .last()
+                    .map_or([0.0, 0.0], |h| [-h.normal[0], -h.normal[1]]);
+                [
+                    b.point[0] + thickness_px * into_child[0],
+                    b.point[1] + thickness_px * into_child[1],
+                ]
+            }
+            _ => [
+                rng.random_range(0.2 * ctx.w..=0.8 * ctx.w),
+                rng.random_range(0.2 * ctx.h..=0.8 * ctx.h),
+            ],
+        };
         let Some(gi) = scene.grains.iter().position(|g| g.contains(q)) else {
             continue;
         };
+        if let Placement::LamellaSecond { first, .. } = kind
+            && scene.boundaries[first].child_grain != gi
+        {
+            return false;
+        }
         let frame = scene.grains[gi].frame;
-        let (point, direction, kind) = if is_tilt {
-            let psi = rng.random_range(0.0..PI);
-            let mis = uniform(rng, p.defects.tilt_misorientation_deg);
-            let mis = if rng.random::<bool>() { mis } else { -mis };
-            (
-                q,
-                [psi.cos(), psi.sin()],
-                BoundaryKind::Tilt {
-                    misorientation_deg: mis,
-                },
-            )
-        } else {
-            if ctx.spec.twin_traces.is_empty() {
-                return false;
+        let parent_positive = rng.random::<bool>();
+        let (point, direction, parent_normal, child_frame, bkind) = match kind {
+            Placement::Tilt => {
+                let psi = if rng.random::<f64>() < p.defects.axis_aligned_boundary_fraction {
+                    let axis = if rng.random::<bool>() { 0.0 } else { 0.5 * PI };
+                    axis + rng.random_range(-8f64..=8.0).to_radians()
+                } else {
+                    rng.random_range(0.0..PI)
+                };
+                let mis = uniform(rng, p.defects.tilt_misorientation_deg);
+                let mis = if rng.random::<bool>() { mis } else { -mis };
+                let direction = [psi.cos(), psi.sin()];
+                let n = [-direction[1], direction[0]];
+                let n = if parent_positive { n } else { [-n[0], -n[1]] };
+                let (s, c) = mis.to_radians().sin_cos();
+                (
+                    q,
+                    direction,
+                    n,
+                    frame.transformed([[c, -s], [s, c]], q),
+                    BoundaryKind::Tilt {
+                        misorientation_deg: mis,
+                    },
+                )
             }
-            let tr = ctx.spec.twin_traces[rng.random_range(0..ctx.spec.twin_traces.len())];
-            let d = [
-                frame.m[0][0] * tr[0] + frame.m[0][1] * tr[1],
-                frame.m[1][0] * tr[0] + frame.m[1][1] * tr[1],
-            ];
-            let l = (d[0] * d[0] + d[1] * d[1]).sqrt();
-            // The mirror plane passes through a lattice column (coherent twin).
-            let f = frame.to_frac(q);
-            let p0 = frame.to_px([f[0].round(), f[1].round()]);
-            (p0, [d[0] / l, d[1] / l], BoundaryKind::Twin)
+            Placement::Twin | Placement::LamellaSecond { .. } => {
+                if ctx.spec.twin_traces.is_empty() {
+                    return false;
+                }
+                let tr = ctx.spec.twin_traces[rng.random_range(0..ctx.spec.twin_traces.len())];
+                let (trace, parent_positive) = match kind {
+                    Placement::LamellaSecond { first, .. } => {
+                        // The trace of the child lattice parallel to the first plane, with
+                        // the parent (the lamella) on the first plane's side.
+                        let b = &scene.boundaries[first];
+                        let Some(tr) = ctx.spec.twin_traces.iter().copied().find(|tr| {
+                            let d = [
+                                frame.m[0][0] * tr[0] + frame.m[0][1] * tr[1],
+                                frame.m[1][0] * tr[0] + frame.m[1][1] * tr[1],
+                            ];
+                            let l = (d[0] * d[0] + d[1] * d[1]).sqrt();
+                            (d[0] * b.direction[1] - d[1] * b.direction[0]).abs() < 1e-6 * l
+                        }) else {
+                            return false;
+                        };
+                        let d = [
+                            frame.m[0][0] * tr[0] + frame.m[0][1] * tr[1],
+                            frame.m[1][0] * tr[0] + frame.m[1][1] * tr[1],
+                        ];
+                        let n = [-d[1], d[0]];
+                        let back = [b.point[0] - q[0], b.point[1] - q[1]];
+                        (tr, n[0] * back[0] + n[1] * back[1] > 0.0)
+                    }
+                    _ => (tr, parent_positive),
+                };
+                let Some(tp) = twin_plane(&ctx.spec, &frame, trace, q, parent_positive) else {
+                    continue;
+                };
+                let (nx, ny) = (tp.parent_normal[0], tp.parent_normal[1]);
+                // Mirror across the line along the normal through the centre: R = 2 n nᵀ − I.
+                let child = frame.transformed(
+                    [
+                        [2.0 * nx * nx - 1.0, 2.0 * nx * ny],
+                        [2.0 * nx * ny, 2.0 * ny * ny - 1.0],
+                    ],
+                    tp.centre,
+                );
+                (
+                    tp.point,
+                    tp.direction,
+                    tp.parent_normal,
+                    child,
+                    BoundaryKind::Twin,
+                )
+            }
         };
+        let extent = extent_in_region(point, direction, &scene.grains[gi].region);
         let candidate = Boundary {
-            kind,
+            kind: bkind,
             point,
             direction,
             parent_grain: gi,
             child_grain: scene.grains.len(),
+            extent,
+            lamella_of: match kind {
+                Placement::LamellaSecond { first, .. } => Some(first),
+                _ => None,
+            },
+            disorder_seed: rng.random::<u64>(),
         };
         let Some(bx) = boundary_box(&candidate, &scene.distortion, width_px, ctx.w, ctx.h) else {
             continue;
         };
-        if bx.w < min_len {
+        let lamella_first = match kind {
+            Placement::LamellaSecond { first, .. } => Some(first),
+            _ => None,
+        };
+        // One that ends on another boundary is seen whole even when shorter; the second plane
+        // of a lamella only needs to be visible.
+        let ends_on_another = extent.is_some_and(|e| {
+            e.iter().any(|&t| {
+                let q = [point[0] + t * direction[0], point[1] + t * direction[1]];
+                ctx.inside_inset(q, 0.0) && scene.boundaries.iter().any(|o| o.distance(q) < 1e-3)
+            })
+        });
+        let needed = if ends_on_another {
+            0.5 * min_len
+        } else {
+            min_len
+        };
+        if bx.w < needed && lamella_first.is_none() {
+            continue;
+        }
+        if bx.w < 4.0 * width_px {
             continue;
         }
         let seg = |b: &OrientedBox| {
@@ -554,7 +912,23 @@ fn place_boundary(ctx: &Ctx, rng: &mut Rng, scene: &mut Scene, is_tilt: bool) ->
             )
         };
         let (a0, a1) = seg(&bx);
-        let clash = scene.boundaries.iter().any(|other| {
+        let clash = scene.boundaries.iter().enumerate().any(|(k, other)| {
+            // A lamella's planes may be close to each other, and a boundary may stop on the
+            // boundary that bounds its grain.
+            if Some(k) == lamella_first {
+                return false;
+            }
+            let ends_on_it = extent.is_some_and(|[t0, t1]| {
+                let e0 = [point[0] + t0 * direction[0], point[1] + t0 * direction[1]];
+                let e1 = [point[0] + t1 * direction[0], point[1] + t1 * direction[1]];
+                other.distance(e0) < 1e-3 || other.distance(e1) < 1e-3
+            });
+            if ends_on_it {
+                let sin =
+                    (direction[0] * other.direction[1] - direction[1] * other.direction[0]).abs();
+                // Meeting at a shallow angle would merge the two labels.
+                return sin < 0.5;
+            }
             boundary_box(other, &scene.distortion, width_px, ctx.w, ctx.h).is_none_or(|ob| {
                 let (b0, b1) = seg(&ob);
                 segments_min_distance(a0, a1, b0, b1) < min_gap
@@ -563,42 +937,44 @@ fn place_boundary(ctx: &Ctx, rng: &mut Rng, scene: &mut Scene, is_tilt: bool) ->
         if clash {
             continue;
         }
-        // Which side becomes the new grain is itself a draw.
-        let n = [-direction[1], direction[0]];
-        let n = if rng.random::<bool>() {
-            n
-        } else {
-            [-n[0], -n[1]]
-        };
-        let child_frame = match kind {
-            BoundaryKind::Twin => {
-                // Reflection across the line: R = 2 d dᵀ − I.
-                let (dx, dy) = (direction[0], direction[1]);
-                frame.transformed(
-                    [
-                        [2.0 * dx * dx - 1.0, 2.0 * dx * dy],
-                        [2.0 * dx * dy, 2.0 * dy * dy - 1.0],
-                    ],
-                    point,
-                )
-            }
-            BoundaryKind::Tilt { misorientation_deg } => {
-                let (s, c) = misorientation_deg.to_radians().sin_cos();
-                frame.transformed([[c, -s], [s, c]], point)
-            }
-        };
         let mut child_region = scene.grains[gi].region.clone();
         child_region.push(HalfPlane {
             point,
-            normal: [-n[0], -n[1]],
+            normal: [-parent_normal[0], -parent_normal[1]],
         });
-        scene.grains[gi].region.push(HalfPlane { point, normal: n });
+        scene.grains[gi].region.push(HalfPlane {
+            point,
+            normal: parent_normal,
+        });
         scene.grains.push(Grain {
             frame: child_frame,
             region: child_region,
         });
         scene.boundaries.push(candidate);
         return true;
+    }
+    false
+}
+
+/// A twin lamella: a twin boundary, then a second one parallel to it inside the twinned
+/// grain, which turns the lattice back. Both or neither are placed.
+fn place_lamella(ctx: &Ctx, rng: &mut Rng, scene: &mut Scene) -> bool {
+    let thickness_px = uniform(rng, ctx.p.defects.lamella_thickness_nm) * 10.0 / ctx.px_a;
+    for _ in 0..20 {
+        let saved = (scene.grains.clone(), scene.boundaries.len());
+        if !place_boundary(ctx, rng, scene, Placement::Twin) {
+            return false;
+        }
+        let first = scene.boundaries.len() - 1;
+        let second = Placement::LamellaSecond {
+            first,
+            thickness_px,
+        };
+        if place_boundary(ctx, rng, scene, second) {
+            return true;
+        }
+        scene.grains = saved.0;
+        scene.boundaries.truncate(saved.1);
     }
     false
 }
@@ -615,8 +991,8 @@ pub fn perfect_columns(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Ve
     let px_a = p.pixel_size_a();
     // Columns outside the image still blur into it: keep a margin of a few Å.
     let margin = 8.0 / px_a;
-    // Drift shears x and stretches y by up to 5% of the height (see `ScanParams` ranges).
-    let slack = 0.06 * p.height as f64;
+    // Drift shears x and stretches y by up to 12 % of the height (see `ScanParams` ranges).
+    let slack = (super::params::MAX_DRIFT_PX_PER_KLINE / 1000.0 + 0.01) * p.height as f64;
     let (lo, hi) = (
         [-margin - slack, -margin],
         [
@@ -895,7 +1271,89 @@ pub fn scene_columns(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<
     for c in cols.iter_mut() {
         c.weight *= scene.field.factor(c.pos) as f32;
     }
+    apply_boundary_structure(&mut cols, scene, p);
     cols
+}
+
+/// Bends the lattice near each boundary, shakes the columns of its core and changes their
+/// intensity in a band along it (see [`super::params::BoundaryStructure`]). Deterministic:
+/// the random displacements are hashed from the boundary's seed and the column's position.
+fn apply_boundary_structure(cols: &mut [Column], scene: &Scene, p: &SynthParams) {
+    let bs = &p.defects.boundary_structure;
+    let px = p.pixel_size_a();
+    for b in &scene.boundaries {
+        let f = match b.kind {
+            BoundaryKind::Twin => bs.twin_factor,
+            BoundaryKind::Tilt { .. } => 1.0,
+        };
+        let strain = bs.strain_a * f / px;
+        let disorder = bs.core_disorder_a * f / px;
+        let dech = bs.dechannelling * f;
+        if strain == 0.0 && disorder == 0.0 && dech == 0.0 {
+            continue;
+        }
+        let decay = (bs.strain_decay_nm * 10.0 / px).max(1e-6);
+        let core = (bs.core_width_a / px).max(1e-6);
+        let band = (bs.dechannelling_width_a / px).max(1e-6);
+        let reach = (6.0 * decay).max(4.0 * core).max(4.0 * band);
+        let fade = decay.max(band);
+        // The bending's sense along the line is part of the draw.
+        let sense = if b.disorder_seed & 1 == 0 { 1.0 } else { -1.0 };
+        let (t, n) = (b.direction, b.normal());
+        for c in cols.iter_mut() {
+            let s = b.signed_distance(c.pos);
+            if s.abs() > reach {
+                continue;
+            }
+            // Effects fade out beyond the ends of a boundary that stops in the field.
+            let taper = b.extent.map_or(1.0, |[t0, t1]| {
+                let a = b.along(c.pos);
+                let out = (t0 - a).max(a - t1).max(0.0) / fade;
+                (-out * out).exp()
+            });
+            if taper < 1e-4 {
+                continue;
+            }
+            let e = strain * (-s.abs() / decay).exp() * taper;
+            // Shear along the line plus a slight opening across it at the core.
+            let mut dx = [
+                sense * e * t[0] + 0.3 * e * s.signum() * n[0],
+                sense * e * t[1] + 0.3 * e * s.signum() * n[1],
+            ];
+            if disorder > 0.0 {
+                let g = disorder * (-(s * s) / (2.0 * core * core)).exp() * taper;
+                let z = gaussian_pair(
+                    b.disorder_seed ^ c.pos[0].to_bits().rotate_left(17) ^ c.pos[1].to_bits(),
+                );
+                dx[0] += g * z[0];
+                dx[1] += g * z[1];
+            }
+            c.pos = [c.pos[0] + dx[0], c.pos[1] + dx[1]];
+            if dech != 0.0 {
+                let loss = dech * (-(s * s) / (2.0 * band * band)).exp() * taper;
+                c.weight *= (1.0 - loss).max(0.0) as f32;
+            }
+        }
+    }
+}
+
+/// SplitMix64 finaliser: turns structured inputs (seed, index) into well-mixed seeds.
+pub fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Two independent standard normal values from a hash of `key` (Box–Muller).
+fn gaussian_pair(key: u64) -> [f64; 2] {
+    let a = mix64(key);
+    let b = mix64(a ^ 0xA5A5_5A5A_D00D_F00D);
+    let u1 = ((a >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = (b >> 11) as f64 / (1u64 << 53) as f64;
+    let r = (-2.0 * u1.ln()).sqrt();
+    let (s, c) = (2.0 * PI * u2).sin_cos();
+    [r * c, r * s]
 }
 
 /// Labels in the image frame, grain boundaries first, then point defects in placement order.
@@ -903,8 +1361,23 @@ pub fn scene_labels(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<D
     let (w, h) = (p.width as f64, p.height as f64);
     let width_px = p.labels.boundary_width_a / p.pixel_size_a();
     let mut out = Vec::new();
-    for b in &scene.boundaries {
-        if let Some(obb) = boundary_box(b, &scene.distortion, width_px, w, h) {
+    for (k, b) in scene.boundaries.iter().enumerate() {
+        let second = scene
+            .boundaries
+            .iter()
+            .find(|o| o.lamella_of == Some(k))
+            .filter(|o| o.distance(b.point) < 2.0 * width_px);
+        if b.lamella_of
+            .is_some_and(|first| scene.boundaries[first].distance(b.point) < 2.0 * width_px)
+        {
+            // Labelled together with the first plane of its lamella.
+            continue;
+        }
+        let obb = match second {
+            Some(o) => lamella_box(b, o, &scene.distortion, width_px, w, h),
+            None => boundary_box(b, &scene.distortion, width_px, w, h),
+        };
+        if let Some(obb) = obb {
             out.push(DefectLabel {
                 class: DefectClass::GrainBoundary,
                 obb,
