@@ -74,6 +74,14 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
     let t_detect = time_ms(runs, || {
         std::hint::black_box(imaging::detect(&signal, &sc, &p));
     });
+    let t_texture = time_ms(runs, || {
+        std::hint::black_box(imaging::amorphous_texture(
+            p.width,
+            p.height,
+            p.specimen.amorphous_length_a / p.pixel_size_a(),
+            sc.field.texture_seed,
+        ));
+    });
     // What a preview frame costs on top: the 8-bit window and an RGBA buffer for the texture.
     let s = synth::generate(&p)?;
     let t_display = time_ms(runs, || {
@@ -105,6 +113,7 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
             "scene_draw": median(t_scene),
             "columns": median(t_cols),
             "render_columns": median(t_render),
+            "amorphous_texture_part": median(t_texture),
             "noise_background_scan": median(t_detect),
             "preview_display_conversion": display_ms,
             "png_encode": median(t_png),
