@@ -430,6 +430,13 @@ impl DatasetTab {
                 );
                 span_edit(
                     ui,
+                    "core half-width (Å)",
+                    &mut dr.boundary_core_width_a,
+                    0.0..=20.0,
+                    0.1,
+                );
+                span_edit(
+                    ui,
                     "boundary band darkening",
                     &mut dr.boundary_dechannelling,
                     -0.5..=0.8,

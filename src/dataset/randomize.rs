@@ -88,6 +88,7 @@ pub struct DomainRandomization {
     pub boundary_strain_a: Span,
     pub boundary_strain_decay_nm: Span,
     pub boundary_core_disorder_a: Span,
+    pub boundary_core_width_a: Span,
     pub boundary_dechannelling: Span,
     /// Twin lamellae per image and their thickness (nm).
     pub twin_lamellae: CountRange,
@@ -127,9 +128,10 @@ impl Default for DomainRandomization {
             background_gradient: Span::new(0.0, 0.4),
             thickness_variation: Span::new(0.0, 0.3),
             thickness_wavelength_nm: Span::new(2.0, 20.0),
-            boundary_strain_a: Span::new(0.0, 0.8),
-            boundary_strain_decay_nm: Span::new(0.5, 4.0),
-            boundary_core_disorder_a: Span::new(0.0, 0.4),
+            boundary_strain_a: Span::new(0.0, 1.5),
+            boundary_strain_decay_nm: Span::new(0.5, 6.0),
+            boundary_core_disorder_a: Span::new(0.0, 0.5),
+            boundary_core_width_a: Span::new(2.0, 10.0),
             boundary_dechannelling: Span::new(-0.2, 0.5),
             twin_lamellae: CountRange::new(0, 1),
             lamella_thickness_nm: Span::new(0.3, 5.0),
@@ -208,6 +210,7 @@ impl DomainRandomization {
             0.0,
             1.0,
         )?;
+        check_span(&self.boundary_core_width_a, "core width (Å)", 0.0, 20.0)?;
         check_span(&self.boundary_dechannelling, "dechannelling", -0.5, 0.8)?;
         check_count(&self.twin_lamellae, "twin lamellae", 2)?;
         anyhow::ensure!(
@@ -339,6 +342,7 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
     p.scan.jitter_bursts_per_kline = uniform(&mut rng, dr.jitter_bursts_per_kline);
     p.scan.jitter_burst_px = uniform(&mut rng, dr.jitter_burst_px);
     p.scan.afterglow_px = uniform(&mut rng, dr.afterglow_px);
+    p.defects.boundary_structure.core_width_a = uniform(&mut rng, dr.boundary_core_width_a);
     p
 }
 

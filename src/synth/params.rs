@@ -242,7 +242,7 @@ impl Default for SpecimenParams {
             background_gradient: 0.15,
             thickness_variation: 0.15,
             thickness_wavelength_nm: 6.0,
-            column_sigma_a: 0.45,
+            column_sigma_a: 0.5,
             amorphous: 0.08,
             amorphous_length_a: 6.0,
         }
