@@ -316,9 +316,27 @@ impl DatasetConfig {
 
 /// Part `index` of `count` (base images with `i % count == index`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawShardSpec")]
 pub struct ShardSpec {
     pub index: usize,
     pub count: usize,
+}
+
+/// A shard as a manifest states it, before its numbers are checked: an edited or damaged
+/// manifest must be refused, not index past the shard list.
+#[derive(Deserialize)]
+struct RawShardSpec {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<RawShardSpec> for ShardSpec {
+    type Error = String;
+    fn try_from(r: RawShardSpec) -> Result<Self, String> {
+        format!("{}/{}", r.index, r.count)
+            .parse::<ShardSpec>()
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl std::str::FromStr for ShardSpec {
@@ -1055,7 +1073,8 @@ pub fn merge(
     }
     let (first_dir, first_shard, first) = &manifests[0];
     let count = first_shard.count;
-    let mut seen: Vec<Option<&Path>> = vec![None; count];
+    // A map, not a vector of `count`: the count comes from a file and may be absurd.
+    let mut seen: std::collections::BTreeMap<usize, &Path> = Default::default();
     for (dir, s, m) in &manifests {
         anyhow::ensure!(
             m.config == first.config && m.generator == first.generator,
@@ -1073,7 +1092,7 @@ pub fn merge(
             first_shard.index,
             count
         );
-        if let Some(prev) = seen[s.index] {
+        if let Some(prev) = seen.insert(s.index, dir) {
             anyhow::bail!(
                 "shard {}/{count} is given twice: {} and {}",
                 s.index,
@@ -1081,7 +1100,6 @@ pub fn merge(
                 dir.display()
             );
         }
-        seen[s.index] = Some(dir);
         for b in &m.base_images {
             anyhow::ensure!(
                 s.contains(b.index) && b.index < m.config.n,
@@ -1092,11 +1110,11 @@ pub fn merge(
             );
         }
     }
-    let missing: Vec<String> = (0..count)
-        .filter(|i| seen[*i].is_none())
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    anyhow::ensure!(missing.is_empty(), "missing shards: {}", missing.join(", "));
+    anyhow::ensure!(
+        seen.len() == count,
+        "missing shards: {}",
+        crate::detect::merge::missing_shards(&seen, count)
+    );
     if let Some(p) = target_problem(&out, overwrite) {
         anyhow::bail!(p);
     }

@@ -427,3 +427,33 @@ fn pure_test_set_and_bad_options() {
     );
     assert!("3/3".parse::<ShardSpec>().is_err() && "1/4".parse::<ShardSpec>().is_ok());
 }
+
+#[test]
+fn edited_shard_manifests_are_refused_not_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let sd = dir.path().join("shard0");
+    run(
+        &small(2),
+        &sd,
+        ExportTarget {
+            shard: Some(ShardSpec { index: 0, count: 2 }),
+            overwrite: false,
+        },
+    )
+    .unwrap();
+    let path = sd.join(MANIFEST_FILE);
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // An index past the count used to panic on `seen[index]`.
+    m["shard"] = serde_json::json!({"index": 3, "count": 2});
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = merge(&out, std::slice::from_ref(&sd), false, &JobControl::detached()).unwrap_err();
+    assert!(format!("{e:#}").contains("3/2"), "{e:#}");
+    // An absurd count used to allocate a slot per shard.
+    m["shard"] = serde_json::json!({"index": 0, "count": 1_000_000_000_000_000_000u64});
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = merge(&out, std::slice::from_ref(&sd), false, &JobControl::detached()).unwrap_err();
+    assert!(format!("{e:#}").contains("and 999999999999999989 more"), "{e:#}");
+    assert!(!out.exists());
+}
