@@ -3,7 +3,7 @@ use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::export::{ExportMeta, class_counts, write_all};
 use defect_detector::detect::merge::{
-    BatchSummary, ImageEntry, SUMMARY_CSV, SUMMARY_JSON, Shard, merge_shards,
+    BatchSummary, ImageEntry, SUMMARY_JSON, Shard, merge_shards,
 };
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit,
@@ -47,6 +47,9 @@ pub struct DetectArgs {
     runtime: RuntimeArgs,
 }
 
+/// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).
+const RESULT_SUFFIX: &str = ".detections";
+
 const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg"];
 
 fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -80,8 +83,10 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Output base path per image: `<dir>/<stem>`, or `<dir>/<file name>` when two images would
-/// share a stem in the same folder.
+/// Output base path per image: `<dir>/<stem>.detections`, or `<dir>/<file name>.detections`
+/// when two images would share a stem in the same folder. Never `<dir>/<stem>`: `<stem>.txt`
+/// beside an image is its hand-made label file (the label editor's and Ultralytics'
+/// convention), which results must not overwrite.
 fn output_bases(images: &[PathBuf], out: Option<&Path>) -> Vec<PathBuf> {
     let dir_of = |p: &Path| {
         out.map(Path::to_path_buf)
@@ -95,12 +100,16 @@ fn output_bases(images: &[PathBuf], out: Option<&Path>) -> Vec<PathBuf> {
     images
         .iter()
         .map(|p| {
-            let base = dir_of(p).join(p.file_stem().unwrap_or_default());
-            if seen[&base] > 1 {
-                dir_of(p).join(p.file_name().unwrap_or_default())
+            let stem = dir_of(p).join(p.file_stem().unwrap_or_default());
+            let mut name = if seen[&stem] > 1 {
+                p.file_name()
             } else {
-                base
+                p.file_stem()
             }
+            .unwrap_or_default()
+            .to_os_string();
+            name.push(RESULT_SUFFIX);
+            dir_of(p).join(name)
         })
         .collect()
 }
@@ -130,19 +139,6 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     let all_images = expand(&a.inputs)?;
     // Output names are decided over all inputs, so a shard names its files as one run would.
     let all_bases = output_bases(&all_images, a.out.as_deref());
-    if let Some(out) = &a.out
-        && let Some(b) = all_bases.iter().find(|b| {
-            [SUMMARY_JSON, SUMMARY_CSV]
-                .iter()
-                .any(|s| Path::new(s).file_stem() == b.file_name())
-        })
-    {
-        anyhow::bail!(
-            "an image would write {} over the run summary in {}; rename it",
-            b.display(),
-            out.display()
-        );
-    }
     let (images, bases) = match a.shard {
         Some(s) => (s.select(&all_images), s.select(&all_bases)),
         None => (all_images, all_bases),
@@ -262,13 +258,34 @@ mod tests {
         assert_eq!(
             b,
             vec![
-                PathBuf::from("/d/a.png"),
-                PathBuf::from("/d/a.tif"),
-                PathBuf::from("/d/b")
+                PathBuf::from("/d/a.png.detections"),
+                PathBuf::from("/d/a.tif.detections"),
+                PathBuf::from("/d/b.detections")
             ]
         );
         let b = output_bases(&imgs[2..], Some(Path::new("/out")));
-        assert_eq!(b, vec![PathBuf::from("/out/b")]);
+        assert_eq!(b, vec![PathBuf::from("/out/b.detections")]);
+    }
+
+    #[test]
+    fn detect_beside_the_image_keeps_hand_labels() {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("frame.png");
+        image::GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * 7 + y * 3) % 200) as u8]))
+            .save(&img)
+            .unwrap();
+        let hand = "1 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n";
+        std::fs::write(t.path().join("frame.txt"), hand).unwrap();
+        std::fs::write(t.path().join("frame.json"), "{\"notes\": 1}").unwrap();
+        run(args(&[&img.display().to_string()])).unwrap();
+        assert_eq!(std::fs::read_to_string(t.path().join("frame.txt")).unwrap(), hand);
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("frame.json")).unwrap(),
+            "{\"notes\": 1}"
+        );
+        for ext in ["json", "csv", "txt"] {
+            assert!(t.path().join(format!("frame.detections.{ext}")).is_file(), "{ext}");
+        }
     }
 
     #[derive(clap::Parser)]
