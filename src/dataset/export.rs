@@ -26,7 +26,7 @@ use anyhow::Context;
 use rand::RngExt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -594,11 +594,70 @@ fn entries_of(dir: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
-/// Whether `dir` holds something we would be willing to replace with `overwrite`.
-fn looks_like_dataset(dir: &Path) -> bool {
-    dir.join(MANIFEST_FILE).is_file()
-        || dir.join("data.yaml").is_file()
-        || (dir.join("images").is_dir() && dir.join("labels").is_dir())
+/// Whether `dir` holds a dataset this program wrote (its manifest reads), the only kind
+/// `overwrite` may replace: `images/` + `labels/` without our manifest are hand-annotated data.
+fn is_our_dataset(dir: &Path) -> bool {
+    Manifest::read(dir).is_ok()
+}
+
+impl Manifest {
+    /// Every file the export wrote, relative to the dataset folder. Anything else in the folder
+    /// (training runs, notes, caches) belongs to someone else.
+    fn written_files(&self) -> HashSet<PathBuf> {
+        let mut out: HashSet<PathBuf> = [MANIFEST_FILE, "data.yaml", "README.md"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        for b in &self.base_images {
+            out.insert(PathBuf::from(&b.sidecar));
+        }
+        for i in &self.images {
+            out.insert(PathBuf::from(&i.file));
+            out.insert(PathBuf::from(&i.label_file));
+            out.insert(PathBuf::from(&i.sidecar));
+        }
+        out
+    }
+}
+
+/// Moves every file under `old` that is not in `ours` to the same place under `new` (a whole
+/// folder at once when none of it is ours), so replacing a dataset keeps what others put in
+/// it. A file whose place is taken in `new` goes beside it with `.kept` added.
+fn carry_over_foreign(
+    old: &Path,
+    new: &Path,
+    rel: &Path,
+    ours: &HashSet<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = old.join(rel);
+    for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let r = rel.join(e.file_name());
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && (new.join(&r).exists() || ours.iter().any(|o| o.starts_with(&r))) {
+            carry_over_foreign(old, new, &r, ours)?;
+            continue;
+        }
+        if ours.contains(&r) {
+            continue;
+        }
+        let mut to = new.join(&r);
+        let mut k = 0;
+        while to.exists() {
+            k += 1;
+            let mut name = e.file_name();
+            name.push(if k == 1 { ".kept".to_string() } else { format!(".kept{k}") });
+            to = new.join(rel).join(name);
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::rename(e.path(), &to).with_context(|| {
+            format!("cannot keep {} (move it to {})", e.path().display(), to.display())
+        })?;
+    }
+    Ok(())
 }
 
 /// Why a target folder cannot be written, or `None` when it can. `overwrite` permits replacing
@@ -623,10 +682,10 @@ pub fn target_problem(out: &Path, overwrite: bool) -> Option<String> {
             out.display()
         ));
     }
-    if !looks_like_dataset(out) {
+    if !is_our_dataset(out) {
         return Some(format!(
-            "{} is not empty and does not look like a dataset (no manifest.json, data.yaml or \
-             images/ + labels/): refusing to replace it",
+            "{} is not empty and is not a dataset this program wrote (no readable \
+             {MANIFEST_FILE}): refusing to replace it",
             out.display()
         ));
     }
@@ -682,6 +741,8 @@ impl Staging {
                 .with_context(|| format!("cannot replace empty {}", out.display()))?;
         }
         if out.exists() {
+            // target_problem passed, so the manifest reads; it says which files are ours.
+            let ours = Manifest::read(out)?.written_files();
             let old = self.dir.with_file_name(format!(
                 "{}.old",
                 self.dir.file_name().unwrap_or_default().to_string_lossy()
@@ -691,6 +752,23 @@ impl Staging {
             if let Err(e) = std::fs::rename(&self.dir, out) {
                 let _ = std::fs::rename(&old, out);
                 return Err(e).with_context(|| format!("cannot move dataset to {}", out.display()));
+            }
+            self.committed = true;
+            if let Err(e) = carry_over_foreign(&old, out, Path::new(""), &ours) {
+                // The staging name is cleaned up by later exports: give the old folder, with
+                // whatever was not moved, a name nobody removes.
+                let keep = out.with_file_name(format!(
+                    "{}.previous-{}",
+                    out.file_name().unwrap_or_default().to_string_lossy(),
+                    std::process::id()
+                ));
+                let kept = std::fs::rename(&old, &keep).map_or(old, |()| keep);
+                return Err(e).context(format!(
+                    "the new dataset is in {}, but not all files of the one it replaced could \
+                     be moved into it; they are in {}",
+                    out.display(),
+                    kept.display()
+                ));
             }
             std::fs::remove_dir_all(&old)
                 .with_context(|| format!("cannot remove the old dataset {}", old.display()))?;
