@@ -4,7 +4,7 @@
 //! folder. Saved atomically half a second after each change, when the image changes and on
 //! exit; a label file that does not parse opens read-only and is never overwritten unasked.
 
-use super::annotate::{AUTOSAVE_DELAY, Annotator};
+use super::annotate::{AUTOSAVE_DELAY, Annotator, UnsavedLabels};
 use defect_detector::dataset::review::{LabelDoc, LabeledBox, box_flags};
 use defect_detector::detect::Detection;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ pub struct ViewerLabels {
     /// The image (path, viewer generation) the document belongs to.
     opened_for: Option<(PathBuf, usize)>,
     pub status: String,
+    /// Edits whose save failed, kept (and shown in a modal) until saved or discarded.
+    pub unsaved: UnsavedLabels,
 }
 
 impl ViewerLabels {
@@ -72,6 +74,7 @@ impl ViewerLabels {
         let Some(doc) = &mut self.doc else { return };
         match self.annot.save_into(doc) {
             Ok(true) => {
+                self.unsaved.saved(&doc.label_path);
                 self.status = format!(
                     "saved {} box(es) to {}",
                     doc.boxes.len(),
@@ -79,12 +82,20 @@ impl ViewerLabels {
                 )
             }
             Ok(false) => {}
-            Err(e) => self.status = e,
+            Err(e) => {
+                // Kept with the edits: opening the next image resets the editor, and a
+                // status line is overwritten at once.
+                self.unsaved.failed(doc, e.clone());
+                self.annot.dirty_since = None;
+                self.status = format!("not saved: {e}");
+            }
         }
     }
 
     /// Saves once the last change is [`AUTOSAVE_DELAY`] old; asks for a repaint until then.
+    /// Also shows the failed saves, whichever panel is open.
     pub fn autosave(&mut self, ctx: &egui::Context) {
+        self.unsaved.modal(ctx, "viewer-unsaved-labels");
         if let Some(t) = self.annot.dirty_since {
             if t.elapsed() >= AUTOSAVE_DELAY {
                 self.flush();

@@ -243,3 +243,64 @@ fn accepted_detections_become_labels_in_the_chosen_folder() {
         labels_dir.join("a.txt")
     );
 }
+
+#[test]
+fn failed_saves_keep_the_edits_across_an_image_change_until_saved() {
+    let (dir, a, b) = images();
+    // The labels folder cannot be created: its parent is a file (as a read-only share fails).
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let labels_dir = blocker.join("labels");
+    let mut h = harness();
+    h.state_mut().viewer.settings.labels_dir = labels_dir.display().to_string();
+    open(&mut h, &a);
+    h.state_mut().viewer.labels.enabled = true;
+    h.run_steps(2);
+    h.state_mut()
+        .viewer
+        .labels
+        .annot
+        .add_box(OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3));
+    // The image changes before the autosave: the save fails, the editor moves on.
+    open(&mut h, &b);
+    h.run_steps(2);
+    let pending = &h.state().viewer.labels.unsaved.docs;
+    assert_eq!(pending.len(), 1, "the failed edits are kept");
+    assert_eq!(pending[0].doc.label_path, labels_dir.join("a.txt"));
+    assert_eq!(pending[0].doc.boxes.len(), 1);
+    assert!(
+        h.query_by_label("Labels could not be saved").is_some(),
+        "a modal says so"
+    );
+    // Retrying while the cause is there keeps them; once it is gone, they are written.
+    h.get_by_label("Retry").click();
+    h.run_steps(2);
+    assert_eq!(h.state().viewer.labels.unsaved.docs.len(), 1);
+    std::fs::remove_file(&blocker).unwrap();
+    h.get_by_label("Retry").click();
+    h.run_steps(2);
+    assert!(h.state().viewer.labels.unsaved.is_empty());
+    assert_eq!(file_boxes(&labels_dir.join("a.txt")).len(), 1);
+    h.run_steps(2);
+    assert!(h.query_by_label("Labels could not be saved").is_none());
+}
+
+#[test]
+fn failed_saves_can_be_saved_elsewhere() {
+    let (dir, a, _b) = images();
+    let label = dir.path().join("a.txt");
+    let mut doc = defect_detector::dataset::review::LabelDoc::open(&label, W, H, 3);
+    doc.boxes.push(defect_detector::dataset::review::LabeledBox {
+        class: 1,
+        obb: OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3),
+    });
+    let mut u = super::UnsavedLabels::default();
+    u.failed(&doc, "read-only file system".into());
+    u.failed(&doc, "still read-only".into());
+    assert_eq!(u.docs.len(), 1, "one entry per label file");
+    let elsewhere = dir.path().join("elsewhere/a.txt");
+    u.save_first(Some(elsewhere.clone())).unwrap();
+    assert!(u.is_empty());
+    assert_eq!(file_boxes(&elsewhere).len(), 1);
+    assert!(!label.exists(), "{}", a.display());
+}
