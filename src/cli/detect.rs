@@ -9,6 +9,7 @@ use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit,
     load_image_for_detection,
 };
+use defect_detector::formats;
 use defect_detector::raster::PixelSize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,24 +51,14 @@ pub struct DetectArgs {
 /// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).
 const RESULT_SUFFIX: &str = ".detections";
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg"];
-
 fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let v: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list {}", p.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|q| {
-                    q.is_file()
-                        && q.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                            IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            out.extend(v);
+            // The formats module's list, as `watch` and the Viewer use: DM3/4, SER, EMD and
+            // MRC as well as the raster formats.
+            std::fs::read_dir(p).with_context(|| format!("cannot list {}", p.display()))?;
+            out.extend(formats::list_images(p));
         } else if p.is_file() {
             out.push(p.clone());
         } else {
@@ -265,6 +256,21 @@ mod tests {
         );
         let b = output_bases(&imgs[2..], Some(Path::new("/out")));
         assert_eq!(b, vec![PathBuf::from("/out/b.detections")]);
+    }
+
+    #[test]
+    fn folders_list_every_format_the_viewer_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let names = ["a.dm3", "b.DM4", "c.ser", "d.emd", "e.mrc", "f.png", "g.tif", "notes.md"];
+        for n in names {
+            std::fs::write(t.path().join(n), b"x").unwrap();
+        }
+        let listed: Vec<String> = expand(&[t.path().to_path_buf()])
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed, names[..7]);
     }
 
     #[test]
