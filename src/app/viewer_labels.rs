@@ -10,14 +10,29 @@ use defect_detector::detect::Detection;
 use std::path::{Path, PathBuf};
 
 /// Where the labels of `image` live: `<labels_dir>/<stem>.txt`, or beside the image when no
-/// folder is chosen.
+/// folder is chosen. When another image beside it has the same stem (`frame.dm4` and
+/// `frame.tif`), `<stem>.txt` would hold the boxes of both: each then gets its own
+/// `<file name>.txt` (`frame.dm4.txt`).
 pub fn label_path_for(image: &Path, labels_dir: &str) -> PathBuf {
     let dir = labels_dir.trim();
-    if dir.is_empty() {
-        image.with_extension("txt")
+    let folder = image.parent().filter(|d| !d.as_os_str().is_empty());
+    let shares_stem = defect_detector::formats::list_images(folder.unwrap_or(Path::new(".")))
+        .iter()
+        .any(|other| {
+            other.file_name() != image.file_name() && other.file_stem() == image.file_stem()
+        });
+    let mut name = if shares_stem {
+        image.file_name()
     } else {
-        let stem = image.file_stem().unwrap_or_default().to_string_lossy();
-        Path::new(dir).join(format!("{stem}.txt"))
+        image.file_stem()
+    }
+    .unwrap_or_default()
+    .to_os_string();
+    name.push(".txt");
+    if dir.is_empty() {
+        image.with_file_name(name)
+    } else {
+        Path::new(dir).join(name)
     }
 }
 
@@ -29,6 +44,9 @@ pub struct ViewerLabels {
     pub doc: Option<LabelDoc>,
     /// The image (path, viewer generation) the document belongs to.
     opened_for: Option<(PathBuf, usize)>,
+    /// [`label_path_for`] of the image and labels folder last asked: it lists the folder, too
+    /// slow for every frame.
+    label_path: Option<(PathBuf, String, PathBuf)>,
     pub status: String,
     /// Edits whose save failed, kept (and shown in a modal) until saved or discarded.
     pub unsaved: UnsavedLabels,
@@ -49,7 +67,14 @@ impl ViewerLabels {
             self.opened_for = None;
             return;
         };
-        let want = label_path_for(path, labels_dir);
+        let want = match &self.label_path {
+            Some((p, d, want)) if p == path && d == labels_dir => want.clone(),
+            _ => {
+                let want = label_path_for(path, labels_dir);
+                self.label_path = Some((path.to_path_buf(), labels_dir.to_string(), want.clone()));
+                want
+            }
+        };
         let same_image = self
             .opened_for
             .as_ref()

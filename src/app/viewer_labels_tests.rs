@@ -304,3 +304,19 @@ fn failed_saves_can_be_saved_elsewhere() {
     assert_eq!(file_boxes(&elsewhere).len(), 1);
     assert!(!label.exists(), "{}", a.display());
 }
+
+#[test]
+fn images_sharing_a_stem_get_their_own_label_files() {
+    let (dir, a, _b) = images();
+    let twin = dir.path().join("a.tif");
+    std::fs::copy(&a, &twin).unwrap();
+    let a_txt = label_path_for(&a, "");
+    let twin_txt = label_path_for(&twin, "");
+    assert_ne!(a_txt, twin_txt, "frame.png and frame.tif must not share frame.txt");
+    assert_eq!(a_txt, dir.path().join("a.png.txt"));
+    assert_eq!(twin_txt, dir.path().join("a.tif.txt"));
+    assert_eq!(label_path_for(&twin, "/l"), Path::new("/l/a.tif.txt"));
+    // Alone, an image keeps the usual <stem>.txt.
+    std::fs::remove_file(&twin).unwrap();
+    assert_eq!(label_path_for(&a, ""), dir.path().join("a.txt"));
+}
