@@ -98,6 +98,13 @@ impl SplitRatios {
             test: v[2],
         };
         r.validate()?;
+        // Normalising silently would hide a typo such as 0.8,0.1,0.2 (or percentages).
+        let sum = r.train + r.val + r.test;
+        anyhow::ensure!(
+            (sum - 1.0).abs() <= 1e-6,
+            "split '{s}' sums to {sum}, not 1 (fractions of the images: train,val,test, e.g. \
+             0.8,0.1,0.1)"
+        );
         Ok(r)
     }
 

@@ -41,7 +41,12 @@ fn split_counts_are_exact_and_zero_ratios_stay_empty() {
     assert_eq!(r.counts(80), [64, 8, 8]);
     assert_eq!(r.counts(7).iter().sum::<usize>(), 7);
     assert_eq!(SplitRatios::parse("0,0,1").unwrap().counts(9), [0, 0, 9]);
-    assert_eq!(SplitRatios::parse("1,1,0").unwrap().counts(5)[2], 0);
+    assert_eq!(SplitRatios::parse("0.5,0.5,0").unwrap().counts(5)[2], 0);
+    // Ratios that do not sum to 1 are refused, not normalised.
+    for bad in ["1,1,0", "0.8,0.1,0.2", "80,10,10"] {
+        let e = SplitRatios::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("not 1") && e.contains(bad), "{e}");
+    }
     assert!(SplitRatios::parse("1,2").is_err());
     assert!(SplitRatios::parse("-1,1,1").is_err());
     let s = assign_splits(50, 3, &r);
