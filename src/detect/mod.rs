@@ -315,7 +315,7 @@ impl Detector {
             };
             let mut fill_time = Duration::ZERO;
             let mut decode_time = Duration::ZERO;
-            let ((), run_time) = self.run_with(
+            let (invalid, run_time) = self.run_with(
                 |buf| {
                     let t = Instant::now();
                     pre::fill_input(buf, s, &work, tile, &q);
@@ -323,7 +323,7 @@ impl Detector {
                 },
                 |out| {
                     let t = Instant::now();
-                    post::decode(
+                    let invalid = post::decode(
                         out,
                         out.len() / info.output_rows(),
                         &names,
@@ -331,8 +331,20 @@ impl Detector {
                         &mut candidates,
                     );
                     decode_time = t.elapsed();
+                    invalid
                 },
             )?;
+            if invalid > 0 {
+                // A model that emits NaN or empty boxes is broken (diverged training, a bad
+                // export): thousands of NaN "detections" would hide that.
+                anyhow::bail!(
+                    "the model output {invalid} candidate box(es) with a non-finite value or a \
+                     side that is not positive (tile {}/{}): the model is broken; check its \
+                     training and export",
+                    k + 1,
+                    tiles.len()
+                );
+            }
             timings.preprocess_ms += ms(fill_time);
             timings.inference_ms += ms(run_time);
             timings.postprocess_ms += ms(decode_time);

@@ -298,6 +298,19 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         .tensor_shape()
         .map(|s| s.to_vec())
         .ok_or_else(|| anyhow::anyhow!("{file}: output '{}' is not a tensor", output.name()))?;
+    // Every run feeds f32 (see `run_with`); a uint8 or f16 input would load and then fail on
+    // every image.
+    for (what, v) in [("input", input), ("output", output)] {
+        let ty = v.dtype().tensor_type();
+        if ty != Some(ort::tensor::TensorElementType::Float32) {
+            anyhow::bail!(
+                "{file}: {what} '{}' is {}, not float32; export the model with float32 {what}s \
+                 (Ultralytics: half=False, int8=False)",
+                v.name(),
+                ty.map_or("not a tensor".to_string(), |t| format!("{t:?}"))
+            );
+        }
+    }
     let imgsz_meta = match imgsz_meta {
         Some(s) => Some(parse_imgsz(&s).map_err(|e| anyhow::anyhow!("{file}: {e}"))?),
         None => None,

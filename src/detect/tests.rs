@@ -271,3 +271,31 @@ fn resampling_refuses_absurd_working_sizes() {
         Err(ScaleError::TooCoarse { .. })
     ));
 }
+
+#[test]
+fn a_model_emitting_nan_boxes_fails_instead_of_giving_nan_detections() {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        threads: 1,
+        ..Default::default()
+    };
+    let d = Detector::load(&data("nan_boxes.onnx"), &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    let e = d
+        .detect(&img, None, &DetectOptions::default())
+        .expect_err("NaN boxes were accepted");
+    assert!(format!("{e:#}").contains("non-finite"), "{e:#}");
+}
+
+#[test]
+fn a_model_with_a_uint8_input_is_refused_at_load() {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        ..Default::default()
+    };
+    let e = match Detector::load(&data("uint8_input.onnx"), &opts) {
+        Ok(_) => panic!("a uint8 input was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("not float32") && e.contains("uint8_input.onnx"), "{e}");
+}
