@@ -1,5 +1,5 @@
-//! Loader tests: round trips through files written here, corruption resistance, and (ignored)
-//! checks against the real instrument files in /work/shared/samples.
+//! Loader tests: round trips through files written here, corruption resistance, and checks
+//! against the real instrument files in `../shared/samples` beside the repository (as in CI).
 
 use std::io::Cursor;
 
@@ -474,16 +474,31 @@ fn corrupted_files_never_panic() {
     );
 }
 
-const SAMPLES: &str = "/work/shared/samples";
+/// The real instrument files (GPL, so not in the repository): beside it, as CI has them.
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples");
+
+/// `None`, after saying why, when the samples folder is not there (a checkout on its own);
+/// the tests using it then check nothing and say so.
+fn samples() -> Option<&'static Path> {
+    let dir = Path::new(SAMPLES);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("skipped: no real samples at {SAMPLES}");
+        None
+    }
+}
 
 fn sample(name: &str) -> PathBuf {
     Path::new(SAMPLES).join(name)
 }
 
-/// Dimensions and pixel sizes from /work/shared/samples/SOURCES.md.
+/// Dimensions and pixel sizes from ../shared/samples/SOURCES.md.
 #[test]
-#[ignore = "needs /work/shared/samples (GPL files, not in the repository)"]
 fn real_samples_load_with_calibration() {
+    if samples().is_none() {
+        return;
+    }
     let cases = [
         (
             "Si011_tilt-GB_HAADF85_ingrained.dm3",
@@ -535,8 +550,10 @@ fn real_samples_load_with_calibration() {
 
 /// The corruption loop on the real files (slower: megabyte files).
 #[test]
-#[ignore = "needs /work/shared/samples (GPL files, not in the repository)"]
 fn real_samples_corrupted_never_panic() {
+    if samples().is_none() {
+        return;
+    }
     for name in [
         "Si011_tilt-GB_HAADF85_ingrained.dm3",
         "SrTiO3_HAADF_TitanCubed_openNCEM_1.ser",
