@@ -581,3 +581,22 @@ fn real_samples_corrupted_never_panic() {
         }
     }
 }
+
+/// A DM3 cut at 300 kB used to open as its 192x192 thumbnail (burned-in scale bar included).
+#[test]
+fn a_truncated_dm3_is_refused_not_shown_as_its_thumbnail() {
+    if samples().is_none() {
+        return;
+    }
+    let name = "Si011_tilt-GB_HAADF85_ingrained.dm3";
+    let bytes = std::fs::read(sample(name)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join(name);
+    std::fs::write(&cut, &bytes[..300_000]).unwrap();
+    for r in [load(&cut), load_from_bytes(&bytes[..300_000], name, 0)] {
+        let e = format!("{:#}", r.err().expect("a truncated DM3 was loaded"));
+        assert!(e.contains("truncated") && e.contains("300000"), "{e}");
+    }
+    // The whole file still loads.
+    assert_eq!(load(&sample(name)).unwrap().width(), 512);
+}
