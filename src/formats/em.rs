@@ -11,7 +11,7 @@ use openreadout_core::{Dataset, FormatReader, PixelType, PlaneIndex};
 use serde_json::Value;
 
 use super::meta::{find_key, flatten_json, scalar, truncate_value};
-use super::{Decoded, Kind, check_dims, check_page, color_to_gray, plausible_nm_per_px};
+use super::{Decoded, Kind, check_dims, check_page, color_to_gray, plausible_or_noted};
 use crate::raster::{ImageF32, PixelSize};
 
 pub(crate) enum Source<'a> {
@@ -194,15 +194,15 @@ pub(crate) fn decode(src: Source, kind: Kind, page: usize) -> anyhow::Result<Dec
         n => bail!("unsupported layout: {n} samples per pixel"),
     };
 
+    let vendor = ds.vendor_metadata().ok();
+    let mut metadata = metadata(&info, im, r.plane, vendor.as_ref());
     let nm = im
         .physical_size
         .x
         .or(im.physical_size.y)
         .map(|um| um * 1000.0)
-        .filter(|nm| plausible_nm_per_px(*nm));
+        .and_then(|nm| plausible_or_noted(nm, "the file's calibration", &mut metadata));
     let original_unit = nm.map(|_| original_unit(kind, im));
-    let vendor = ds.vendor_metadata().ok();
-    let metadata = metadata(&info, im, r.plane, vendor.as_ref());
     let format = match &info.format_version {
         Some(v) if kind == Kind::Dm => format!("Gatan {v}"),
         _ => info.format.name.clone(),

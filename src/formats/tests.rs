@@ -118,6 +118,9 @@ fn tiff_inch_dpi_default_is_not_a_calibration() {
     let bytes = write_tiff!(colortype::Gray16, [&data[..]], &opts);
     let s = load_from_bytes(&bytes, "dpi.tif", 0).unwrap();
     assert!(s.pixel_size.is_none(), "72 dpi is a printer default");
+    // Dropped with a note, not silently.
+    let note = &s.metadata[CALIBRATION_IGNORED];
+    assert!(note.contains("352777") && note.contains("uncalibrated"), "{note}");
 }
 
 #[test]
