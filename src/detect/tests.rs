@@ -52,13 +52,31 @@ fn tiny_model_metadata_and_provider() {
 
 #[test]
 fn auto_device_reports_the_provider_that_ran() {
-    let d = Detector::load(&data("tiny_obb.onnx"), &DetectorOptions::default())
+    let auto = Detector::load(&data("tiny_obb.onnx"), &DetectorOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        [model::CPU_PROVIDER, model::CUDA_PROVIDER].contains(&d.provider()),
-        "{}",
-        d.provider()
+    // Auto runs on CUDA exactly when a CUDA session can start here; otherwise on the CPU.
+    let cuda = Detector::load(
+        &data("tiny_obb.onnx"),
+        &DetectorOptions {
+            device: Device::Cuda,
+            ..Default::default()
+        },
     );
+    let expected = match &cuda {
+        Ok(d) => {
+            assert_eq!(d.provider(), model::CUDA_PROVIDER);
+            model::CUDA_PROVIDER
+        }
+        Err(e) => {
+            assert!(format!("{e:#}").contains("CUDA"), "{e:#}");
+            model::CPU_PROVIDER
+        }
+    };
+    assert_eq!(auto.provider(), expected);
+    // And whichever it is, it runs the model.
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    let r = auto.detect(&img, None, &DetectOptions::default()).unwrap();
+    assert_eq!(r.provider, expected);
 }
 
 #[test]
