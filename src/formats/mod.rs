@@ -210,6 +210,12 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// The file extensions [`load`] reads (lower case), for file dialogs: the one list, so a
+/// dialog offers what the loaders and folder listings accept.
+pub fn extensions() -> impl Iterator<Item = &'static str> {
+    EXTENSIONS.iter().map(|(e, _)| *e)
+}
+
 /// True when the extension names a format [`load`] reads.
 pub fn is_supported(path: &Path) -> bool {
     kind_from_extension(path).is_some()
