@@ -247,10 +247,11 @@ fn accepted_detections_become_labels_in_the_chosen_folder() {
 #[test]
 fn failed_saves_keep_the_edits_across_an_image_change_until_saved() {
     let (dir, a, b) = images();
-    // The labels folder cannot be created: its parent is a file (as a read-only share fails).
-    let blocker = dir.path().join("blocker");
-    std::fs::write(&blocker, b"a file").unwrap();
-    let labels_dir = blocker.join("labels");
+    // The labels folder is a link to a folder that is gone: reading finds no labels (a new,
+    // editable document), writing fails as on a share that went read-only.
+    let gone = dir.path().join("gone");
+    let labels_dir = dir.path().join("labels");
+    std::os::unix::fs::symlink(&gone, &labels_dir).unwrap();
     let mut h = harness();
     h.state_mut().viewer.settings.labels_dir = labels_dir.display().to_string();
     open(&mut h, &a);
@@ -276,7 +277,7 @@ fn failed_saves_keep_the_edits_across_an_image_change_until_saved() {
     h.get_by_label("Retry").click();
     h.run_steps(2);
     assert_eq!(h.state().viewer.labels.unsaved.docs.len(), 1);
-    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir(&gone).unwrap();
     h.get_by_label("Retry").click();
     h.run_steps(2);
     assert!(h.state().viewer.labels.unsaved.is_empty());

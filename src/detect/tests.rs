@@ -270,7 +270,7 @@ fn overview_images_are_refused_not_resampled_without_bound() {
     let r = d
         .detect(&img, Some(PixelSize { nm_per_px: 0.1 }), &DetectOptions::default())
         .unwrap();
-    assert!((r.scale - 2.0).abs() < 1e-9 && r.tiles == 4, "{} {}", r.scale, r.tiles);
+    assert!((r.scale - 2.0).abs() < 1e-9 && r.tiles > 1, "{} {}", r.scale, r.tiles);
 }
 
 #[test]
