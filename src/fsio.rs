@@ -120,11 +120,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.txt");
         atomic_write(&p, b"old").unwrap();
-        let r = write_synced(
-            &p,
-            |w| w.write_all(b"new").map_err(Into::into),
-            &|_| Err(std::io::Error::other("EIO on the share")),
-        );
+        let r = write_synced(&p, |w| w.write_all(b"new").map_err(Into::into), &|_| {
+            Err(std::io::Error::other("EIO on the share"))
+        });
         let e = format!("{:#}", r.unwrap_err());
         assert!(e.contains("EIO on the share") && e.contains("a.txt"), "{e}");
         assert_eq!(std::fs::read(&p).unwrap(), b"old");

@@ -338,7 +338,10 @@ fn accept_detections_adds_them_as_one_undo_step() {
         .unwrap()
         .filtered(0.25, defect_detector::detect::DEFAULT_IOU);
     let after = boxes(&h);
-    assert!(!want.is_empty(), "nothing detected: the comparison below would be empty");
+    assert!(
+        !want.is_empty(),
+        "nothing detected: the comparison below would be empty"
+    );
     assert_eq!(after.len(), before.len() + want.len());
     for (b, w) in after[before.len()..].iter().zip(&want) {
         assert_eq!(b.class, w.class);

@@ -78,7 +78,11 @@ fn class_toggle_hides_boxes() {
     h.get_by_label_contains("vacancy (").click();
     h.run_steps(2);
     assert_eq!(drawn_boxes(&h, 1), 0, "hidden vacancies are not drawn");
-    assert_eq!(drawn_boxes(&h, 0) + drawn_boxes(&h, 2), others, "the others still are");
+    assert_eq!(
+        drawn_boxes(&h, 0) + drawn_boxes(&h, 2),
+        others,
+        "the others still are"
+    );
     h.get_by_label_contains("vacancy (").click();
     h.run_steps(2);
     assert_eq!(drawn_boxes(&h, 1), vacancies);

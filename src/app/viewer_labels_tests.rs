@@ -291,10 +291,11 @@ fn failed_saves_can_be_saved_elsewhere() {
     let (dir, a, _b) = images();
     let label = dir.path().join("a.txt");
     let mut doc = defect_detector::dataset::review::LabelDoc::open(&label, W, H, 3);
-    doc.boxes.push(defect_detector::dataset::review::LabeledBox {
-        class: 1,
-        obb: OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3),
-    });
+    doc.boxes
+        .push(defect_detector::dataset::review::LabeledBox {
+            class: 1,
+            obb: OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3),
+        });
     let mut u = super::UnsavedLabels::default();
     u.failed(&doc, "read-only file system".into());
     u.failed(&doc, "still read-only".into());
@@ -313,7 +314,10 @@ fn images_sharing_a_stem_get_their_own_label_files() {
     std::fs::copy(&a, &twin).unwrap();
     let a_txt = label_path_for(&a, "");
     let twin_txt = label_path_for(&twin, "");
-    assert_ne!(a_txt, twin_txt, "frame.png and frame.tif must not share frame.txt");
+    assert_ne!(
+        a_txt, twin_txt,
+        "frame.png and frame.tif must not share frame.txt"
+    );
     assert_eq!(a_txt, dir.path().join("a.png.txt"));
     assert_eq!(twin_txt, dir.path().join("a.tif.txt"));
     assert_eq!(label_path_for(&twin, "/l"), Path::new("/l/a.tif.txt"));

@@ -2,9 +2,7 @@ use super::runtime_args::RuntimeArgs;
 use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::export::{ExportMeta, class_counts, write_all};
-use defect_detector::detect::merge::{
-    BatchSummary, ImageEntry, SUMMARY_JSON, Shard, merge_shards,
-};
+use defect_detector::detect::merge::{BatchSummary, ImageEntry, SUMMARY_JSON, Shard, merge_shards};
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit,
     load_image_for_detection,
@@ -261,7 +259,9 @@ mod tests {
     #[test]
     fn folders_list_every_format_the_viewer_reads() {
         let t = tempfile::tempdir().unwrap();
-        let names = ["a.dm3", "b.DM4", "c.ser", "d.emd", "e.mrc", "f.png", "g.tif", "notes.md"];
+        let names = [
+            "a.dm3", "b.DM4", "c.ser", "d.emd", "e.mrc", "f.png", "g.tif", "notes.md",
+        ];
         for n in names {
             std::fs::write(t.path().join(n), b"x").unwrap();
         }
@@ -284,13 +284,19 @@ mod tests {
         std::fs::write(t.path().join("frame.txt"), hand).unwrap();
         std::fs::write(t.path().join("frame.json"), "{\"notes\": 1}").unwrap();
         run(args(&[&img.display().to_string()])).unwrap();
-        assert_eq!(std::fs::read_to_string(t.path().join("frame.txt")).unwrap(), hand);
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("frame.txt")).unwrap(),
+            hand
+        );
         assert_eq!(
             std::fs::read_to_string(t.path().join("frame.json")).unwrap(),
             "{\"notes\": 1}"
         );
         for ext in ["json", "csv", "txt"] {
-            assert!(t.path().join(format!("frame.detections.{ext}")).is_file(), "{ext}");
+            assert!(
+                t.path().join(format!("frame.detections.{ext}")).is_file(),
+                "{ext}"
+            );
         }
     }
 

@@ -28,8 +28,16 @@ fn info_json(a: &InfoArgs) -> anyhow::Result<serde_json::Value> {
     let finite = img.image.data.len() - nan - inf;
     // value range: the first thing to check when an image shows black or saturated. It is
     // over the finite pixels; with none, there is no range (not 0..0).
-    v["min"] = if finite > 0 { serde_json::json!(lo) } else { serde_json::Value::Null };
-    v["max"] = if finite > 0 { serde_json::json!(hi) } else { serde_json::Value::Null };
+    v["min"] = if finite > 0 {
+        serde_json::json!(lo)
+    } else {
+        serde_json::Value::Null
+    };
+    v["max"] = if finite > 0 {
+        serde_json::json!(hi)
+    } else {
+        serde_json::Value::Null
+    };
     v["nan_pixels"] = serde_json::json!(nan);
     v["infinite_pixels"] = serde_json::json!(inf);
     Ok(v)
@@ -60,7 +68,10 @@ mod tests {
         assert!(v["pixel_size"].is_null());
         assert_eq!(v["min"], 0.0);
         assert_eq!(v["max"], 37.0);
-        assert_eq!((v["nan_pixels"].as_u64(), v["infinite_pixels"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(
+            (v["nan_pixels"].as_u64(), v["infinite_pixels"].as_u64()),
+            (Some(0), Some(0))
+        );
         let e = info_json(&InfoArgs {
             file: path,
             page: 1,
@@ -81,13 +92,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.tif");
         float_tiff(&path, &[f32::NAN, 2.0, f32::INFINITY, -1.0, f32::NAN]);
-        let v = info_json(&InfoArgs { file: path.clone(), page: 0 }).unwrap();
-        assert_eq!((v["min"].as_f64(), v["max"].as_f64()), (Some(-1.0), Some(2.0)));
+        let v = info_json(&InfoArgs {
+            file: path.clone(),
+            page: 0,
+        })
+        .unwrap();
+        assert_eq!(
+            (v["min"].as_f64(), v["max"].as_f64()),
+            (Some(-1.0), Some(2.0))
+        );
         assert_eq!(v["nan_pixels"], 2);
         assert_eq!(v["infinite_pixels"], 1);
         // All NaN: no range at all rather than 0..0.
         float_tiff(&path, &[f32::NAN; 4]);
-        let v = info_json(&InfoArgs { file: path, page: 0 }).unwrap();
+        let v = info_json(&InfoArgs {
+            file: path,
+            page: 0,
+        })
+        .unwrap();
         assert!(v["min"].is_null() && v["max"].is_null(), "{v}");
         assert_eq!(v["nan_pixels"], 4);
     }

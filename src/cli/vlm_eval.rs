@@ -516,7 +516,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run.json");
         let e = run(vlm_args(&format!("http://127.0.0.1:{port}/v1"), &out)).unwrap_err();
-        assert!(format!("{e:#}").contains("every one of the 4 requests failed"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("every one of the 4 requests failed"),
+            "{e:#}"
+        );
         // The run is still written: it says why.
         let back = VlmRun::load_json(&out).unwrap();
         assert!(back.all_requests_failed());

@@ -653,7 +653,11 @@ fn carry_over_foreign(
         while to.exists() {
             k += 1;
             let mut name = e.file_name();
-            name.push(if k == 1 { ".kept".to_string() } else { format!(".kept{k}") });
+            name.push(if k == 1 {
+                ".kept".to_string()
+            } else {
+                format!(".kept{k}")
+            });
             to = new.join(rel).join(name);
         }
         if let Some(parent) = to.parent() {
@@ -661,7 +665,11 @@ fn carry_over_foreign(
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::rename(e.path(), &to).with_context(|| {
-            format!("cannot keep {} (move it to {})", e.path().display(), to.display())
+            format!(
+                "cannot keep {} (move it to {})",
+                e.path().display(),
+                to.display()
+            )
         })?;
     }
     Ok(())

@@ -300,7 +300,8 @@ fn refuses_non_empty_folders_unless_overwriting_a_dataset() {
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains("is not a dataset this program wrote"),
+        e.to_string()
+            .contains("is not a dataset this program wrote"),
         "{e}"
     );
     assert_eq!(std::fs::read(out.join("thesis.tex")).unwrap(), b"precious");
@@ -448,18 +449,32 @@ fn edited_shard_manifests_are_refused_not_indexed() {
     )
     .unwrap();
     let path = sd.join(MANIFEST_FILE);
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     // An index past the count used to panic on `seen[index]`.
     m["shard"] = serde_json::json!({"index": 3, "count": 2});
     std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
-    let e = merge(&out, std::slice::from_ref(&sd), false, &JobControl::detached()).unwrap_err();
+    let e = merge(
+        &out,
+        std::slice::from_ref(&sd),
+        false,
+        &JobControl::detached(),
+    )
+    .unwrap_err();
     assert!(format!("{e:#}").contains("3/2"), "{e:#}");
     // An absurd count used to allocate a slot per shard.
     m["shard"] = serde_json::json!({"index": 0, "count": 1_000_000_000_000_000_000u64});
     std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
-    let e = merge(&out, std::slice::from_ref(&sd), false, &JobControl::detached()).unwrap_err();
-    assert!(format!("{e:#}").contains("and 999999999999999989 more"), "{e:#}");
+    let e = merge(
+        &out,
+        std::slice::from_ref(&sd),
+        false,
+        &JobControl::detached(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("and 999999999999999989 more"),
+        "{e:#}"
+    );
     assert!(!out.exists());
 }
 
@@ -478,7 +493,10 @@ fn overwrite_replaces_only_our_files() {
     std::fs::write(hand.join("data.yaml"), b"names: [a]").unwrap();
     let before = snapshot(&hand);
     let e = run(&small(2), &hand, over.clone()).unwrap_err();
-    assert!(e.to_string().contains("not a dataset this program wrote"), "{e}");
+    assert!(
+        e.to_string().contains("not a dataset this program wrote"),
+        "{e}"
+    );
     assert_eq!(snapshot(&hand), before);
     // In one of ours, others' files survive the replacement: a training run, notes, a file
     // inside our folders.
@@ -491,9 +509,15 @@ fn overwrite_replaces_only_our_files() {
     // Written by us before but not now (3 base images, then 2): removed.
     let old_files: BTreeSet<String> = snapshot(&out).into_keys().collect();
     run(&small(2), &out, over).unwrap();
-    assert_eq!(std::fs::read(out.join("runs/obb/best.pt")).unwrap(), b"weights");
+    assert_eq!(
+        std::fs::read(out.join("runs/obb/best.pt")).unwrap(),
+        b"weights"
+    );
     assert_eq!(std::fs::read(out.join("notes.md")).unwrap(), b"notes");
-    assert_eq!(std::fs::read(out.join("images/train/extra.png")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(out.join("images/train/extra.png")).unwrap(),
+        b"mine"
+    );
     let m = Manifest::read(&out).unwrap();
     assert_eq!(m.base_images.len(), 2);
     let ours: BTreeSet<String> = m
@@ -522,5 +546,8 @@ fn overwrite_replaces_only_our_files() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, BTreeSet::from(["ds".to_string(), "hand".to_string()]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["ds".to_string(), "hand".to_string()])
+    );
 }

@@ -504,10 +504,17 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], quad, "the untouched quadrilateral stays as it was");
+        assert_eq!(
+            lines[0], quad,
+            "the untouched quadrilateral stays as it was"
+        );
         assert_ne!(lines[1], rect, "the edited box is written anew");
         let back = LabelDoc::open(&p, 200, 100, 3);
-        assert!((back.boxes[1].obb.cx - 130.0).abs() < 1e-3, "{:?}", back.boxes[1]);
+        assert!(
+            (back.boxes[1].obb.cx - 130.0).abs() < 1e-3,
+            "{:?}",
+            back.boxes[1]
+        );
         // The copy is a new box: written from its rectangle.
         assert_ne!(lines[2], quad);
     }

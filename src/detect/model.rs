@@ -594,12 +594,18 @@ mod tests {
         // Used to resize a vector to 10^15 entries and abort.
         let e = parse_names("{999999999999999: 'a'}").unwrap_err();
         assert!(e.contains("999999999999999") && e.contains("beyond"), "{e}");
-        assert!(parse_names(&format!("{{{}: 'a'}}", MAX_CLASSES - 1)).is_err_and(|e| e.contains("class 0 has no name")));
+        assert!(
+            parse_names(&format!("{{{}: 'a'}}", MAX_CLASSES - 1))
+                .is_err_and(|e| e.contains("class 0 has no name"))
+        );
         let e = check_input_shape(&[1, 3, -1, -1], Some([1 << 30, 1 << 30])).unwrap_err();
         assert!(e.contains("larger than"), "{e}");
         let e = check_input_shape(&[1, 3, 1 << 20, 1 << 20], None).unwrap_err();
         assert!(e.contains("larger than"), "{e}");
-        assert_eq!(check_input_shape(&[1, 3, -1, -1], Some([MAX_IMGSZ; 2])), Ok(MAX_IMGSZ));
+        assert_eq!(
+            check_input_shape(&[1, 3, -1, -1], Some([MAX_IMGSZ; 2])),
+            Ok(MAX_IMGSZ)
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ pub fn decode(
     let (cx, cy, w, h, ang) = (row(0), row(1), row(2), row(3), row(4 + nc));
     let scores: Vec<&[f32]> = (0..nc).map(|c| row(4 + c)).collect();
     let mut push = |i: usize, class: usize, conf: f32| {
-        let finite = [cx[i], cy[i], w[i], h[i], ang[i]].iter().all(|v| v.is_finite());
+        let finite = [cx[i], cy[i], w[i], h[i], ang[i]]
+            .iter()
+            .all(|v| v.is_finite());
         if !(finite && w[i] > 0.0 && h[i] > 0.0) {
             invalid += 1;
             return;
@@ -439,7 +441,10 @@ mod tests {
             tile: None,
         };
         let mut out = Vec::new();
-        assert_eq!(decode(&tensor(&cols), cols.len(), &names(), &spec, &mut out), 4);
+        assert_eq!(
+            decode(&tensor(&cols), cols.len(), &names(), &spec, &mut out),
+            4
+        );
         assert_eq!(out.len(), 1);
         assert!(out[0].obb.cx.is_finite() && out[0].obb.w > 0.0);
     }

@@ -258,19 +258,34 @@ fn overview_images_are_refused_not_resampled_without_bound() {
     // 512 px frame against a 0.02 nm/px model) used to be attempted and abort the process.
     for nm in [5.0, 0.5, 1e300] {
         let e = d
-            .detect(&img, Some(PixelSize { nm_per_px: nm }), &DetectOptions::default())
+            .detect(
+                &img,
+                Some(PixelSize { nm_per_px: nm }),
+                &DetectOptions::default(),
+            )
             .expect_err("a coarse image was accepted");
         let msg = format!("{e:#}");
         assert!(
-            msg.contains("too coarse") && msg.contains(&format!("{nm} nm")) && msg.contains("0.05 nm"),
+            msg.contains("too coarse")
+                && msg.contains(&format!("{nm} nm"))
+                && msg.contains("0.05 nm"),
             "{msg}"
         );
     }
     // Within the bound the image is still resampled and detected.
     let r = d
-        .detect(&img, Some(PixelSize { nm_per_px: 0.1 }), &DetectOptions::default())
+        .detect(
+            &img,
+            Some(PixelSize { nm_per_px: 0.1 }),
+            &DetectOptions::default(),
+        )
         .unwrap();
-    assert!((r.scale - 2.0).abs() < 1e-9 && r.tiles > 1, "{} {}", r.scale, r.tiles);
+    assert!(
+        (r.scale - 2.0).abs() < 1e-9 && r.tiles > 1,
+        "{} {}",
+        r.scale,
+        r.tiles
+    );
 }
 
 #[test]
@@ -315,5 +330,8 @@ fn a_model_with_a_uint8_input_is_refused_at_load() {
         Ok(_) => panic!("a uint8 input was accepted"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(e.contains("not float32") && e.contains("uint8_input.onnx"), "{e}");
+    assert!(
+        e.contains("not float32") && e.contains("uint8_input.onnx"),
+        "{e}"
+    );
 }

@@ -657,7 +657,10 @@ mod tests {
         ] {
             let e = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap_err();
             let msg = format!("{e:#}");
-            assert!(msg.contains("999999999999999") && msg.contains("beyond"), "{msg}");
+            assert!(
+                msg.contains("999999999999999") && msg.contains("beyond"),
+                "{msg}"
+            );
         }
     }
 

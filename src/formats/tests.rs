@@ -120,7 +120,10 @@ fn tiff_inch_dpi_default_is_not_a_calibration() {
     assert!(s.pixel_size.is_none(), "72 dpi is a printer default");
     // Dropped with a note, not silently.
     let note = &s.metadata[CALIBRATION_IGNORED];
-    assert!(note.contains("352777") && note.contains("uncalibrated"), "{note}");
+    assert!(
+        note.contains("352777") && note.contains("uncalibrated"),
+        "{note}"
+    );
 }
 
 #[test]

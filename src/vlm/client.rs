@@ -100,7 +100,10 @@ impl ClientConfig {
 pub fn check_endpoint(url: &str) -> Result<(), String> {
     let url = url.trim();
     if url.is_empty() {
-        return Err("the endpoint is empty; give the server's base URL, e.g. http://localhost:8000/v1".into());
+        return Err(
+            "the endpoint is empty; give the server's base URL, e.g. http://localhost:8000/v1"
+                .into(),
+        );
     }
     let rest = url
         .strip_prefix("http://")
@@ -546,10 +549,22 @@ mod tests {
 
     #[test]
     fn malformed_endpoints_are_refused_before_a_run() {
-        for ok in ["http://localhost:8000/v1", "https://api.example.org", "http://u:p@h/v1"] {
+        for ok in [
+            "http://localhost:8000/v1",
+            "https://api.example.org",
+            "http://u:p@h/v1",
+        ] {
             assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "  ", "http://", "https:///v1", "ftp://example.org", "localhost:8000", "http://:80/v1"] {
+        for bad in [
+            "",
+            "  ",
+            "http://",
+            "https:///v1",
+            "ftp://example.org",
+            "localhost:8000",
+            "http://:80/v1",
+        ] {
             assert!(check_endpoint(bad).is_err(), "{bad:?} was accepted");
         }
     }
