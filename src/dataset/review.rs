@@ -488,7 +488,7 @@ mod tests {
         let quad = "1 0.1 0.1 0.3 0.12 0.28 0.3 0.12 0.25";
         let rect = "2 0.5 0.5 0.7 0.5 0.7 0.6 0.5 0.6";
         std::fs::write(&p, format!("{quad}\n\n{rect}\n")).unwrap();
-        let mut doc = LabelDoc::open(&p, 200, 100, 3);
+        let doc = LabelDoc::open(&p, 200, 100, 3);
         assert!(doc.load_error.is_none(), "{:?}", doc.load_error);
         assert_eq!(doc.boxes.len(), 2);
         doc.save().unwrap();

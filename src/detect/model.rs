@@ -302,7 +302,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
     // every image.
     for (what, v) in [("input", input), ("output", output)] {
         let ty = v.dtype().tensor_type();
-        if ty != Some(ort::tensor::TensorElementType::Float32) {
+        if ty != Some(ort::value::TensorElementType::Float32) {
             anyhow::bail!(
                 "{file}: {what} '{}' is {}, not float32; export the model with float32 {what}s \
                  (Ultralytics: half=False, int8=False)",
