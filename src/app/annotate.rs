@@ -240,7 +240,7 @@ impl UnsavedLabels {
         let path = first.doc.label_path.clone();
         let (n_boxes, error) = (first.doc.boxes.len(), first.error.clone());
         let more = self.docs.len() - 1;
-        egui::Modal::new(egui::Id::new(id)).show(ctx, |ui| {
+        egui::Modal::new(egui::Id::unique(id)).show(ctx, |ui| {
             ui.set_max_width(520.0);
             ui.heading("Labels could not be saved");
             ui.label(format!(

@@ -9,6 +9,7 @@ use defect_detector::detect::Detection;
 use defect_detector::geometry::OrientedBox;
 use egui::{Key, Modifiers, Pos2};
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

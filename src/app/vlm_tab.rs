@@ -423,8 +423,9 @@ impl VlmTab {
                         self.set = Some(set);
                     }
                     let label = f.run.label();
-                    let all_failed = f.run.all_requests_failed();
-                    let n = f.run.records.len();
+                    let all_failed =
+                        matches!(&f.run, ScreeningRun::Vlm(r) if r.all_requests_failed());
+                    let n = f.run.records().len();
                     match self.add_run(f.run) {
                         Ok(()) => {
                             self.status = if f.note.is_empty() {
