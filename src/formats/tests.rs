@@ -600,7 +600,7 @@ fn a_truncated_dm3_is_refused_not_shown_as_its_thumbnail() {
     let cut = dir.path().join(name);
     std::fs::write(&cut, &bytes[..300_000]).unwrap();
     for r in [load(&cut), load_from_bytes(&bytes[..300_000], name, 0)] {
-        let e = format!("{:#}", r.err().expect("a truncated DM3 was loaded"));
+        let e = format!("{:#}", r.expect_err("a truncated DM3 was loaded"));
         assert!(e.contains("truncated") && e.contains("300000"), "{e}");
     }
     // The whole file still loads.
