@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most classes a model or dataset file may declare. Class ids read from a file size vectors
+/// (names by id), so an id like 10^12 must be refused before it allocates; far above any
+/// defect taxonomy.
+pub const MAX_CLASSES: usize = 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DefectClass {

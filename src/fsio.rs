@@ -29,6 +29,39 @@ pub fn atomic_write_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    write_synced(path, write, &|f| f.sync_all())
+}
+
+/// Makes a rename durable: without syncing the folder, a power cut can leave the old name
+/// (or none) pointing at the data. Folders cannot be opened for syncing on every platform
+/// and filesystem; those report "unsupported" and are left as they are.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    if !cfg!(unix) {
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::InvalidInput
+            ) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// [`atomic_write_with`] with the file sync as a parameter, so tests can make it fail.
+fn write_synced(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
+    sync: &dyn Fn(&std::fs::File) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
@@ -40,9 +73,17 @@ pub fn atomic_write_with(
         let mut w = std::io::BufWriter::new(f);
         write(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all().ok();
+        // A failed sync means the data may not be on disk: renaming anyway could replace a
+        // good file with a hole after a crash (or on a full network share).
+        sync(&f).with_context(|| format!("cannot flush {} to disk", tmp.display()))?;
         std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} into place", path.display()))
+            .with_context(|| format!("cannot move {} into place", path.display()))?;
+        sync_parent(path).with_context(|| {
+            format!(
+                "{} was replaced, but its folder could not be flushed to disk",
+                path.display()
+            )
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -71,6 +112,20 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failed_sync_fails_the_save_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        atomic_write(&p, b"old").unwrap();
+        let r = write_synced(&p, |w| w.write_all(b"new").map_err(Into::into), &|_| {
+            Err(std::io::Error::other("EIO on the share"))
+        });
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("EIO on the share") && e.contains("a.txt"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -177,6 +177,107 @@ pub fn angle_deg(b: &OrientedBox) -> f64 {
     if d > 180.0 { d - 360.0 } else { d }
 }
 
+/// Label edits whose save failed (a read-only share, a full disk), with the error. They are
+/// kept past an image change, and a modal asks what to do with them: the editor moves on to
+/// the next image, so nothing else would remember them.
+#[derive(Clone, Debug, Default)]
+pub struct UnsavedLabels {
+    /// One document per label file, holding the edits.
+    pub docs: Vec<UnsavedDoc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UnsavedDoc {
+    pub doc: LabelDoc,
+    pub error: String,
+}
+
+impl UnsavedLabels {
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Records a failed save of `doc` (replacing an older failure of the same file).
+    pub fn failed(&mut self, doc: &LabelDoc, error: String) {
+        self.saved(&doc.label_path);
+        self.docs.push(UnsavedDoc {
+            doc: doc.clone(),
+            error,
+        });
+    }
+
+    /// A later save of `path` succeeded: its older edits are on disk now.
+    pub fn saved(&mut self, path: &std::path::Path) {
+        self.docs.retain(|d| d.doc.label_path != path);
+    }
+
+    /// Writes the first pending document to `path` (its own file when `None`).
+    pub fn save_first(&mut self, path: Option<std::path::PathBuf>) -> Result<(), String> {
+        let Some(first) = self.docs.first_mut() else {
+            return Ok(());
+        };
+        let mut doc = first.doc.clone();
+        if let Some(p) = path {
+            doc.label_path = p;
+        }
+        match doc.save() {
+            Ok(()) => {
+                self.docs.remove(0);
+                Ok(())
+            }
+            Err(e) => {
+                first.error = format!("{e:#}");
+                Err(first.error.clone())
+            }
+        }
+    }
+
+    /// The modal that keeps failed saves in view until they are saved or discarded.
+    pub fn modal(&mut self, ctx: &egui::Context, id: &str) {
+        let Some(first) = self.docs.first() else {
+            return;
+        };
+        let path = first.doc.label_path.clone();
+        let (n_boxes, error) = (first.doc.boxes.len(), first.error.clone());
+        let more = self.docs.len() - 1;
+        egui::Modal::new(egui::Id::unique(id)).show(ctx, |ui| {
+            ui.set_max_width(520.0);
+            ui.heading("Labels could not be saved");
+            ui.label(format!(
+                "{n_boxes} box(es) for {} were not written:",
+                path.display()
+            ));
+            ui.colored_label(Color32::from_rgb(230, 120, 60), &error);
+            if more > 0 {
+                ui.label(format!("{more} more label file(s) wait after this one."));
+            }
+            ui.label("The edits are kept until you save them or discard them.");
+            ui.horizontal(|ui| {
+                if ui.button("Save elsewhere…").clicked() {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let mut dlg = rfd::FileDialog::new().add_filter("YOLO-OBB labels", &["txt"]);
+                    if let Some(n) = name {
+                        dlg = dlg.set_file_name(n);
+                    }
+                    if let Some(p) = dlg.save_file() {
+                        let _ = self.save_first(Some(p));
+                    }
+                }
+                if ui.button("Retry").clicked() {
+                    let _ = self.save_first(None);
+                }
+                if ui
+                    .button("Discard these edits")
+                    .on_hover_text("The label file keeps what it held before")
+                    .clicked()
+                {
+                    self.docs.remove(0);
+                }
+            });
+        });
+    }
+}
+
 impl Annotator {
     /// Opens the label file of an image for editing (read-only when it does not parse).
     pub fn open_doc(

@@ -127,6 +127,15 @@ impl DefectApp {
 
     /// The whole UI; separate from `eframe::App` so tests can drive it headless.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        if ui.ctx().input(|i| i.viewport().close_requested()) {
+            self.viewer.labels.flush();
+            self.review.flush();
+            // Failed saves are shown in a modal; closing now would drop the edits.
+            if !self.viewer.labels.unsaved.is_empty() || !self.review.unsaved.is_empty() {
+                ui.ctx()
+                    .send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            }
+        }
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.strong("Defect Detector");

@@ -4,7 +4,7 @@
 //! dataset root). Labels are saved automatically, at most half a second after a change, and
 //! when leaving the image. A label file that does not parse opens read-only until discarded.
 
-use super::annotate::{AUTOSAVE_DELAY, Annotator};
+use super::annotate::{AUTOSAVE_DELAY, Annotator, UnsavedLabels};
 use super::canvas::ImageCanvas;
 use super::widgets::folder_picker;
 use defect_detector::classes::class_color;
@@ -59,6 +59,8 @@ pub struct ReviewTab {
     pub doc: Option<LabelDoc>,
     pub annot: Annotator,
     pub status: String,
+    /// Edits whose save failed, kept (and shown in a modal) until saved or discarded.
+    pub unsaved: UnsavedLabels,
     counts: Vec<ItemCounts>,
     canvas: ImageCanvas,
     pick_job: Option<Job<Option<PathBuf>>>,
@@ -87,6 +89,7 @@ impl ReviewTab {
             doc: None,
             annot: Annotator::default(),
             status: String::new(),
+            unsaved: UnsavedLabels::default(),
             counts: Vec::new(),
             canvas: ImageCanvas::new("review-canvas"),
             pick_job: None,
@@ -207,6 +210,7 @@ impl ReviewTab {
         let Some(doc) = &mut self.doc else { return };
         match self.annot.save_into(doc) {
             Ok(true) => {
+                self.unsaved.saved(&doc.label_path);
                 if let Some(i) = self.current
                     && let Some(c) = self.counts.get_mut(i)
                 {
@@ -214,7 +218,13 @@ impl ReviewTab {
                 }
             }
             Ok(false) => {}
-            Err(e) => self.status = e,
+            Err(e) => {
+                // Kept with the edits: the next image resets the editor, and the status
+                // line is overwritten at once.
+                self.unsaved.failed(doc, e.clone());
+                self.annot.dirty_since = None;
+                self.status = format!("not saved: {e}");
+            }
         }
     }
 
@@ -281,6 +291,7 @@ impl ReviewTab {
         }
         self.poll_detections();
         self.handle_keys(ui);
+        self.unsaved.modal(ui.ctx(), "review-unsaved-labels");
         if let Some(t) = self.annot.dirty_since {
             if t.elapsed() >= AUTOSAVE_DELAY {
                 self.flush();

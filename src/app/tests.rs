@@ -51,14 +51,41 @@ fn dice_changes_the_seed_and_regenerates() {
     );
 }
 
+/// Box outlines drawn last frame in the colour of `class` (the canvas draws each box as one
+/// closed four-point path in its class colour).
+fn drawn_boxes(h: &Harness<'static, DefectApp>, class: usize) -> usize {
+    let [r, g, b] = defect_detector::classes::class_color(class);
+    let col = egui::epaint::ColorMode::Solid(egui::Color32::from_rgb(r, g, b));
+    h.output()
+        .shapes
+        .iter()
+        .filter(|c| {
+            matches!(&c.shape, egui::Shape::Path(p)
+                if p.closed && p.points.len() == 4 && p.stroke.color == col)
+        })
+        .count()
+}
+
 #[test]
 fn class_toggle_hides_boxes() {
     let mut h = harness();
     settle(&mut h);
-    assert!(h.state().synth.settings.show_class[1]);
+    let labels = &h.state().synth.current.as_ref().unwrap().synth.labels;
+    let vacancies = labels.iter().filter(|l| l.class.id() == 1).count();
+    let others = drawn_boxes(&h, 0) + drawn_boxes(&h, 2);
+    assert!(vacancies > 0, "the preview has no vacancy to hide");
+    assert_eq!(drawn_boxes(&h, 1), vacancies, "every vacancy box is drawn");
     h.get_by_label_contains("vacancy (").click();
-    h.step();
-    assert!(!h.state().synth.settings.show_class[1]);
+    h.run_steps(2);
+    assert_eq!(drawn_boxes(&h, 1), 0, "hidden vacancies are not drawn");
+    assert_eq!(
+        drawn_boxes(&h, 0) + drawn_boxes(&h, 2),
+        others,
+        "the others still are"
+    );
+    h.get_by_label_contains("vacancy (").click();
+    h.run_steps(2);
+    assert_eq!(drawn_boxes(&h, 1), vacancies);
 }
 
 #[test]

@@ -4,20 +4,35 @@
 //! folder. Saved atomically half a second after each change, when the image changes and on
 //! exit; a label file that does not parse opens read-only and is never overwritten unasked.
 
-use super::annotate::{AUTOSAVE_DELAY, Annotator};
+use super::annotate::{AUTOSAVE_DELAY, Annotator, UnsavedLabels};
 use defect_detector::dataset::review::{LabelDoc, LabeledBox, box_flags};
 use defect_detector::detect::Detection;
 use std::path::{Path, PathBuf};
 
 /// Where the labels of `image` live: `<labels_dir>/<stem>.txt`, or beside the image when no
-/// folder is chosen.
+/// folder is chosen. When another image beside it has the same stem (`frame.dm4` and
+/// `frame.tif`), `<stem>.txt` would hold the boxes of both: each then gets its own
+/// `<file name>.txt` (`frame.dm4.txt`).
 pub fn label_path_for(image: &Path, labels_dir: &str) -> PathBuf {
     let dir = labels_dir.trim();
-    if dir.is_empty() {
-        image.with_extension("txt")
+    let folder = image.parent().filter(|d| !d.as_os_str().is_empty());
+    let shares_stem = defect_detector::formats::list_images(folder.unwrap_or(Path::new(".")))
+        .iter()
+        .any(|other| {
+            other.file_name() != image.file_name() && other.file_stem() == image.file_stem()
+        });
+    let mut name = if shares_stem {
+        image.file_name()
     } else {
-        let stem = image.file_stem().unwrap_or_default().to_string_lossy();
-        Path::new(dir).join(format!("{stem}.txt"))
+        image.file_stem()
+    }
+    .unwrap_or_default()
+    .to_os_string();
+    name.push(".txt");
+    if dir.is_empty() {
+        image.with_file_name(name)
+    } else {
+        Path::new(dir).join(name)
     }
 }
 
@@ -29,7 +44,12 @@ pub struct ViewerLabels {
     pub doc: Option<LabelDoc>,
     /// The image (path, viewer generation) the document belongs to.
     opened_for: Option<(PathBuf, usize)>,
+    /// [`label_path_for`] of the image and labels folder last asked: it lists the folder, too
+    /// slow for every frame.
+    label_path: Option<(PathBuf, String, PathBuf)>,
     pub status: String,
+    /// Edits whose save failed, kept (and shown in a modal) until saved or discarded.
+    pub unsaved: UnsavedLabels,
 }
 
 impl ViewerLabels {
@@ -47,7 +67,14 @@ impl ViewerLabels {
             self.opened_for = None;
             return;
         };
-        let want = label_path_for(path, labels_dir);
+        let want = match &self.label_path {
+            Some((p, d, want)) if p == path && d == labels_dir => want.clone(),
+            _ => {
+                let want = label_path_for(path, labels_dir);
+                self.label_path = Some((path.to_path_buf(), labels_dir.to_string(), want.clone()));
+                want
+            }
+        };
         let same_image = self
             .opened_for
             .as_ref()
@@ -72,6 +99,7 @@ impl ViewerLabels {
         let Some(doc) = &mut self.doc else { return };
         match self.annot.save_into(doc) {
             Ok(true) => {
+                self.unsaved.saved(&doc.label_path);
                 self.status = format!(
                     "saved {} box(es) to {}",
                     doc.boxes.len(),
@@ -79,12 +107,20 @@ impl ViewerLabels {
                 )
             }
             Ok(false) => {}
-            Err(e) => self.status = e,
+            Err(e) => {
+                // Kept with the edits: opening the next image resets the editor, and a
+                // status line is overwritten at once.
+                self.unsaved.failed(doc, e.clone());
+                self.annot.dirty_since = None;
+                self.status = format!("not saved: {e}");
+            }
         }
     }
 
     /// Saves once the last change is [`AUTOSAVE_DELAY`] old; asks for a repaint until then.
+    /// Also shows the failed saves, whichever panel is open.
     pub fn autosave(&mut self, ctx: &egui::Context) {
+        self.unsaved.modal(ctx, "viewer-unsaved-labels");
         if let Some(t) = self.annot.dirty_since {
             if t.elapsed() >= AUTOSAVE_DELAY {
                 self.flush();

@@ -9,6 +9,7 @@ use defect_detector::detect::Detection;
 use defect_detector::geometry::OrientedBox;
 use egui::{Key, Modifiers, Pos2};
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -242,4 +243,86 @@ fn accepted_detections_become_labels_in_the_chosen_folder() {
         label_path_for(&a, &labels_dir.display().to_string()),
         labels_dir.join("a.txt")
     );
+}
+
+#[test]
+fn failed_saves_keep_the_edits_across_an_image_change_until_saved() {
+    let (dir, a, b) = images();
+    // The labels folder is a link to a folder that is gone: reading finds no labels (a new,
+    // editable document), writing fails as on a share that went read-only.
+    let gone = dir.path().join("gone");
+    let labels_dir = dir.path().join("labels");
+    std::os::unix::fs::symlink(&gone, &labels_dir).unwrap();
+    let mut h = harness();
+    h.state_mut().viewer.settings.labels_dir = labels_dir.display().to_string();
+    open(&mut h, &a);
+    h.state_mut().viewer.labels.enabled = true;
+    h.run_steps(2);
+    h.state_mut()
+        .viewer
+        .labels
+        .annot
+        .add_box(OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3));
+    // The image changes before the autosave: the save fails, the editor moves on.
+    open(&mut h, &b);
+    h.run_steps(2);
+    let pending = &h.state().viewer.labels.unsaved.docs;
+    assert_eq!(pending.len(), 1, "the failed edits are kept");
+    assert_eq!(pending[0].doc.label_path, labels_dir.join("a.txt"));
+    assert_eq!(pending[0].doc.boxes.len(), 1);
+    assert!(
+        h.query_by_label("Labels could not be saved").is_some(),
+        "a modal says so"
+    );
+    // Retrying while the cause is there keeps them; once it is gone, they are written.
+    h.get_by_label("Retry").click();
+    h.run_steps(2);
+    assert_eq!(h.state().viewer.labels.unsaved.docs.len(), 1);
+    std::fs::create_dir(&gone).unwrap();
+    h.get_by_label("Retry").click();
+    h.run_steps(2);
+    assert!(h.state().viewer.labels.unsaved.is_empty());
+    assert_eq!(file_boxes(&labels_dir.join("a.txt")).len(), 1);
+    h.run_steps(2);
+    assert!(h.query_by_label("Labels could not be saved").is_none());
+}
+
+#[test]
+fn failed_saves_can_be_saved_elsewhere() {
+    let (dir, a, _b) = images();
+    let label = dir.path().join("a.txt");
+    let mut doc = defect_detector::dataset::review::LabelDoc::open(&label, W, H, 3);
+    doc.boxes
+        .push(defect_detector::dataset::review::LabeledBox {
+            class: 1,
+            obb: OrientedBox::new(50.0, 40.0, 20.0, 10.0, 0.3),
+        });
+    let mut u = super::UnsavedLabels::default();
+    u.failed(&doc, "read-only file system".into());
+    u.failed(&doc, "still read-only".into());
+    assert_eq!(u.docs.len(), 1, "one entry per label file");
+    let elsewhere = dir.path().join("elsewhere/a.txt");
+    u.save_first(Some(elsewhere.clone())).unwrap();
+    assert!(u.is_empty());
+    assert_eq!(file_boxes(&elsewhere).len(), 1);
+    assert!(!label.exists(), "{}", a.display());
+}
+
+#[test]
+fn images_sharing_a_stem_get_their_own_label_files() {
+    let (dir, a, _b) = images();
+    let twin = dir.path().join("a.tif");
+    std::fs::copy(&a, &twin).unwrap();
+    let a_txt = label_path_for(&a, "");
+    let twin_txt = label_path_for(&twin, "");
+    assert_ne!(
+        a_txt, twin_txt,
+        "frame.png and frame.tif must not share frame.txt"
+    );
+    assert_eq!(a_txt, dir.path().join("a.png.txt"));
+    assert_eq!(twin_txt, dir.path().join("a.tif.txt"));
+    assert_eq!(label_path_for(&twin, "/l"), Path::new("/l/a.tif.txt"));
+    // Alone, an image keeps the usual <stem>.txt.
+    std::fs::remove_file(&twin).unwrap();
+    assert_eq!(label_path_for(&a, ""), dir.path().join("a.txt"));
 }

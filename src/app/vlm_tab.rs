@@ -298,6 +298,10 @@ impl VlmTab {
             self.error = Some("give the server's base URL and the model name".into());
             return;
         }
+        if let Err(e) = defect_detector::vlm::client::check_endpoint(&s.base_url) {
+            self.error = Some(e);
+            return;
+        }
         let mut cc = ClientConfig::new(s.base_url.trim(), s.model.trim());
         cc.timeout = Duration::from_secs_f64(s.timeout_s.clamp(1.0, 3600.0));
         cc.json_mode = s.json_mode;
@@ -419,12 +423,22 @@ impl VlmTab {
                         self.set = Some(set);
                     }
                     let label = f.run.label();
+                    let all_failed =
+                        matches!(&f.run, ScreeningRun::Vlm(r) if r.all_requests_failed());
+                    let n = f.run.records().len();
                     match self.add_run(f.run) {
                         Ok(()) => {
                             self.status = if f.note.is_empty() {
                                 format!("Finished {label}")
                             } else {
                                 format!("Finished {label}: {}", f.note)
+                            };
+                            if all_failed {
+                                // Its 0 % would otherwise read as the model's result.
+                                self.error = Some(format!(
+                                    "{label}: every one of the {n} requests failed (no \
+                                     answer from the server); see the failures in the table"
+                                ));
                             }
                         }
                         Err(e) => self.error = Some(format!("{e:#}")),

@@ -2,13 +2,12 @@ use super::runtime_args::RuntimeArgs;
 use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::export::{ExportMeta, class_counts, write_all};
-use defect_detector::detect::merge::{
-    BatchSummary, ImageEntry, SUMMARY_CSV, SUMMARY_JSON, Shard, merge_shards,
-};
+use defect_detector::detect::merge::{BatchSummary, ImageEntry, SUMMARY_JSON, Shard, merge_shards};
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Detector, Fit,
     load_image_for_detection,
 };
+use defect_detector::formats;
 use defect_detector::raster::PixelSize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,24 +46,17 @@ pub struct DetectArgs {
     runtime: RuntimeArgs,
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg"];
+/// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).
+const RESULT_SUFFIX: &str = ".detections";
 
 fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let v: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot list {}", p.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|q| {
-                    q.is_file()
-                        && q.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                            IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            out.extend(v);
+            // The formats module's list, as `watch` and the Viewer use: DM3/4, SER, EMD and
+            // MRC as well as the raster formats.
+            std::fs::read_dir(p).with_context(|| format!("cannot list {}", p.display()))?;
+            out.extend(formats::list_images(p));
         } else if p.is_file() {
             out.push(p.clone());
         } else {
@@ -80,8 +72,10 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Output base path per image: `<dir>/<stem>`, or `<dir>/<file name>` when two images would
-/// share a stem in the same folder.
+/// Output base path per image: `<dir>/<stem>.detections`, or `<dir>/<file name>.detections`
+/// when two images would share a stem in the same folder. Never `<dir>/<stem>`: `<stem>.txt`
+/// beside an image is its hand-made label file (the label editor's and Ultralytics'
+/// convention), which results must not overwrite.
 fn output_bases(images: &[PathBuf], out: Option<&Path>) -> Vec<PathBuf> {
     let dir_of = |p: &Path| {
         out.map(Path::to_path_buf)
@@ -95,12 +89,16 @@ fn output_bases(images: &[PathBuf], out: Option<&Path>) -> Vec<PathBuf> {
     images
         .iter()
         .map(|p| {
-            let base = dir_of(p).join(p.file_stem().unwrap_or_default());
-            if seen[&base] > 1 {
-                dir_of(p).join(p.file_name().unwrap_or_default())
+            let stem = dir_of(p).join(p.file_stem().unwrap_or_default());
+            let mut name = if seen[&stem] > 1 {
+                p.file_name()
             } else {
-                base
+                p.file_stem()
             }
+            .unwrap_or_default()
+            .to_os_string();
+            name.push(RESULT_SUFFIX);
+            dir_of(p).join(name)
         })
         .collect()
 }
@@ -130,19 +128,6 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     let all_images = expand(&a.inputs)?;
     // Output names are decided over all inputs, so a shard names its files as one run would.
     let all_bases = output_bases(&all_images, a.out.as_deref());
-    if let Some(out) = &a.out
-        && let Some(b) = all_bases.iter().find(|b| {
-            [SUMMARY_JSON, SUMMARY_CSV]
-                .iter()
-                .any(|s| Path::new(s).file_stem() == b.file_name())
-        })
-    {
-        anyhow::bail!(
-            "an image would write {} over the run summary in {}; rename it",
-            b.display(),
-            out.display()
-        );
-    }
     let (images, bases) = match a.shard {
         Some(s) => (s.select(&all_images), s.select(&all_bases)),
         None => (all_images, all_bases),
@@ -262,13 +247,57 @@ mod tests {
         assert_eq!(
             b,
             vec![
-                PathBuf::from("/d/a.png"),
-                PathBuf::from("/d/a.tif"),
-                PathBuf::from("/d/b")
+                PathBuf::from("/d/a.png.detections"),
+                PathBuf::from("/d/a.tif.detections"),
+                PathBuf::from("/d/b.detections")
             ]
         );
         let b = output_bases(&imgs[2..], Some(Path::new("/out")));
-        assert_eq!(b, vec![PathBuf::from("/out/b")]);
+        assert_eq!(b, vec![PathBuf::from("/out/b.detections")]);
+    }
+
+    #[test]
+    fn folders_list_every_format_the_viewer_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let names = [
+            "a.dm3", "b.DM4", "c.ser", "d.emd", "e.mrc", "f.png", "g.tif", "notes.md",
+        ];
+        for n in names {
+            std::fs::write(t.path().join(n), b"x").unwrap();
+        }
+        let listed: Vec<String> = expand(&[t.path().to_path_buf()])
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed, names[..7]);
+    }
+
+    #[test]
+    fn detect_beside_the_image_keeps_hand_labels() {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("frame.png");
+        image::GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * 7 + y * 3) % 200) as u8]))
+            .save(&img)
+            .unwrap();
+        let hand = "1 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n";
+        std::fs::write(t.path().join("frame.txt"), hand).unwrap();
+        std::fs::write(t.path().join("frame.json"), "{\"notes\": 1}").unwrap();
+        run(args(&[&img.display().to_string()])).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("frame.txt")).unwrap(),
+            hand
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("frame.json")).unwrap(),
+            "{\"notes\": 1}"
+        );
+        for ext in ["json", "csv", "txt"] {
+            assert!(
+                t.path().join(format!("frame.detections.{ext}")).is_file(),
+                "{ext}"
+            );
+        }
     }
 
     #[derive(clap::Parser)]

@@ -44,7 +44,8 @@ pub struct ExportArgs {
     /// Write only shard i of n (base images with index % n == i) with a partial manifest.
     #[arg(long, value_name = "i/n")]
     shard: Option<String>,
-    /// Replace an existing dataset in the output folder.
+    /// Replace a dataset this program wrote in the output folder (its manifest.json says so);
+    /// files it did not write (training runs, notes) are kept in the new one.
     #[arg(long)]
     overwrite: bool,
     /// Random square crops of this side (px) from every variant.

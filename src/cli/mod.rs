@@ -146,3 +146,22 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Watch(a)) => watch::run(a),
     }
 }
+
+/// Whether log lines on stderr may carry ANSI colour codes: only on a terminal, and not when
+/// `NO_COLOR` is set (no-color.org). `watch 2>> watch.log` must write plain text.
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a log file gets no escape codes");
+        assert!(!log_colours(true, Some("1".into())));
+        assert!(log_colours(true, Some("".into())));
+    }
+}

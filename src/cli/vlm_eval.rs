@@ -9,7 +9,7 @@ use defect_detector::detect::{Detector, DetectorOptions};
 use defect_detector::jobs::Job;
 use defect_detector::raster::PixelSize;
 use defect_detector::synth::crystal::Preset;
-use defect_detector::vlm::client::{ApiKey, ChatClient, ClientConfig};
+use defect_detector::vlm::client::{ApiKey, ChatClient, ClientConfig, check_endpoint};
 use defect_detector::vlm::detector_classifier::{DetectorScreenConfig, run_detector_eval};
 use defect_detector::vlm::generate::{PatchGenSpec, generate_patch_set};
 use defect_detector::vlm::patches::PatchSet;
@@ -171,6 +171,7 @@ pub fn run(a: VlmEvalArgs) -> anyhow::Result<()> {
         }
         None => PromptTexts::default(),
     };
+    check_endpoint(&endpoint).map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
     let key = a.api_key_env.as_deref().map(ApiKey::from_env).transpose()?;
 
     let mut cc = ClientConfig::new(endpoint, model);
@@ -213,6 +214,13 @@ pub fn run(a: VlmEvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
         println!("per-patch CSV written to {}", csv.display());
     }
+    // The run is kept (it records why), but a script must not take it for a result.
+    anyhow::ensure!(
+        !run.all_requests_failed(),
+        "every one of the {} requests failed (see the failures above); the run measures the \
+         server, not the model",
+        run.records.len()
+    );
     Ok(())
 }
 
@@ -457,5 +465,63 @@ mod tests {
         );
         assert!(T::try_parse_from(["x", "--detector", "m", "--out", "o"]).is_err());
         assert!(T::try_parse_from(["x", "--generate", "2", "--save-patches", "d"]).is_ok());
+    }
+
+    fn vlm_args(endpoint: &str, out: &std::path::Path) -> VlmEvalArgs {
+        T::try_parse_from([
+            "x",
+            "--generate",
+            "1",
+            "--patch-size",
+            "48",
+            "--strategy",
+            "zero-shot",
+            "--endpoint",
+            endpoint,
+            "--model",
+            "m",
+            "--n",
+            "1",
+            "--retries",
+            "0",
+            "--timeout",
+            "2",
+            "--no-cache",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap()
+        .a
+    }
+
+    #[test]
+    fn malformed_endpoints_stop_the_run_before_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.json");
+        for bad in ["http://", "ftp://example.org/v1", ""] {
+            let e = format!("{:#}", run(vlm_args(bad, &out)).unwrap_err());
+            assert!(e.contains("--endpoint"), "{bad}: {e}");
+            assert!(!out.exists());
+        }
+    }
+
+    #[test]
+    fn a_run_whose_every_request_failed_exits_non_zero() {
+        // A port nothing listens on: every request is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.json");
+        let e = run(vlm_args(&format!("http://127.0.0.1:{port}/v1"), &out)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("every one of the 4 requests failed"),
+            "{e:#}"
+        );
+        // The run is still written: it says why.
+        let back = VlmRun::load_json(&out).unwrap();
+        assert!(back.all_requests_failed());
     }
 }

@@ -26,7 +26,7 @@ use anyhow::Context;
 use rand::RngExt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -98,6 +98,13 @@ impl SplitRatios {
             test: v[2],
         };
         r.validate()?;
+        // Normalising silently would hide a typo such as 0.8,0.1,0.2 (or percentages).
+        let sum = r.train + r.val + r.test;
+        anyhow::ensure!(
+            (sum - 1.0).abs() <= 1e-6,
+            "split '{s}' sums to {sum}, not 1 (fractions of the images: train,val,test, e.g. \
+             0.8,0.1,0.1)"
+        );
         Ok(r)
     }
 
@@ -316,9 +323,27 @@ impl DatasetConfig {
 
 /// Part `index` of `count` (base images with `i % count == index`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawShardSpec")]
 pub struct ShardSpec {
     pub index: usize,
     pub count: usize,
+}
+
+/// A shard as a manifest states it, before its numbers are checked: an edited or damaged
+/// manifest must be refused, not index past the shard list.
+#[derive(Deserialize)]
+struct RawShardSpec {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<RawShardSpec> for ShardSpec {
+    type Error = String;
+    fn try_from(r: RawShardSpec) -> Result<Self, String> {
+        format!("{}/{}", r.index, r.count)
+            .parse::<ShardSpec>()
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl std::str::FromStr for ShardSpec {
@@ -576,11 +601,78 @@ fn entries_of(dir: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
-/// Whether `dir` holds something we would be willing to replace with `overwrite`.
-fn looks_like_dataset(dir: &Path) -> bool {
-    dir.join(MANIFEST_FILE).is_file()
-        || dir.join("data.yaml").is_file()
-        || (dir.join("images").is_dir() && dir.join("labels").is_dir())
+/// Whether `dir` holds a dataset this program wrote (its manifest reads), the only kind
+/// `overwrite` may replace: `images/` + `labels/` without our manifest are hand-annotated data.
+fn is_our_dataset(dir: &Path) -> bool {
+    Manifest::read(dir).is_ok()
+}
+
+impl Manifest {
+    /// Every file the export wrote, relative to the dataset folder. Anything else in the folder
+    /// (training runs, notes, caches) belongs to someone else.
+    fn written_files(&self) -> HashSet<PathBuf> {
+        let mut out: HashSet<PathBuf> = [MANIFEST_FILE, "data.yaml", "README.md"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        for b in &self.base_images {
+            out.insert(PathBuf::from(&b.sidecar));
+        }
+        for i in &self.images {
+            out.insert(PathBuf::from(&i.file));
+            out.insert(PathBuf::from(&i.label_file));
+            out.insert(PathBuf::from(&i.sidecar));
+        }
+        out
+    }
+}
+
+/// Moves every file under `old` that is not in `ours` to the same place under `new` (a whole
+/// folder at once when none of it is ours), so replacing a dataset keeps what others put in
+/// it. A file whose place is taken in `new` goes beside it with `.kept` added.
+fn carry_over_foreign(
+    old: &Path,
+    new: &Path,
+    rel: &Path,
+    ours: &HashSet<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = old.join(rel);
+    for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let r = rel.join(e.file_name());
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && (new.join(&r).exists() || ours.iter().any(|o| o.starts_with(&r))) {
+            carry_over_foreign(old, new, &r, ours)?;
+            continue;
+        }
+        if ours.contains(&r) {
+            continue;
+        }
+        let mut to = new.join(&r);
+        let mut k = 0;
+        while to.exists() {
+            k += 1;
+            let mut name = e.file_name();
+            name.push(if k == 1 {
+                ".kept".to_string()
+            } else {
+                format!(".kept{k}")
+            });
+            to = new.join(rel).join(name);
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::rename(e.path(), &to).with_context(|| {
+            format!(
+                "cannot keep {} (move it to {})",
+                e.path().display(),
+                to.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Why a target folder cannot be written, or `None` when it can. `overwrite` permits replacing
@@ -605,10 +697,10 @@ pub fn target_problem(out: &Path, overwrite: bool) -> Option<String> {
             out.display()
         ));
     }
-    if !looks_like_dataset(out) {
+    if !is_our_dataset(out) {
         return Some(format!(
-            "{} is not empty and does not look like a dataset (no manifest.json, data.yaml or \
-             images/ + labels/): refusing to replace it",
+            "{} is not empty and is not a dataset this program wrote (no readable \
+             {MANIFEST_FILE}): refusing to replace it",
             out.display()
         ));
     }
@@ -664,6 +756,8 @@ impl Staging {
                 .with_context(|| format!("cannot replace empty {}", out.display()))?;
         }
         if out.exists() {
+            // target_problem passed, so the manifest reads; it says which files are ours.
+            let ours = Manifest::read(out)?.written_files();
             let old = self.dir.with_file_name(format!(
                 "{}.old",
                 self.dir.file_name().unwrap_or_default().to_string_lossy()
@@ -673,6 +767,23 @@ impl Staging {
             if let Err(e) = std::fs::rename(&self.dir, out) {
                 let _ = std::fs::rename(&old, out);
                 return Err(e).with_context(|| format!("cannot move dataset to {}", out.display()));
+            }
+            self.committed = true;
+            if let Err(e) = carry_over_foreign(&old, out, Path::new(""), &ours) {
+                // The staging name is cleaned up by later exports: give the old folder, with
+                // whatever was not moved, a name nobody removes.
+                let keep = out.with_file_name(format!(
+                    "{}.previous-{}",
+                    out.file_name().unwrap_or_default().to_string_lossy(),
+                    std::process::id()
+                ));
+                let kept = std::fs::rename(&old, &keep).map_or(old, |()| keep);
+                return Err(e).context(format!(
+                    "the new dataset is in {}, but not all files of the one it replaced could \
+                     be moved into it; they are in {}",
+                    out.display(),
+                    kept.display()
+                ));
             }
             std::fs::remove_dir_all(&old)
                 .with_context(|| format!("cannot remove the old dataset {}", old.display()))?;
@@ -1055,7 +1166,8 @@ pub fn merge(
     }
     let (first_dir, first_shard, first) = &manifests[0];
     let count = first_shard.count;
-    let mut seen: Vec<Option<&Path>> = vec![None; count];
+    // A map, not a vector of `count`: the count comes from a file and may be absurd.
+    let mut seen: std::collections::BTreeMap<usize, &Path> = Default::default();
     for (dir, s, m) in &manifests {
         anyhow::ensure!(
             m.config == first.config && m.generator == first.generator,
@@ -1073,7 +1185,7 @@ pub fn merge(
             first_shard.index,
             count
         );
-        if let Some(prev) = seen[s.index] {
+        if let Some(prev) = seen.insert(s.index, dir) {
             anyhow::bail!(
                 "shard {}/{count} is given twice: {} and {}",
                 s.index,
@@ -1081,7 +1193,6 @@ pub fn merge(
                 dir.display()
             );
         }
-        seen[s.index] = Some(dir);
         for b in &m.base_images {
             anyhow::ensure!(
                 s.contains(b.index) && b.index < m.config.n,
@@ -1092,11 +1203,11 @@ pub fn merge(
             );
         }
     }
-    let missing: Vec<String> = (0..count)
-        .filter(|i| seen[*i].is_none())
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    anyhow::ensure!(missing.is_empty(), "missing shards: {}", missing.join(", "));
+    anyhow::ensure!(
+        seen.len() == count,
+        "missing shards: {}",
+        crate::detect::merge::missing_shards(&seen, count)
+    );
     if let Some(p) = target_problem(&out, overwrite) {
         anyhow::bail!(p);
     }

@@ -41,7 +41,12 @@ fn split_counts_are_exact_and_zero_ratios_stay_empty() {
     assert_eq!(r.counts(80), [64, 8, 8]);
     assert_eq!(r.counts(7).iter().sum::<usize>(), 7);
     assert_eq!(SplitRatios::parse("0,0,1").unwrap().counts(9), [0, 0, 9]);
-    assert_eq!(SplitRatios::parse("1,1,0").unwrap().counts(5)[2], 0);
+    assert_eq!(SplitRatios::parse("0.5,0.5,0").unwrap().counts(5)[2], 0);
+    // Ratios that do not sum to 1 are refused, not normalised.
+    for bad in ["1,1,0", "0.8,0.1,0.2", "80,10,10"] {
+        let e = SplitRatios::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("not 1") && e.contains(bad), "{e}");
+    }
     assert!(SplitRatios::parse("1,2").is_err());
     assert!(SplitRatios::parse("-1,1,1").is_err());
     let s = assign_splits(50, 3, &r);
@@ -295,7 +300,8 @@ fn refuses_non_empty_folders_unless_overwriting_a_dataset() {
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains("does not look like a dataset"),
+        e.to_string()
+            .contains("is not a dataset this program wrote"),
         "{e}"
     );
     assert_eq!(std::fs::read(out.join("thesis.tex")).unwrap(), b"precious");
@@ -426,4 +432,122 @@ fn pure_test_set_and_bad_options() {
             .contains("crop tile")
     );
     assert!("3/3".parse::<ShardSpec>().is_err() && "1/4".parse::<ShardSpec>().is_ok());
+}
+
+#[test]
+fn edited_shard_manifests_are_refused_not_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let sd = dir.path().join("shard0");
+    run(
+        &small(2),
+        &sd,
+        ExportTarget {
+            shard: Some(ShardSpec { index: 0, count: 2 }),
+            overwrite: false,
+        },
+    )
+    .unwrap();
+    let path = sd.join(MANIFEST_FILE);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // An index past the count used to panic on `seen[index]`.
+    m["shard"] = serde_json::json!({"index": 3, "count": 2});
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = merge(
+        &out,
+        std::slice::from_ref(&sd),
+        false,
+        &JobControl::detached(),
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("3/2"), "{e:#}");
+    // An absurd count used to allocate a slot per shard.
+    m["shard"] = serde_json::json!({"index": 0, "count": 1_000_000_000_000_000_000u64});
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = merge(
+        &out,
+        std::slice::from_ref(&sd),
+        false,
+        &JobControl::detached(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("and 999999999999999989 more"),
+        "{e:#}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn overwrite_replaces_only_our_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = ExportTarget {
+        shard: None,
+        overwrite: true,
+    };
+    // Hand-annotated data (images/ + labels/, no manifest of ours) is never replaced.
+    let hand = dir.path().join("hand");
+    std::fs::create_dir_all(hand.join("images")).unwrap();
+    std::fs::create_dir_all(hand.join("labels")).unwrap();
+    std::fs::write(hand.join("labels/a.txt"), b"0 0 0 1 0 1 1 0 1").unwrap();
+    std::fs::write(hand.join("data.yaml"), b"names: [a]").unwrap();
+    let before = snapshot(&hand);
+    let e = run(&small(2), &hand, over.clone()).unwrap_err();
+    assert!(
+        e.to_string().contains("not a dataset this program wrote"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&hand), before);
+    // In one of ours, others' files survive the replacement: a training run, notes, a file
+    // inside our folders.
+    let out = dir.path().join("ds");
+    run(&small(3), &out, ExportTarget::default()).unwrap();
+    std::fs::create_dir_all(out.join("runs/obb")).unwrap();
+    std::fs::write(out.join("runs/obb/best.pt"), b"weights").unwrap();
+    std::fs::write(out.join("notes.md"), b"notes").unwrap();
+    std::fs::write(out.join("images/train/extra.png"), b"mine").unwrap();
+    // Written by us before but not now (3 base images, then 2): removed.
+    let old_files: BTreeSet<String> = snapshot(&out).into_keys().collect();
+    run(&small(2), &out, over).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("runs/obb/best.pt")).unwrap(),
+        b"weights"
+    );
+    assert_eq!(std::fs::read(out.join("notes.md")).unwrap(), b"notes");
+    assert_eq!(
+        std::fs::read(out.join("images/train/extra.png")).unwrap(),
+        b"mine"
+    );
+    let m = Manifest::read(&out).unwrap();
+    assert_eq!(m.base_images.len(), 2);
+    let ours: BTreeSet<String> = m
+        .written_files()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let now: BTreeSet<String> = snapshot(&out).into_keys().collect();
+    let foreign: BTreeSet<&str> = now
+        .iter()
+        .filter(|f| !ours.contains(*f))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        foreign,
+        BTreeSet::from(["runs/obb/best.pt", "notes.md", "images/train/extra.png"])
+    );
+    let dropped: Vec<&String> = old_files
+        .iter()
+        .filter(|f| !ours.contains(*f) && !foreign.contains(f.as_str()))
+        .collect();
+    assert!(!dropped.is_empty(), "the third base image wrote nothing?");
+    assert!(dropped.iter().all(|f| !out.join(f).exists()), "{dropped:?}");
+    // No staging, old or previous folders left beside it.
+    let names: BTreeSet<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["ds".to_string(), "hand".to_string()])
+    );
 }

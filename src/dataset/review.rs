@@ -6,7 +6,7 @@
 //! A label file that does not parse is never overwritten: [`LabelDoc::open`] records the error
 //! (file and line) and marks the document read-only until the caller explicitly discards it.
 
-use super::yolo::{LabelError, ObbLabel, Validation, parse_labels, write_labels};
+use super::yolo::{LabelError, ObbLabel, Validation, format_labels, parse_labels, write_labels};
 use crate::eval::{DatasetSpec, label_path_for};
 use crate::geometry::OrientedBox;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,10 @@ pub struct LabelDoc {
     pub boxes: Vec<LabeledBox>,
     /// Why the file could not be read; while set, the document must not be saved.
     pub load_error: Option<LabelError>,
+    /// The boxes as read, each with its line: a box not edited since is written back as that
+    /// line, so a quadrilateral from another tool stays one (the editor's boxes are
+    /// rectangles, and rewriting every line would reshape labels nobody touched).
+    pub loaded: Vec<(LabeledBox, String)>,
 }
 
 impl LabelDoc {
@@ -44,6 +48,7 @@ impl LabelDoc {
             height,
             boxes: Vec::new(),
             load_error: None,
+            loaded: Vec::new(),
         };
         let text = match std::fs::read_to_string(label_path) {
             Ok(t) => t,
@@ -72,6 +77,14 @@ impl LabelDoc {
                         class: l.class,
                         obb: l.to_box_px(width as f64, height as f64),
                     })
+                    .collect();
+                // parse_labels skips blank lines and nothing else, one label per line.
+                let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                doc.loaded = doc
+                    .boxes
+                    .iter()
+                    .copied()
+                    .zip(lines.map(|l| l.trim_start_matches('\u{feff}').to_string()))
                     .collect();
             }
             Err(e) => doc.load_error = Some(e),
@@ -110,7 +123,29 @@ impl LabelDoc {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         }
-        write_labels(&self.label_path, &self.to_labels())
+        crate::fsio::atomic_write(&self.label_path, self.to_text().as_bytes())
+    }
+
+    /// The file's text: unedited boxes as their original lines, the others formatted anew.
+    pub fn to_text(&self) -> String {
+        let mut used = vec![false; self.loaded.len()];
+        let mut out = String::new();
+        for (b, l) in self.boxes.iter().zip(self.to_labels()) {
+            let original = self
+                .loaded
+                .iter()
+                .zip(&used)
+                .position(|((lb, _), u)| !u && lb == b);
+            match original {
+                Some(k) => {
+                    used[k] = true;
+                    out.push_str(&self.loaded[k].1);
+                    out.push('\n');
+                }
+                None => out.push_str(&format_labels(std::slice::from_ref(&l))),
+            }
+        }
+        out
     }
 }
 
@@ -444,6 +479,45 @@ pub fn export_reviewed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saving_keeps_unedited_lines_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("frame.txt");
+        // A quadrilateral from another tool (not a rectangle), then a rectangle in short form.
+        let quad = "1 0.1 0.1 0.3 0.12 0.28 0.3 0.12 0.25";
+        let rect = "2 0.5 0.5 0.7 0.5 0.7 0.6 0.5 0.6";
+        std::fs::write(&p, format!("{quad}\n\n{rect}\n")).unwrap();
+        let doc = LabelDoc::open(&p, 200, 100, 3);
+        assert!(doc.load_error.is_none(), "{:?}", doc.load_error);
+        assert_eq!(doc.boxes.len(), 2);
+        doc.save().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{quad}\n{rect}\n"),
+            "nothing edited, nothing reshaped"
+        );
+        let mut doc = LabelDoc::open(&p, 200, 100, 3);
+        doc.boxes[1].obb.cx += 10.0;
+        doc.boxes.push(doc.boxes[0]);
+        doc.save().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0], quad,
+            "the untouched quadrilateral stays as it was"
+        );
+        assert_ne!(lines[1], rect, "the edited box is written anew");
+        let back = LabelDoc::open(&p, 200, 100, 3);
+        assert!(
+            (back.boxes[1].obb.cx - 130.0).abs() < 1e-3,
+            "{:?}",
+            back.boxes[1]
+        );
+        // The copy is a new box: written from its rectangle.
+        assert_ne!(lines[2], quad);
+    }
 
     #[test]
     fn save_load_round_trip_within_1e6() {

@@ -79,6 +79,9 @@ pub fn format_labels(labels: &[ObbLabel]) -> String {
 
 /// Parses and validates a label file's text. `file` is used in error messages.
 pub fn parse_labels(text: &str, file: &str, v: &Validation) -> Result<Vec<ObbLabel>, LabelError> {
+    // Windows editors start UTF-8 files with a byte-order mark, which would otherwise be an
+    // invisible part of the first class id.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let err = |message: String| LabelError {
@@ -154,6 +157,16 @@ pub fn write_labels(path: &Path, labels: &[ObbLabel]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_class() {
+        let line = "1 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3";
+        let v = Validation::default();
+        let l = parse_labels(&format!("\u{feff}{line}\n"), "f.txt", &v).unwrap();
+        assert_eq!(l, parse_labels(line, "f.txt", &v).unwrap());
+        // Elsewhere it is still an error.
+        assert!(parse_labels(&format!("{line}\n\u{feff}{line}"), "f.txt", &v).is_err());
+    }
 
     #[test]
     fn round_trip_within_1e6() {

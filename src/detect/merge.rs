@@ -17,9 +17,25 @@ pub const RESULT_EXTENSIONS: [&str; 3] = ["json", "csv", "txt"];
 /// Part `index` of `count` (0-based): inputs whose position in the sorted list is
 /// `index` modulo `count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawShard")]
 pub struct Shard {
     pub index: usize,
     pub count: usize,
+}
+
+/// A shard as a summary file states it, before its numbers are checked: an edited or damaged
+/// summary must be refused, not index past the shard list.
+#[derive(Deserialize)]
+struct RawShard {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<RawShard> for Shard {
+    type Error = String;
+    fn try_from(r: RawShard) -> Result<Self, String> {
+        format!("{}/{}", r.index, r.count).parse()
+    }
 }
 
 impl std::str::FromStr for Shard {
@@ -174,6 +190,22 @@ impl BatchSummary {
 /// per-image result and writes the combined summary. Refuses shards of different runs
 /// (model, thresholds, classes, shard count), duplicate or missing shards, and results that
 /// would overwrite a different file.
+/// The first few shards of `count` not in `seen`, for a message (the count may be huge).
+pub fn missing_shards<T>(seen: &std::collections::BTreeMap<usize, T>, count: usize) -> String {
+    const SHOWN: usize = 10;
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !seen.contains_key(i))
+        .take(SHOWN + 1)
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    let more = count - seen.len();
+    if more > SHOWN {
+        format!("{} and {} more", missing[..SHOWN].join(", "), more - SHOWN)
+    } else {
+        missing.join(", ")
+    }
+}
+
 pub fn merge_shards(out: &Path, shard_dirs: &[PathBuf]) -> anyhow::Result<BatchSummary> {
     anyhow::ensure!(!shard_dirs.is_empty(), "no shard folders to merge");
     let summaries: Vec<(PathBuf, BatchSummary)> = shard_dirs
@@ -187,7 +219,8 @@ pub fn merge_shards(out: &Path, shard_dirs: &[PathBuf]) -> anyhow::Result<BatchS
             first_dir.display()
         )
     })?;
-    let mut seen: Vec<Option<&Path>> = vec![None; count];
+    // A map, not a vector of `count`: the count comes from a file and may be absurd.
+    let mut seen: std::collections::BTreeMap<usize, &Path> = Default::default();
     for (dir, s) in &summaries {
         let same_run = s.model == first.model
             && s.conf == first.conf
@@ -208,25 +241,18 @@ pub fn merge_shards(out: &Path, shard_dirs: &[PathBuf]) -> anyhow::Result<BatchS
             dir.display(),
             first_dir.display()
         );
-        if let Some(other) = seen[shard.index] {
+        if let Some(other) = seen.insert(shard.index, dir) {
             anyhow::bail!(
                 "shard {shard} given twice: {} and {}",
                 other.display(),
                 dir.display()
             );
         }
-        seen[shard.index] = Some(dir);
     }
-    let missing: Vec<String> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.is_none())
-        .map(|(i, _)| format!("{i}/{count}"))
-        .collect();
     anyhow::ensure!(
-        missing.is_empty(),
+        seen.len() == count,
         "missing shard(s): {}",
-        missing.join(", ")
+        missing_shards(&seen, count)
     );
 
     let mut merged = BatchSummary::new(
@@ -351,5 +377,35 @@ mod tests {
         assert!(e.to_string().contains("not a shard"), "{e}");
         let e = merge_shards(&out, &[t.path().join("nope")]).unwrap_err();
         assert!(format!("{e:#}").contains("nope"), "{e:#}");
+    }
+
+    #[test]
+    fn edited_shard_numbers_are_refused_not_indexed() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, out) = (t.path().join("a"), t.path().join("out"));
+        std::fs::create_dir_all(&a).unwrap();
+        write_shard(
+            &a,
+            &summary(Some(Shard { index: 0, count: 2 }), &[("x", 2)]),
+        );
+        let path = a.join(SUMMARY_JSON);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        // An index past the count used to panic on `seen[index]`.
+        v["shard"] = serde_json::json!({"index": 5, "count": 2});
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = merge_shards(&out, std::slice::from_ref(&a)).unwrap_err();
+        assert!(format!("{e:#}").contains("5/2"), "{e:#}");
+        // An absurd count used to allocate a slot per shard.
+        v["shard"] = serde_json::json!({"index": 0, "count": 1_000_000_000_000_000_000u64});
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = merge_shards(&out, std::slice::from_ref(&a)).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("missing shard(s): 1/1000000000000000000, 2/")
+                && msg.contains("and 999999999999999989 more"),
+            "{msg}"
+        );
+        assert!(!out.exists());
     }
 }

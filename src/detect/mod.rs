@@ -151,6 +151,68 @@ impl DetectionResult {
     }
 }
 
+/// How much coarser than the model's an image pixel may be. Beyond 8x an atomic column
+/// spacing of 0.3 nm is under two image pixels for a 0.02 nm/px model: the lattice is not
+/// resolved, and enlarging only invents a smooth pattern the model mistakes for defects
+/// (a 0.5 nm/px frame gave thousands of "detections" on noise). The working image also grows
+/// with the square of the factor (a 5 nm/px frame asked for 65 GB).
+pub const MAX_UPSAMPLE: f64 = 8.0;
+/// Largest resampled working image, in pixels (256 MiB of f32, plus as much again while
+/// resampling): far above any atomic-resolution frame after a factor of up to
+/// [`MAX_UPSAMPLE`], so only absurd sizes are refused.
+pub const MAX_WORK_PIXELS: f64 = (1u64 << 26) as f64;
+
+/// Why an image cannot be brought to the model's pixel size.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ScaleError {
+    #[error(
+        "the image's pixels are {image_nm_per_px} nm, the model's {model_nm_per_px} nm \
+         ({factor:.0}x coarser, at most {MAX_UPSAMPLE}x is resampled): too coarse for \
+         atomic-resolution detection (an overview image?)"
+    )]
+    TooCoarse {
+        image_nm_per_px: f64,
+        model_nm_per_px: f64,
+        factor: f64,
+    },
+    #[error(
+        "resampling the {width}x{height} image to the model's pixel size ({factor:.2}x) would \
+         make {work_pixels:.0} pixels, more than {MAX_WORK_PIXELS}; crop or bin it first"
+    )]
+    TooLarge {
+        width: usize,
+        height: usize,
+        factor: f64,
+        work_pixels: f64,
+    },
+}
+
+/// The resampling factor from `image_nm_per_px` to `model_nm_per_px`, or why it is refused.
+pub fn check_scale(
+    img: &ImageF32,
+    image_nm_per_px: f64,
+    model_nm_per_px: f64,
+) -> Result<f64, ScaleError> {
+    let factor = image_nm_per_px / model_nm_per_px;
+    if !factor.is_finite() || factor > MAX_UPSAMPLE {
+        return Err(ScaleError::TooCoarse {
+            image_nm_per_px,
+            model_nm_per_px,
+            factor,
+        });
+    }
+    let work_pixels = (img.width as f64 * factor).round() * (img.height as f64 * factor).round();
+    if factor > 1.0 && work_pixels > MAX_WORK_PIXELS {
+        return Err(ScaleError::TooLarge {
+            width: img.width,
+            height: img.height,
+            factor,
+            work_pixels,
+        });
+    }
+    Ok(factor)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -186,7 +248,9 @@ impl Detector {
         let (work, sx, sy): (std::borrow::Cow<ImageF32>, f64, f64) = match opts.fit {
             Fit::Tile { .. } => {
                 let f = match (opts.match_model_scale, pixel_size, info.nm_per_px) {
-                    (true, Some(p), Some(m)) if p.nm_per_px > 0.0 => p.nm_per_px / m,
+                    (true, Some(p), Some(m)) if p.nm_per_px > 0.0 => {
+                        check_scale(img, p.nm_per_px, m)?
+                    }
                     _ => 1.0,
                 };
                 if (f - 1.0).abs() < 1e-3 {
@@ -251,7 +315,7 @@ impl Detector {
             };
             let mut fill_time = Duration::ZERO;
             let mut decode_time = Duration::ZERO;
-            let ((), run_time) = self.run_with(
+            let (invalid, run_time) = self.run_with(
                 |buf| {
                     let t = Instant::now();
                     pre::fill_input(buf, s, &work, tile, &q);
@@ -259,7 +323,7 @@ impl Detector {
                 },
                 |out| {
                     let t = Instant::now();
-                    post::decode(
+                    let invalid = post::decode(
                         out,
                         out.len() / info.output_rows(),
                         &names,
@@ -267,8 +331,20 @@ impl Detector {
                         &mut candidates,
                     );
                     decode_time = t.elapsed();
+                    invalid
                 },
             )?;
+            if invalid > 0 {
+                // A model that emits NaN or empty boxes is broken (diverged training, a bad
+                // export): thousands of NaN "detections" would hide that.
+                anyhow::bail!(
+                    "the model output {invalid} candidate box(es) with a non-finite value or a \
+                     side that is not positive (tile {}/{}): the model is broken; check its \
+                     training and export",
+                    k + 1,
+                    tiles.len()
+                );
+            }
             timings.preprocess_ms += ms(fill_time);
             timings.inference_ms += ms(run_time);
             timings.postprocess_ms += ms(decode_time);

@@ -1,6 +1,7 @@
 //! Loading a YOLO-OBB ONNX export and running it: metadata, shape checks, execution provider.
 
 use super::runtime;
+use crate::classes::MAX_CLASSES;
 use anyhow::Context;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -297,6 +298,19 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         .tensor_shape()
         .map(|s| s.to_vec())
         .ok_or_else(|| anyhow::anyhow!("{file}: output '{}' is not a tensor", output.name()))?;
+    // Every run feeds f32 (see `run_with`); a uint8 or f16 input would load and then fail on
+    // every image.
+    for (what, v) in [("input", input), ("output", output)] {
+        let ty = v.dtype().tensor_type();
+        if ty != Some(ort::value::TensorElementType::Float32) {
+            anyhow::bail!(
+                "{file}: {what} '{}' is {}, not float32; export the model with float32 {what}s \
+                 (Ultralytics: half=False, int8=False)",
+                v.name(),
+                ty.map_or("not a tensor".to_string(), |t| format!("{t:?}"))
+            );
+        }
+    }
     let imgsz_meta = match imgsz_meta {
         Some(s) => Some(parse_imgsz(&s).map_err(|e| anyhow::anyhow!("{file}: {e}"))?),
         None => None,
@@ -308,7 +322,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         None => {
             // Without names, infer the class count from the output and number the classes.
             let rows = out_shape.get(1).copied().unwrap_or(-1);
-            if rows < 6 {
+            if rows < 6 || rows as u64 > (MAX_CLASSES + 5) as u64 {
                 anyhow::bail!(
                     "{file}: no class names in the metadata and output shape {out_shape:?} does not tell the class count"
                 );
@@ -332,6 +346,11 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         output_name: output.name().to_string(),
     })
 }
+
+/// Largest model input side. The input buffer (`3 * S * S` floats) is allocated from the
+/// model's shape or metadata, so a damaged file must not choose it freely; YOLO models are
+/// trained at 640 to 1280.
+pub const MAX_IMGSZ: usize = 4096;
 
 /// The square input size from an `[1, 3, S, S]` input (dynamic sizes take the metadata's).
 pub fn check_input_shape(shape: &[i64], imgsz_meta: Option<[usize; 2]>) -> Result<usize, String> {
@@ -363,6 +382,11 @@ pub fn check_input_shape(shape: &[i64], imgsz_meta: Option<[usize; 2]>) -> Resul
     }
     if h < 32 || h % 32 != 0 {
         return Err(format!("input size {h} is not a positive multiple of 32"));
+    }
+    if h > MAX_IMGSZ {
+        return Err(format!(
+            "input size {h} is larger than {MAX_IMGSZ}, the largest this program runs"
+        ));
     }
     Ok(h)
 }
@@ -452,6 +476,11 @@ pub fn parse_names(s: &str) -> Result<Vec<String>, String> {
             (i, item)
         };
         let name = unquote(val).ok_or_else(|| format!("value '{val}' is not a quoted string"))?;
+        if idx >= MAX_CLASSES {
+            return Err(format!(
+                "class index {idx} is beyond the {MAX_CLASSES} classes a model may have"
+            ));
+        }
         if out.len() <= idx {
             out.resize(idx + 1, None);
         }
@@ -558,6 +587,25 @@ mod tests {
         );
         assert!(parse_names("grain").is_err());
         assert!(parse_names("{x: 'a'}").is_err());
+    }
+
+    #[test]
+    fn class_ids_and_input_sizes_from_files_are_bounded() {
+        // Used to resize a vector to 10^15 entries and abort.
+        let e = parse_names("{999999999999999: 'a'}").unwrap_err();
+        assert!(e.contains("999999999999999") && e.contains("beyond"), "{e}");
+        assert!(
+            parse_names(&format!("{{{}: 'a'}}", MAX_CLASSES - 1))
+                .is_err_and(|e| e.contains("class 0 has no name"))
+        );
+        let e = check_input_shape(&[1, 3, -1, -1], Some([1 << 30, 1 << 30])).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        let e = check_input_shape(&[1, 3, 1 << 20, 1 << 20], None).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert_eq!(
+            check_input_shape(&[1, 3, -1, -1], Some([MAX_IMGSZ; 2])),
+            Ok(MAX_IMGSZ)
+        );
     }
 
     #[test]

@@ -75,19 +75,30 @@ pub struct DecodeSpec<'a> {
 /// Decodes `output` (`[4+nc+1, n]` row-major: cx, cy, w, h in input pixels, nc sigmoid
 /// scores, angle in radians) into `out`. Scores are thresholded before any box is built, so
 /// the cost is one pass over the score rows plus work proportional to the survivors.
+/// Decodes the candidates above the floor into `out`. Returns how many of them had a box no
+/// model can mean (a coordinate or angle not finite, a side not positive); those are not
+/// decoded.
 pub fn decode(
     output: &[f32],
     n: usize,
     names: &[Arc<str>],
     spec: &DecodeSpec,
     out: &mut Vec<Detection>,
-) {
+) -> usize {
+    let mut invalid = 0usize;
     let nc = names.len();
     debug_assert_eq!(output.len(), (5 + nc) * n);
     let row = |r: usize| &output[r * n..(r + 1) * n];
     let (cx, cy, w, h, ang) = (row(0), row(1), row(2), row(3), row(4 + nc));
     let scores: Vec<&[f32]> = (0..nc).map(|c| row(4 + c)).collect();
     let mut push = |i: usize, class: usize, conf: f32| {
+        let finite = [cx[i], cy[i], w[i], h[i], ang[i]]
+            .iter()
+            .all(|v| v.is_finite());
+        if !(finite && w[i] > 0.0 && h[i] > 0.0) {
+            invalid += 1;
+            return;
+        }
         if let Some(t) = spec.tile {
             // Working-image coordinates of the centre: input minus padding plus tile origin.
             let wx = cx[i] as f64 - t.pad_x as f64 + t.x0 as f64;
@@ -131,6 +142,7 @@ pub fn decode(
             }
         }
     }
+    invalid
 }
 
 /// Sorts candidates by confidence, highest first (stable, so ties keep anchor order).
@@ -409,6 +421,32 @@ mod tests {
             cb.iter()
                 .any(|q| (p[0] - q[0]).abs() < tol && (p[1] - q[1]).abs() < tol)
         })
+    }
+
+    #[test]
+    fn decode_refuses_boxes_no_model_can_mean() {
+        let cols = [
+            [f32::NAN, 50.0, 30.0, 10.0, 0.9, 0.0, 0.0, 0.1],
+            [100.0, 50.0, 0.0, 10.0, 0.9, 0.0, 0.0, 0.1],
+            [100.0, 50.0, 30.0, -2.0, 0.9, 0.0, 0.0, 0.1],
+            [100.0, 50.0, 30.0, 10.0, 0.9, 0.0, 0.0, f32::INFINITY],
+            // Broken but below the floor: not a candidate, not counted.
+            [f32::NAN, 50.0, 30.0, 10.0, 0.001, 0.0, 0.0, 0.1],
+            [100.0, 50.0, 30.0, 10.0, 0.9, 0.0, 0.0, 0.1],
+        ];
+        let spec = DecodeSpec {
+            floor: 0.01,
+            multi_label: false,
+            map: BoxMap::identity(),
+            tile: None,
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            decode(&tensor(&cols), cols.len(), &names(), &spec, &mut out),
+            4
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].obb.cx.is_finite() && out[0].obb.w > 0.0);
     }
 
     #[test]

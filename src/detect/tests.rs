@@ -52,13 +52,31 @@ fn tiny_model_metadata_and_provider() {
 
 #[test]
 fn auto_device_reports_the_provider_that_ran() {
-    let d = Detector::load(&data("tiny_obb.onnx"), &DetectorOptions::default())
+    let auto = Detector::load(&data("tiny_obb.onnx"), &DetectorOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        [model::CPU_PROVIDER, model::CUDA_PROVIDER].contains(&d.provider()),
-        "{}",
-        d.provider()
+    // Auto runs on CUDA exactly when a CUDA session can start here; otherwise on the CPU.
+    let cuda = Detector::load(
+        &data("tiny_obb.onnx"),
+        &DetectorOptions {
+            device: Device::Cuda,
+            ..Default::default()
+        },
     );
+    let expected = match &cuda {
+        Ok(d) => {
+            assert_eq!(d.provider(), model::CUDA_PROVIDER);
+            model::CUDA_PROVIDER
+        }
+        Err(e) => {
+            assert!(format!("{e:#}").contains("CUDA"), "{e:#}");
+            model::CPU_PROVIDER
+        }
+    };
+    assert_eq!(auto.provider(), expected);
+    // And whichever it is, it runs the model.
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    let r = auto.detect(&img, None, &DetectOptions::default()).unwrap();
+    assert_eq!(r.provider, expected);
 }
 
 #[test]
@@ -230,4 +248,90 @@ fn bench_reports_medians_and_ratio() {
     );
     assert!(w > 0.0 && f > 0.0, "{st}");
     assert_eq!(v["ort_spinning"], true);
+}
+
+#[test]
+fn overview_images_are_refused_not_resampled_without_bound() {
+    let d = tiny();
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    // 5 nm/px against the model's 0.05: a 100x enlargement (6400x6400 here, 65 GB for a
+    // 512 px frame against a 0.02 nm/px model) used to be attempted and abort the process.
+    for nm in [5.0, 0.5, 1e300] {
+        let e = d
+            .detect(
+                &img,
+                Some(PixelSize { nm_per_px: nm }),
+                &DetectOptions::default(),
+            )
+            .expect_err("a coarse image was accepted");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("too coarse")
+                && msg.contains(&format!("{nm} nm"))
+                && msg.contains("0.05 nm"),
+            "{msg}"
+        );
+    }
+    // Within the bound the image is still resampled and detected.
+    let r = d
+        .detect(
+            &img,
+            Some(PixelSize { nm_per_px: 0.1 }),
+            &DetectOptions::default(),
+        )
+        .unwrap();
+    assert!(
+        (r.scale - 2.0).abs() < 1e-9 && r.tiles > 1,
+        "{} {}",
+        r.scale,
+        r.tiles
+    );
+}
+
+#[test]
+fn resampling_refuses_absurd_working_sizes() {
+    let big = ImageF32::new(8192, 8192);
+    assert!(matches!(
+        check_scale(&big, 0.2, 0.1),
+        Err(ScaleError::TooLarge { .. })
+    ));
+    // Shrinking is always fine, whatever the size.
+    assert_eq!(check_scale(&big, 0.05, 0.1), Ok(0.5));
+    let small = ImageF32::new(512, 512);
+    assert_eq!(check_scale(&small, 0.16, 0.02).map(|f| f.round()), Ok(8.0));
+    assert!(matches!(
+        check_scale(&small, 5.0, 0.02),
+        Err(ScaleError::TooCoarse { .. })
+    ));
+}
+
+#[test]
+fn a_model_emitting_nan_boxes_fails_instead_of_giving_nan_detections() {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        threads: 1,
+        ..Default::default()
+    };
+    let d = Detector::load(&data("nan_boxes.onnx"), &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let img = blocks(64, 64, &[[40, 48, 24, 32]]);
+    let e = d
+        .detect(&img, None, &DetectOptions::default())
+        .expect_err("NaN boxes were accepted");
+    assert!(format!("{e:#}").contains("non-finite"), "{e:#}");
+}
+
+#[test]
+fn a_model_with_a_uint8_input_is_refused_at_load() {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        ..Default::default()
+    };
+    let e = match Detector::load(&data("uint8_input.onnx"), &opts) {
+        Ok(_) => panic!("a uint8 input was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("not float32") && e.contains("uint8_input.onnx"),
+        "{e}"
+    );
 }

@@ -9,6 +9,7 @@
 
 pub mod metrics;
 
+use crate::classes::MAX_CLASSES;
 use crate::dataset::yolo::{Validation, read_labels};
 use crate::detect::{DetectOptions, Detector, FilterOptions, Intensity, filter_with};
 use crate::geometry::OrientedBox;
@@ -85,6 +86,11 @@ fn inline_map(v: &str) -> Option<Result<Vec<String>, String>> {
         let Ok(k) = unquote(k).parse::<usize>() else {
             return Some(Err(format!("key '{}' is not a class id", k.trim())));
         };
+        if k >= MAX_CLASSES {
+            return Some(Err(format!(
+                "class id {k} is beyond the {MAX_CLASSES} classes a dataset may have"
+            )));
+        }
         if out.len() <= k {
             out.resize(k + 1, None);
         }
@@ -190,6 +196,10 @@ impl DatasetSpec {
                     })?;
                     (k, unquote(v))
                 };
+                anyhow::ensure!(
+                    idx < MAX_CLASSES,
+                    "{file}:{ln}: class id {idx} is beyond the {MAX_CLASSES} classes a dataset may have"
+                );
                 if out.len() <= idx {
                     out.resize(idx + 1, None);
                 }
@@ -636,6 +646,22 @@ mod tests {
         let y = "names:\n  - x\n  - y\n";
         let s = DatasetSpec::parse(y, Path::new("/x/d.yaml")).unwrap();
         assert_eq!(s.names, vec!["x", "y"]);
+    }
+
+    #[test]
+    fn huge_class_ids_in_data_yaml_are_refused() {
+        // Both used to resize a vector to 10^15 entries and abort.
+        for y in [
+            "names: {999999999999999: a}\n",
+            "names:\n  999999999999999: a\n",
+        ] {
+            let e = DatasetSpec::parse(y, Path::new("/x/data.yaml")).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("999999999999999") && msg.contains("beyond"),
+                "{msg}"
+            );
+        }
     }
 
     /// The tiny transparent model (tests/data) on a two-image dataset: one labelled block

@@ -11,7 +11,7 @@ use openreadout_core::{Dataset, FormatReader, PixelType, PlaneIndex};
 use serde_json::Value;
 
 use super::meta::{find_key, flatten_json, scalar, truncate_value};
-use super::{Decoded, Kind, check_dims, check_page, color_to_gray, plausible_nm_per_px};
+use super::{Decoded, Kind, check_dims, check_page, color_to_gray, plausible_or_noted};
 use crate::raster::{ImageF32, PixelSize};
 
 pub(crate) enum Source<'a> {
@@ -102,7 +102,48 @@ pub(crate) fn page_count(src: Source, kind: Kind) -> anyhow::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// Why a DM3/DM4 file is shorter than its header says, if it is. The tag tree is read as far
+/// as it goes, so a cut file still opens: with the main image gone, as the thumbnail (burned-in
+/// scale bar and all), which must not pass for the image.
+fn dm_truncation(head: &[u8], file_len: u64) -> Option<String> {
+    let (declared, header) = match head {
+        [0, 0, 0, 3, a, b, c, d, ..] => (u64::from(u32::from_be_bytes([*a, *b, *c, *d])), 12),
+        [0, 0, 0, 4, rest @ ..] if rest.len() >= 8 => {
+            (u64::from_be_bytes(rest[..8].try_into().ok()?), 16)
+        }
+        _ => return None,
+    };
+    let needed = declared.saturating_add(header);
+    (file_len < needed).then(|| {
+        format!(
+            "truncated file: it holds {file_len} bytes, its header declares {needed}; \
+             refusing to show what is left (often only the thumbnail)"
+        )
+    })
+}
+
+fn check_dm_length(src: &Source) -> anyhow::Result<()> {
+    let (head, len) = match src {
+        Source::Bytes(b, _) => (b[..b.len().min(16)].to_vec(), b.len() as u64),
+        Source::Path(p) => {
+            use std::io::Read;
+            let mut f = std::fs::File::open(p)?;
+            let len = f.metadata()?.len();
+            let mut head = Vec::with_capacity(16);
+            f.by_ref().take(16).read_to_end(&mut head)?;
+            (head, len)
+        }
+    };
+    match dm_truncation(&head, len) {
+        Some(why) => bail!(why),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn decode(src: Source, kind: Kind, page: usize) -> anyhow::Result<Decoded> {
+    if kind == Kind::Dm {
+        check_dm_length(&src)?;
+    }
     let (mut ds, info) = open(&src, kind)?;
     let total = pages_of(&info);
     if total == 0 {
@@ -153,15 +194,15 @@ pub(crate) fn decode(src: Source, kind: Kind, page: usize) -> anyhow::Result<Dec
         n => bail!("unsupported layout: {n} samples per pixel"),
     };
 
+    let vendor = ds.vendor_metadata().ok();
+    let mut metadata = metadata(&info, im, r.plane, vendor.as_ref());
     let nm = im
         .physical_size
         .x
         .or(im.physical_size.y)
         .map(|um| um * 1000.0)
-        .filter(|nm| plausible_nm_per_px(*nm));
+        .and_then(|nm| plausible_or_noted(nm, "the file's calibration", &mut metadata));
     let original_unit = nm.map(|_| original_unit(kind, im));
-    let vendor = ds.vendor_metadata().ok();
-    let metadata = metadata(&info, im, r.plane, vendor.as_ref());
     let format = match &info.format_version {
         Some(v) if kind == Kind::Dm => format!("Gatan {v}"),
         _ => info.format.name.clone(),

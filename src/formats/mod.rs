@@ -210,6 +210,12 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// The file extensions [`load`] reads (lower case), for file dialogs: the one list, so a
+/// dialog offers what the loaders and folder listings accept.
+pub fn extensions() -> impl Iterator<Item = &'static str> {
+    EXTENSIONS.iter().map(|(e, _)| *e)
+}
+
 /// True when the extension names a format [`load`] reads.
 pub fn is_supported(path: &Path) -> bool {
     kind_from_extension(path).is_some()
@@ -443,4 +449,27 @@ pub(crate) fn unit_to_nm(unit: &str) -> Option<f64> {
 /// worse than showing none.
 pub(crate) fn plausible_nm_per_px(nm: f64) -> bool {
     nm.is_finite() && nm > 1e-4 && nm < 1e5
+}
+
+/// Metadata key of the note left when a file's calibration is dropped as implausible.
+pub const CALIBRATION_IGNORED: &str = "calibration_ignored";
+
+/// `nm` when plausible; otherwise `None` and a note in `metadata` (shown by `info` and the
+/// Viewer), so a calibration the file states is not dropped without a word.
+pub(crate) fn plausible_or_noted(
+    nm: f64,
+    source: &str,
+    metadata: &mut std::collections::BTreeMap<String, String>,
+) -> Option<f64> {
+    if plausible_nm_per_px(nm) {
+        return Some(nm);
+    }
+    metadata.insert(
+        CALIBRATION_IGNORED.into(),
+        format!(
+            "{nm} nm/px from {source} is outside the plausible 0.0001 to 100000 nm/px; \
+             the image is treated as uncalibrated"
+        ),
+    );
+    None
 }

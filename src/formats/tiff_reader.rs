@@ -10,7 +10,7 @@ use tiff::decoder::{Decoder, DecodingResult, Limits, ifd::Value};
 use tiff::tags::Tag;
 
 use super::meta::{ini_sections, truncate_value};
-use super::{Decoded, check_dims, check_page, color_to_gray, plausible_nm_per_px, unit_to_nm};
+use super::{Decoded, check_dims, check_page, color_to_gray, plausible_or_noted, unit_to_nm};
 use crate::raster::{ImageF32, PixelSize};
 
 /// FEI / Thermo Fisher SEM and DualBeam INI-style metadata (`[Scan] PixelWidth=` in metres).
@@ -259,7 +259,7 @@ fn calibration<R: Read + Seek>(
         _ => return None,
     };
     let nm = unit_to_nm(unit)? / xres?;
-    plausible_nm_per_px(nm).then(|| (nm, unit.to_string()))
+    plausible_or_noted(nm, "the TIFF resolution tags", metadata).map(|nm| (nm, unit.to_string()))
 }
 
 /// ImageJ stores pixels per `unit` in XResolution and the unit in its description.
@@ -288,7 +288,7 @@ fn imagej_calibration(
         "micron" | "um" | "\\u00B5m" => "µm".to_string(),
         _ => unit,
     };
-    plausible_nm_per_px(nm).then_some((nm, shown))
+    plausible_or_noted(nm, "the ImageJ description", metadata).map(|nm| (nm, shown))
 }
 
 /// Thermo Fisher (FEI) SEM/FIB TIFF: an INI text with `[Scan] PixelWidth` in metres.
@@ -323,7 +323,7 @@ fn fei_calibration(text: &str, metadata: &mut BTreeMap<String, String>) -> Optio
         .parse()
         .ok()?;
     let nm = m_per_px * 1e9;
-    plausible_nm_per_px(nm).then(|| (nm, "m".to_string()))
+    plausible_or_noted(nm, "the FEI header", metadata).map(|nm| (nm, "m".to_string()))
 }
 
 #[cfg(test)]

@@ -94,6 +94,34 @@ impl ClientConfig {
 
 /// Removes credentials a user may have pasted into a URL (`user:pass@`, query string) so the
 /// URL can be recorded.
+/// Checks a server base URL before a run starts: `http://` or `https://` and a host. A run
+/// against `http://`, `ftp://...` or an empty string would only fail every request, one
+/// timeout and retry budget at a time.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(
+            "the endpoint is empty; give the server's base URL, e.g. http://localhost:8000/v1"
+                .into(),
+        );
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!(
+                "endpoint '{}' is not an http:// or https:// URL",
+                redact_url(url)
+            )
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') || url.contains(char::is_whitespace) {
+        return Err(format!("endpoint '{}' has no host", redact_url(url)));
+    }
+    Ok(())
+}
+
 pub fn redact_url(url: &str) -> String {
     let url = url.trim();
     let (scheme, rest) = match url.split_once("://") {
@@ -518,6 +546,28 @@ fn parse_chat_response(text: &str) -> Result<(String, Option<Usage>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_endpoints_are_refused_before_a_run() {
+        for ok in [
+            "http://localhost:8000/v1",
+            "https://api.example.org",
+            "http://u:p@h/v1",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "http://",
+            "https:///v1",
+            "ftp://example.org",
+            "localhost:8000",
+            "http://:80/v1",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn key_is_redacted_in_debug() {

@@ -281,6 +281,24 @@ impl VlmRun {
         ClassificationMetrics::compute(&self.classes, &self.predictions()?)
     }
 
+    /// True when the run has records and not one request reached the model (HTTP errors,
+    /// timeouts, refused connections, non-chat bodies): its 0 % accuracy measures the server,
+    /// not the model.
+    pub fn all_requests_failed(&self) -> bool {
+        !self.records.is_empty()
+            && self.records.iter().all(|r| {
+                matches!(
+                    r.failure,
+                    Some(
+                        FailureKind::Http
+                            | FailureKind::Timeout
+                            | FailureKind::Connection
+                            | FailureKind::BadResponse
+                    )
+                )
+            })
+    }
+
     pub fn usage(&self) -> UsageStats {
         UsageStats::compute(self.records.iter().map(|r| UsageSample {
             latency_ms: r.latency_ms,

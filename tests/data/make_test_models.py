@@ -120,7 +120,45 @@ def end_to_end_like():
     save(m, "end2end_1x300x7.onnx")
 
 
+def broken_boxes():
+    """tiny_obb's head, but every box width is NaN: a diverged model. Must fail, not give
+    NaN detections."""
+    m = onnx.load(os.path.join(HERE, "tiny_obb.onnx"))
+    for init in m.graph.initializer:
+        if init.name == "w":
+            arr = numpy_helper.to_array(init).copy()
+            arr[:] = np.nan
+            init.CopyFrom(numpy_helper.from_array(arr, "w"))
+    del m.metadata_props[:]
+    meta(m)
+    save(m, "nan_boxes.onnx")
+
+
+def uint8_input():
+    """A YOLO-shaped model whose input is uint8 (an int8/uint8 export): refused at load."""
+    a = anchors()
+    n = len(a)
+    inits = [numpy_helper.from_array(np.zeros((1, 8, n), np.float32), "k")]
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m"], keepdims=0),
+        helper.make_node("Add", ["k", "m"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "u8",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 3, S, S])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 8, n])],
+        inits,
+    )
+    m = helper.make_model(graph, producer_name="defect-detector tests")
+    meta(m)
+    save(m, "uint8_input.onnx")
+
+
 if __name__ == "__main__":
     tiny_obb()
     tiny_obb(with_angle=False, name="no_angle.onnx")
     end_to_end_like()
+    broken_boxes()
+    uint8_input()
