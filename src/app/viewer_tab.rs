@@ -678,10 +678,7 @@ impl ViewerTab {
                     Ok(rfd::FileDialog::new()
                         .add_filter(
                             "STEM images",
-                            &[
-                                "dm3", "dm4", "ser", "emi", "emd", "h5", "mrc", "tif", "tiff",
-                                "png", "jpg", "jpeg",
-                            ],
+                            &defect_detector::formats::extensions().collect::<Vec<_>>(),
                         )
                         .pick_file())
                 }));
