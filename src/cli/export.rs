@@ -21,7 +21,8 @@ use std::time::Duration;
   defect-detector export --out shard3 --n 800 --shard 3/8      (one SLURM array task)
   defect-detector export --merge data/full shard0 shard1 ...   (after all tasks)
   defect-detector export --validate data/cdte
-  defect-detector export --print-dr > dr.json                  (edit, then --dr dr.json)")]
+  defect-detector export --print-dr > dr.json                  (edit, then --dr dr.json)
+  defect-detector export --out matched --n 200 --like frame1.dm4 frame2.dm4   (fine-tuning set)")]
 pub struct ExportArgs {
     /// Output folder (must be empty or absent, unless --overwrite replaces an old dataset).
     #[arg(long)]
@@ -72,6 +73,46 @@ pub struct ExportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Real frames to match: the randomization is centred on their measured pixel size, column
+    /// width, background, noise and scan distortions (rotations and defects stay free).
+    /// Writes match.json beside the dataset.
+    #[arg(long, num_args = 1.., value_name = "FRAME")]
+    like: Vec<PathBuf>,
+    /// Crystal of the --like frames (cdte110, si110, gaas110).
+    #[arg(long, default_value = "cdte110")]
+    crystal: String,
+}
+
+/// Measures the --like frames and matches the randomization to them.
+fn match_frames(
+    a: &ExportArgs,
+    base: &DomainRandomization,
+) -> anyhow::Result<defect_detector::dataset::like::MatchReport> {
+    use defect_detector::synth::crystal::Preset;
+    let preset = Preset::from_cli_name(&a.crystal)
+        .with_context(|| format!("unknown crystal '{}' (cdte110, si110, gaas110)", a.crystal))?;
+    let spec = preset.spec();
+    let mut stats = Vec::new();
+    for f in &a.like {
+        let img = defect_detector::formats::load(f)?;
+        let s = defect_detector::realism::measure(
+            &img.image,
+            &spec,
+            img.pixel_size.map(|p| p.nm_per_px),
+            None,
+        )
+        .with_context(|| format!("{}: cannot measure it", f.display()))?;
+        stats.push(s);
+    }
+    let report = defect_detector::dataset::like::matched_randomization(&stats, preset, base)?;
+    if !a.json {
+        eprintln!(
+            "matched to {} frame(s): {}",
+            a.like.len(),
+            serde_json::to_string(&report.target)?
+        );
+    }
+    Ok(report)
 }
 
 fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
@@ -186,7 +227,15 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--out DIR is required (or use --merge / --validate)"))?;
-    let cfg = config_from_args(&a)?;
+    let mut cfg = config_from_args(&a)?;
+    let matched = if a.like.is_empty() {
+        None
+    } else {
+        let m = match_frames(&a, &cfg.randomization)?;
+        cfg.randomization = m.randomization.clone();
+        cfg.validate()?;
+        Some(m)
+    };
     let target = ExportTarget {
         shard: a
             .shard
@@ -195,6 +244,13 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
             .transpose()?,
         overwrite: a.overwrite,
     };
+    let dest = out.clone();
     let s = with_progress("export", move |c| export(&cfg, &out, &target, c))?;
+    if let Some(m) = matched {
+        defect_detector::fsio::atomic_write(
+            &dest.join("match.json"),
+            &serde_json::to_vec_pretty(&m)?,
+        )?;
+    }
     report(&s, a.json)
 }

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod export;
+pub mod like;
 pub mod randomize;
 pub mod review;
 pub mod validate;

@@ -101,6 +101,9 @@ pub struct DomainRandomization {
     pub jitter_burst_px: Span,
     /// Detector afterglow along the fast scan (px).
     pub afterglow_px: Span,
+    /// Drift along y when it should differ from x (a dataset matched to a microscope);
+    /// `None`: both are drawn from `drift_px_per_kline`.
+    pub drift_y_px_per_kline: Option<Span>,
 }
 
 impl Default for DomainRandomization {
@@ -139,6 +142,7 @@ impl Default for DomainRandomization {
             jitter_bursts_per_kline: Span::new(0.0, 8.0),
             jitter_burst_px: Span::new(0.5, 3.0),
             afterglow_px: Span::new(0.0, 1.5),
+            drift_y_px_per_kline: None,
         }
     }
 }
@@ -235,6 +239,9 @@ impl DomainRandomization {
         )?;
         check_span(&self.jitter_burst_px, "burst jitter (px)", 0.0, 6.0)?;
         check_span(&self.afterglow_px, "afterglow (px)", 0.0, 5.0)?;
+        if let Some(s) = &self.drift_y_px_per_kline {
+            check_span(s, "drift y (px/kline)", -md, md)?;
+        }
         let w = &self.presets;
         anyhow::ensure!(
             [w.cdte, w.si, w.gaas]
@@ -343,6 +350,9 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
     p.scan.jitter_burst_px = uniform(&mut rng, dr.jitter_burst_px);
     p.scan.afterglow_px = uniform(&mut rng, dr.afterglow_px);
     p.defects.boundary_structure.core_width_a = uniform(&mut rng, dr.boundary_core_width_a);
+    if let Some(s) = dr.drift_y_px_per_kline {
+        p.scan.drift_y_px_per_kline = uniform(&mut rng, s);
+    }
     p
 }
 
@@ -366,6 +376,13 @@ mod tests {
                 .join(f);
             DomainRandomization::read(&path).unwrap();
         }
+        // The realistic recipe is the default one: one source of truth, written down.
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
+        assert_eq!(
+            DomainRandomization::read(&file).unwrap(),
+            DomainRandomization::default(),
+            "training/dr-realistic.json and DomainRandomization::default() differ"
+        );
         let err =
             serde_json::from_str::<DomainRandomization>(r#"{"backgrund": {"min": 0, "max": 1}}"#)
                 .unwrap_err()
