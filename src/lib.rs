@@ -13,6 +13,7 @@ pub mod fsio;
 pub mod geometry;
 pub mod jobs;
 pub mod raster;
+pub mod realism;
 pub mod synth;
 pub mod vlm;
 pub mod watch;

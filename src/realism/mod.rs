@@ -1,0 +1,203 @@
+//! Realism statistics: does a STEM image look like our synthetic training data?
+//!
+//! This room owns the measurements that compare a frame with the synthesizer's knobs: the
+//! lattice (pixel size, rotation, scan shear and stretch) from the power spectrum, the column
+//! width and the white-noise level from the autocorrelation, intensity percentiles, and
+//! scan-line jitter against an image of the average lattice; plus the 5–95 % ranges of a
+//! dataset and the list of statistics of a frame that fall outside them. Library only: no GUI.
+//!
+//! Statistics are meant for raw detector counts at the true pixel size. 8-bit exports are
+//! detected (`eight_bit`): their background and contrast describe a display window.
+
+mod compare;
+mod intensity;
+mod lattice;
+mod scan;
+mod spectrum;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raster::ImageF32;
+use crate::synth::crystal::CrystalSpec;
+
+pub use compare::{Outside, StatRange, dataset_stats, outside, ranges};
+pub use intensity::is_eight_bit;
+pub use lattice::{LatticeEstimate, MIN_SCORE};
+
+/// Where the pixel size used for the statistics came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationSource {
+    /// The file's own calibration (or a synthetic image's known pixel size).
+    File,
+    /// The fitted lattice (the file had none).
+    Lattice,
+    /// Given by the user (overrides the file).
+    User,
+}
+
+/// Everything measured on one frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RealismStats {
+    /// Pixel size used for the Å-valued statistics (nm/px).
+    pub nm_per_px: f64,
+    pub nm_per_px_source: CalibrationSource,
+    /// The file's calibration, when it had one.
+    pub file_nm_per_px: Option<f64>,
+    /// The fitted lattice (`None` when none was found clearly enough).
+    pub lattice: Option<LatticeEstimate>,
+    /// Column FWHM (Å) from the autocorrelation.
+    pub column_fwhm_a: Option<f64>,
+    /// 1st percentile / median.
+    pub background: f64,
+    /// (99th − 1st percentile) / median.
+    pub contrast: f64,
+    /// White-noise standard deviation / (p99 − p1).
+    pub noise: Option<f64>,
+    /// RMS per-line horizontal shift (px), linear trend removed.
+    pub line_jitter_px: Option<f64>,
+    /// From the lattice fit (ScanDistortion convention).
+    pub shear: Option<f64>,
+    pub stretch: Option<f64>,
+    /// All values are integers in 0..=255: background and contrast are a display window,
+    /// not detector counts.
+    pub eight_bit: bool,
+}
+
+/// One named statistic for tables and range checks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatValue {
+    /// Stable snake_case key.
+    pub name: &'static str,
+    /// Human label with its unit in parentheses.
+    pub label: &'static str,
+    pub value: f64,
+}
+
+/// Lattice estimate on its own: see [`LatticeEstimate`]. The search spans 3–100 pm/px, or
+/// ±15 % around `hint_nm_per_px`. Errors when no lattice scores at least [`MIN_SCORE`].
+pub fn estimate_lattice(
+    img: &ImageF32,
+    crystal: &CrystalSpec,
+    hint_nm_per_px: Option<f64>,
+) -> anyhow::Result<LatticeEstimate> {
+    let s = spectrum::Spectrum::new(img)?;
+    let ex = lattice::Excess::new(&s);
+    let f = lattice::fit(&s, &ex, crystal, hint_nm_per_px)?;
+    anyhow::ensure!(
+        f.est.score >= MIN_SCORE,
+        "no clear {} lattice (score {:.2} < {MIN_SCORE})",
+        crystal.name,
+        f.est.score
+    );
+    Ok(f.est)
+}
+
+/// The lattice fit used by `measure`: an unconstrained search, and, when a calibration is
+/// known and the free search disagrees with it by more than 15 % (or fails), a search
+/// around it; the better-scoring one wins.
+fn best_fit(
+    s: &spectrum::Spectrum,
+    ex: &lattice::Excess,
+    crystal: &CrystalSpec,
+    hint: Option<f64>,
+) -> Option<lattice::LatticeFit> {
+    let free = lattice::fit(s, ex, crystal, None).ok();
+    let agrees = |f: &lattice::LatticeFit, h: f64| (f.est.nm_per_px / h - 1.0).abs() <= 0.15;
+    let best = match (free, hint) {
+        (Some(f), Some(h)) if !agrees(&f, h) => match lattice::fit(s, ex, crystal, Some(h)).ok() {
+            Some(g) if g.est.score > f.est.score => Some(g),
+            _ => Some(f),
+        },
+        (None, Some(h)) => lattice::fit(s, ex, crystal, Some(h)).ok(),
+        (f, _) => f,
+    };
+    best.filter(|f| f.est.score >= MIN_SCORE)
+}
+
+/// Measures one frame. The pixel size is the user's if given, else the file's, else the
+/// lattice's; without any of them this is an error.
+pub fn measure(
+    img: &ImageF32,
+    crystal: &CrystalSpec,
+    file_nm_per_px: Option<f64>,
+    user_nm_per_px: Option<f64>,
+) -> anyhow::Result<RealismStats> {
+    let valid = |v: Option<f64>| v.filter(|x| x.is_finite() && *x > 0.0);
+    let (file_nm_per_px, user_nm_per_px) = (valid(file_nm_per_px), valid(user_nm_per_px));
+    let s = spectrum::Spectrum::new(img)?;
+    let ex = lattice::Excess::new(&s);
+    let fit = best_fit(&s, &ex, crystal, user_nm_per_px.or(file_nm_per_px));
+    let (nm_per_px, source) = match (user_nm_per_px, file_nm_per_px, &fit) {
+        (Some(u), _, _) => (u, CalibrationSource::User),
+        (None, Some(f), _) => (f, CalibrationSource::File),
+        (None, None, Some(f)) => (f.est.nm_per_px, CalibrationSource::Lattice),
+        (None, None, None) => anyhow::bail!(
+            "no calibration in the file and no clear {} lattice to take it from (give --nm-per-px)",
+            crystal.name
+        ),
+    };
+    let eight_bit = intensity::is_eight_bit(img);
+    let (p1, p50, p99) = intensity::percentiles(img);
+    let med = if p50.abs() > 0.0 { p50 } else { f64::NAN };
+    let noise_var = intensity::noise_variance(&s);
+    let mut acf = s.autocovariance();
+    acf[0] -= noise_var as f32;
+    let u = fit.as_ref().map(|f| [f.m[0][0], f.m[1][0]]);
+    let px_a = nm_per_px * 10.0;
+    let column_fwhm_a = intensity::column_fwhm_px(&acf, s.n, u).map(|w| w * px_a);
+    let range = p99 - p1;
+    let noise = (range > 0.0).then(|| noise_var.max(0.0).sqrt() / range);
+    let line_jitter_px = fit.as_ref().and_then(|f| scan::line_jitter(&s, f));
+    Ok(RealismStats {
+        nm_per_px,
+        nm_per_px_source: source,
+        file_nm_per_px,
+        lattice: fit.as_ref().map(|f| f.est.clone()),
+        column_fwhm_a,
+        background: p1 / med,
+        contrast: range / med,
+        noise,
+        line_jitter_px,
+        shear: fit.as_ref().map(|f| f.est.shear),
+        stretch: fit.as_ref().map(|f| f.est.stretch),
+        eight_bit,
+    })
+}
+
+impl RealismStats {
+    /// The comparable statistics (rotation is left out: it is random in training data).
+    /// Background and contrast are left out for 8-bit exports (not detector counts).
+    pub fn values(&self) -> Vec<StatValue> {
+        let mut v = vec![StatValue {
+            name: "pixel_size_pm",
+            label: "pixel size (pm/px)",
+            value: self.nm_per_px * 1000.0,
+        }];
+        let mut opt = |name, label, x: Option<f64>| {
+            if let Some(value) = x.filter(|x| x.is_finite()) {
+                v.push(StatValue { name, label, value });
+            }
+        };
+        opt("column_fwhm_a", "column FWHM (Å)", self.column_fwhm_a);
+        if !self.eight_bit {
+            opt("background", "background (p1/median)", Some(self.background));
+            opt("contrast", "contrast ((p99-p1)/median)", Some(self.contrast));
+        }
+        opt("noise", "noise (σ/(p99-p1))", self.noise);
+        opt("line_jitter_px", "line jitter (px)", self.line_jitter_px);
+        opt("shear", "shear (px/line)", self.shear);
+        opt("stretch", "stretch", self.stretch);
+        v
+    }
+
+    /// Lattice pixel size relative to the file's, in percent (both known).
+    pub fn lattice_vs_file_pct(&self) -> Option<f64> {
+        let l = self.lattice.as_ref()?;
+        let f = self.file_nm_per_px?;
+        Some((l.nm_per_px / f - 1.0) * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,428 @@
+use super::*;
+use crate::synth::crystal::Preset;
+use crate::synth::params::{CountRange, ProbeModel};
+use crate::synth::{SynthParams, generate};
+
+/// A clean lattice (no defects, no scan distortion), noise on.
+fn params(preset: Preset, px_pm: f64, rot: f64, seed: u64, side: usize) -> SynthParams {
+    let mut p = SynthParams {
+        seed,
+        width: side,
+        height: side,
+        pixel_size_pm: px_pm,
+        rotation_deg: Some(rot),
+        ..Default::default()
+    };
+    p.crystal.preset = preset;
+    p.defects.vacancies = CountRange::new(0, 0);
+    p.defects.interstitials = CountRange::new(0, 0);
+    p.defects.twin_boundaries = CountRange::new(0, 0);
+    p.defects.tilt_boundaries = CountRange::new(0, 0);
+    p.scan.line_jitter_px = 0.0;
+    p.scan.drift_x_px_per_kline = 0.0;
+    p.scan.drift_y_px_per_kline = 0.0;
+    p
+}
+
+fn render(p: &SynthParams) -> ImageF32 {
+    generate(p).expect("synth").image
+}
+
+fn rot_diff(a: f64, b: f64) -> f64 {
+    let d = (a - b).rem_euclid(180.0);
+    d.min(180.0 - d)
+}
+
+#[test]
+fn lattice_recovers_pixel_size_and_rotation() {
+    let cases = [
+        (Preset::Cdte110, 10.0, 17.0),
+        (Preset::Si110, 20.0, 83.0),
+        (Preset::Gaas110, 30.0, 141.0),
+        (Preset::Cdte110, 15.0, 0.0),
+        (Preset::Cdte110, 25.0, 90.0),
+        (Preset::Si110, 12.0, 212.5),
+    ];
+    for (i, &(preset, px, rot)) in cases.iter().enumerate() {
+        let p = params(preset, px, rot, 100 + i as u64, 512);
+        let img = render(&p);
+        let est = estimate_lattice(&img, &preset.spec(), None).expect("lattice");
+        let got_pm = est.nm_per_px * 1000.0;
+        eprintln!("{preset:?} {px} pm {rot}°: {got_pm:.3} pm {:.3}° {est:?}", est.rotation_deg);
+        assert!((got_pm / px - 1.0).abs() < 0.01, "{preset:?} {px} pm: got {got_pm}");
+        assert!(
+            rot_diff(est.rotation_deg, rot) < 0.5,
+            "{preset:?} {rot}°: got {}",
+            est.rotation_deg
+        );
+        assert!((0.0..180.0).contains(&est.rotation_deg));
+        assert!(est.score >= MIN_SCORE && est.peaks_used >= 4, "{est:?}");
+        assert!(est.shear.abs() < 0.003 && est.stretch.abs() < 0.003, "{est:?}");
+    }
+}
+
+#[test]
+fn lattice_recovers_shear_and_stretch() {
+    for (i, &(dx, dy, rot)) in [(40.0, -30.0, 23.0), (-25.0, 45.0, 118.0), (0.0, 20.0, 61.0)]
+        .iter()
+        .enumerate()
+    {
+        let mut p = params(Preset::Cdte110, 15.0, rot, 40 + i as u64, 512);
+        p.scan.drift_x_px_per_kline = dx;
+        p.scan.drift_y_px_per_kline = dy;
+        let img = render(&p);
+        let est = estimate_lattice(&img, &Preset::Cdte110.spec(), None).expect("lattice");
+        eprintln!("drift {dx},{dy}: {est:?}");
+        assert!((est.shear - dx / 1000.0).abs() < 0.005, "shear {} vs {}", est.shear, dx / 1000.0);
+        assert!(
+            (est.stretch - dy / 1000.0).abs() < 0.005,
+            "stretch {} vs {}",
+            est.stretch,
+            dy / 1000.0
+        );
+        assert!((est.nm_per_px * 1000.0 / 15.0 - 1.0).abs() < 0.01, "{est:?}");
+        assert!(rot_diff(est.rotation_deg, rot) < 0.5, "{est:?}");
+    }
+}
+
+#[test]
+fn hint_limits_the_search_and_noise_has_no_lattice() {
+    let p = params(Preset::Si110, 18.0, 44.0, 9, 384);
+    let img = render(&p);
+    let est = estimate_lattice(&img, &Preset::Si110.spec(), Some(0.017)).expect("lattice");
+    assert!((est.nm_per_px / 0.018 - 1.0).abs() < 0.01, "{est:?}");
+    // a hint 40 % off keeps the search away from the true lattice: at best a weaker alias
+    let true_score = est.score;
+    if let Ok(far) = estimate_lattice(&img, &Preset::Si110.spec(), Some(0.0108)) {
+        assert!(far.nm_per_px < 0.0108 * 1.16 && far.score < true_score, "{far:?}");
+    }
+    // white noise: no lattice
+    let mut state = 12345u64;
+    let data: Vec<f32> = (0..384 * 384)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f32
+        })
+        .collect();
+    let noise = ImageF32::from_vec(384, 384, data);
+    let e = estimate_lattice(&noise, &Preset::Cdte110.spec(), None);
+    assert!(e.is_err(), "{e:?}");
+    // and measure without calibration then fails with a clear message
+    let m = measure(&noise, &Preset::Cdte110.spec(), None, None).unwrap_err();
+    assert!(m.to_string().contains("no calibration"), "{m}");
+}
+
+#[test]
+fn column_fwhm_of_gaussian_probes() {
+    for (i, &fwhm) in [0.8, 1.2, 1.6].iter().enumerate() {
+        let mut p = params(Preset::Cdte110, 15.0, 30.0 + 20.0 * i as f64, 70 + i as u64, 512);
+        p.probe.model = ProbeModel::Gaussian;
+        p.probe.gaussian_fwhm_a = fwhm;
+        p.probe.source_sigma_a = 0.0;
+        let img = render(&p);
+        let s = measure(&img, &Preset::Cdte110.spec(), Some(0.015), None).expect("measure");
+        let got = s.column_fwhm_a.expect("fwhm");
+        eprintln!("FWHM {fwhm} Å: {got:.3} Å");
+        assert!((got / fwhm - 1.0).abs() < 0.10, "FWHM {fwhm}: got {got}");
+        assert_eq!(s.nm_per_px_source, CalibrationSource::File);
+    }
+}
+
+#[test]
+fn noise_follows_the_dose() {
+    let mut got = Vec::new();
+    for (i, &dose) in [2.0e3, 3.0e4].iter().enumerate() {
+        let mut p = params(Preset::Cdte110, 15.0, 35.0, 90 + i as u64, 512);
+        p.noise.dose_e_per_a2 = dose;
+        p.noise.read_noise = 0.0;
+        let noisy = render(&p);
+        p.noise.enabled = false;
+        let clean = render(&p);
+        let mean = clean.data.iter().map(|&v| f64::from(v)).sum::<f64>() / clean.data.len() as f64;
+        let s = measure(&noisy, &Preset::Cdte110.spec(), Some(0.015), None).expect("measure");
+        let pc = noisy.percentiles(&[1.0, 99.0]);
+        let truth = mean.sqrt() / f64::from(pc[1] - pc[0]);
+        let est = s.noise.expect("noise");
+        eprintln!("dose {dose}: noise {est:.4} vs true {truth:.4} (mean counts {mean:.1})");
+        assert!((est / truth - 1.0).abs() < 0.2, "dose {dose}: {est} vs {truth}");
+        got.push(est);
+    }
+    assert!(got[0] > got[1], "lower dose must be noisier: {got:?}");
+}
+
+#[test]
+fn line_jitter_is_recovered() {
+    for (i, &j) in [0.0, 0.5, 1.0].iter().enumerate() {
+        let mut p = params(Preset::Cdte110, 15.0, 27.0, 50 + i as u64, 512);
+        p.scan.line_jitter_px = j;
+        p.scan.line_jitter_correlation = 0.0;
+        let img = render(&p);
+        let s = measure(&img, &Preset::Cdte110.spec(), Some(0.015), None).expect("measure");
+        let got = s.line_jitter_px.expect("jitter");
+        eprintln!("jitter {j}: {got:.3}");
+        if j == 0.0 {
+            assert!(got < 0.15, "no jitter: got {got}");
+        } else {
+            assert!((got / j - 1.0).abs() < 0.25, "jitter {j}: got {got}");
+        }
+    }
+}
+
+#[test]
+fn intensity_statistics_and_eight_bit() {
+    let p = params(Preset::Cdte110, 15.0, 10.0, 5, 256);
+    let img = render(&p);
+    let s = measure(&img, &Preset::Cdte110.spec(), Some(0.015), None).unwrap();
+    assert!(!s.eight_bit);
+    let pc = img.percentiles(&[1.0, 50.0, 99.0]);
+    let (p1, p50, p99) = (f64::from(pc[0]), f64::from(pc[1]), f64::from(pc[2]));
+    assert!((s.background - p1 / p50).abs() < 1e-9);
+    assert!((s.contrast - (p99 - p1) / p50).abs() < 1e-9);
+    assert!(s.values().iter().any(|v| v.name == "background"));
+    // the 8-bit rendering
+    let (lo, hi) = img.model_window();
+    let u8s: Vec<f32> = img.to_u8(lo, hi).into_iter().map(f32::from).collect();
+    let img8 = ImageF32::from_vec(img.width, img.height, u8s);
+    assert!(is_eight_bit(&img8));
+    let s8 = measure(&img8, &Preset::Cdte110.spec(), None, Some(0.015)).unwrap();
+    assert!(s8.eight_bit);
+    assert_eq!(s8.nm_per_px_source, CalibrationSource::User);
+    let names: Vec<_> = s8.values().iter().map(|v| v.name).collect();
+    assert!(!names.contains(&"background") && !names.contains(&"contrast"), "{names:?}");
+    assert!(names.contains(&"column_fwhm_a"), "{names:?}");
+    // JSON round trip
+    let j = serde_json::to_string(&s8).unwrap();
+    let back: RealismStats = serde_json::from_str(&j).unwrap();
+    assert_eq!(back, s8);
+    let mut half = img8.clone();
+    half.data[0] = 0.5;
+    assert!(!is_eight_bit(&half));
+}
+
+fn fake(fwhm: f64, noise: f64) -> RealismStats {
+    RealismStats {
+        nm_per_px: 0.015,
+        nm_per_px_source: CalibrationSource::File,
+        file_nm_per_px: Some(0.015),
+        lattice: None,
+        column_fwhm_a: Some(fwhm),
+        background: 0.1,
+        contrast: 2.0,
+        noise: Some(noise),
+        line_jitter_px: None,
+        shear: None,
+        stretch: None,
+        eight_bit: false,
+    }
+}
+
+#[test]
+fn ranges_and_outside() {
+    let stats: Vec<RealismStats> = (0..=100)
+        .map(|i| fake(0.8 + 0.004 * i as f64, 0.05))
+        .collect();
+    let r = ranges(&stats);
+    let f = r.iter().find(|r| r.name == "column_fwhm_a").unwrap();
+    assert_eq!(f.n, 101);
+    assert!((f.p5 - 0.82).abs() < 1e-9 && (f.p95 - 1.18).abs() < 1e-9, "{f:?}");
+    assert!(r.iter().all(|r| r.name != "line_jitter_px"));
+    let out = outside(&fake(1.5, 0.05), &r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].to_string(), "column FWHM 1.50 Å > 1.18 Å");
+    let out = outside(&fake(1.0, 0.01), &r);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].name, "noise");
+    assert_eq!(out[0].to_string(), "noise 0.0100 < 0.0500");
+    assert!(outside(&fake(1.0, 0.05), &r).is_empty());
+}
+
+#[test]
+fn dataset_stats_regenerates_raw_counts_from_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, px) in [14.0, 22.0].iter().enumerate() {
+        let mut p = params(Preset::Si110, *px, 12.0 * i as f64 + 5.0, 300 + i as u64, 320);
+        p.defects.vacancies = CountRange::new(1, 2);
+        let s = generate(&p).unwrap();
+        crate::synth::write_outputs(&s, dir.path(), &format!("img{i}"), crate::synth::ImageFormat::Png)
+            .unwrap();
+    }
+    // the CdTe crystal passed here is ignored: sidecars know their own
+    let st = dataset_stats(dir.path(), &Preset::Cdte110.spec(), 10).unwrap();
+    assert_eq!(st.len(), 2);
+    for (s, px) in st.iter().zip([14.0, 22.0]) {
+        assert!(!s.eight_bit, "measured the PNG, not the raw counts");
+        assert_eq!(s.nm_per_px_source, CalibrationSource::File);
+        assert!((s.nm_per_px * 1000.0 - px).abs() < 1e-9);
+        let l = s.lattice.as_ref().expect("lattice");
+        assert!((l.nm_per_px * 1000.0 / px - 1.0).abs() < 0.01, "{l:?}");
+    }
+    assert_eq!(dataset_stats(dir.path(), &Preset::Cdte110.spec(), 1).unwrap().len(), 1);
+    // a plain folder of images: measured as they are (8-bit, calibration from the lattice)
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("img0.png"), plain.path().join("a.png")).unwrap();
+    let st = dataset_stats(plain.path(), &Preset::Si110.spec(), 10).unwrap();
+    assert_eq!(st.len(), 1);
+    assert!(st[0].eight_bit);
+    assert_eq!(st[0].nm_per_px_source, CalibrationSource::Lattice);
+}
+
+fn samples() -> Option<std::path::PathBuf> {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+    if d.is_dir() {
+        Some(d)
+    } else {
+        eprintln!("skipped: {} is absent", d.display());
+        None
+    }
+}
+
+#[test]
+fn real_dm3_lattices_match_their_calibration() {
+    let Some(dir) = samples() else { return };
+    for (file, preset) in [
+        ("CdTe110_tilt-GB_HAADF149_ingrained.dm3", Preset::Cdte110),
+        ("Si011_tilt-GB_HAADF85_ingrained.dm3", Preset::Si110),
+    ] {
+        let img = crate::formats::load(&dir.join(file)).expect("load");
+        let cal = img.pixel_size.expect("calibrated").nm_per_px;
+        let est = estimate_lattice(&img.image, &preset.spec(), None).expect("lattice");
+        eprintln!("{file}: file {cal} nm/px, lattice {est:?}");
+        assert!((est.nm_per_px / cal - 1.0).abs() < 0.02, "{file}: {} vs {cal}", est.nm_per_px);
+        let s = measure(&img.image, &preset.spec(), Some(cal), None).expect("measure");
+        eprintln!("{file}: {s:?}");
+        assert!(!s.eight_bit);
+        let f = s.column_fwhm_a.expect("fwhm");
+        assert!(f > 0.4 && f < 3.0, "{file}: FWHM {f}");
+    }
+}
+
+#[test]
+fn real_si_png_reports_an_estimate() {
+    let Some(dir) = samples() else { return };
+    let img = crate::formats::load(&dir.join("Si110_bulk_AtomSegNet.png")).expect("load");
+    let s = measure(&img.image, &Preset::Si110.spec(), None, None).expect("measure");
+    eprintln!("Si110_bulk_AtomSegNet.png: {s:?}");
+    assert!(s.eight_bit);
+    assert_eq!(s.nm_per_px_source, CalibrationSource::Lattice);
+    // unverified nominal 0.0098 nm/px: only a sanity band
+    assert!(s.nm_per_px > 0.005 && s.nm_per_px < 0.02, "{}", s.nm_per_px);
+}
+
+#[test]
+#[ignore]
+fn debug_real() {
+    let Some(dir) = samples() else { return };
+    for (file, preset) in [
+        ("CdTe110_tilt-GB_HAADF149_ingrained.dm3", Preset::Cdte110),
+        ("Si011_tilt-GB_HAADF85_ingrained.dm3", Preset::Si110),
+    ] {
+        let img = crate::formats::load(&dir.join(file)).expect("load");
+        let im = &img.image;
+        eprintln!("{file}: {}x{} {:?}", im.width, im.height, img.pixel_size);
+        let s = spectrum::Spectrum::new(im).unwrap();
+        let ex = lattice::Excess::new(&s);
+        let f = lattice::fit(&s, &ex, &preset.spec(), None).unwrap();
+        eprintln!("  m = {:?}\n  est = {:?}", f.m, f.est);
+        let (w, h) = (im.width, im.height);
+        for (name, x0, y0, cw, ch) in [
+            ("left", 0, 0, w / 2, h),
+            ("right", w / 2, 0, w / 2, h),
+            ("top", 0, 0, w, h / 2),
+            ("bottom", 0, h / 2, w, h / 2),
+        ] {
+            let mut d = Vec::with_capacity(cw * ch);
+            for y in y0..y0 + ch {
+                d.extend_from_slice(&im.row(y)[x0..x0 + cw]);
+            }
+            let c = ImageF32::from_vec(cw, ch, d);
+            eprintln!("  {name}: {:?}", estimate_lattice(&c, &preset.spec(), None));
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_spectra() {
+    let Some(dir) = samples() else { return };
+    for file in [
+        "CdTe110_tilt-GB_HAADF149_ingrained.dm3",
+        "Si011_tilt-GB_HAADF85_ingrained.dm3",
+        "Si110_bulk_AtomSegNet.png",
+    ] {
+        let img = crate::formats::load(&dir.join(file)).expect("load");
+        let s = spectrum::Spectrum::new(&img.image).unwrap();
+        let ex = lattice::Excess::new(&s);
+        let n = s.n as i64;
+        let mut buf = vec![0u8; s.n * s.n * 2];
+        for y in 0..n {
+            for x in 0..n {
+                let i = s.idx(x - n / 2, y - n / 2);
+                let l = ex.logp[i];
+                buf[(y * 2 * n + x) as usize] = 0;
+                let _ = l;
+                buf[(y * 2 * n + x) as usize] = (ex.e[i] * 20.0).clamp(0.0, 255.0) as u8;
+            }
+        }
+        let (lo, hi) = img.image.percentiles(&[0.5, 99.5]).into_iter().fold((f32::MAX, f32::MIN), |a, v| (a.0.min(v), a.1.max(v)));
+        for y in 0..s.n.min(img.image.height) {
+            for x in 0..s.n.min(img.image.width) {
+                let v = (img.image.get(x, y) - lo) / (hi - lo);
+                buf[y * 2 * s.n + s.n + x] = (v * 255.0).clamp(0.0, 255.0) as u8;
+            }
+        }
+        image::GrayImage::from_raw(2 * s.n as u32, s.n as u32, buf)
+            .unwrap()
+            .save(format!("/tmp/spec_{}.png", &file[..6]))
+            .unwrap();
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_period() {
+    let Some(dir) = samples() else { return };
+    let img = crate::formats::load(&dir.join("CdTe110_tilt-GB_HAADF149_ingrained.dm3")).unwrap();
+    let im = &img.image;
+    // bottom grain: rows 320..500; 1-D autocorrelation along x, averaged over rows
+    let mut best = Vec::new();
+    for lag10 in 250..340 {
+        let lag = lag10 as f64 / 10.0;
+        let mut acc = 0.0;
+        for y in 320..500 {
+            let r = im.row(y);
+            let m: f64 = r.iter().map(|&v| f64::from(v)).sum::<f64>() / r.len() as f64;
+            for x in 0..(512 - 40) {
+                let x2 = x as f64 + lag;
+                let i = x2.floor() as usize;
+                let f = x2 - i as f64;
+                let v2 = (1.0 - f) * f64::from(r[i]) + f * f64::from(r[i + 1]);
+                acc += (f64::from(r[x]) - m) * (v2 - m);
+            }
+        }
+        best.push((acc, lag));
+    }
+    let b = best.iter().cloned().fold((f64::MIN, 0.0), |a, v| if v.0 > a.0 { v } else { a });
+    eprintln!("x period of the bottom grain: {} px -> {} Å/px for a_u", b.1, 4.5827 / b.1);
+    // the longest-lag check: 10 periods
+    let mut best = Vec::new();
+    for lag10 in 2700..2950 {
+        let lag = lag10 as f64 / 10.0;
+        let mut acc = 0.0;
+        for y in 320..500 {
+            let r = im.row(y);
+            let m: f64 = r.iter().map(|&v| f64::from(v)).sum::<f64>() / r.len() as f64;
+            for x in 0..(512 - 300) {
+                let x2 = x as f64 + lag;
+                let i = x2.floor() as usize;
+                let f = x2 - i as f64;
+                let v2 = (1.0 - f) * f64::from(r[i]) + f * f64::from(r[i + 1]);
+                acc += (f64::from(r[x]) - m) * (v2 - m);
+            }
+        }
+        best.push((acc, lag));
+    }
+    let b = best.iter().cloned().fold((f64::MIN, 0.0), |a, v| if v.0 > a.0 { v } else { a });
+    eprintln!("10 x-periods: {} px -> {} Å/px", b.1, 45.827 / b.1);
+}
