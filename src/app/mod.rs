@@ -7,6 +7,7 @@ pub mod dataset_tab;
 pub mod review_tab;
 pub mod synth_tab;
 pub mod viewer_labels;
+pub mod viewer_realism;
 pub mod viewer_tab;
 pub mod viewer_watch;
 pub mod vlm_tab;

@@ -42,6 +42,8 @@ pub struct ViewerSettings {
     pub show_boxes: bool,
     /// Folder for label files edited in the Viewer; empty: beside each image.
     pub labels_dir: String,
+    /// Crystal used to read the lattice (realism statistics, pixel size of uncalibrated files).
+    pub crystal: defect_detector::synth::crystal::Preset,
 }
 
 impl Default for ViewerSettings {
@@ -64,6 +66,7 @@ impl Default for ViewerSettings {
             auto_detect: true,
             show_boxes: true,
             labels_dir: String::new(),
+            crystal: defect_detector::synth::crystal::Preset::Cdte110,
         }
     }
 }
@@ -115,6 +118,8 @@ struct Spectrum {
 pub struct ViewerTab {
     pub settings: ViewerSettings,
     notify: Option<Notify>,
+    /// Realism statistics, lattice calibration and the out-of-distribution warning.
+    pub realism: super::viewer_realism::RealismPanel,
     pub canvas: ImageCanvas,
     pub path_input: String,
     load: Latest<StemImage>,
@@ -207,6 +212,7 @@ impl ViewerTab {
             thumb_job: None,
             watch: Default::default(),
             labels: Default::default(),
+            realism: super::viewer_realism::RealismPanel::new(notify.clone()),
             notify,
         }
     }
@@ -217,6 +223,7 @@ impl ViewerTab {
             || self.detection.is_busy()
             || self.detector_job.is_some()
             || self.spectrum_job.is_busy()
+            || self.realism.is_busy()
     }
 
     /// Opens a file, or the first image of a folder (then the arrow keys flip through it).
@@ -288,15 +295,37 @@ impl ViewerTab {
         ));
     }
 
-    /// The image's pixel size: the file's own, else one the user typed for this file.
+    /// The image's pixel size: the file's own, else one the user typed for this file, else
+    /// the one its lattice gives.
     pub fn pixel_size(&self) -> Option<PixelSize> {
         let cur = self.current.as_ref()?;
-        cur.pixel_size.or_else(|| {
-            self.settings
-                .pixel_sizes
-                .get(&cur.path.display().to_string())
-                .map(|&nm| PixelSize { nm_per_px: nm })
-        })
+        cur.pixel_size
+            .or_else(|| self.typed_pixel_size().map(|nm| PixelSize { nm_per_px: nm }))
+            .or_else(|| {
+                self.realism
+                    .lattice_nm_per_px(self.generation)
+                    .map(|nm| PixelSize { nm_per_px: nm })
+            })
+    }
+
+    /// A pixel size typed for the current (uncalibrated) file.
+    fn typed_pixel_size(&self) -> Option<f64> {
+        let cur = self.current.as_ref()?;
+        self.settings
+            .pixel_sizes
+            .get(&cur.path.display().to_string())
+            .copied()
+            .filter(|v| *v > 0.0)
+    }
+
+    /// Measures the current frame (lattice, column width, background, noise, scan).
+    fn request_realism(&mut self) {
+        let Some(cur) = &self.current else { return };
+        let file = cur.pixel_size.map(|p| p.nm_per_px);
+        let typed = self.typed_pixel_size();
+        let img = cur.image.clone();
+        self.realism
+            .request(self.generation, &img, file, typed, self.settings.crystal);
     }
 
     fn set_image(&mut self, img: StemImage) {
@@ -314,7 +343,12 @@ impl ViewerTab {
         self.error = None;
         self.current = Some(img);
         self.rendered_for = None;
-        if self.settings.auto_detect && !self.settings.model_path.is_empty() {
+        self.request_realism();
+        // An uncalibrated frame waits for its lattice estimate (see `poll`).
+        if self.settings.auto_detect
+            && !self.settings.model_path.is_empty()
+            && self.pixel_size().is_some()
+        {
             self.run_detection();
         }
         self.prefetch_next();
@@ -360,6 +394,17 @@ impl ViewerTab {
                 Ok(img) => self.set_image(img),
                 Err(e) => self.error = Some(format!("{e:#}")),
             }
+        }
+        self.realism.set_model(&self.settings.model_path);
+        if self.realism.poll()
+            && self.settings.auto_detect
+            && !self.settings.model_path.is_empty()
+            && self.current.as_ref().is_some_and(|c| c.pixel_size.is_none())
+            && self.typed_pixel_size().is_none()
+            && self.result_generation != self.generation
+        {
+            // The lattice has calibrated an uncalibrated frame: detect at that pixel size.
+            self.run_detection();
         }
         if let Some((p, job)) = self.prefetch.take() {
             match job.try_take() {
@@ -732,11 +777,13 @@ impl ViewerTab {
                     }
                 });
             let key = cur.path.display().to_string();
+            let lattice = self.realism.lattice_nm_per_px(self.generation);
+            let mut remeasure = false;
             match cur.pixel_size {
                 Some(p) => {
                     ui.label(format!(
-                        "Pixel size {:.4} nm/px ({} in file)",
-                        p.nm_per_px,
+                        "Pixel size {:.2} pm/px ({} in file)",
+                        p.nm_per_px * 1000.0,
                         cur.original_unit.clone().unwrap_or_else(|| "nm".into())
                     ));
                 }
@@ -745,12 +792,16 @@ impl ViewerTab {
                         let mut v = self.settings.pixel_sizes.get(&key).copied().unwrap_or(0.0);
                         let changed = ui
                             .add(egui::DragValue::new(&mut v).range(0.0..=100.0).speed(0.0005).max_decimals(5).suffix(" nm/px"))
-                            .on_hover_text("This file has no calibration: type its pixel size (remembered for this file)")
+                            .on_hover_text("This file has no calibration: type its pixel size to override the lattice estimate (remembered for this file; 0 = use the estimate)")
                             .changed();
                         ui.label(if v > 0.0 {
-                            "pixel size (typed)"
+                            "pixel size (typed)".to_string()
+                        } else if let Some(l) = lattice {
+                            format!("{:.2} pm/px, estimated from the lattice", l * 1000.0)
+                        } else if self.realism.pending(self.generation) {
+                            "pixel size: estimating from the lattice…".to_string()
                         } else {
-                            "pixel size: not in the file"
+                            "pixel size: not in the file, no lattice found".to_string()
                         });
                         if changed {
                             if v > 0.0 {
@@ -758,11 +809,38 @@ impl ViewerTab {
                             } else {
                                 self.settings.pixel_sizes.remove(&key);
                             }
+                            remeasure = true;
                         }
                     });
                 }
             }
+            if remeasure {
+                self.request_realism();
+            }
         }
+        egui::CollapsingHeader::new("Realism")
+            .default_open(false)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label("crystal");
+                    let before = self.settings.crystal;
+                    egui::ComboBox::from_id_salt("viewer-crystal")
+                        .selected_text(self.settings.crystal.label())
+                        .show_ui(ui, |ui| {
+                            for p in defect_detector::synth::crystal::Preset::ALL {
+                                if p != defect_detector::synth::crystal::Preset::Custom {
+                                    ui.selectable_value(&mut self.settings.crystal, p, p.label());
+                                }
+                            }
+                        });
+                    if before != self.settings.crystal {
+                        self.request_realism();
+                    }
+                });
+                let path = self.current.as_ref().map(|c| c.path.clone());
+                self.realism
+                    .ui(ui, self.generation, path.as_deref(), self.settings.crystal);
+            });
         egui::CollapsingHeader::new("Contrast")
             .default_open(true)
             .show(ui, |ui| self.contrast_ui(ui));
@@ -1242,6 +1320,7 @@ impl ViewerTab {
             ui.separator();
             ui.label(&self.readout);
         });
+        self.realism.banner(ui, self.generation);
         let r = if self.labels.enabled && self.current.is_some() {
             let names = self.class_names();
             self.labels.annot.show(ui, &mut self.canvas, &names)

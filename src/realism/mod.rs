@@ -201,3 +201,42 @@ impl RealismStats {
 
 #[cfg(test)]
 mod tests;
+
+/// What a model was trained on, as its model card records it: the 5–95 % ranges of the
+/// realism statistics over its training data. The Viewer warns when a frame lies outside.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRealism {
+    /// Crystal the statistics were measured with (cdte110, si110, gaas110).
+    pub crystal: String,
+    /// Images measured.
+    pub images: usize,
+    /// How the training data was made (recipe file, seeds), for people.
+    #[serde(default)]
+    pub source: String,
+    pub ranges: Vec<StatRange>,
+}
+
+/// The `training_realism` section of the model card beside `model` (`model.json` next to
+/// `model.onnx`). `Ok(None)` when the card or the section is absent: such a model gets no
+/// warning. A card that exists but cannot be read is an error worth showing.
+pub fn model_training_realism(
+    model: &std::path::Path,
+) -> anyhow::Result<Option<TrainingRealism>> {
+    let card = model.with_extension("json");
+    let text = match std::fs::read_to_string(&card) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read the model card {}: {e}", card.display()),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("model card {} is not JSON: {e}", card.display()))?;
+    match v.get("training_realism") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(s) => Ok(Some(serde_json::from_value(s.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "model card {}: training_realism is not valid: {e}",
+                card.display()
+            )
+        })?)),
+    }
+}
