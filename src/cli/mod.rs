@@ -7,6 +7,7 @@ mod detect;
 mod eval;
 mod export;
 mod info;
+mod realism;
 mod runtime_args;
 mod synth;
 mod vlm_eval;
@@ -47,6 +48,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
     Export(Box<export::ExportArgs>),
+    /// Realism statistics of STEM images (pixel size from the lattice, column width, noise,
+    /// scan jitter and drift), optionally against a dataset's 5–95 % ranges.
+    Realism(realism::RealismArgs),
     /// Live mode: detect each new image written into a folder, appending to a JSONL/CSV log.
     Watch(watch::WatchArgs),
 }
@@ -122,6 +126,7 @@ pub fn run() -> anyhow::Result<()> {
                 | Command::Eval(_)
                 | Command::Export(_)
                 | Command::Detect(_)
+                | Command::Realism(_)
         )
     ) {
         quiet_on_closed_pipe();
@@ -144,6 +149,7 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
         Some(Command::Watch(a)) => watch::run(a),
+        Some(Command::Realism(a)) => realism::run(a),
     }
 }
 

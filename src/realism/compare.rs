@@ -145,7 +145,10 @@ fn sidecars(dir: &Path) -> Vec<PathBuf> {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            })
             .filter(|p| p.file_name().is_some_and(|n| n != "manifest.json"))
             .collect();
         v.sort();
@@ -158,11 +161,7 @@ fn sidecars(dir: &Path) -> Vec<PathBuf> {
     // a synth output folder: a sidecar per image, same stem
     json_in(dir)
         .into_iter()
-        .filter(|p| {
-            ["png", "tif"]
-                .iter()
-                .any(|e| p.with_extension(e).is_file())
-        })
+        .filter(|p| ["png", "tif"].iter().any(|e| p.with_extension(e).is_file()))
         .collect()
 }
 
@@ -194,13 +193,8 @@ pub fn dataset_stats(
             .map(|p| {
                 let s = crate::synth::regenerate_from_sidecar(p)?;
                 let spec = s.params.crystal.spec();
-                measure(
-                    &s.image,
-                    &spec,
-                    Some(s.params.pixel_size_pm / 1000.0),
-                    None,
-                )
-                .with_context(|| p.display().to_string())
+                measure(&s.image, &spec, Some(s.params.pixel_size_pm / 1000.0), None)
+                    .with_context(|| p.display().to_string())
             })
             .collect()
     } else {

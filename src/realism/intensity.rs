@@ -217,8 +217,9 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         for r in 0..3 {
             if r != col {
                 let f = a[r][col] / a[col][col];
-                for c in col..3 {
-                    a[r][c] -= f * a[col][c];
+                let pivot = a[col];
+                for (v, p) in a[r].iter_mut().zip(pivot).skip(col) {
+                    *v -= f * p;
                 }
                 b[r] -= f * b[col];
             }

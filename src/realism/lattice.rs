@@ -162,7 +162,8 @@ impl Excess {
         let (fx, fy) = (x - x0, y - y0);
         let (ix, iy) = (x0 as i64, y0 as i64);
         let v = |dx, dy| f64::from(self.at(ix + dx, iy + dy));
-        (1.0 - fy) * ((1.0 - fx) * v(0, 0) + fx * v(1, 0)) + fy * ((1.0 - fx) * v(0, 1) + fx * v(1, 1))
+        (1.0 - fy) * ((1.0 - fx) * v(0, 0) + fx * v(1, 0))
+            + fy * ((1.0 - fx) * v(0, 1) + fx * v(1, 1))
     }
 
     /// Largest excess within `r` bins (square) of a fractional bin, and where.
@@ -180,9 +181,22 @@ impl Excess {
         best
     }
 
-    /// The excess map with each bin replaced by the maximum over a `(2r+1)²` square.
+    /// The excess map averaged over 3×3 bins (less noisy; rewards peaks smeared by a finite
+    /// grain or scan jitter), then each bin replaced by the maximum over a `(2r+1)²` square.
     fn max_filtered(&self, r: usize) -> Vec<f32> {
         let n = self.n;
+        let mut smooth = vec![0.0f32; n * n];
+        for y in 0..n {
+            for x in 0..n {
+                let mut acc = 0.0;
+                for dy in [n - 1, 0, 1] {
+                    for dx in [n - 1, 0, 1] {
+                        acc += self.e[((y + dy) % n) * n + (x + dx) % n];
+                    }
+                }
+                smooth[y * n + x] = acc / 9.0;
+            }
+        }
         let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
             let mut out = vec![0.0f32; n * n];
             for y in 0..n {
@@ -202,7 +216,7 @@ impl Excess {
             }
             out
         };
-        let a = pass(&self.e, true);
+        let a = pass(&smooth, true);
         pass(&a, false)
     }
 }
@@ -246,7 +260,7 @@ pub(crate) fn fit(
         let (ix, iy) = (x.round() as i64, y.round() as i64);
         emax[(iy.rem_euclid(ni) * ni + ix.rem_euclid(ni)) as usize]
     };
-    const COARSE_FLOOR: f32 = 2.5;
+    const COARSE_FLOOR: f32 = 1.2;
     let dlog = 0.004f64;
     let steps = ((p_hi / p_lo).ln() / dlog).ceil() as usize + 1;
     // (score, t, p, dt)
@@ -490,7 +504,11 @@ fn inv_t(q: &[[f64; 2]; 2]) -> Option<[[f64; 2]; 2]> {
 /// specimen lattice `R(t) diag(A, r A)` (r = b_v / a_u) seen through the scan map
 /// `x' = x − shear·y'`, `y' = y / (1 + stretch)`. Returns (nm/px, rotation mod 180, shear,
 /// stretch).
-pub(crate) fn decompose(m: &[[f64; 2]; 2], a_u: f64, b_v: f64) -> anyhow::Result<(f64, f64, f64, f64)> {
+pub(crate) fn decompose(
+    m: &[[f64; 2]; 2],
+    a_u: f64,
+    b_v: f64,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
     let r = b_v / a_u;
     let (m00, m01, m10, m11) = (m[0][0], m[0][1], m[1][0], m[1][1]);
     // With D⁻¹ = [[1, shear], [0, k]], k = 1 + stretch, D⁻¹ m = R(t) diag(A, rA):
@@ -500,7 +518,10 @@ pub(crate) fn decompose(m: &[[f64; 2]; 2], a_u: f64, b_v: f64) -> anyhow::Result
     anyhow::ensure!(det.abs() > 1e-12, "degenerate lattice fit");
     let k = (m00 * m11 - m10 * m01) / det;
     let shear = ((m11 / r) * (-m01) - r * m10 * m00) / det;
-    anyhow::ensure!(k > 0.5 && k < 2.0, "lattice fit implies an implausible scan stretch");
+    anyhow::ensure!(
+        k > 0.5 && k < 2.0,
+        "lattice fit implies an implausible scan stretch"
+    );
     let a = k * (m10 * m10 + m11 * m11 / (r * r)).sqrt();
     let t = (k * m10 / a).atan2(k * m11 / (r * a));
     let nm_per_px = a_u / a / 10.0;

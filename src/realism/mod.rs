@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::raster::ImageF32;
 use crate::synth::crystal::CrystalSpec;
 
-pub use compare::{Outside, StatRange, dataset_stats, outside, ranges};
+pub use compare::{Outside, StatRange, dataset_stats, fmt_num, outside, ranges};
 pub use intensity::is_eight_bit;
 pub use lattice::{LatticeEstimate, MIN_SCORE};
 
@@ -181,8 +181,16 @@ impl RealismStats {
         };
         opt("column_fwhm_a", "column FWHM (Å)", self.column_fwhm_a);
         if !self.eight_bit {
-            opt("background", "background (p1/median)", Some(self.background));
-            opt("contrast", "contrast ((p99-p1)/median)", Some(self.contrast));
+            opt(
+                "background",
+                "background (p1/median)",
+                Some(self.background),
+            );
+            opt(
+                "contrast",
+                "contrast ((p99-p1)/median)",
+                Some(self.contrast),
+            );
         }
         opt("noise", "noise (σ/(p99-p1))", self.noise);
         opt("line_jitter_px", "line jitter (px)", self.line_jitter_px);

@@ -7,7 +7,8 @@ use super::spectrum::Spectrum;
 /// cross-correlating each row of the windowed crop with the same row of the lattice-filtered
 /// reference (only the Bragg peaks kept, 2-bin discs at the fitted reflections: an image of
 /// the average lattice). Sub-pixel by a parabola through the correlation maximum nearest to
-/// zero shift. `None` when too few rows give a shift.
+/// zero shift. Rows correlating less than half as well as the best tenth of rows are left
+/// out (another grain). `None` when fewer than 16 rows give a shift.
 pub(crate) fn line_jitter(s: &Spectrum, fit: &LatticeFit) -> Option<f64> {
     let n = s.n;
     let nf = n as f64;
@@ -35,6 +36,7 @@ pub(crate) fn line_jitter(s: &Spectrum, fit: &LatticeFit) -> Option<f64> {
     const S: i64 = 8;
     let mut ys = Vec::new();
     let mut shifts = Vec::new();
+    let mut rhos = Vec::new();
     for y in 0..n {
         if s.w[y] < 0.05 {
             continue;
@@ -60,9 +62,13 @@ pub(crate) fn line_jitter(s: &Spectrum, fit: &LatticeFit) -> Option<f64> {
             } else {
                 let d = cl - 2.0 * c0 + cr;
                 let frac = if d < 0.0 { 0.5 * (cl - cr) / d } else { 0.0 };
+                let na: f64 = a.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+                let nr: f64 = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+                let rho = c0 / (na * nr).sqrt().max(1e-300);
                 if c0 > 0.0 {
                     ys.push(y as f64);
                     shifts.push(sh as f64 + frac.clamp(-0.5, 0.5));
+                    rhos.push(rho);
                 }
                 break;
             }
@@ -71,6 +77,21 @@ pub(crate) fn line_jitter(s: &Spectrum, fit: &LatticeFit) -> Option<f64> {
             }
         }
     }
+    // Rows that do not look like the average lattice (another grain, an amorphous patch)
+    // give no shift: keep rows correlating at least half as well as the best tenth.
+    if rhos.len() < 16 {
+        return None;
+    }
+    let mut sorted = rhos.clone();
+    sorted.sort_by(f64::total_cmp);
+    let good = 0.5 * sorted[sorted.len() * 9 / 10];
+    let (ys, shifts): (Vec<f64>, Vec<f64>) = ys
+        .iter()
+        .zip(&shifts)
+        .zip(&rhos)
+        .filter(|&(_, &r)| r >= good)
+        .map(|((&y, &s), _)| (y, s))
+        .unzip();
     if shifts.len() < 16 {
         return None;
     }

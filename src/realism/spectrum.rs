@@ -13,9 +13,6 @@ pub const MAX_SIDE: usize = 1024;
 pub(crate) struct Spectrum {
     /// Side of the square crop and transform.
     pub n: usize,
-    /// Top-left corner of the crop in the image.
-    pub x0: usize,
-    pub y0: usize,
     /// The 1-D Hann window (the 2-D window is `w[x] * w[y]`).
     pub w: Vec<f32>,
     /// The windowed, mean-subtracted crop (row-major, `n * n`).
@@ -55,24 +52,19 @@ impl Spectrum {
         let mean = (sum / count as f64) as f32;
         let w = hann(n);
         let mut windowed = vec![0.0f32; n * n];
-        windowed
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(j, dst)| {
-                let src = &img.row(y0 + j)[x0..x0 + n];
-                for (i, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
-                    let v = if v.is_finite() { v - mean } else { 0.0 };
-                    *d = v * w[i] * w[j];
-                }
-            });
+        windowed.par_chunks_mut(n).enumerate().for_each(|(j, dst)| {
+            let src = &img.row(y0 + j)[x0..x0 + n];
+            for (i, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
+                let v = if v.is_finite() { v - mean } else { 0.0 };
+                *d = v * w[i] * w[j];
+            }
+        });
         let mut f: Vec<Complex32> = windowed.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         fft_2d(&mut f, n, false);
         let power: Vec<f32> = f.par_iter().map(|c| c.norm_sqr()).collect();
         let w2: f64 = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
         Ok(Self {
             n,
-            x0,
-            y0,
             w,
             windowed,
             f,
@@ -93,11 +85,7 @@ impl Spectrum {
     /// (unbiased for a stationary image). Same unshifted layout as `power`.
     pub fn autocovariance(&self) -> Vec<f32> {
         let n = self.n;
-        let mut buf: Vec<Complex32> = self
-            .power
-            .iter()
-            .map(|&p| Complex32::new(p, 0.0))
-            .collect();
+        let mut buf: Vec<Complex32> = self.power.iter().map(|&p| Complex32::new(p, 0.0)).collect();
         fft_2d(&mut buf, n, true);
         let scale = 1.0 / (n * n) as f64;
         // separable window autocorrelation, for lags -n/2..n/2
