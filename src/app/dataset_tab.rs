@@ -364,7 +364,7 @@ impl DatasetTab {
                     0.01,
                 );
                 span_edit(ui, "afterglow (px)", &mut dr.afterglow_px, 0.0..=5.0, 0.01);
-                span_edit(ui, "background", &mut dr.background, 0.0..=3.0, 0.01);
+                span_edit(ui, "background", &mut dr.background, 0.0..=8.0, 0.01);
                 span_edit(
                     ui,
                     "background gradient",

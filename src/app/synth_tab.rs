@@ -321,7 +321,7 @@ impl SynthTab {
             .default_open(false)
             .show(ui, |ui| {
                 let s = &mut p.specimen;
-                ui.add(Slider::new(&mut s.background, 0.0..=3.0).text("background"));
+                ui.add(Slider::new(&mut s.background, 0.0..=8.0).text("background"));
                 ui.add(
                     Slider::new(&mut s.background_gradient, 0.0..=1.0).text("background gradient"),
                 );

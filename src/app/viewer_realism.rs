@@ -58,9 +58,8 @@ impl RealismPanel {
         self.requested_for = generation;
         self.result = None;
         let img = img.clone();
-        self.job.request(move |_| {
-            realism::measure(&img, &crystal.spec(), file_nm, user_nm)
-        });
+        self.job
+            .request(move |_| realism::measure(&img, &crystal.spec(), file_nm, user_nm));
     }
 
     /// Call each frame; true when a new measurement arrived.
@@ -73,11 +72,8 @@ impl RealismPanel {
         if let Some(job) = self.match_job.take() {
             match job.try_take() {
                 Ok(Ok((out, s))) => {
-                    self.match_status = format!(
-                        "Matched dataset: {} images in {}",
-                        s.images,
-                        out.display()
-                    );
+                    self.match_status =
+                        format!("Matched dataset: {} images in {}", s.images, out.display());
                 }
                 Ok(Err(e)) => self.match_status = format!("Matched dataset failed: {e:#}"),
                 Err(job) => {
@@ -184,20 +180,29 @@ impl RealismPanel {
         }
         match &self.result {
             Some((g, Ok(s))) if *g == generation => {
-                let out: Vec<String> = self.outside(generation).iter().map(|o| o.name.clone()).collect();
-                egui::Grid::new("realism-grid").num_columns(2).show(ui, |ui| {
-                    for v in s.values() {
-                        let flag = out.iter().any(|n| n == v.name);
-                        let text = format!("{}", realism::fmt_num(v.value));
-                        ui.label(v.label);
-                        if flag {
-                            ui.colored_label(Color32::from_rgb(230, 159, 0), format!("{text} ⚠"));
-                        } else {
-                            ui.label(text);
+                let out: Vec<String> = self
+                    .outside(generation)
+                    .iter()
+                    .map(|o| o.name.clone())
+                    .collect();
+                egui::Grid::new("realism-grid")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        for v in s.values() {
+                            let flag = out.iter().any(|n| n == v.name);
+                            let text = format!("{}", realism::fmt_num(v.value));
+                            ui.label(v.label);
+                            if flag {
+                                ui.colored_label(
+                                    Color32::from_rgb(230, 159, 0),
+                                    format!("{text} ⚠"),
+                                );
+                            } else {
+                                ui.label(text);
+                            }
+                            ui.end_row();
                         }
-                        ui.end_row();
-                    }
-                });
+                    });
                 if s.eight_bit {
                     ui.label("8-bit export: background and contrast describe a display window.");
                 }
@@ -213,7 +218,10 @@ impl RealismPanel {
         let frame = self.stats(generation).cloned();
         let can = frame.is_some() && image_path.is_some() && self.match_job.is_none();
         if ui
-            .add_enabled(can, egui::Button::new("Make a matched dataset from this image"))
+            .add_enabled(
+                can,
+                egui::Button::new("Make a matched dataset from this image"),
+            )
             .on_hover_text(format!(
                 "Export {MATCHED_BASE_IMAGES} base images (×4 symmetries) whose pixel size, \
                  column width, background, noise and scan distortions are centred on this \
@@ -247,31 +255,35 @@ impl RealismPanel {
             .find(|p| !p.exists())
             .unwrap_or_else(|| dir.join(format!("{stem}-matched-dataset-new")));
         self.match_status = format!("Making a matched dataset in {}…", out.display());
-        self.match_job = Some(Job::spawn("matched-dataset", self.notify.clone(), move |c| {
-            c.set_progress(0.0, "matching the randomization");
-            let report = defect_detector::dataset::like::matched_randomization(
-                &[frame],
-                crystal,
-                &DomainRandomization::default(),
-            )?;
-            let cfg = DatasetConfig {
-                n: MATCHED_BASE_IMAGES,
-                augment: defect_detector::dataset::export::parse_augment("r0,r90,f_r0,f_r90")?,
-                randomization: report.randomization.clone(),
-                ..DatasetConfig::default()
-            };
-            cfg.validate()?;
-            let s = defect_detector::dataset::export::export(
-                &cfg,
-                &out,
-                &ExportTarget::default(),
-                c,
-            )?;
-            defect_detector::fsio::atomic_write(
-                &out.join("match.json"),
-                &serde_json::to_vec_pretty(&report)?,
-            )?;
-            Ok((out, s))
-        }));
+        self.match_job = Some(Job::spawn(
+            "matched-dataset",
+            self.notify.clone(),
+            move |c| {
+                c.set_progress(0.0, "matching the randomization");
+                let report = defect_detector::dataset::like::matched_randomization(
+                    &[frame],
+                    crystal,
+                    &DomainRandomization::default(),
+                )?;
+                let cfg = DatasetConfig {
+                    n: MATCHED_BASE_IMAGES,
+                    augment: defect_detector::dataset::export::parse_augment("r0,r90,f_r0,f_r90")?,
+                    randomization: report.randomization.clone(),
+                    ..DatasetConfig::default()
+                };
+                cfg.validate()?;
+                let s = defect_detector::dataset::export::export(
+                    &cfg,
+                    &out,
+                    &ExportTarget::default(),
+                    c,
+                )?;
+                defect_detector::fsio::atomic_write(
+                    &out.join("match.json"),
+                    &serde_json::to_vec_pretty(&report)?,
+                )?;
+                Ok((out, s))
+            },
+        ));
     }
 }

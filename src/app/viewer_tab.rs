@@ -300,7 +300,10 @@ impl ViewerTab {
     pub fn pixel_size(&self) -> Option<PixelSize> {
         let cur = self.current.as_ref()?;
         cur.pixel_size
-            .or_else(|| self.typed_pixel_size().map(|nm| PixelSize { nm_per_px: nm }))
+            .or_else(|| {
+                self.typed_pixel_size()
+                    .map(|nm| PixelSize { nm_per_px: nm })
+            })
             .or_else(|| {
                 self.realism
                     .lattice_nm_per_px(self.generation)
@@ -399,7 +402,10 @@ impl ViewerTab {
         if self.realism.poll()
             && self.settings.auto_detect
             && !self.settings.model_path.is_empty()
-            && self.current.as_ref().is_some_and(|c| c.pixel_size.is_none())
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.pixel_size.is_none())
             && self.typed_pixel_size().is_none()
             && self.result_generation != self.generation
         {

@@ -204,7 +204,7 @@ pub fn matched_randomization(
         solve(
             &quiet,
             0.0,
-            3.0,
+            8.0,
             false,
             true,
             b,
@@ -214,7 +214,7 @@ pub fn matched_randomization(
     });
     if let Some(b) = background {
         trial_base.specimen.background = b;
-        dr.background = around(b, 0.25, 0.0, 3.0);
+        dr.background = around(b, 0.25, 0.0, 8.0);
     }
     let dose_e_per_a2 = target.noise.and_then(|n| {
         solve(

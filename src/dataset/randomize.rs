@@ -58,7 +58,8 @@ pub struct DomainRandomization {
     pub source_sigma_a: Span,
     /// Defocus of the aberration probe (Å).
     pub defocus_a: Span,
-    /// RMS fast-scan line jitter (px).
+    /// RMS fast-scan line jitter (px), drawn as `min + (max − min)·u²` (u uniform): most
+    /// frames tear little, a few a lot.
     pub line_jitter_px: Span,
     /// Drift along x and along y, each drawn independently (px per 1000 lines).
     pub drift_px_per_kline: Span,
@@ -104,31 +105,35 @@ pub struct DomainRandomization {
     /// Drift along y when it should differ from x (a dataset matched to a microscope);
     /// `None`: both are drawn from `drift_px_per_kline`.
     pub drift_y_px_per_kline: Option<Span>,
+    /// Fraction of images smoothed by a Gaussian low-pass filter, as many exported frames
+    /// are, and its sigma (px).
+    pub lowpass_fraction: f64,
+    pub lowpass_sigma_px: Span,
 }
 
 impl Default for DomainRandomization {
     fn default() -> Self {
         Self {
-            pixel_size_pm: Span::new(10.0, 30.0),
+            pixel_size_pm: Span::new(6.0, 30.0),
             rotation_deg: Span::new(0.0, 360.0),
-            dose_e_per_a2: Span::new(1.0e4, 2.0e5),
+            dose_e_per_a2: Span::new(5.0e2, 2.0e5),
             gaussian_probe_fraction: 0.5,
-            gaussian_fwhm_a: Span::new(0.7, 1.4),
-            source_sigma_a: Span::new(0.2, 0.6),
+            gaussian_fwhm_a: Span::new(0.5, 1.4),
+            source_sigma_a: Span::new(0.1, 0.6),
             defocus_a: Span::new(-30.0, 30.0),
-            line_jitter_px: Span::new(0.0, 0.8),
-            drift_px_per_kline: Span::new(-60.0, 60.0),
-            background: Span::new(0.1, 1.2),
+            line_jitter_px: Span::new(0.0, 3.0),
+            drift_px_per_kline: Span::new(-110.0, 110.0),
+            background: Span::new(0.3, 7.0),
             vacancies: CountRange::new(1, 6),
             interstitials: CountRange::new(1, 4),
             boundaries: CountRange::new(1, 2),
             boundary_free_fraction: 0.1,
             twin_fraction: 0.5,
             presets: PresetWeights::default(),
-            column_sigma_a: Span::new(0.2, 0.8),
-            amorphous: Span::new(0.0, 0.3),
+            column_sigma_a: Span::new(0.0, 1.1),
+            amorphous: Span::new(0.0, 0.25),
             amorphous_length_a: Span::new(3.0, 12.0),
-            background_gradient: Span::new(0.0, 0.4),
+            background_gradient: Span::new(0.0, 0.15),
             thickness_variation: Span::new(0.0, 0.3),
             thickness_wavelength_nm: Span::new(2.0, 20.0),
             boundary_strain_a: Span::new(0.0, 1.5),
@@ -139,10 +144,12 @@ impl Default for DomainRandomization {
             twin_lamellae: CountRange::new(0, 1),
             lamella_thickness_nm: Span::new(0.3, 5.0),
             axis_aligned_boundary_fraction: 0.3,
-            jitter_bursts_per_kline: Span::new(0.0, 8.0),
+            jitter_bursts_per_kline: Span::new(0.0, 2.0),
             jitter_burst_px: Span::new(0.5, 3.0),
             afterglow_px: Span::new(0.0, 1.5),
             drift_y_px_per_kline: None,
+            lowpass_fraction: 0.35,
+            lowpass_sigma_px: Span::new(1.0, 3.5),
         }
     }
 }
@@ -179,7 +186,7 @@ impl DomainRandomization {
         check_span(&self.line_jitter_px, "line jitter (px)", 0.0, 3.0)?;
         let md = crate::synth::params::MAX_DRIFT_PX_PER_KLINE;
         check_span(&self.drift_px_per_kline, "drift (px/kline)", -md, md)?;
-        check_span(&self.background, "background", 0.0, 3.0)?;
+        check_span(&self.background, "background", 0.0, 8.0)?;
         check_count(&self.vacancies, "vacancies", 500)?;
         check_count(&self.interstitials, "interstitials", 500)?;
         check_count(&self.boundaries, "boundaries", 8)?;
@@ -242,6 +249,8 @@ impl DomainRandomization {
         if let Some(s) = &self.drift_y_px_per_kline {
             check_span(s, "drift y (px/kline)", -md, md)?;
         }
+        check_fraction(self.lowpass_fraction, "low-pass fraction")?;
+        check_span(&self.lowpass_sigma_px, "low-pass sigma (px)", 0.0, 4.0)?;
         let w = &self.presets;
         anyhow::ensure!(
             [w.cdte, w.si, w.gaas]
@@ -310,7 +319,10 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
         p.probe.source_sigma_a = source;
         p.probe.defocus_a = defocus;
     }
-    p.scan.line_jitter_px = uniform(&mut rng, dr.line_jitter_px);
+    // Most frames tear little and a few a lot: u² puts more weight at small values.
+    let u: f64 = rng.random_range(0.0..=1.0);
+    p.scan.line_jitter_px =
+        dr.line_jitter_px.min + (dr.line_jitter_px.max - dr.line_jitter_px.min) * u * u;
     p.scan.drift_x_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
     p.scan.drift_y_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
     p.specimen.background = uniform(&mut rng, dr.background);
@@ -353,6 +365,9 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
     if let Some(s) = dr.drift_y_px_per_kline {
         p.scan.drift_y_px_per_kline = uniform(&mut rng, s);
     }
+    let smooth = rng.random_range(0.0..1.0) < dr.lowpass_fraction;
+    let sigma = uniform(&mut rng, dr.lowpass_sigma_px);
+    p.noise.lowpass_sigma_px = if smooth { sigma } else { 0.0 };
     p
 }
 
@@ -377,7 +392,8 @@ mod tests {
             DomainRandomization::read(&path).unwrap();
         }
         // The realistic recipe is the default one: one source of truth, written down.
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
         assert_eq!(
             DomainRandomization::read(&file).unwrap(),
             DomainRandomization::default(),
@@ -406,9 +422,9 @@ mod tests {
         for s in 0..200 {
             let p = draw_params(&base, &dr, base_image_seed(1, s));
             p.validate().unwrap();
-            assert!((10.0..=30.0).contains(&p.pixel_size_pm));
-            assert!((1e4 * 0.999..=2e5 * 1.001).contains(&p.noise.dose_e_per_a2));
-            assert!(p.scan.line_jitter_px <= 0.8);
+            assert!((6.0..=30.0).contains(&p.pixel_size_pm));
+            assert!((5e2 * 0.999..=2e5 * 1.001).contains(&p.noise.dose_e_per_a2));
+            assert!(p.scan.line_jitter_px <= 3.0);
             assert!(p.defects.vacancies.min >= 1 && p.defects.interstitials.min >= 1);
             presets.insert(p.crystal.preset.cli_name());
             twins += p.defects.twin_boundaries.min;

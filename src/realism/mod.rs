@@ -24,6 +24,9 @@ pub use compare::{Outside, StatRange, dataset_stats, fmt_num, outside, ranges};
 pub use intensity::is_eight_bit;
 pub use lattice::{LatticeEstimate, MIN_SCORE};
 
+/// The smallest noise level reported (σ / (p99 − p1)): a filtered frame's floor.
+pub const NOISE_FLOOR: f64 = 1e-4;
+
 /// Where the pixel size used for the statistics came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,7 +150,9 @@ pub fn measure(
     let px_a = nm_per_px * 10.0;
     let column_fwhm_a = intensity::column_fwhm_px(&acf, s.n, u).map(|w| w * px_a);
     let range = p99 - p1;
-    let noise = (range > 0.0).then(|| noise_var.max(0.0).sqrt() / range);
+    // Below NOISE_FLOOR nothing is measurable (smoothed or filtered frames): report the
+    // floor, so two such frames compare as equal instead of by their rounding errors.
+    let noise = (range > 0.0).then(|| (noise_var.max(0.0).sqrt() / range).max(NOISE_FLOOR));
     let line_jitter_px = fit.as_ref().and_then(|f| scan::line_jitter(&s, f));
     Ok(RealismStats {
         nm_per_px,
@@ -227,9 +232,7 @@ pub struct TrainingRealism {
 /// The `training_realism` section of the model card beside `model` (`model.json` next to
 /// `model.onnx`). `Ok(None)` when the card or the section is absent: such a model gets no
 /// warning. A card that exists but cannot be read is an error worth showing.
-pub fn model_training_realism(
-    model: &std::path::Path,
-) -> anyhow::Result<Option<TrainingRealism>> {
+pub fn model_training_realism(model: &std::path::Path) -> anyhow::Result<Option<TrainingRealism>> {
     let card = model.with_extension("json");
     let text = match std::fs::read_to_string(&card) {
         Ok(t) => t,

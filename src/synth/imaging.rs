@@ -495,6 +495,69 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
     out
 }
 
+/// A separable Gaussian blur (sigma in px) with mirrored edges, in place.
+pub fn gaussian_blur(img: &mut ImageF32, sigma: f64) {
+    if sigma <= 0.0 || img.width == 0 || img.height == 0 {
+        return;
+    }
+    let r = (3.0 * sigma).ceil() as usize;
+    let k: Vec<f32> = {
+        let raw: Vec<f64> = (0..=2 * r)
+            .map(|i| {
+                let x = i as f64 - r as f64;
+                (-(x * x) / (2.0 * sigma * sigma)).exp()
+            })
+            .collect();
+        let sum: f64 = raw.iter().sum();
+        raw.iter().map(|v| (v / sum) as f32).collect()
+    };
+    let mirror = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let mut i = i;
+        // Reflect until inside (kernels may exceed tiny images).
+        loop {
+            if i < 0 {
+                i = -i - 1;
+            } else if i >= n {
+                i = 2 * n - i - 1;
+            } else {
+                return i as usize;
+            }
+        }
+    };
+    let (w, h) = (img.width, img.height);
+    let mut line = vec![0f32; w.max(h) + 2 * r];
+    for y in 0..h {
+        let row = &mut img.data[y * w..(y + 1) * w];
+        for (i, v) in line[..w + 2 * r].iter_mut().enumerate() {
+            *v = row[mirror(i as isize - r as isize, w)];
+        }
+        for (x, d) in row.iter_mut().enumerate() {
+            *d = k
+                .iter()
+                .zip(&line[x..x + 2 * r + 1])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+    }
+    let mut col = vec![0f32; h];
+    for x in 0..w {
+        for (i, v) in line[..h + 2 * r].iter_mut().enumerate() {
+            *v = img.data[mirror(i as isize - r as isize, h) * w + x];
+        }
+        for (y, c) in col.iter_mut().enumerate() {
+            *c = k
+                .iter()
+                .zip(&line[y..y + 2 * r + 1])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+        for (y, c) in col.iter().enumerate() {
+            img.data[y * w + x] = *c;
+        }
+    }
+}
+
 /// Cubic B-spline weights of the four knots around fractional position `t` in [0, 1).
 #[inline]
 fn bspline_weights(t: f32) -> [f32; 4] {

@@ -63,7 +63,8 @@ pub fn render_scene(p: &SynthParams, scene: Scene) -> anyhow::Result<Synthesized
     let columns = scene::scene_columns(&spec, &scene, p);
     let bank = imaging::kernel_bank(&imaging::effective_probe(p), p.pixel_size_a());
     let signal = imaging::render_columns(&columns, &scene, &bank, p.width, p.height);
-    let image = imaging::detect(&signal, &scene, p);
+    let mut image = imaging::detect(&signal, &scene, p);
+    imaging::gaussian_blur(&mut image, p.noise.lowpass_sigma_px);
     let labels = scene::scene_labels(&spec, &scene, p);
     Ok(Synthesized {
         image,
@@ -239,6 +240,7 @@ fn upgrade_v1_params(v: &mut serde_json::Value) {
     set("specimen", "column_sigma_a", json!(0.0));
     set("specimen", "amorphous", json!(0.0));
     set("scan", "jitter_bursts_per_kline", json!(0.0));
+    set("noise", "lowpass_sigma_px", json!(0.0));
     set(
         "defects",
         "boundary_structure",

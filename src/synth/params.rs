@@ -215,7 +215,8 @@ impl Default for ProbeParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpecimenParams {
-    /// Uniform background (fraction of a Z_max column peak). Range 0–3.
+    /// Uniform background (fraction of a Z_max column peak): thick specimens and amorphous
+    /// layers put several times a column's own signal under it. Range 0–8.
     pub background: f64,
     /// Background change across the image along a random direction (fraction). Range 0–1.
     pub background_gradient: f64,
@@ -273,6 +274,9 @@ pub struct NoiseParams {
     pub peak_counts: f64,
     /// Gaussian read-out noise, RMS counts. Range 0–50.
     pub read_noise: f64,
+    /// A Gaussian low-pass filter applied to the finished frame (sigma, px; 0 = none): many
+    /// published and exported frames were smoothed by their authors. Range 0–4.
+    pub lowpass_sigma_px: f64,
 }
 
 impl Default for NoiseParams {
@@ -284,6 +288,7 @@ impl Default for NoiseParams {
             collection_efficiency: 0.1,
             peak_counts: 100.0,
             read_noise: 2.0,
+            lowpass_sigma_px: 0.0,
         }
     }
 }
@@ -520,7 +525,7 @@ impl SynthParams {
         check(true, "Cs (µm)", p.cs_um, -50.0, 2000.0)?;
         check(true, "source size (Å)", p.source_sigma_a, 0.0, 1.5)?;
         let s = &self.specimen;
-        check(true, "background", s.background, 0.0, 3.0)?;
+        check(true, "background", s.background, 0.0, 8.0)?;
         check(true, "background gradient", s.background_gradient, 0.0, 1.0)?;
         check(true, "thickness variation", s.thickness_variation, 0.0, 0.5)?;
         check(
@@ -550,6 +555,7 @@ impl SynthParams {
         )?;
         check(true, "peak counts", n.peak_counts, 1.0, 1e5)?;
         check(true, "read noise", n.read_noise, 0.0, 50.0)?;
+        check(true, "low-pass sigma (px)", n.lowpass_sigma_px, 0.0, 4.0)?;
         let sc = &self.scan;
         check(true, "line jitter (px)", sc.line_jitter_px, 0.0, 3.0)?;
         check(
