@@ -387,12 +387,18 @@ pub fn process_file(
     opts: &DetectOptions,
     conf: f32,
     iou: f64,
+    lattice: Option<&crate::synth::crystal::CrystalSpec>,
 ) -> WatchRecord {
     let outcome = (|| -> anyhow::Result<ImageDetections> {
         let t = Instant::now();
         let s = crate::formats::load(&key.path)?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
-        let r = det.detect(&s.image, s.pixel_size, opts)?;
+        let px = s.pixel_size.or_else(|| {
+            lattice
+                .and_then(|spec| crate::realism::lattice_pixel_size(&s.image, spec))
+                .map(|nm_per_px| crate::raster::PixelSize { nm_per_px })
+        });
+        let r = det.detect(&s.image, px, opts)?;
         let detections = r.filtered(conf, iou);
         Ok(ImageDetections {
             width: r.width,
@@ -420,6 +426,9 @@ pub struct RunWatchOptions {
     pub iou: f64,
     pub detector: DetectorOptions,
     pub detect: DetectOptions,
+    /// Crystal whose lattice gives the pixel size of files without one; `None`: such files
+    /// are used at their own scale.
+    pub lattice_calibration: Option<crate::synth::crystal::CrystalSpec>,
 }
 
 impl Default for RunWatchOptions {
@@ -431,6 +440,7 @@ impl Default for RunWatchOptions {
             iou: crate::detect::DEFAULT_IOU,
             detector: DetectorOptions::default(),
             detect: DetectOptions::default(),
+            lattice_calibration: Some(crate::synth::crystal::Preset::Cdte110.spec()),
         }
     }
 }
@@ -467,7 +477,14 @@ pub fn run_watch(
             match ev {
                 WatchEvent::Ready(key) => {
                     ctl.check()?;
-                    let rec = process_file(&det, &key, &opts.detect, opts.conf, opts.iou);
+                    let rec = process_file(
+                        &det,
+                        &key,
+                        &opts.detect,
+                        opts.conf,
+                        opts.iou,
+                        opts.lattice_calibration.as_ref(),
+                    );
                     log.append(&rec)?;
                     stats.processed += 1;
                     if rec.outcome.is_err() {

@@ -44,6 +44,8 @@ pub struct DetectArgs {
     nm_per_px: Option<f64>,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    calibration: super::calibration_args::CalibrationArgs,
 }
 
 /// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).
@@ -149,6 +151,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let names = det.class_names().to_vec();
+    let lattice = a.calibration.lattice()?;
     let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
@@ -157,6 +160,26 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         let result = (|| -> anyhow::Result<Vec<usize>> {
             let (img, px) = load_image_for_detection(img_path)?;
             let px = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
+            let px = match (px, &lattice) {
+                (None, Some(spec)) => {
+                    let est = defect_detector::realism::lattice_pixel_size(&img, spec);
+                    match est {
+                        Some(nm) => eprintln!(
+                            "{}: no calibration in the file; {:.2} pm/px estimated from the {} lattice",
+                            img_path.display(),
+                            nm * 1000.0,
+                            spec.name
+                        ),
+                        None => eprintln!(
+                            "{}: no calibration in the file and no clear {} lattice: used at its own scale",
+                            img_path.display(),
+                            spec.name
+                        ),
+                    }
+                    est.map(|nm_per_px| PixelSize { nm_per_px })
+                }
+                (px, _) => px,
+            };
             let r = det.detect(&img, px, &opts)?;
             let dets = r.filtered(a.conf, a.iou);
             let meta = ExportMeta {

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibration_args;
 mod detect;
 mod eval;
 mod export;

@@ -11,7 +11,7 @@ use defect_detector::synth::crystal::Preset;
 #[derive(Args)]
 pub struct RealismArgs {
     /// Images or folders (a folder contributes its readable images).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "write_card")]
     pub paths: Vec<PathBuf>,
     /// Crystal and zone axis: cdte110, si110 or gaas110.
     #[arg(long, default_value = "cdte110")]
@@ -29,6 +29,29 @@ pub struct RealismArgs {
     /// At most this many dataset images for `--against`.
     #[arg(long, default_value_t = 200)]
     pub max_images: usize,
+    /// Record the `--against` dataset's ranges in this model card (`model.json` beside the
+    /// ONNX) as `training_realism`, which the Viewer's out-of-distribution warning reads.
+    #[arg(long, value_name = "MODEL.json", requires = "against")]
+    pub write_card: Option<PathBuf>,
+    /// With --write-card: how the training data was made, in words (recipe, seeds).
+    #[arg(long, default_value = "")]
+    pub source: String,
+}
+
+/// Writes the dataset's ranges into a model card, keeping everything else in it.
+fn write_card(card: &std::path::Path, tr: &realism::TrainingRealism) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(card)
+        .with_context(|| format!("cannot read the model card {}", card.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", card.display()))?;
+    let obj = v
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", card.display()))?;
+    obj.insert("training_realism".into(), serde_json::to_value(tr)?);
+    let mut out = serde_json::to_vec_pretty(&v)?;
+    out.push(b'\n');
+    defect_detector::fsio::atomic_write(card, &out)
 }
 
 #[derive(serde::Serialize)]
@@ -78,13 +101,32 @@ pub fn run(a: RealismArgs) -> anyhow::Result<()> {
     if let Some(x) = a.nm_per_px {
         anyhow::ensure!(x.is_finite() && x > 0.0, "--nm-per-px {x} must be positive");
     }
+    let mut measured = 0usize;
     let ranges: Option<Vec<StatRange>> = match &a.against {
         Some(dir) => {
             let st = realism::dataset_stats(dir, &preset.spec(), a.max_images)?;
+            measured = st.len();
             Some(realism::ranges(&st))
         }
         None => None,
     };
+    if let (Some(card), Some(r)) = (&a.write_card, &ranges) {
+        anyhow::ensure!(measured > 0, "the dataset has no images to measure");
+        let tr = realism::TrainingRealism {
+            crystal: preset.cli_name().to_string(),
+            images: measured,
+            source: a.source.clone(),
+            ranges: r.clone(),
+        };
+        write_card(card, &tr)?;
+        eprintln!(
+            "{}: training_realism from {measured} images written",
+            card.display()
+        );
+        if a.paths.is_empty() {
+            return Ok(());
+        }
+    }
     let files = expand(&a.paths);
     anyhow::ensure!(!files.is_empty(), "no readable images in the given paths");
     let mut records = Vec::new();

@@ -35,6 +35,8 @@ pub struct WatchArgs {
     iou: f64,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    calibration: super::calibration_args::CalibrationArgs,
 }
 
 fn print_record(r: &WatchRecord, names: &[String]) {
@@ -71,6 +73,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
         conf: a.conf,
         iou: a.iou,
         detector: a.runtime.detector_options(),
+        lattice_calibration: a.calibration.lattice()?,
         detect: DetectOptions {
             fit: Fit::Tile {
                 overlap: DEFAULT_TILE_OVERLAP,

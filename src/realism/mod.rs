@@ -251,3 +251,11 @@ pub fn model_training_realism(model: &std::path::Path) -> anyhow::Result<Option<
         })?)),
     }
 }
+
+/// The pixel size (nm/px) an uncalibrated frame's lattice gives, for detection; `None` when
+/// no clear lattice of `crystal` is found (then the frame is used at its own scale).
+pub fn lattice_pixel_size(img: &ImageF32, crystal: &CrystalSpec) -> Option<f64> {
+    estimate_lattice(img, crystal, None)
+        .ok()
+        .map(|e| e.nm_per_px)
+}

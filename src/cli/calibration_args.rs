@@ -1,0 +1,33 @@
+//! How `detect` and `watch` find the pixel size of files that carry none.
+
+use clap::Args;
+use defect_detector::synth::crystal::{CrystalSpec, Preset};
+
+#[derive(Args, Clone, Debug)]
+pub struct CalibrationArgs {
+    /// Crystal whose lattice calibrates files without a pixel size (cdte110, si110, gaas110).
+    #[arg(long, default_value = "cdte110")]
+    pub crystal: String,
+    /// Do not estimate the pixel size of uncalibrated files from their lattice; use them at
+    /// their own scale instead.
+    #[arg(long)]
+    pub no_lattice_calibration: bool,
+}
+
+impl CalibrationArgs {
+    /// The crystal to calibrate with, or `None` when lattice calibration is off.
+    pub fn lattice(&self) -> anyhow::Result<Option<CrystalSpec>> {
+        if self.no_lattice_calibration {
+            return Ok(None);
+        }
+        let p = Preset::from_cli_name(&self.crystal)
+            .filter(|p| *p != Preset::Custom)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown crystal '{}' (cdte110, si110, gaas110)",
+                    self.crystal
+                )
+            })?;
+        Ok(Some(p.spec()))
+    }
+}
