@@ -7,6 +7,7 @@ mod detect;
 mod eval;
 mod export;
 mod info;
+mod lattice;
 mod runtime_args;
 mod synth;
 mod vlm_eval;
@@ -47,6 +48,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
     Export(Box<export::ExportArgs>),
+    /// Training-free boundaries and point defects read from the crystal lattice (no model).
+    Lattice(lattice::LatticeArgs),
     /// Live mode: detect each new image written into a folder, appending to a JSONL/CSV log.
     Watch(watch::WatchArgs),
 }
@@ -122,6 +125,7 @@ pub fn run() -> anyhow::Result<()> {
                 | Command::Eval(_)
                 | Command::Export(_)
                 | Command::Detect(_)
+                | Command::Lattice(_)
         )
     ) {
         quiet_on_closed_pipe();
@@ -144,5 +148,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
         Some(Command::Watch(a)) => watch::run(a),
+        Some(Command::Lattice(a)) => lattice::run(a),
     }
 }
