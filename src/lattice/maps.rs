@@ -1,6 +1,6 @@
 //! Local lattice maps from windowed spectra.
 //!
-//! The frame is box-binned so that the {111} period spans about 7–14 binned pixels, then cut
+//! The frame is box-binned so that the {111} period spans about 8 binned pixels (5.3–10.7), then cut
 //! into Hann-windowed square windows (a few unit cells) on a regular grid. Windows stay inside
 //! the image: the maps cover the centres that windows can reach, nothing is wrapped or padded.
 //! Each window gives
@@ -98,13 +98,15 @@ pub(crate) struct Geometry {
 
 impl Geometry {
     pub fn new(d111_px: f64) -> Self {
-        let bin = ((d111_px / 7.0).floor() as usize).max(1);
+        // About 4 {111} periods (2–3 cells along [001]) per window: small enough to follow
+        // boundaries in frames of a few cells, large enough for sub-bin peak positions.
+        let bin = ((d111_px / 8.0).round() as usize).max(1);
         let d = d111_px / bin as f64;
-        let window = 48usize;
+        let window = 32usize;
         Self {
             bin,
             window,
-            step: 6,
+            step: 4,
             r111: window as f64 / d,
         }
     }

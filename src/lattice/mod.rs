@@ -74,7 +74,7 @@ impl LatticeParams {
             nm_per_px,
             boundary_threshold: 0.35,
             boundary_low_fraction: 0.6,
-            min_boundary_len_a: 40.0,
+            min_boundary_len_a: 25.0,
             boundary_width_a: 10.0,
             twin_tolerance_deg: 4.0,
             min_misorientation_deg: 3.0,
