@@ -26,20 +26,40 @@ pub fn fold_misorientation(d: f64) -> f64 {
     if d > 90.0 { 180.0 - d } else { d }
 }
 
-/// Circular mean of line orientations (degrees mod 180) and the mean resultant length.
+/// Robust orientation of one side: the mode of a ±3°-smoothed 1° histogram (mod 180°),
+/// refined by the circular mean of the values within 6° of it; with its support fraction.
 fn mean_orientation(v: &[f64]) -> Option<(f64, f64)> {
     if v.is_empty() {
         return None;
     }
-    let (mut s, mut c) = (0.0, 0.0);
+    let mut hist = [0f64; 180];
     for &a in v {
+        hist[(a.rem_euclid(180.0) as usize).min(179)] += 1.0;
+    }
+    let (mut best, mut best_v) = (0usize, -1.0);
+    for i in 0..180 {
+        let s: f64 = (-3i64..=3)
+            .map(|d| hist[(i as i64 + d).rem_euclid(180) as usize])
+            .sum();
+        if s > best_v {
+            best = i;
+            best_v = s;
+        }
+    }
+    let mode = best as f64 + 0.5;
+    let near: Vec<f64> = v
+        .iter()
+        .copied()
+        .filter(|&a| fold_misorientation(a - mode) <= 6.0)
+        .collect();
+    let (mut s, mut c) = (0.0, 0.0);
+    for &a in &near {
         let r = (2.0 * a).to_radians();
         s += r.sin();
         c += r.cos();
     }
-    let n = v.len() as f64;
     let mean = (0.5 * s.atan2(c).to_degrees()).rem_euclid(180.0);
-    Some((mean, (s * s + c * c).sqrt() / n))
+    Some((mean, near.len() as f64 / v.len() as f64))
 }
 
 pub(crate) fn trace(

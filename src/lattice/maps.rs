@@ -286,22 +286,42 @@ impl WindowPlan {
         };
         let Some((j1, p1)) = best1 else { return nan };
         let k1 = self.annulus[j1].1;
-        // Partner at ~70.5° (either side; full plane, so check both k and −k).
-        let mut best2: Option<([f32; 2], f32)> = None;
-        for &(i, k) in &self.annulus {
-            if !in111(k) {
-                continue;
-            }
-            for s in [1.0f32, -1.0] {
-                let kk = [s * k[0], s * k[1]];
-                let c =
-                    (kk[0] * k1[0] + kk[1] * k1[1]) / ((kk[0].hypot(kk[1])) * k1[0].hypot(k1[1]));
-                let ang = c.clamp(-1.0, 1.0).acos().to_degrees();
-                if (50.0..=90.0).contains(&ang) && best2.is_none_or(|(_, v)| p[i] > v) {
-                    best2 = Some((kk, p[i]));
+        // Partner (1,−1) predicted at ±70.53° from g1 with the same radius; the bisector
+        // then carries the (2,0) reflection at 1.633 |g1|. Score both hypotheses on the
+        // power there (best bin of a 3×3 neighbourhood) and keep the better one.
+        let r1 = k1[0].hypot(k1[1]);
+        let a1 = k1[1].atan2(k1[0]);
+        let pow_near = |x: f32, y: f32| -> (f32, [f32; 2]) {
+            let (xi, yi) = (x.round() as i64, y.round() as i64);
+            let mut best = (0f32, [xi as f32, yi as f32]);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (kx, ky) = (xi + dx, yi + dy);
+                    if kx.abs() >= n as i64 / 2 || ky.abs() >= n as i64 / 2 {
+                        continue;
+                    }
+                    let i = ky.rem_euclid(n as i64) as usize * n + kx.rem_euclid(n as i64) as usize;
+                    if p[i] > best.0 {
+                        best = (p[i], [kx as f32, ky as f32]);
+                    }
                 }
             }
+            best
+        };
+        let twin = 70.528_78f32.to_radians();
+        let mut best2: Option<([f32; 2], f32, f32)> = None;
+        for sg in [1.0f32, -1.0] {
+            let a2 = a1 + sg * twin;
+            let (pp, kk) = pow_near(r1 * a2.cos(), r1 * a2.sin());
+            let am = a1 + sg * 0.5 * twin;
+            let r20 = 1.633 * r1;
+            let (p20, _) = pow_near(r20 * am.cos(), r20 * am.sin());
+            let score = pp + 0.5 * p20;
+            if best2.is_none_or(|(_, _, s)| score > s) {
+                best2 = Some((kk, pp, score));
+            }
         }
+        let best2 = best2.map(|(k, p, _)| (k, p));
         let Some((k2, p2)) = best2 else { return nan };
         let strength = 0.5 * (p1 + p2) / mean.max(1e-20);
         let g1 = refine_peak(p, n, k1);
@@ -309,9 +329,7 @@ impl WindowPlan {
         let sum = [g1[0] + g2[0], g1[1] + g2[1]];
         let mut orientation = sum[1].atan2(sum[0]).to_degrees();
         orientation = orientation.rem_euclid(180.0);
-        let r1 = g1[0].hypot(g1[1]);
-        let r2 = g2[0].hypot(g2[1]);
-        let spacing = 2.0 * r111 / (r1 + r2);
+        let spacing = 2.0 * r111 / (g1[0].hypot(g1[1]) + g2[0].hypot(g2[1]));
         // Reciprocal vectors in cycles per original pixel.
         let s = 1.0 / (n * bin) as f32;
         let (a, b, c, d) = (g1[0] * s, g1[1] * s, g2[0] * s, g2[1] * s);
