@@ -122,7 +122,7 @@ fn hue(deg: f32) -> [u8; 3] {
     if !deg.is_finite() {
         return [0, 0, 0];
     }
-    let h = (deg.rem_euclid(180.0) / 30.0) as f32; // 0..6
+    let h = deg.rem_euclid(180.0) / 30.0; // 0..6
     let x = 1.0 - ((h % 2.0) - 1.0).abs();
     let (r, g, b) = match h as u32 {
         0 => (1.0, x, 0.0),

@@ -49,7 +49,7 @@ enum Command {
     /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
     Export(Box<export::ExportArgs>),
     /// Training-free boundaries and point defects read from the crystal lattice (no model).
-    Lattice(lattice::LatticeArgs),
+    Lattice(Box<lattice::LatticeArgs>),
     /// Live mode: detect each new image written into a folder, appending to a JSONL/CSV log.
     Watch(watch::WatchArgs),
 }
@@ -148,6 +148,6 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
         Some(Command::Watch(a)) => watch::run(a),
-        Some(Command::Lattice(a)) => lattice::run(a),
+        Some(Command::Lattice(a)) => lattice::run(*a),
     }
 }
