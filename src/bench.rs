@@ -128,3 +128,54 @@ pub fn bench_synth(runs: usize, size: usize) -> anyhow::Result<serde_json::Value
         "speedup_vs_published": 190.0 / gen_ms,
     }))
 }
+
+/// `bench lattice`: local lattice maps and boundaries of one synthetic frame on one thread
+/// (a rayon pool of one), point defects excluded.
+pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Value> {
+    use crate::lattice::{LatticeParams, analyse};
+    use crate::synth::{self, SynthParams, params::CountRange};
+    let mut p = SynthParams {
+        width: size,
+        height: size,
+        seed: 7,
+        ..Default::default()
+    };
+    p.defects.tilt_boundaries = CountRange::new(1, 1);
+    p.defects.twin_boundaries = CountRange::new(1, 1);
+    p.validate()?;
+    let s = synth::generate(&p)?;
+    let lp = LatticeParams {
+        point_defects: false,
+        ..LatticeParams::new(p.crystal.spec(), Some(p.pixel_size_pm / 1000.0))
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let (mut scale, mut maps, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut found = 0;
+    let total = pool.install(|| {
+        time_ms(runs, || {
+            let r = analyse(&s.image, &lp).expect("analysable frame");
+            scale.push(r.timings_ms.scale);
+            maps.push(r.timings_ms.maps);
+            bounds.push(r.timings_ms.boundaries);
+            found = r.boundaries.len();
+        })
+    });
+    let med = median(total);
+    Ok(json!({
+        "job": "lattice",
+        "image_size": size,
+        "runs": runs,
+        "threads": 1,
+        "pixel_size_pm": p.pixel_size_pm,
+        "boundaries_found": found,
+        "boundaries_true": s.scene.boundaries.len(),
+        "median_ms": {
+            "maps_and_boundaries": med,
+            "scale_estimate": median(scale),
+            "maps": median(maps),
+            "boundaries": median(bounds),
+        },
+        "target_ms": 150.0,
+        "meets_target": med <= 150.0,
+    }))
+}

@@ -12,6 +12,7 @@ pub mod formats;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;
+pub mod lattice;
 pub mod raster;
 pub mod realism;
 pub mod synth;

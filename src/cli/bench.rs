@@ -18,6 +18,13 @@ enum BenchJob {
         #[arg(long, default_value_t = 768)]
         size: usize,
     },
+    /// Lattice maps and boundaries (training-free detector) of one synthetic frame, one thread.
+    Lattice {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
     /// Dataset export: N base images x 8 symmetries as PNG, median of 3 runs, peak memory.
     Export {
         #[arg(long, default_value_t = 80)]
@@ -52,6 +59,9 @@ enum BenchJob {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let v = match a.job {
         BenchJob::Synth { runs, size } => defect_detector::bench::bench_synth(runs.max(1), size)?,
+        BenchJob::Lattice { runs, size } => {
+            defect_detector::bench::bench_lattice(runs.max(1), size)?
+        }
         BenchJob::Export { n, size } => defect_detector::dataset::export::bench_export(n, size)?,
         BenchJob::Throughput {
             model,

@@ -8,6 +8,7 @@ mod detect;
 mod eval;
 mod export;
 mod info;
+mod lattice;
 mod realism;
 mod runtime_args;
 mod synth;
@@ -36,7 +37,7 @@ enum Command {
         path: std::path::PathBuf,
     },
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
-    Synth(synth::SynthArgs),
+    Synth(Box<synth::SynthArgs>),
     /// Benchmarks: print one JSON object of median timings.
     Bench(bench::BenchArgs),
     /// Screen labelled patches with a vision-language model and score it.
@@ -51,7 +52,9 @@ enum Command {
     Export(Box<export::ExportArgs>),
     /// Realism statistics of STEM images (pixel size from the lattice, column width, noise,
     /// scan jitter and drift), optionally against a dataset's 5–95 % ranges.
-    Realism(realism::RealismArgs),
+    Realism(Box<realism::RealismArgs>),
+    /// Training-free boundaries and point defects read from the crystal lattice (no model).
+    Lattice(Box<lattice::LatticeArgs>),
     /// Live mode: detect each new image written into a folder, appending to a JSONL/CSV log.
     Watch(watch::WatchArgs),
 }
@@ -128,6 +131,7 @@ pub fn run() -> anyhow::Result<()> {
                 | Command::Export(_)
                 | Command::Detect(_)
                 | Command::Realism(_)
+                | Command::Lattice(_)
         )
     ) {
         quiet_on_closed_pipe();
@@ -142,7 +146,7 @@ pub fn run() -> anyhow::Result<()> {
                 ..Default::default()
             })
         }
-        Some(Command::Synth(a)) => synth::run(a),
+        Some(Command::Synth(a)) => synth::run(*a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
         Some(Command::Detect(a)) => detect::run(a),
@@ -150,7 +154,8 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
         Some(Command::Watch(a)) => watch::run(a),
-        Some(Command::Realism(a)) => realism::run(a),
+        Some(Command::Realism(a)) => realism::run(*a),
+        Some(Command::Lattice(a)) => lattice::run(*a),
     }
 }
 

@@ -1,0 +1,211 @@
+//! `defect-detector lattice FILE...`: training-free boundaries and point defects read from the
+//! crystal lattice (see `defect_detector::lattice`).
+
+use anyhow::Context;
+use clap::Args;
+use defect_detector::formats;
+use defect_detector::geometry::OrientedBox;
+use defect_detector::lattice::{LatticeParams, LatticeResult, analyse};
+use defect_detector::synth::crystal::Preset;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct LatticeArgs {
+    /// Microscopy images (TIFF, PNG, JPEG, DM3/DM4, SER/EMI, EMD, MRC).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Crystal preset: cdte110, si110, gaas110.
+    #[arg(long, default_value = "cdte110")]
+    pub crystal: String,
+    /// Pixel size (nm/px); overrides the file's calibration. Without either, the lattice
+    /// spacing is estimated from the power spectrum.
+    #[arg(long)]
+    pub nm_per_px: Option<f64>,
+    /// Print the full result (maps included) as JSON, one object per file.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the vacancy/interstitial search.
+    #[arg(long)]
+    pub no_point_defects: bool,
+    /// Ridge threshold of the discontinuity map (default 0.35).
+    #[arg(long)]
+    pub boundary_threshold: Option<f32>,
+    /// Write the maps and an overlay of the detections as PNG files into this folder.
+    #[arg(long)]
+    pub maps_png: Option<PathBuf>,
+}
+
+pub fn run(a: LatticeArgs) -> anyhow::Result<()> {
+    let preset = Preset::from_cli_name(&a.crystal)
+        .filter(|p| *p != Preset::Custom)
+        .with_context(|| format!("unknown crystal '{}' (cdte110, si110, gaas110)", a.crystal))?;
+    if let Some(d) = &a.maps_png {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    for f in &a.files {
+        let img = formats::load(f)?;
+        let nm = a.nm_per_px.or(img.pixel_size.map(|p| p.nm_per_px));
+        let mut p = LatticeParams::new(preset.spec(), nm);
+        p.point_defects = !a.no_point_defects;
+        if let Some(t) = a.boundary_threshold {
+            p.boundary_threshold = t;
+        }
+        let r = analyse(&img.image, &p).with_context(|| format!("{}", f.display()))?;
+        if a.json {
+            let mut v = serde_json::to_value(&r)?;
+            v["file"] = serde_json::json!(f.display().to_string());
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_summary(f, &r);
+        }
+        if let Some(d) = &a.maps_png {
+            write_pngs(d, f, &img.image, &r)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(f: &Path, r: &LatticeResult) {
+    let nv = r
+        .point_defects
+        .iter()
+        .filter(|d| d.class == defect_detector::classes::DefectClass::Vacancy)
+        .count();
+    println!(
+        "{}: {:.5} nm/px{}, {{111}} period {:.1} px (nominal {:.1}, measured {}), {} boundaries, {} vacancies, {} interstitials, {:.0} ms",
+        f.display(),
+        r.nm_per_px,
+        if r.scale_estimated {
+            " (estimated)"
+        } else {
+            ""
+        },
+        r.d111_px,
+        r.d111_nominal_px,
+        r.d111_measured_px
+            .map(|d| format!("{d:.1}"))
+            .unwrap_or_else(|| "none".into()),
+        r.boundaries.len(),
+        nv,
+        r.point_defects.len() - nv,
+        r.timings_ms.total
+    );
+    for (i, b) in r.boundaries.iter().enumerate() {
+        println!(
+            "  boundary {i}: centre ({:.0}, {:.0}) length {:.0} px, direction {:.1}°, score {:.2}, \
+             misorientation {}, {:?}{}",
+            b.obb.cx,
+            b.obb.cy,
+            b.obb.w,
+            b.obb.angle.to_degrees().rem_euclid(180.0),
+            b.score,
+            b.misorientation_deg
+                .map(|m| format!("{m:.1}°"))
+                .unwrap_or_else(|| "n/a".into()),
+            b.kind,
+            b.lamella_with
+                .map(|j| format!(", lamella with {j}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn heat(v: f32) -> [u8; 3] {
+    let v = v.clamp(0.0, 1.0);
+    let r = (255.0 * (1.5 * v).min(1.0)) as u8;
+    let g = (255.0 * (1.5 * v - 0.5).clamp(0.0, 1.0)) as u8;
+    let b = (255.0 * (3.0 * v - 2.0).clamp(0.0, 1.0)) as u8;
+    [r, g, b]
+}
+
+fn hue(deg: f32) -> [u8; 3] {
+    if !deg.is_finite() {
+        return [0, 0, 0];
+    }
+    let h = deg.rem_euclid(180.0) / 30.0; // 0..6
+    let x = 1.0 - ((h % 2.0) - 1.0).abs();
+    let (r, g, b) = match h as u32 {
+        0 => (1.0, x, 0.0),
+        1 => (x, 1.0, 0.0),
+        2 => (0.0, 1.0, x),
+        3 => (0.0, x, 1.0),
+        4 => (x, 0.0, 1.0),
+        _ => (1.0, 0.0, x),
+    };
+    [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
+}
+
+fn write_pngs(
+    dir: &Path,
+    f: &Path,
+    img: &defect_detector::raster::ImageF32,
+    r: &LatticeResult,
+) -> anyhow::Result<()> {
+    let stem = f
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "image".into());
+    let m = &r.maps;
+    let (w, h) = (img.width as u32, img.height as u32);
+    // Maps drawn at image scale, each cell a step-sized square; black outside the map.
+    let map_png = |name: &str, color: &dyn Fn(usize) -> [u8; 3]| -> anyhow::Result<()> {
+        let half = m.step_px as i64 / 2;
+        let buf = image::RgbImage::from_fn(w, h, |x, y| {
+            let c = (x as i64 - m.origin_px[0] as i64 + half).div_euclid(m.step_px as i64);
+            let rr = (y as i64 - m.origin_px[1] as i64 + half).div_euclid(m.step_px as i64);
+            if c < 0 || rr < 0 || c >= m.cols as i64 || rr >= m.rows as i64 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb(color(rr as usize * m.cols + c as usize))
+            }
+        });
+        let path = dir.join(format!("{stem}_{name}.png"));
+        buf.save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    map_png("discontinuity", &|i| heat(m.discontinuity[i]))?;
+    map_png("orientation", &|i| hue(m.orientation_deg[i]))?;
+    map_png("spacing", &|i| {
+        let s = m.spacing_ratio[i];
+        if s.is_finite() {
+            heat(0.5 + 5.0 * (s - 1.0))
+        } else {
+            [0, 0, 0]
+        }
+    })?;
+    map_png("strength", &|i| heat(m.strength[i] / 40.0))?;
+    // Overlay: the frame with the detections.
+    let (lo, hi) = img.model_window();
+    let g = img.to_u8(lo, hi);
+    let mut ov = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = g[(y * w + x) as usize];
+        image::Rgb([v, v, v])
+    });
+    let mut draw = |b: &OrientedBox, col: [u8; 3]| {
+        let c = b.corners();
+        for k in 0..4 {
+            let (p, q) = (c[k], c[(k + 1) % 4]);
+            let n = ((q[0] - p[0]).hypot(q[1] - p[1]).ceil() as usize).max(1);
+            for s in 0..=n {
+                let t = s as f64 / n as f64;
+                let (x, y) = (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]));
+                if x >= 0.0 && y >= 0.0 && (x as u32) < w && (y as u32) < h {
+                    ov.put_pixel(x as u32, y as u32, image::Rgb(col));
+                }
+            }
+        }
+    };
+    for b in &r.boundaries {
+        draw(&b.obb, [255, 40, 40]);
+    }
+    for d in &r.point_defects {
+        let col = match d.class {
+            defect_detector::classes::DefectClass::Vacancy => [60, 160, 255],
+            _ => [60, 255, 60],
+        };
+        draw(&d.obb, col);
+    }
+    let path = dir.join(format!("{stem}_overlay.png"));
+    ov.save(&path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

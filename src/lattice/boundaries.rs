@@ -1,0 +1,440 @@
+//! Boundaries: ridges of the discontinuity map, traced as straight segments.
+//!
+//! Ridge cells are the cells above a low threshold that are local maxima across the ridge
+//! (along the comparison direction that gave their score). Segments are pulled out one at a
+//! time: the strongest line of a weighted Hough transform of the ridge cells, refined by a
+//! total-least-squares fit of its inliers, cut to the longest run without gaps (a boundary may
+//! end inside the frame), and removed before the next search. Each segment's misorientation
+//! compares the local orientations on either side.
+
+use super::{BoundaryKindGuess, LatticeBoundary, LatticeMaps, LatticeParams};
+use crate::geometry::{OrientedBox, clip_line};
+
+/// Twin misorientation of the `u` axis for a Σ3 twin in [110] zinc-blende: 2·atan(1/√2)
+/// folded into [0°, 90°], i.e. 180° − 109.47°.
+pub const TWIN_DEG: f64 = 70.528_779;
+
+#[derive(Clone, Copy, Debug)]
+struct RidgePt {
+    p: [f64; 2],
+    w: f64,
+}
+
+/// Folds an orientation difference (lines, mod 180°) into [0°, 90°].
+pub fn fold_misorientation(d: f64) -> f64 {
+    let d = d.rem_euclid(180.0);
+    if d > 90.0 { 180.0 - d } else { d }
+}
+
+/// Robust orientation of one side: the mode of a ±3°-smoothed 1° histogram (mod 180°),
+/// refined by the circular mean of the values within 6° of it; with its support fraction.
+fn mean_orientation(v: &[f64]) -> Option<(f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut hist = [0f64; 180];
+    for &a in v {
+        hist[(a.rem_euclid(180.0) as usize).min(179)] += 1.0;
+    }
+    let (mut best, mut best_v) = (0usize, -1.0);
+    for i in 0..180 {
+        let s: f64 = (-3i64..=3)
+            .map(|d| hist[(i as i64 + d).rem_euclid(180) as usize])
+            .sum();
+        if s > best_v {
+            best = i;
+            best_v = s;
+        }
+    }
+    let mode = best as f64 + 0.5;
+    let near: Vec<f64> = v
+        .iter()
+        .copied()
+        .filter(|&a| fold_misorientation(a - mode) <= 6.0)
+        .collect();
+    let (mut s, mut c) = (0.0, 0.0);
+    for &a in &near {
+        let r = (2.0 * a).to_radians();
+        s += r.sin();
+        c += r.cos();
+    }
+    let mean = (0.5 * s.atan2(c).to_degrees()).rem_euclid(180.0);
+    Some((mean, near.len() as f64 / v.len() as f64))
+}
+
+pub(crate) fn trace(
+    maps: &LatticeMaps,
+    params: &LatticeParams,
+    width: usize,
+    height: usize,
+    px_per_a: f64,
+) -> Vec<LatticeBoundary> {
+    let (cols, rows) = (maps.cols, maps.rows);
+    let step = maps.step_px as f64;
+    let hi = params.boundary_threshold;
+    let lo = hi * params.boundary_low_fraction;
+    // Tracing works on a lightly smoothed copy (binomial, σ ≈ 1 cell = W/8): noise breaks the
+    // raw ridges of noisy frames into pieces.
+    let smooth = smooth_map(&maps.discontinuity, cols, rows);
+    let d = &smooth;
+    let mut pts = Vec::new();
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = d[r * cols + c];
+            if v < lo {
+                continue;
+            }
+            pts.push(RidgePt {
+                p: maps.cell_center(c, r),
+                w: (v - 0.5 * lo) as f64,
+            });
+        }
+    }
+    let min_len = (params.min_boundary_len_a * px_per_a).max(2.5 * step);
+    let win = maps.window_px as f64;
+    // Ridges are bands about half a window wide: lines are fitted to all cells of the band.
+    let tol = step.max(win / 3.0);
+    let max_gap = (2.6 * step).max(win);
+    let debug = std::env::var_os("LATTICE_DEBUG").is_some();
+    let mut segs: Vec<(Seg, f64)> = Vec::new();
+    let mut alive = vec![true; pts.len()];
+    for _ in 0..32 {
+        let Some((theta, rho)) = hough_peak(&pts, &alive, step.max(win / 4.0)) else {
+            break;
+        };
+        // Inliers of the Hough line, then a TLS fit and inliers again.
+        let n0 = [theta.cos(), theta.sin()];
+        let near = |n: [f64; 2], rho: f64, q: &RidgePt| (q.p[0] * n[0] + q.p[1] * n[1] - rho).abs();
+        let idx: Vec<usize> = (0..pts.len())
+            .filter(|&i| alive[i] && near(n0, rho, &pts[i]) <= 1.5 * tol)
+            .collect();
+        let (mut n, mut rho) = (n0, rho);
+        if let Some((n1, rho1)) = tls(&idx.iter().map(|&i| pts[i]).collect::<Vec<_>>()) {
+            n = n1;
+            rho = rho1;
+        }
+        let idx: Vec<usize> = (0..pts.len())
+            .filter(|&i| alive[i] && near(n, rho, &pts[i]) <= tol)
+            .collect();
+        let dir = [-n[1], n[0]];
+        let mut along: Vec<(f64, usize)> = idx
+            .iter()
+            .map(|&i| (pts[i].p[0] * dir[0] + pts[i].p[1] * dir[1], i))
+            .collect();
+        along.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Longest (heaviest) run without a gap.
+        let mut best: Option<(usize, usize, f64)> = None;
+        let mut start = 0;
+        for k in 0..=along.len() {
+            if k == along.len() || (k > start && along[k].0 - along[k - 1].0 > max_gap) {
+                if k > start {
+                    let wsum: f64 = along[start..k].iter().map(|&(_, i)| pts[i].w).sum();
+                    if best.is_none_or(|b| wsum > b.2) {
+                        best = Some((start, k, wsum));
+                    }
+                }
+                start = k;
+            }
+        }
+        let Some((s0, s1, _)) = best else { break };
+        let run: Vec<usize> = along[s0..s1].iter().map(|&(_, i)| i).collect();
+        for &i in &run {
+            alive[i] = false;
+        }
+        // Cells right beside the run belong to the same ridge.
+        let (t0, t1) = (along[s0].0, along[s1 - 1].0);
+        for (i, q) in pts.iter().enumerate() {
+            let t = q.p[0] * dir[0] + q.p[1] * dir[1];
+            if alive[i] && near(n, rho, q) <= win && t >= t0 - tol && t <= t1 + tol {
+                alive[i] = false;
+            }
+        }
+        let rp: Vec<RidgePt> = run.iter().map(|&i| pts[i]).collect();
+        let (n, rho) = tls(&rp).unwrap_or((n, rho));
+        let dir = [-n[1], n[0]];
+        let ts: Vec<f64> = rp
+            .iter()
+            .map(|q| q.p[0] * dir[0] + q.p[1] * dir[1])
+            .collect();
+        let (t0, t1) = ts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &t| {
+            (a.0.min(t), a.1.max(t))
+        });
+        let strong = rp
+            .iter()
+            .filter(|q| q.w + 0.5 * lo as f64 >= hi as f64)
+            .count();
+        if debug {
+            eprintln!(
+                "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} strong {strong} (min length {min_len:.0})",
+                rp.len()
+            );
+        }
+        if t1 - t0 + step < min_len || rp.len() < 3 {
+            continue;
+        }
+        if strong * 4 < rp.len() {
+            continue;
+        }
+        let base = [n[0] * rho, n[1] * rho];
+        // Score: the mean (smoothed) discontinuity on the centre line.
+        let ns = (((t1 - t0) / step).ceil() as usize).max(1);
+        let on: Vec<f32> = (0..=ns)
+            .filter_map(|k| {
+                let t = t0 + (t1 - t0) * k as f64 / ns as f64;
+                let p = [base[0] + t * dir[0], base[1] + t * dir[1]];
+                maps.cell_at(p).map(|(c, r)| d[r * cols + c])
+            })
+            .collect();
+        let score = on.iter().sum::<f32>() as f64 / on.len().max(1) as f64;
+        segs.push((Seg { base, dir, t0, t1 }, score));
+    }
+    // Segments reaching the edge of the map continue to the image edge (the windows there
+    // already see the image border); the others keep half a step beyond their last cell.
+    let map_lo = [maps.origin_px[0] as f64, maps.origin_px[1] as f64];
+    let map_hi = maps.cell_center(cols - 1, rows - 1);
+    let (w, h) = (width as f64, height as f64);
+    let mut out = Vec::new();
+    for (s, score) in segs {
+        let Some((ta, tb)) = clip_line(s.base, s.dir, [0.0, 0.0], [w, h]) else {
+            continue;
+        };
+        let near_edge = |t: f64| {
+            let p = s.at(t);
+            p[0] - map_lo[0] < 1.5 * step
+                || p[1] - map_lo[1] < 1.5 * step
+                || map_hi[0] - p[0] < 1.5 * step
+                || map_hi[1] - p[1] < 1.5 * step
+        };
+        let t0 = if near_edge(s.t0) {
+            ta
+        } else {
+            (s.t0 - 0.5 * step).max(ta)
+        };
+        let t1 = if near_edge(s.t1) {
+            tb
+        } else {
+            (s.t1 + 0.5 * step).min(tb)
+        };
+        let c = s.at(0.5 * (t0 + t1));
+        let angle = s.dir[1].atan2(s.dir[0]);
+        let obb = OrientedBox::new(
+            c[0],
+            c[1],
+            t1 - t0,
+            params.boundary_width_a * px_per_a,
+            angle,
+        );
+        let seg = Seg { t0, t1, ..s };
+        let (mis, sides) = misorientation(maps, &seg, params);
+        let kind = match mis {
+            Some(m) if (m - TWIN_DEG).abs() <= params.twin_tolerance_deg => BoundaryKindGuess::Twin,
+            Some(m) if m >= params.min_misorientation_deg => {
+                BoundaryKindGuess::Tilt { angle_deg: m }
+            }
+            _ => BoundaryKindGuess::Unknown,
+        };
+        out.push(LatticeBoundary {
+            obb,
+            score: score as f32,
+            misorientation_deg: mis,
+            orientation_sides_deg: sides,
+            kind,
+            lamella_with: None,
+        });
+    }
+    pair_lamellae(&mut out, maps, params, px_per_a);
+    out
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    base: [f64; 2],
+    dir: [f64; 2],
+    t0: f64,
+    t1: f64,
+}
+
+impl Seg {
+    fn at(&self, t: f64) -> [f64; 2] {
+        [
+            self.base[0] + t * self.dir[0],
+            self.base[1] + t * self.dir[1],
+        ]
+    }
+}
+
+/// Two passes of the separable binomial `[1, 2, 1] / 4` (edges renormalised).
+fn smooth_map(d: &[f32], cols: usize, rows: usize) -> Vec<f32> {
+    let mut a = d.to_vec();
+    for _ in 0..2 {
+        let mut b = vec![0f32; a.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (mut s, mut w) = (0.0, 0.0);
+                for (dc, k) in [(-1i64, 1.0f32), (0, 2.0), (1, 1.0)] {
+                    let cc = c as i64 + dc;
+                    if cc >= 0 && cc < cols as i64 {
+                        s += k * a[r * cols + cc as usize];
+                        w += k;
+                    }
+                }
+                b[r * cols + c] = s / w;
+            }
+        }
+        for r in 0..rows {
+            for c in 0..cols {
+                let (mut s, mut w) = (0.0, 0.0);
+                for (dr, k) in [(-1i64, 1.0f32), (0, 2.0), (1, 1.0)] {
+                    let rr = r as i64 + dr;
+                    if rr >= 0 && rr < rows as i64 {
+                        s += k * b[rr as usize * cols + c];
+                        w += k;
+                    }
+                }
+                a[r * cols + c] = s / w;
+            }
+        }
+    }
+    a
+}
+
+/// Weighted Hough transform of the live ridge cells: the strongest line `(θ, ρ)` with
+/// `x cos θ + y sin θ = ρ`.
+fn hough_peak(pts: &[RidgePt], alive: &[bool], rho_bin: f64) -> Option<(f64, f64)> {
+    const NA: usize = 90;
+    let live: Vec<&RidgePt> = pts
+        .iter()
+        .zip(alive)
+        .filter(|(_, a)| **a)
+        .map(|(p, _)| p)
+        .collect();
+    if live.len() < 3 {
+        return None;
+    }
+    let rmax = live
+        .iter()
+        .map(|q| q.p[0].hypot(q.p[1]))
+        .fold(0.0, f64::max)
+        + 2.0 * rho_bin;
+    let nr = (2.0 * rmax / rho_bin).ceil() as usize + 1;
+    let mut acc = vec![0f64; NA * nr];
+    let trig: Vec<(f64, f64)> = (0..NA)
+        .map(|a| (std::f64::consts::PI * a as f64 / NA as f64).sin_cos())
+        .collect();
+    for q in &live {
+        for (a, &(s, c)) in trig.iter().enumerate() {
+            let rho = q.p[0] * c + q.p[1] * s;
+            let f = (rho + rmax) / rho_bin;
+            let i = f.floor() as usize;
+            let fr = f - i as f64;
+            acc[a * nr + i] += q.w * (1.0 - fr);
+            if i + 1 < nr {
+                acc[a * nr + i + 1] += q.w * fr;
+            }
+        }
+    }
+    let (k, _) = acc.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+    let (a, i) = (k / nr, k % nr);
+    let theta = std::f64::consts::PI * a as f64 / NA as f64;
+    Some((theta, i as f64 * rho_bin - rmax))
+}
+
+/// Weighted total-least-squares line: unit normal `n` and `ρ = n·centroid`.
+fn tls(pts: &[RidgePt]) -> Option<([f64; 2], f64)> {
+    let wsum: f64 = pts.iter().map(|q| q.w).sum();
+    if pts.len() < 2 || wsum <= 0.0 {
+        return None;
+    }
+    let mx = pts.iter().map(|q| q.w * q.p[0]).sum::<f64>() / wsum;
+    let my = pts.iter().map(|q| q.w * q.p[1]).sum::<f64>() / wsum;
+    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+    for q in pts {
+        let (dx, dy) = (q.p[0] - mx, q.p[1] - my);
+        sxx += q.w * dx * dx;
+        sxy += q.w * dx * dy;
+        syy += q.w * dy * dy;
+    }
+    // Direction of largest spread; the normal is perpendicular to it.
+    let ang = 0.5 * (2.0 * sxy).atan2(sxx - syy);
+    let n = [-ang.sin(), ang.cos()];
+    Some((n, n[0] * mx + n[1] * my))
+}
+
+/// Misorientation across a segment: circular means of the local orientation on either side,
+/// sampled between 0.6 and 1.0 window from the line (where windows no longer see it).
+fn misorientation(
+    maps: &LatticeMaps,
+    s: &Seg,
+    params: &LatticeParams,
+) -> (Option<f64>, Option<[f64; 2]>) {
+    let step = maps.step_px as f64;
+    let win = maps.window_px as f64;
+    let n = [-s.dir[1], s.dir[0]];
+    let mut sides: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let nt = (((s.t1 - s.t0) / step).ceil() as usize).max(1);
+    for k in 0..=nt {
+        let t = s.t0 + (s.t1 - s.t0) * k as f64 / nt as f64;
+        let p = s.at(t);
+        for (side, sg) in [(0usize, -1.0f64), (1, 1.0)] {
+            for f in [0.6, 0.8, 1.0] {
+                let q = [p[0] + sg * f * win * n[0], p[1] + sg * f * win * n[1]];
+                let Some((c, r)) = maps.cell_at(q) else {
+                    continue;
+                };
+                let i = r * maps.cols + c;
+                let o = maps.orientation_deg[i];
+                if o.is_finite()
+                    && maps.strength[i] >= params.min_strength
+                    && maps.discontinuity[i] < params.boundary_threshold
+                {
+                    sides[side].push(o as f64);
+                }
+            }
+        }
+    }
+    let a = mean_orientation(&sides[0]);
+    let b = mean_orientation(&sides[1]);
+    match (a, b) {
+        (Some((a, _)), Some((b, _))) => (Some(fold_misorientation(a - b)), Some([a, b])),
+        _ => (None, None),
+    }
+}
+
+/// Marks pairs of near-parallel boundaries close together along their length as lamellae.
+fn pair_lamellae(
+    bs: &mut [LatticeBoundary],
+    _maps: &LatticeMaps,
+    params: &LatticeParams,
+    px_per_a: f64,
+) {
+    let max_sep = params.lamella_max_nm * 10.0 * px_per_a;
+    let mut best: Vec<Option<(usize, f64)>> = vec![None; bs.len()];
+    for i in 0..bs.len() {
+        for j in 0..bs.len() {
+            if i == j {
+                continue;
+            }
+            let (a, b) = (&bs[i].obb, &bs[j].obb);
+            let da = fold_misorientation((a.angle - b.angle).to_degrees());
+            if da > 10.0 {
+                continue;
+            }
+            let dir = [a.angle.cos(), a.angle.sin()];
+            let n = [-dir[1], dir[0]];
+            let d = [b.cx - a.cx, b.cy - a.cy];
+            let sep = (d[0] * n[0] + d[1] * n[1]).abs();
+            let along = (d[0] * dir[0] + d[1] * dir[1]).abs();
+            if sep <= max_sep && along <= 0.5 * (a.w + b.w) && best[i].is_none_or(|(_, s)| sep < s)
+            {
+                best[i] = Some((j, sep));
+            }
+        }
+    }
+    for i in 0..bs.len() {
+        if let Some((j, _)) = best[i]
+            && best[j].is_some_and(|(k, _)| k == i)
+        {
+            bs[i].lamella_with = Some(j);
+        }
+    }
+}

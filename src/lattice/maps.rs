@@ -1,0 +1,539 @@
+//! Local lattice maps from windowed spectra.
+//!
+//! The frame is box-binned so that the {111} period spans about 8 binned pixels (5.3–10.7), then cut
+//! into Hann-windowed square windows (a few unit cells) on a regular grid. Windows stay inside
+//! the image: the maps cover the centres that windows can reach, nothing is wrapped or padded.
+//! Each window gives
+//! - its two {111} reflections `g1 = (1,1)`, `g2 = (1,−1)` (sub-bin, log-parabolic), hence the
+//!   local orientation of the lattice `u` axis (along `g1 + g2`), the local spacing and the
+//!   real-space primitive vectors of the centred net (the dual basis of `g1, g2`);
+//! - a spectral signature (the noise-floor-subtracted amplitude over the annulus of the
+//!   lattice reflections), compared with the windows a quarter window away on either side in
+//!   four directions: the discontinuity score.
+
+use crate::raster::ImageF32;
+use rayon::prelude::*;
+use rustfft::{Fft, FftPlanner, num_complex::Complex32};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Maps on a regular grid of window centres (original pixels).
+#[derive(Clone, Debug, Serialize)]
+pub struct LatticeMaps {
+    /// Distance between neighbouring map cells (original px).
+    pub step_px: usize,
+    /// Centre of map cell (0, 0) in original pixels `[x, y]`.
+    pub origin_px: [usize; 2],
+    pub cols: usize,
+    pub rows: usize,
+    /// Side of the analysis window (original px).
+    pub window_px: usize,
+    /// Box-binning factor applied before the window spectra.
+    pub bin: usize,
+    /// Local direction of the lattice `u` axis ([1-10]) in degrees, `[0, 180)`, y down
+    /// (clockwise on screen). NaN where no lattice was found.
+    pub orientation_deg: Vec<f32>,
+    /// Lattice discontinuity score in `[0, 1]`: 1 − cosine similarity of the spectral
+    /// signatures of the windows a quarter window away on either side (the largest over four
+    /// directions).
+    pub discontinuity: Vec<f32>,
+    /// Direction (degrees, `[0, 180)`) of the comparison that gave the discontinuity score,
+    /// i.e. the normal of a boundary there.
+    pub discontinuity_normal_deg: Vec<f32>,
+    /// Local {111} spacing relative to the nominal one (1.0 = unstrained; NaN: no lattice).
+    pub spacing_ratio: Vec<f32>,
+    /// Peak-to-mean power ratio of the {111} reflections in the annulus (lattice visibility).
+    pub strength: Vec<f32>,
+    /// Real-space primitive vectors of the centred net, `[t1x, t1y, t2x, t2y]` (original px),
+    /// the dual basis of the local `(1,1)`, `(1,−1)` reflections. NaN: no lattice.
+    #[serde(skip)]
+    pub primitive: Vec<[f32; 4]>,
+}
+
+impl LatticeMaps {
+    pub fn len(&self) -> usize {
+        self.cols * self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Centre of map cell `(c, r)` in original pixels.
+    pub fn cell_center(&self, c: usize, r: usize) -> [f64; 2] {
+        [
+            (self.origin_px[0] + c * self.step_px) as f64,
+            (self.origin_px[1] + r * self.step_px) as f64,
+        ]
+    }
+
+    /// The map cell nearest to a point, if the point lies within half a step of the map.
+    pub fn cell_at(&self, p: [f64; 2]) -> Option<(usize, usize)> {
+        let c = ((p[0] - self.origin_px[0] as f64) / self.step_px as f64).round();
+        let r = ((p[1] - self.origin_px[1] as f64) / self.step_px as f64).round();
+        (c >= 0.0 && r >= 0.0 && (c as usize) < self.cols && (r as usize) < self.rows)
+            .then_some((c as usize, r as usize))
+    }
+
+    /// The map cell nearest to a point, clamped onto the map.
+    pub fn nearest_cell(&self, p: [f64; 2]) -> (usize, usize) {
+        let c = ((p[0] - self.origin_px[0] as f64) / self.step_px as f64).round();
+        let r = ((p[1] - self.origin_px[1] as f64) / self.step_px as f64).round();
+        (
+            (c.max(0.0) as usize).min(self.cols.saturating_sub(1)),
+            (r.max(0.0) as usize).min(self.rows.saturating_sub(1)),
+        )
+    }
+}
+
+/// Scale of the analysis, derived from the {111} period in pixels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub bin: usize,
+    pub window: usize,
+    pub step: usize,
+    /// {111} radius in window-spectrum bins.
+    pub r111: f64,
+}
+
+impl Geometry {
+    pub fn new(d111_px: f64) -> Self {
+        // About 4 {111} periods (2–3 cells along [001]) per window: small enough to follow
+        // boundaries in frames of a few cells, large enough for sub-bin peak positions.
+        let bin = ((d111_px / 8.0).round() as usize).max(1);
+        let d = d111_px / bin as f64;
+        let window = 32usize;
+        Self {
+            bin,
+            window,
+            step: 4,
+            r111: window as f64 / d,
+        }
+    }
+}
+
+/// Box-bins an image by `f` (the remainder rows/columns are dropped).
+pub(crate) fn bin_image(img: &ImageF32, f: usize) -> ImageF32 {
+    if f == 1 {
+        return img.clone();
+    }
+    let (w, h) = (img.width / f, img.height / f);
+    let mut out = vec![0f32; w * h];
+    let norm = 1.0 / (f * f) as f32;
+    for by in 0..h {
+        let orow = &mut out[by * w..(by + 1) * w];
+        for dy in 0..f {
+            let row = img.row(by * f + dy);
+            for (bx, o) in orow.iter_mut().enumerate() {
+                *o += row[bx * f..bx * f + f].iter().sum::<f32>();
+            }
+        }
+        for o in orow.iter_mut() {
+            *o *= norm;
+        }
+    }
+    ImageF32::from_vec(w, h, out)
+}
+
+/// Per-window results.
+struct Cell {
+    sig: Vec<f32>,
+    orientation: f32,
+    spacing: f32,
+    strength: f32,
+    primitive: [f32; 4],
+}
+
+struct WindowPlan {
+    n: usize,
+    fft: Arc<dyn Fft<f32>>,
+    hann: Vec<f32>,
+    /// Indices into the (unshifted) spectrum of the annulus bins of the half plane, with
+    /// their frequency `[kx, ky]` in bins.
+    annulus: Vec<(usize, [f32; 2])>,
+    r111: f32,
+}
+
+impl WindowPlan {
+    fn new(n: usize, r111: f64) -> Self {
+        let fft = FftPlanner::<f32>::new().plan_fft_forward(n);
+        let hann: Vec<f32> = (0..n)
+            .map(|i| {
+                let s = (std::f32::consts::PI * (i as f32 + 0.5) / n as f32).sin();
+                s * s
+            })
+            .collect();
+        let (lo, hi) = (0.55 * r111, 1.95 * r111);
+        let mut annulus = Vec::new();
+        let half = n as i64 / 2;
+        for ky in 0..half {
+            for kx in -half + 1..half {
+                if ky == 0 && kx <= 0 {
+                    continue;
+                }
+                let r = ((kx * kx + ky * ky) as f64).sqrt();
+                if r >= lo && r <= hi {
+                    let ix = kx.rem_euclid(n as i64) as usize;
+                    annulus.push((ky as usize * n + ix, [kx as f32, ky as f32]));
+                }
+            }
+        }
+        Self {
+            n,
+            fft,
+            hann,
+            annulus,
+            r111: r111 as f32,
+        }
+    }
+
+    /// Power spectra of two windows at once (real parts / imaginary parts of one complex FFT).
+    fn spectra2(
+        &self,
+        img: &ImageF32,
+        a: (usize, usize),
+        b: Option<(usize, usize)>,
+        buf: &mut Vec<Complex32>,
+        scratch: &mut Vec<Complex32>,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        let n = self.n;
+        buf.clear();
+        buf.resize(n * n, Complex32::new(0.0, 0.0));
+        let mean = |(x0, y0): (usize, usize)| {
+            let mut s = 0.0f64;
+            for y in 0..n {
+                s += img.row(y0 + y)[x0..x0 + n]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>();
+            }
+            (s / (n * n) as f64) as f32
+        };
+        let ma = mean(a);
+        for y in 0..n {
+            let row = &img.row(a.1 + y)[a.0..a.0 + n];
+            let hy = self.hann[y];
+            for x in 0..n {
+                buf[y * n + x].re = (row[x] - ma) * hy * self.hann[x];
+            }
+        }
+        if let Some(b) = b {
+            let mb = mean(b);
+            for y in 0..n {
+                let row = &img.row(b.1 + y)[b.0..b.0 + n];
+                let hy = self.hann[y];
+                for x in 0..n {
+                    buf[y * n + x].im = (row[x] - mb) * hy * self.hann[x];
+                }
+            }
+        }
+        scratch.resize(self.fft.get_inplace_scratch_len(), Complex32::new(0.0, 0.0));
+        self.fft.process_with_scratch(buf, scratch);
+        transpose(buf, n);
+        self.fft.process_with_scratch(buf, scratch);
+        // buf is now transposed: buf[kx * n + ky].
+        let at = |kx: usize, ky: usize| buf[kx * n + ky];
+        let mut pa = vec![0f32; n * n];
+        let mut pb = b.map(|_| vec![0f32; n * n]);
+        for ky in 0..n {
+            for kx in 0..n {
+                let z = at(kx, ky);
+                match pb.as_mut() {
+                    None => pa[ky * n + kx] = z.norm_sqr(),
+                    Some(pb) => {
+                        let zc = at((n - kx) % n, (n - ky) % n).conj();
+                        let fa = (z + zc) * 0.5;
+                        let fb = (z - zc) * 0.5;
+                        pa[ky * n + kx] = fa.norm_sqr();
+                        pb[ky * n + kx] = fb.norm_sqr();
+                    }
+                }
+            }
+        }
+        (pa, pb)
+    }
+
+    fn analyse_power(&self, p: &[f32], bin: usize) -> Cell {
+        let n = self.n;
+        let vals: Vec<f32> = self.annulus.iter().map(|&(i, _)| p[i]).collect();
+        let mut sorted = vals.clone();
+        let mid = sorted.len() / 2;
+        let floor = *sorted.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1;
+        let mean = vals.iter().sum::<f32>() / vals.len().max(1) as f32;
+        let mut sig: Vec<f32> = vals.iter().map(|&v| (v - floor).max(0.0).sqrt()).collect();
+        let norm = sig.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            sig.iter_mut().for_each(|v| *v /= norm);
+        }
+        // {111} reflections: strongest bin within ±25 % of the nominal radius.
+        let r111 = self.r111;
+        let in111 = |k: [f32; 2]| {
+            let r = (k[0] * k[0] + k[1] * k[1]).sqrt();
+            r >= 0.75 * r111 && r <= 1.25 * r111
+        };
+        let mut best1: Option<(usize, f32)> = None;
+        for (j, &(i, k)) in self.annulus.iter().enumerate() {
+            if in111(k) && best1.is_none_or(|(_, v)| p[i] > v) {
+                best1 = Some((j, p[i]));
+            }
+        }
+        let nan = Cell {
+            sig: sig.clone(),
+            orientation: f32::NAN,
+            spacing: f32::NAN,
+            strength: 0.0,
+            primitive: [f32::NAN; 4],
+        };
+        let Some((j1, p1)) = best1 else { return nan };
+        let k1 = self.annulus[j1].1;
+        // Partner (1,−1) predicted at ±70.53° from g1 with the same radius; the bisector
+        // then carries the (2,0) reflection at 1.633 |g1|. Score both hypotheses on the
+        // power there (best bin of a 3×3 neighbourhood) and keep the better one.
+        let r1 = k1[0].hypot(k1[1]);
+        let a1 = k1[1].atan2(k1[0]);
+        let pow_near = |x: f32, y: f32| -> (f32, [f32; 2]) {
+            let (xi, yi) = (x.round() as i64, y.round() as i64);
+            let mut best = (0f32, [xi as f32, yi as f32]);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (kx, ky) = (xi + dx, yi + dy);
+                    if kx.abs() >= n as i64 / 2 || ky.abs() >= n as i64 / 2 {
+                        continue;
+                    }
+                    let i = ky.rem_euclid(n as i64) as usize * n + kx.rem_euclid(n as i64) as usize;
+                    if p[i] > best.0 {
+                        best = (p[i], [kx as f32, ky as f32]);
+                    }
+                }
+            }
+            best
+        };
+        let twin = 70.528_78f32.to_radians();
+        let mut best2: Option<([f32; 2], f32, f32)> = None;
+        for sg in [1.0f32, -1.0] {
+            let a2 = a1 + sg * twin;
+            let (pp, kk) = pow_near(r1 * a2.cos(), r1 * a2.sin());
+            let am = a1 + sg * 0.5 * twin;
+            let r20 = 1.633 * r1;
+            let (p20, _) = pow_near(r20 * am.cos(), r20 * am.sin());
+            let score = pp + 0.5 * p20;
+            if best2.is_none_or(|(_, _, s)| score > s) {
+                best2 = Some((kk, pp, score));
+            }
+        }
+        let best2 = best2.map(|(k, p, _)| (k, p));
+        let Some((k2, p2)) = best2 else { return nan };
+        let strength = 0.5 * (p1 + p2) / mean.max(1e-20);
+        let g1 = refine_peak(p, n, k1);
+        let g2 = refine_peak(p, n, k2);
+        let sum = [g1[0] + g2[0], g1[1] + g2[1]];
+        let mut orientation = sum[1].atan2(sum[0]).to_degrees();
+        orientation = orientation.rem_euclid(180.0);
+        let spacing = 2.0 * r111 / (g1[0].hypot(g1[1]) + g2[0].hypot(g2[1]));
+        // Reciprocal vectors in cycles per original pixel.
+        let s = 1.0 / (n * bin) as f32;
+        let (a, b, c, d) = (g1[0] * s, g1[1] * s, g2[0] * s, g2[1] * s);
+        let det = a * d - b * c;
+        // Rows of G are g1, g2; T = G⁻¹ has the primitive vectors as columns.
+        let primitive = if det.abs() > 1e-12 {
+            [d / det, -c / det, -b / det, a / det]
+        } else {
+            [f32::NAN; 4]
+        };
+        Cell {
+            sig,
+            orientation,
+            spacing,
+            strength,
+            primitive,
+        }
+    }
+}
+
+/// Log-parabolic sub-bin refinement of a spectral peak at integer frequency `k` (bins).
+fn refine_peak(p: &[f32], n: usize, k: [f32; 2]) -> [f32; 2] {
+    let get = |kx: i64, ky: i64| {
+        let ix = kx.rem_euclid(n as i64) as usize;
+        let iy = ky.rem_euclid(n as i64) as usize;
+        p[iy * n + ix].max(1e-30).ln()
+    };
+    let (kx, ky) = (k[0] as i64, k[1] as i64);
+    let c = get(kx, ky);
+    let off = |m: f32, pl: f32| {
+        let den = m - 2.0 * c + pl;
+        if den < 0.0 {
+            (0.5 * (m - pl) / den).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    };
+    let dx = off(get(kx - 1, ky), get(kx + 1, ky));
+    let dy = off(get(kx, ky - 1), get(kx, ky + 1));
+    [k[0] + dx, k[1] + dy]
+}
+
+fn transpose(buf: &mut [Complex32], n: usize) {
+    for y in 0..n {
+        for x in y + 1..n {
+            buf.swap(y * n + x, x * n + y);
+        }
+    }
+}
+
+/// Computes the maps of a (raw) image whose {111} period is `d111_px` pixels.
+pub(crate) fn compute_maps(img: &ImageF32, d111_px: f64) -> anyhow::Result<LatticeMaps> {
+    let g = Geometry::new(d111_px);
+    let b = bin_image(img, g.bin);
+    anyhow::ensure!(
+        b.width >= g.window && b.height >= g.window,
+        "image {}x{} is too small for a {}-px analysis window (the lattice period is {:.1} px)",
+        img.width,
+        img.height,
+        g.window * g.bin,
+        d111_px
+    );
+    let cols = (b.width - g.window) / g.step + 1;
+    let rows = (b.height - g.window) / g.step + 1;
+    let plan = WindowPlan::new(g.window, g.r111);
+    // Rows of cells in parallel; within a row, windows in pairs through one complex FFT.
+    let cells: Vec<Vec<Cell>> = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let mut buf = Vec::new();
+            let mut scratch = Vec::new();
+            let mut out = Vec::with_capacity(cols);
+            let mut c = 0;
+            while c < cols {
+                let a = (c * g.step, r * g.step);
+                let bpos = (c + 1 < cols).then(|| ((c + 1) * g.step, r * g.step));
+                let (pa, pb) = plan.spectra2(&b, a, bpos, &mut buf, &mut scratch);
+                out.push(plan.analyse_power(&pa, g.bin));
+                if let Some(pb) = pb {
+                    out.push(plan.analyse_power(&pb, g.bin));
+                }
+                c += 2;
+            }
+            out
+        })
+        .collect();
+    let cells: Vec<Cell> = cells.into_iter().flatten().collect();
+    let n = cols * rows;
+    // Comparisons a quarter window away on either side, in four directions.
+    let k = ((g.window as f64 / 4.0) / g.step as f64).round().max(1.0) as i64;
+    let dirs: [(i64, i64, f32); 4] = [(1, 0, 0.0), (0, 1, 90.0), (1, 1, 45.0), (1, -1, 135.0)];
+    let mut disc = vec![0f32; n];
+    let mut disc_dir = vec![0f32; n];
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    for r in 0..rows as i64 {
+        for c in 0..cols as i64 {
+            let mut best = (0f32, 0f32);
+            for &(dx, dy, deg) in &dirs {
+                let (c0, r0, c1, r1) = (c - k * dx, r - k * dy, c + k * dx, r + k * dy);
+                let ok = |c: i64, r: i64| c >= 0 && r >= 0 && c < cols as i64 && r < rows as i64;
+                if !ok(c0, r0) || !ok(c1, r1) {
+                    continue;
+                }
+                let sa = &cells[(r0 as usize) * cols + c0 as usize].sig;
+                let sb = &cells[(r1 as usize) * cols + c1 as usize].sig;
+                let d = 1.0 - dot(sa, sb).clamp(0.0, 1.0);
+                // A window without any lattice signal has an all-zero signature.
+                let d = if sa.iter().all(|&v| v == 0.0) || sb.iter().all(|&v| v == 0.0) {
+                    0.0
+                } else {
+                    d
+                };
+                if d > best.0 {
+                    best = (d, deg);
+                }
+            }
+            let i = r as usize * cols + c as usize;
+            disc[i] = best.0;
+            disc_dir[i] = best.1;
+        }
+    }
+    let step_px = g.step * g.bin;
+    let origin = g.window * g.bin / 2;
+    Ok(LatticeMaps {
+        step_px,
+        origin_px: [origin, origin],
+        cols,
+        rows,
+        window_px: g.window * g.bin,
+        bin: g.bin,
+        orientation_deg: cells.iter().map(|c| c.orientation).collect(),
+        discontinuity: disc,
+        discontinuity_normal_deg: disc_dir,
+        spacing_ratio: cells.iter().map(|c| c.spacing).collect(),
+        strength: cells.iter().map(|c| c.strength).collect(),
+        primitive: cells.iter().map(|c| c.primitive).collect(),
+    })
+}
+
+/// The {111} period (px) of a frame from its global power spectrum: the lowest-frequency
+/// strong peak of the whitened radial profile. For frames without a calibration.
+pub fn estimate_d111_px(img: &ImageF32) -> Option<f64> {
+    let n = [1024usize, 512, 256, 128]
+        .into_iter()
+        .find(|&n| n <= img.width && n <= img.height)?;
+    let plan = WindowPlan::new(n, 8.0);
+    let x0 = (img.width - n) / 2;
+    let y0 = (img.height - n) / 2;
+    let mut buf = Vec::new();
+    let mut scratch = Vec::new();
+    let (p, _) = plan.spectra2(img, (x0, y0), None, &mut buf, &mut scratch);
+    let nb = n / 2;
+    let mut sum = vec![0f64; nb];
+    let mut cnt = vec![0f64; nb];
+    for ky in 0..n {
+        for kx in 0..n {
+            let fx = if kx > n / 2 {
+                kx as f64 - n as f64
+            } else {
+                kx as f64
+            };
+            let fy = if ky > n / 2 {
+                ky as f64 - n as f64
+            } else {
+                ky as f64
+            };
+            let r = (fx * fx + fy * fy).sqrt().round() as usize;
+            if r < nb {
+                sum[r] += p[ky * n + kx] as f64;
+                cnt[r] += 1.0;
+            }
+        }
+    }
+    let prof: Vec<f64> = (0..nb)
+        .map(|r| (sum[r] / cnt[r].max(1.0)).max(1e-30).ln())
+        .collect();
+    // Whiten: subtract a running median over ±n/32 bins.
+    let h = (n / 32).max(3);
+    let lo_r = (n / 64).max(3); // periods up to 64 px
+    let hi_r = n / 4; // periods down to 4 px
+    let white: Vec<f64> = (0..nb)
+        .map(|r| {
+            let a = r.saturating_sub(h);
+            let b = (r + h + 1).min(nb);
+            let mut w: Vec<f64> = prof[a..b].to_vec();
+            let m = w.len() / 2;
+            let med = *w.select_nth_unstable_by(m, |x, y| x.total_cmp(y)).1;
+            prof[r] - med
+        })
+        .collect();
+    let max = (lo_r..hi_r).map(|r| white[r]).fold(f64::MIN, f64::max);
+    if max <= 0.5 {
+        return None;
+    }
+    // Lowest-frequency local maximum at least 60 % (in log units) of the strongest.
+    let r = (lo_r..hi_r)
+        .find(|&r| white[r] >= 0.6 * max && white[r] >= white[r - 1] && white[r] >= white[r + 1])?;
+    // Sub-bin refinement on the whitened profile.
+    let (m, c, pl) = (white[r - 1], white[r], white[r + 1]);
+    let den = m - 2.0 * c + pl;
+    let off = if den < 0.0 {
+        (0.5 * (m - pl) / den).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    };
+    Some(n as f64 / (r as f64 + off))
+}

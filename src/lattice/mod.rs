@@ -1,0 +1,262 @@
+//! Training-free defect detection that reads the crystal directly.
+//!
+//! [`analyse`] computes local lattice maps from windowed spectra ([`maps`]), traces the
+//! ridges of the discontinuity map into grain boundaries with their misorientation
+//! ([`boundaries`]), and finds point defects against the local lattice ([`points`]).
+//! Everything it returns is in image pixels (y down) and serialisable, and the boxes use the
+//! same shapes and classes as the synthesizer's labels, so the results can be drawn and
+//! scored beside a model's detections.
+//!
+//! ```no_run
+//! use defect_detector::lattice::{LatticeParams, analyse};
+//! use defect_detector::synth::crystal::Preset;
+//! let img = defect_detector::formats::load("frame.dm3".as_ref())?;
+//! let nm = img.pixel_size.map(|p| p.nm_per_px);
+//! let r = analyse(&img.image, &LatticeParams::new(Preset::Cdte110.spec(), nm))?;
+//! for b in &r.boundaries {
+//!     println!("{:?} {:?}", b.kind, b.obb);
+//! }
+//! # anyhow::Ok(())
+//! ```
+
+pub mod boundaries;
+pub mod maps;
+pub mod points;
+#[cfg(test)]
+mod tests;
+
+use crate::classes::DefectClass;
+use crate::geometry::OrientedBox;
+use crate::raster::ImageF32;
+use crate::synth::crystal::CrystalSpec;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+pub use boundaries::TWIN_DEG;
+pub use maps::{LatticeMaps, estimate_d111_px};
+
+/// What [`analyse`] needs to know, with defaults for every threshold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LatticeParams {
+    pub crystal: CrystalSpec,
+    /// Pixel size; `None`: the {111} period is estimated from the global power spectrum.
+    pub nm_per_px: Option<f64>,
+    /// Ridge threshold on the discontinuity map (0..1) a boundary must reach.
+    pub boundary_threshold: f32,
+    /// Cells down to this fraction of the threshold extend a ridge (hysteresis).
+    pub boundary_low_fraction: f32,
+    /// Shortest boundary segment (Å).
+    pub min_boundary_len_a: f64,
+    /// Width of the boundary boxes (Å), as the synthesizer's labels (10 Å).
+    pub boundary_width_a: f64,
+    /// Misorientations within this of 70.53° are Σ3 twins.
+    pub twin_tolerance_deg: f64,
+    /// Smaller misorientations give an `Unknown` boundary kind.
+    pub min_misorientation_deg: f64,
+    /// Windows with a weaker {111} peak-to-mean power ratio count as "no lattice".
+    pub min_strength: f32,
+    /// Two parallel boundaries at most this far apart (nm) are reported as a lamella.
+    pub lamella_max_nm: f64,
+    /// Look for vacancies and interstitials.
+    pub point_defects: bool,
+    /// A site dimmer than this fraction of its same-species neighbours' median (above the
+    /// local background) is a vacancy.
+    pub vacancy_fraction: f64,
+    /// An off-lattice column brighter than this fraction of the median column is an
+    /// interstitial.
+    pub interstitial_fraction: f64,
+}
+
+impl LatticeParams {
+    pub fn new(crystal: CrystalSpec, nm_per_px: Option<f64>) -> Self {
+        Self {
+            crystal,
+            nm_per_px,
+            boundary_threshold: 0.35,
+            boundary_low_fraction: 0.6,
+            min_boundary_len_a: 25.0,
+            boundary_width_a: 10.0,
+            twin_tolerance_deg: 4.0,
+            min_misorientation_deg: 3.0,
+            min_strength: 3.0,
+            lamella_max_nm: 6.0,
+            point_defects: true,
+            vacancy_fraction: 0.5,
+            interstitial_fraction: 0.45,
+        }
+    }
+
+    /// The nominal {111} spacing d = a/√3 (Å), with `a = b_v` of the [110] projection.
+    pub fn d111_a(&self) -> f64 {
+        self.crystal.b_v / 3f64.sqrt()
+    }
+}
+
+/// The kind of boundary, from its measured misorientation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BoundaryKindGuess {
+    /// Σ3 twin: the `u` axes differ by ≈ 70.5°.
+    Twin,
+    /// Tilt boundary with the measured angle (degrees, in [0°, 90°]).
+    Tilt { angle_deg: f64 },
+    /// No reliable orientation on one side, or no measurable misorientation.
+    Unknown,
+}
+
+/// One straight boundary segment (class `grain_boundary`).
+#[derive(Clone, Debug, Serialize)]
+pub struct LatticeBoundary {
+    /// Box along the segment: `w` its length, `h` [`LatticeParams::boundary_width_a`].
+    pub obb: OrientedBox,
+    /// Mean discontinuity along the ridge (0..1).
+    pub score: f32,
+    /// Misorientation of the lattice across the segment, folded into [0°, 90°].
+    pub misorientation_deg: Option<f64>,
+    /// Mean `u`-axis orientation on the two sides (degrees mod 180).
+    pub orientation_sides_deg: Option<[f64; 2]>,
+    pub kind: BoundaryKindGuess,
+    /// Index of the parallel boundary that bounds a lamella together with this one.
+    pub lamella_with: Option<usize>,
+}
+
+impl LatticeBoundary {
+    pub fn class(&self) -> DefectClass {
+        DefectClass::GrainBoundary
+    }
+}
+
+/// A vacancy or interstitial with a one-cell box aligned with the local lattice.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatticePointDefect {
+    pub class: DefectClass,
+    pub obb: OrientedBox,
+    /// Confidence in (0, 1]: how far the site's intensity departs from the expectation.
+    pub score: f32,
+}
+
+/// Wall-clock times of the stages (ms).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatticeTimings {
+    pub scale: f64,
+    pub maps: f64,
+    pub boundaries: f64,
+    pub point_defects: f64,
+    pub total: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LatticeResult {
+    /// Pixel size used (given, or estimated from the spectrum).
+    pub nm_per_px: f64,
+    /// True when `nm_per_px` was estimated from the {111} ring of the power spectrum.
+    pub scale_estimated: bool,
+    /// The {111} period (px) the analysis used: the nominal one from the pixel size, unless
+    /// the spectrum disagrees by more than 15 % (then the measured one).
+    pub d111_px: f64,
+    /// The {111} period expected from the pixel size and crystal.
+    pub d111_nominal_px: f64,
+    /// The {111} period measured from the global power spectrum, if a ring was found.
+    pub d111_measured_px: Option<f64>,
+    pub maps: LatticeMaps,
+    pub boundaries: Vec<LatticeBoundary>,
+    pub point_defects: Vec<LatticePointDefect>,
+    pub timings_ms: LatticeTimings,
+}
+
+impl LatticeResult {
+    /// All detections as `(class, box, score)`, boundaries first, for drawing or scoring
+    /// beside a model's detections.
+    pub fn detections(&self) -> Vec<(DefectClass, OrientedBox, f32)> {
+        self.boundaries
+            .iter()
+            .map(|b| (DefectClass::GrainBoundary, b.obb, b.score))
+            .chain(self.point_defects.iter().map(|d| (d.class, d.obb, d.score)))
+            .collect()
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Local lattice maps, boundaries and point defects of one frame.
+pub fn analyse(img: &ImageF32, params: &LatticeParams) -> anyhow::Result<LatticeResult> {
+    let t_all = Instant::now();
+    anyhow::ensure!(
+        img.width * img.height == img.data.len() && img.width >= 32 && img.height >= 32,
+        "image {}x{} is too small for a lattice analysis",
+        img.width,
+        img.height
+    );
+    anyhow::ensure!(
+        img.data.iter().all(|v| v.is_finite()),
+        "image holds non-finite values"
+    );
+    let t = Instant::now();
+    let d111_a = params.d111_a();
+    // The {111} period seen in the frame's power spectrum. It sets the analysis scale when
+    // there is no calibration, or when the calibration disagrees with the lattice by more
+    // than 15 % (wrong crystal preset, mis-calibrated file): the windows must follow the
+    // lattice that is actually there.
+    let measured = estimate_d111_px(img);
+    let (nm_per_px, estimated) = match params.nm_per_px {
+        Some(nm) => {
+            anyhow::ensure!(
+                nm.is_finite() && nm > 0.0,
+                "pixel size {nm} nm/px is invalid"
+            );
+            (nm, false)
+        }
+        None => {
+            let d = measured.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no pixel size given and no lattice ring found in the power spectrum \
+                     (pass --nm-per-px)"
+                )
+            })?;
+            (d111_a / d / 10.0, true)
+        }
+    };
+    let px_per_a = 1.0 / (nm_per_px * 10.0);
+    let d111_nominal = d111_a * px_per_a;
+    let d111_px = match measured {
+        Some(m) if !estimated && (m / d111_nominal - 1.0).abs() > 0.15 => m,
+        _ => d111_nominal,
+    };
+    anyhow::ensure!(
+        d111_px >= 2.5,
+        "the {{111}} period is {d111_px:.2} px: the lattice is not resolved at {nm_per_px} nm/px"
+    );
+    let t_scale = ms(t);
+    let t = Instant::now();
+    let maps = maps::compute_maps(img, d111_px)?;
+    let t_maps = ms(t);
+    let t = Instant::now();
+    let boundaries = boundaries::trace(&maps, params, img.width, img.height, px_per_a);
+    let t_bound = ms(t);
+    let t = Instant::now();
+    let point_defects = if params.point_defects {
+        points::find(img, &maps, &boundaries, params, px_per_a)
+    } else {
+        Vec::new()
+    };
+    let t_points = ms(t);
+    Ok(LatticeResult {
+        nm_per_px,
+        scale_estimated: estimated,
+        d111_px,
+        d111_nominal_px: d111_nominal,
+        d111_measured_px: measured,
+        maps,
+        boundaries,
+        point_defects,
+        timings_ms: LatticeTimings {
+            scale: t_scale,
+            maps: t_maps,
+            boundaries: t_bound,
+            point_defects: t_points,
+            total: ms(t_all),
+        },
+    })
+}

@@ -1,0 +1,301 @@
+use super::*;
+use crate::dataset::randomize::{DomainRandomization, draw_params};
+use crate::synth::scene::{BoundaryKind, DefectLabel};
+use crate::synth::{SynthParams, generate};
+use std::path::PathBuf;
+
+fn samples() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("skipped: real frames folder {} is absent", p.display());
+        None
+    }
+}
+
+fn run_file(name: &str, preset: &str) -> Option<LatticeResult> {
+    let dir = samples()?;
+    let img = crate::formats::load(&dir.join(name)).unwrap();
+    let spec = crate::synth::crystal::Preset::from_cli_name(preset)
+        .unwrap()
+        .spec();
+    let p = LatticeParams::new(spec, img.pixel_size.map(|p| p.nm_per_px));
+    Some(analyse(&img.image, &p).unwrap())
+}
+
+fn angle_deg(b: &OrientedBox) -> f64 {
+    b.angle.to_degrees().rem_euclid(180.0)
+}
+
+fn line_angle_diff(a: f64, b: f64) -> f64 {
+    boundaries::fold_misorientation(a - b)
+}
+
+#[test]
+fn real_cdte_tilt_boundary_is_found_horizontal_across_the_middle() {
+    let Some(r) = run_file("CdTe110_tilt-GB_HAADF149_ingrained.dm3", "cdte110") else {
+        return;
+    };
+    assert!(!r.boundaries.is_empty(), "no boundary found");
+    let b = &r.boundaries[0];
+    assert!(
+        line_angle_diff(angle_deg(&b.obb), 0.0) < 15.0,
+        "{:?}",
+        b.obb
+    );
+    assert!((180.0..340.0).contains(&b.obb.cy), "{:?}", b.obb);
+    assert!(b.obb.w > 300.0, "{:?}", b.obb);
+    assert!(b.misorientation_deg.is_some());
+    // Every boundary found runs roughly horizontally through the band.
+    for b in &r.boundaries {
+        assert!(
+            line_angle_diff(angle_deg(&b.obb), 0.0) < 20.0,
+            "{:?}",
+            b.obb
+        );
+    }
+}
+
+#[test]
+fn real_si_tilt_boundary_is_found_near_y_280() {
+    let Some(r) = run_file("Si011_tilt-GB_HAADF85_ingrained.dm3", "si110") else {
+        return;
+    };
+    assert!(!r.boundaries.is_empty(), "no boundary found");
+    let b = &r.boundaries[0];
+    assert!(
+        line_angle_diff(angle_deg(&b.obb), 0.0) < 15.0,
+        "{:?}",
+        b.obb
+    );
+    assert!((240.0..320.0).contains(&b.obb.cy), "{:?}", b.obb);
+    for b in &r.boundaries {
+        assert!(
+            line_angle_diff(angle_deg(&b.obb), 0.0) < 20.0,
+            "{:?}",
+            b.obb
+        );
+    }
+}
+
+#[test]
+fn real_si_bulk_frame_gives_no_detections() {
+    let Some(r) = run_file("Si110_bulk_AtomSegNet.png", "si110") else {
+        return;
+    };
+    assert!(r.scale_estimated);
+    // Nominally ≈ 0.0098 nm/px.
+    assert!((0.008..0.012).contains(&r.nm_per_px), "{}", r.nm_per_px);
+    assert!(
+        r.detections().is_empty(),
+        "false positives: {:?}",
+        r.detections()
+    );
+}
+
+/// Truth boundary lines in the image frame with their expected misorientation (None for a
+/// lamella label, where the windows straddle both planes).
+struct TruthGb {
+    obb: OrientedBox,
+    mis: Option<f64>,
+    twin: bool,
+}
+
+fn truth_boundaries(s: &crate::synth::Synthesized) -> Vec<TruthGb> {
+    let labels: Vec<&DefectLabel> = s
+        .labels
+        .iter()
+        .filter(|l| l.class == DefectClass::GrainBoundary)
+        .collect();
+    labels
+        .iter()
+        .map(|l| {
+            // The scene boundary this label belongs to: parallel and nearest to its centre.
+            let c = l.obb.center();
+            let b = s
+                .scene
+                .boundaries
+                .iter()
+                .filter(|b| {
+                    let a = b.direction[1].atan2(b.direction[0]).to_degrees();
+                    line_angle_diff(a, angle_deg(&l.obb)) < 5.0
+                })
+                .min_by(|a, b| a.distance(c).total_cmp(&b.distance(c)));
+            let lamella = b.is_some_and(|b| {
+                b.lamella_of.is_some()
+                    || s.scene.boundaries.iter().any(|o| {
+                        o.lamella_of
+                            .is_some_and(|k| std::ptr::eq(&s.scene.boundaries[k], b))
+                    })
+            });
+            let (mis, twin) = match b.map(|b| b.kind) {
+                Some(BoundaryKind::Twin) => (Some(TWIN_DEG), true),
+                Some(BoundaryKind::Tilt { misorientation_deg }) => (
+                    Some(boundaries::fold_misorientation(misorientation_deg)),
+                    false,
+                ),
+                None => (None, false),
+            };
+            TruthGb {
+                obb: l.obb,
+                mis: if lamella { None } else { mis },
+                twin,
+            }
+        })
+        .collect()
+}
+
+/// Does detection `d` find truth band `t`: its centre line runs inside the band over the
+/// part they share, at most 20° from the band's direction.
+fn matches(d: &OrientedBox, t: &OrientedBox) -> bool {
+    if line_angle_diff(angle_deg(d), angle_deg(t)) > 20.0 {
+        return false;
+    }
+    let dir = [t.angle.cos(), t.angle.sin()];
+    let nrm = [-dir[1], dir[0]];
+    let dd = [d.angle.cos(), d.angle.sin()];
+    let ends = [
+        [d.cx - 0.5 * d.w * dd[0], d.cy - 0.5 * d.w * dd[1]],
+        [d.cx + 0.5 * d.w * dd[0], d.cy + 0.5 * d.w * dd[1]],
+    ];
+    let along = |p: [f64; 2]| (p[0] - t.cx) * dir[0] + (p[1] - t.cy) * dir[1];
+    let across = |p: [f64; 2]| (p[0] - t.cx) * nrm[0] + (p[1] - t.cy) * nrm[1];
+    let (a0, a1) = (along(ends[0]), along(ends[1]));
+    let (lo, hi) = (a0.min(a1).max(-t.w / 2.0), a0.max(a1).min(t.w / 2.0));
+    if hi <= lo {
+        return false;
+    }
+    // Perpendicular offset of the detection's line at the middle of the shared part.
+    let f = ((0.5 * (lo + hi)) - a0) / (a1 - a0);
+    let p = [
+        ends[0][0] + f * (ends[1][0] - ends[0][0]),
+        ends[0][1] + f * (ends[1][1] - ends[0][1]),
+    ];
+    across(p).abs() <= t.h / 2.0
+}
+
+#[derive(Default, Debug)]
+struct GbStats {
+    frames: usize,
+    truth: usize,
+    found: usize,
+    detections: usize,
+    true_detections: usize,
+    mis_errors: Vec<f64>,
+    twin_truth: usize,
+    twin_labelled_twin: usize,
+    ms: Vec<f64>,
+}
+
+fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
+    let recipe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
+    let dr = DomainRandomization::read(&recipe).unwrap();
+    let base = SynthParams {
+        width: size,
+        height: size,
+        ..Default::default()
+    };
+    let mut st = GbStats::default();
+    for seed in seeds {
+        let p = draw_params(&base, &dr, seed);
+        let s = generate(&p).unwrap();
+        let lp = LatticeParams {
+            point_defects: false,
+            ..LatticeParams::new(p.crystal.spec(), Some(p.pixel_size_pm / 1000.0))
+        };
+        let r = analyse(&s.image, &lp).unwrap();
+        st.ms.push(r.timings_ms.total);
+        let truth = truth_boundaries(&s);
+        st.frames += 1;
+        st.truth += truth.len();
+        st.detections += r.boundaries.len();
+        st.true_detections += r
+            .boundaries
+            .iter()
+            .filter(|b| truth.iter().any(|t| matches(&b.obb, &t.obb)))
+            .count();
+        for t in &truth {
+            let hit = r.boundaries.iter().find(|b| matches(&b.obb, &t.obb));
+            if let Some(b) = hit {
+                st.found += 1;
+                if let (Some(m), Some(tm)) = (b.misorientation_deg, t.mis) {
+                    st.mis_errors.push((m - tm).abs());
+                    if std::env::var_os("LATTICE_DEBUG").is_some() {
+                        eprintln!(
+                            "seed {seed}: truth {tm:.2} measured {m:.2} sides {:?} px {:.1} drift {:.1},{:.1}",
+                            b.orientation_sides_deg,
+                            p.pixel_size_pm,
+                            p.scan.drift_x_px_per_kline,
+                            p.scan.drift_y_px_per_kline
+                        );
+                    }
+                }
+                if t.twin && t.mis.is_some() {
+                    st.twin_truth += 1;
+                    if b.kind == BoundaryKindGuess::Twin {
+                        st.twin_labelled_twin += 1;
+                    }
+                }
+            } else if std::env::var_os("LATTICE_DEBUG").is_some() {
+                eprintln!(
+                    "seed {seed}: missed {:?} (px {:.1} pm, {} detections: {:?})",
+                    t.obb,
+                    p.pixel_size_pm,
+                    r.boundaries.len(),
+                    r.boundaries.iter().map(|b| b.obb).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    st
+}
+
+fn report(st: &GbStats) {
+    let mut e = st.mis_errors.clone();
+    e.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| {
+        e.get(((e.len() as f64 - 1.0) * f).round() as usize)
+            .copied()
+    };
+    eprintln!(
+        "frames {} truth {} found {} recall {:.3} | detections {} true {} precision {:.3} | \
+         misorientation error median {:?} p90 {:?} within 2°: {}/{} | twins named {}/{} | median ms {:.1}",
+        st.frames,
+        st.truth,
+        st.found,
+        st.found as f64 / st.truth.max(1) as f64,
+        st.detections,
+        st.true_detections,
+        st.true_detections as f64 / st.detections.max(1) as f64,
+        q(0.5),
+        q(0.9),
+        e.iter().filter(|&&x| x <= 2.0).count(),
+        e.len(),
+        st.twin_labelled_twin,
+        st.twin_truth,
+        crate::bench::median(st.ms.clone()),
+    );
+}
+
+#[test]
+fn synthetic_boundaries_are_recalled() {
+    let st = eval_boundaries(0..24, 768);
+    report(&st);
+    let recall = st.found as f64 / st.truth.max(1) as f64;
+    let precision = st.true_detections as f64 / st.detections.max(1) as f64;
+    // Measured 0.87 recall / 0.98 precision on these seeds; the issue's target is 0.95 recall
+    // (not reached yet: misses are boundaries meeting at junctions in large-magnification
+    // frames). The bounds guard against regressions.
+    assert!(recall >= 0.85, "recall {recall}");
+    assert!(precision >= 0.9, "precision {precision}");
+}
+
+/// The full measurement behind the README numbers (slow in a debug build):
+/// `cargo test --release --lib lattice::tests::synthetic_boundary_benchmark -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn synthetic_boundary_benchmark() {
+    let st = eval_boundaries(1000..1200, 768);
+    report(&st);
+}
