@@ -10,6 +10,7 @@ See training/README.md for CPU and GPU recipes.
 """
 import argparse
 import json
+import subprocess
 import os
 import platform
 import shutil
@@ -66,6 +67,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "models"))
     ap.add_argument("--recipe", default="", help="free text or JSON describing how the data was made")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crystal", default="cdte110",
+                    help="crystal the training realism ranges are measured with (cdte110, si110, gaas110)")
     ap.add_argument("--patience", type=int, default=100)
     ap.add_argument("--time", type=float, default=None,
                     help="training budget in hours; overrides --epochs and fits the LR schedule to it")
@@ -152,8 +155,21 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
             "recall": float(metrics.box.mr),
         },
     }
-    (out / f"{a.name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps(card, indent=2))
+    card_path = out / f"{a.name}.json"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_training_realism(card_path, Path(a.data).parent, a.crystal)
+    print(card_path.read_text())
+
+
+def write_training_realism(card_path: Path, dataset_dir: Path, crystal: str):
+    """The realism statistics' 5-95 % ranges over the training images, measured by the Rust
+    tool on the raw counts its sidecars regenerate, into the card (the Viewer's
+    out-of-distribution warning reads them)."""
+    exe = os.environ.get("DEFECT_DETECTOR", str(ROOT / "target/release/defect-detector"))
+    subprocess.run([exe, "realism", "--against", str(dataset_dir), "--crystal", crystal,
+                    "--write-card", str(card_path),
+                    "--source", f"training images of {dataset_dir} (up to 200 base images)"],
+                   check=True)
 
 
 if __name__ == "__main__":

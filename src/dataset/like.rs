@@ -178,63 +178,88 @@ pub fn matched_randomization(
     ] {
         *c = CountRange::new(0, 0);
     }
-    trial_base.scan.line_jitter_px = 0.0;
+    let filtered = target
+        .noise
+        .is_some_and(|n| n <= 2.0 * realism::NOISE_FLOOR);
+    if filtered {
+        // Smoothed frames: trials are smoothed alike (the middle of the low-pass span).
+        trial_base.noise.lowpass_sigma_px =
+            0.5 * (base.lowpass_sigma_px.min + base.lowpass_sigma_px.max);
+    }
+    // Trials carry the frame's measured scan distortions: they change the width estimate.
+    trial_base.scan.line_jitter_px = target.line_jitter_px.unwrap_or(0.0).clamp(0.0, 3.0);
+    let md = crate::synth::params::MAX_DRIFT_PX_PER_KLINE;
+    trial_base.scan.drift_x_px_per_kline = (target.shear.unwrap_or(0.0) * 1000.0).clamp(-md, md);
+    trial_base.scan.drift_y_px_per_kline = (target.stretch.unwrap_or(0.0) * 1000.0).clamp(-md, md);
 
-    let column_sigma_a = target.column_fwhm_a.and_then(|f| {
-        let mut quiet = trial_base.clone();
-        quiet.noise.enabled = false;
-        solve(
-            &quiet,
-            0.0,
-            1.2,
-            false,
-            true,
-            f,
-            &|p, v| p.specimen.column_sigma_a = v,
-            &|m| m.column_fwhm_a,
-        )
-    });
+    // Each statistic depends a little on the other knobs (the width estimate on the noise,
+    // the noise ratio on the column contrast), so solve them in turn, twice, each under the
+    // others' current values.
+    let mut column_sigma_a = None;
+    let mut background = None;
+    let mut dose_e_per_a2 = None;
+    for _round in 0..2 {
+        if let Some(b) = target.background {
+            background = solve(
+                &trial_base,
+                0.0,
+                8.0,
+                false,
+                true,
+                b,
+                &|p, v| p.specimen.background = v,
+                &|m| Some(m.background),
+            );
+            if let Some(b) = background {
+                trial_base.specimen.background = b;
+            }
+        }
+        if let Some(n) = target.noise {
+            dose_e_per_a2 = solve(
+                &trial_base,
+                1e2,
+                1e7,
+                true,
+                false,
+                n,
+                &|p, v| p.noise.dose_e_per_a2 = v,
+                &|m| m.noise,
+            );
+            if let Some(d) = dose_e_per_a2 {
+                trial_base.noise.dose_e_per_a2 = d;
+            }
+        }
+        if let Some(f) = target.column_fwhm_a {
+            column_sigma_a = solve(
+                &trial_base,
+                0.0,
+                1.2,
+                false,
+                true,
+                f,
+                &|p, v| p.specimen.column_sigma_a = v,
+                &|m| m.column_fwhm_a,
+            );
+            if let Some(s) = column_sigma_a {
+                trial_base.specimen.column_sigma_a = s;
+            }
+        }
+    }
     if let Some(s) = column_sigma_a {
-        trial_base.specimen.column_sigma_a = s;
         dr.column_sigma_a = around(s, 0.2, 0.0, 1.2);
     }
-    let background = target.background.and_then(|b| {
-        let mut quiet = trial_base.clone();
-        quiet.noise.enabled = false;
-        solve(
-            &quiet,
-            0.0,
-            8.0,
-            false,
-            true,
-            b,
-            &|p, v| p.specimen.background = v,
-            &|m| Some(m.background),
-        )
-    });
     if let Some(b) = background {
-        trial_base.specimen.background = b;
         dr.background = around(b, 0.25, 0.0, 8.0);
     }
-    let dose_e_per_a2 = target.noise.and_then(|n| {
-        solve(
-            &trial_base,
-            1e2,
-            1e7,
-            true,
-            false,
-            n,
-            &|p, v| p.noise.dose_e_per_a2 = v,
-            &|m| m.noise,
-        )
-    });
     if let Some(d) = dose_e_per_a2 {
         dr.dose_e_per_a2 = Span::new((d / 1.6).max(1e2), (d * 1.6).min(1e7));
     }
+    // A frame with no measurable noise was smoothed by its author: so are all matched images;
+    // a noisy one gets none.
+    dr.lowpass_fraction = if filtered { 1.0 } else { 0.0 };
     if let Some(j) = target.line_jitter_px {
         dr.line_jitter_px = Span::new((j * 0.6).clamp(0.0, 3.0), (j * 1.4).clamp(0.0, 3.0));
     }
-    let md = crate::synth::params::MAX_DRIFT_PX_PER_KLINE;
     // Real drift differs between frames of one session, so keep a margin of ±1.5 %.
     let drift = |v: f64| Span::new((v * 1000.0 - 15.0).max(-md), (v * 1000.0 + 15.0).min(md));
     if let Some(s) = target.shear {
@@ -251,4 +276,99 @@ pub fn matched_randomization(
         dose_e_per_a2,
         randomization: dr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic stand-in for a real frame, with known knob values.
+    fn frame(sigma: f64, background: f64, dose: f64, seed: u64) -> RealismStats {
+        let mut p = SynthParams {
+            width: 320,
+            height: 320,
+            seed,
+            pixel_size_pm: 16.0,
+            ..Default::default()
+        };
+        p.probe.model = ProbeModel::Gaussian;
+        p.probe.gaussian_fwhm_a = 0.9;
+        p.probe.source_sigma_a = 0.0;
+        p.specimen.column_sigma_a = sigma;
+        p.specimen.background = background;
+        p.noise.dose_e_per_a2 = dose;
+        p.scan.drift_x_px_per_kline = 40.0;
+        p.scan.drift_y_px_per_kline = -30.0;
+        let s = crate::synth::generate(&p).unwrap();
+        realism::measure(&s.image, &p.crystal.spec(), Some(0.016), None).unwrap()
+    }
+
+    #[test]
+    fn matching_recovers_the_knobs_of_a_frame_and_centres_the_ranges_on_it() {
+        let target = frame(0.6, 1.5, 2.0e4, 3);
+        let m = matched_randomization(
+            std::slice::from_ref(&target),
+            Preset::Cdte110,
+            &DomainRandomization::default(),
+        )
+        .unwrap();
+        // The knobs land near the frame's (the estimators are not perfectly monotonic in
+        // them, so the bands are loose); the statistics are checked tightly below.
+        let sigma = m.column_sigma_a.unwrap();
+        assert!((0.3..=1.0).contains(&sigma), "column sigma {sigma}");
+        let bg = m.background.unwrap();
+        assert!((bg / 1.5 - 1.0).abs() < 0.5, "background {bg}");
+        let dose = m.dose_e_per_a2.unwrap();
+        assert!(dose > 2.0e4 / 4.0 && dose < 2.0e4 * 4.0, "dose {dose}");
+        let dr = &m.randomization;
+        dr.validate().unwrap();
+        assert!(dr.column_sigma_a.min <= sigma && sigma <= dr.column_sigma_a.max);
+        assert!(dr.pixel_size_pm.min <= 16.0 && 16.0 <= dr.pixel_size_pm.max);
+        assert_eq!(
+            (dr.presets.cdte, dr.presets.si, dr.presets.gaas),
+            (1.0, 0.0, 0.0)
+        );
+        // Shear 0.04 and stretch −0.03 were measured and centre the drift spans.
+        let mid = |s: Span| 0.5 * (s.min + s.max);
+        assert!(
+            (mid(dr.drift_px_per_kline) - 40.0).abs() < 10.0,
+            "{:?}",
+            dr.drift_px_per_kline
+        );
+        let dy = dr.drift_y_px_per_kline.unwrap();
+        assert!((mid(dy) + 30.0).abs() < 10.0, "{dy:?}");
+        // A synthetic image drawn from the matched recipe measures like the frame.
+        let mut p = crate::dataset::randomize::draw_params(
+            &SynthParams {
+                width: 320,
+                height: 320,
+                ..Default::default()
+            },
+            dr,
+            5,
+        );
+        p.defects.tilt_boundaries = CountRange::new(0, 0);
+        p.defects.twin_boundaries = CountRange::new(0, 0);
+        p.defects.twin_lamellae = CountRange::new(0, 0);
+        let s = crate::synth::generate(&p).unwrap();
+        let got = realism::measure(
+            &s.image,
+            &p.crystal.spec(),
+            Some(p.pixel_size_pm / 1000.0),
+            None,
+        )
+        .unwrap();
+        let (a, b) = (got.column_fwhm_a.unwrap(), target.column_fwhm_a.unwrap());
+        assert!((a / b - 1.0).abs() < 0.35, "FWHM {a} vs frame {b}");
+        assert!((got.background - target.background).abs() < 0.2, "{got:?}");
+        let (a, b) = (got.noise.unwrap(), target.noise.unwrap());
+        assert!((a / b - 1.0).abs() < 0.5, "noise {a} vs frame {b}");
+    }
+
+    #[test]
+    fn no_frames_is_an_error() {
+        assert!(
+            matched_randomization(&[], Preset::Cdte110, &DomainRandomization::default()).is_err()
+        );
+    }
 }

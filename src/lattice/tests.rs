@@ -284,11 +284,14 @@ fn synthetic_boundaries_are_recalled() {
     report(&st);
     let recall = st.found as f64 / st.truth.max(1) as f64;
     let precision = st.true_detections as f64 / st.detections.max(1) as f64;
-    // Measured 0.87 recall / 0.98 precision on these seeds; the target is 0.95 recall
-    // (not reached yet: misses are boundaries meeting at junctions in large-magnification
-    // frames). The bounds guard against regressions.
-    assert!(recall >= 0.85, "recall {recall}");
-    assert!(precision >= 0.9, "precision {precision}");
+    // Measured 0.775 recall on these seeds with the widened realistic recipe (backgrounds up
+    // to 7× a column, low-pass-filtered frames, jitter up to 3 px; 0.87 with the narrower
+    // recipe before). The target is 0.95 recall (not reached yet: misses are
+    // boundaries meeting at junctions and the faintest frames). The bounds guard against
+    // regressions.
+    assert!(recall >= 0.74, "recall {recall}");
+    // 0.72 with the widened recipe (0.98 before): faint, filtered frames give false ridges.
+    assert!(precision >= 0.65, "precision {precision}");
 }
 
 /// The full measurement behind the README numbers (slow in a debug build):

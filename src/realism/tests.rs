@@ -21,6 +21,9 @@ fn params(preset: Preset, px_pm: f64, rot: f64, seed: u64, side: usize) -> Synth
     p.scan.line_jitter_px = 0.0;
     p.scan.drift_x_px_per_kline = 0.0;
     p.scan.drift_y_px_per_kline = 0.0;
+    // Point-like columns on a plain background: the estimators' truths are the probe's.
+    p.specimen.column_sigma_a = 0.0;
+    p.specimen.amorphous = 0.0;
     p
 }
 
@@ -154,6 +157,19 @@ fn column_fwhm_of_gaussian_probes() {
         assert!((got / fwhm - 1.0).abs() < 0.10, "FWHM {fwhm}: got {got}");
         assert_eq!(s.nm_per_px_source, CalibrationSource::File);
     }
+}
+
+#[test]
+fn column_width_adds_to_the_measured_fwhm_in_quadrature() {
+    let mut p = params(Preset::Cdte110, 15.0, 20.0, 77, 512);
+    p.probe.model = ProbeModel::Gaussian;
+    p.probe.gaussian_fwhm_a = 0.9;
+    p.probe.source_sigma_a = 0.0;
+    p.specimen.column_sigma_a = 0.45;
+    let s = measure(&render(&p), &Preset::Cdte110.spec(), Some(0.015), None).expect("measure");
+    let want = (0.9f64.powi(2) + (2.35482 * 0.45f64).powi(2)).sqrt();
+    let got = s.column_fwhm_a.expect("fwhm");
+    assert!((got / want - 1.0).abs() < 0.10, "FWHM {got} vs {want}");
 }
 
 #[test]
