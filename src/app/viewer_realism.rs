@@ -163,12 +163,8 @@ impl RealismPanel {
                     c.crystal, c.images
                 ))
                 .on_hover_text(&c.source);
-                if let Some(r) = c.ranges.iter().find(|r| r.name == "nm_per_px") {
-                    ui.label(format!(
-                        "its pixel sizes: {:.1}–{:.1} pm/px",
-                        r.p5 * 1000.0,
-                        r.p95 * 1000.0
-                    ));
+                if let Some(r) = c.ranges.iter().find(|r| r.name == "pixel_size_pm") {
+                    ui.label(format!("its pixel sizes: {:.1}–{:.1} pm/px", r.p5, r.p95));
                 }
             }
             Ok(None) => {

@@ -178,6 +178,13 @@ pub fn matched_randomization(
     ] {
         *c = CountRange::new(0, 0);
     }
+    // Trials sit in the middle of the ranges the dataset will draw the other knobs from.
+    let mid = |s: Span| 0.5 * (s.min + s.max);
+    trial_base.specimen.background_gradient = mid(base.background_gradient);
+    trial_base.specimen.amorphous = mid(base.amorphous);
+    trial_base.specimen.amorphous_length_a = mid(base.amorphous_length_a);
+    trial_base.specimen.thickness_variation = mid(base.thickness_variation);
+    trial_base.specimen.thickness_wavelength_nm = mid(base.thickness_wavelength_nm);
     let filtered = target
         .noise
         .is_some_and(|n| n <= 2.0 * realism::NOISE_FLOOR);
