@@ -349,111 +349,115 @@ impl DatasetTab {
                     -md..=md,
                     0.1,
                 );
-                span_edit(
-                    ui,
-                    "jitter bursts (per 1000 lines)",
-                    &mut dr.jitter_bursts_per_kline,
-                    0.0..=50.0,
-                    0.1,
-                );
-                span_edit(
-                    ui,
-                    "burst jitter (px)",
-                    &mut dr.jitter_burst_px,
-                    0.0..=6.0,
-                    0.01,
-                );
-                span_edit(ui, "afterglow (px)", &mut dr.afterglow_px, 0.0..=5.0, 0.01);
                 span_edit(ui, "background", &mut dr.background, 0.0..=8.0, 0.01);
-                span_edit(
-                    ui,
-                    "background gradient",
-                    &mut dr.background_gradient,
-                    0.0..=1.0,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "column width σ (Å)",
-                    &mut dr.column_sigma_a,
-                    0.0..=1.2,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "amorphous layer (RMS)",
-                    &mut dr.amorphous,
-                    0.0..=1.0,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "amorphous length (Å)",
-                    &mut dr.amorphous_length_a,
-                    1.0..=100.0,
-                    0.1,
-                );
-                span_edit(
-                    ui,
-                    "thickness variation",
-                    &mut dr.thickness_variation,
-                    0.0..=0.5,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "thickness wavelength (nm)",
-                    &mut dr.thickness_wavelength_nm,
-                    1.0..=100.0,
-                    0.1,
-                );
-                span_edit(
-                    ui,
-                    "boundary bending (Å)",
-                    &mut dr.boundary_strain_a,
-                    0.0..=2.0,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "bending decay (nm)",
-                    &mut dr.boundary_strain_decay_nm,
-                    0.1..=20.0,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "core disorder (Å)",
-                    &mut dr.boundary_core_disorder_a,
-                    0.0..=1.0,
-                    0.01,
-                );
-                span_edit(
-                    ui,
-                    "core half-width (Å)",
-                    &mut dr.boundary_core_width_a,
-                    0.0..=20.0,
-                    0.1,
-                );
-                span_edit(
-                    ui,
-                    "boundary band darkening",
-                    &mut dr.boundary_dechannelling,
-                    -0.5..=0.8,
-                    0.01,
-                );
-                count_edit(ui, "twin lamellae", &mut dr.twin_lamellae, 0..=2);
-                span_edit(
-                    ui,
-                    "lamella thickness (nm)",
-                    &mut dr.lamella_thickness_nm,
-                    0.3..=10.0,
-                    0.01,
-                );
-                ui.add(
-                    Slider::new(&mut dr.axis_aligned_boundary_fraction, 0.0..=1.0)
-                        .text("tilt boundaries near an axis"),
-                );
+                egui::CollapsingHeader::new("Realism: specimen, boundaries, scan")
+                    .default_open(false)
+                    .show(ui, |ui| {
+                        span_edit(
+                            ui,
+                            "jitter bursts (per 1000 lines)",
+                            &mut dr.jitter_bursts_per_kline,
+                            0.0..=50.0,
+                            0.1,
+                        );
+                        span_edit(
+                            ui,
+                            "burst jitter (px)",
+                            &mut dr.jitter_burst_px,
+                            0.0..=6.0,
+                            0.01,
+                        );
+                        span_edit(ui, "afterglow (px)", &mut dr.afterglow_px, 0.0..=5.0, 0.01);
+                        span_edit(
+                            ui,
+                            "background gradient",
+                            &mut dr.background_gradient,
+                            0.0..=1.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "column width σ (Å)",
+                            &mut dr.column_sigma_a,
+                            0.0..=1.2,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "amorphous layer (RMS)",
+                            &mut dr.amorphous,
+                            0.0..=1.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "amorphous length (Å)",
+                            &mut dr.amorphous_length_a,
+                            1.0..=100.0,
+                            0.1,
+                        );
+                        span_edit(
+                            ui,
+                            "thickness variation",
+                            &mut dr.thickness_variation,
+                            0.0..=0.5,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "thickness wavelength (nm)",
+                            &mut dr.thickness_wavelength_nm,
+                            1.0..=100.0,
+                            0.1,
+                        );
+                        span_edit(
+                            ui,
+                            "boundary bending (Å)",
+                            &mut dr.boundary_strain_a,
+                            0.0..=2.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "bending decay (nm)",
+                            &mut dr.boundary_strain_decay_nm,
+                            0.1..=20.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "core disorder (Å)",
+                            &mut dr.boundary_core_disorder_a,
+                            0.0..=1.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
+                            "core half-width (Å)",
+                            &mut dr.boundary_core_width_a,
+                            0.0..=20.0,
+                            0.1,
+                        );
+                        span_edit(
+                            ui,
+                            "boundary band darkening",
+                            &mut dr.boundary_dechannelling,
+                            -0.5..=0.8,
+                            0.01,
+                        );
+                        count_edit(ui, "twin lamellae", &mut dr.twin_lamellae, 0..=2);
+                        span_edit(
+                            ui,
+                            "lamella thickness (nm)",
+                            &mut dr.lamella_thickness_nm,
+                            0.3..=10.0,
+                            0.01,
+                        );
+                        ui.add(
+                            Slider::new(&mut dr.axis_aligned_boundary_fraction, 0.0..=1.0)
+                                .text("tilt boundaries near an axis"),
+                        );
+                    });
                 count_edit(ui, "vacancies", &mut dr.vacancies, 0..=50);
                 count_edit(ui, "interstitials", &mut dr.interstitials, 0..=50);
                 count_edit(ui, "boundaries", &mut dr.boundaries, 0..=4);

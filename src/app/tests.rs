@@ -165,6 +165,56 @@ fn viewer_opens_a_file_with_calibration_and_flips_through_the_folder() {
 }
 
 #[test]
+fn viewer_calibrates_an_uncalibrated_png_from_its_lattice_and_warns_outside_the_training_range() {
+    use defect_detector::synth::{self, ImageFormat, SynthParams};
+    let dir = tempfile::tempdir().unwrap();
+    let p = SynthParams {
+        width: 384,
+        height: 384,
+        pixel_size_pm: 16.0,
+        ..Default::default()
+    };
+    let s = synth::generate(&p).unwrap();
+    let png = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Png)
+        .unwrap()
+        .image;
+    // A model card whose training ranges exclude this frame's background (p1/median).
+    let model = dir.path().join("model.onnx");
+    let card = serde_json::json!({
+        "name": "test",
+        "training_realism": {
+            "crystal": "cdte110", "images": 30, "source": "test",
+            "ranges": [{"name": "pixel_size_pm", "label": "pixel size (pm/px)", "p5": 10.0, "p95": 30.0, "n": 30},
+                       {"name": "column_fwhm_a", "label": "column FWHM (Å)", "p5": 0.1, "p95": 0.2, "n": 30}]
+        }
+    });
+    std::fs::write(model.with_extension("json"), card.to_string()).unwrap();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path = model.display().to_string();
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.open(&png);
+    settle_viewer(&mut h);
+    let v = &h.state().viewer;
+    assert!(
+        v.current.as_ref().unwrap().pixel_size.is_none(),
+        "PNG has no calibration"
+    );
+    let est = v.lattice_pixel_size().expect("estimated from the lattice");
+    assert!((est / 0.016 - 1.0).abs() < 0.02, "{est}");
+    assert_eq!(v.pixel_size().unwrap().nm_per_px, est);
+    let out = v.unlike_training();
+    assert!(out.iter().any(|o| o.name == "column_fwhm_a"), "{out:?}");
+    assert!(!out.iter().any(|o| o.name == "pixel_size_pm"), "{out:?}");
+    h.get_by_label_contains("Unlike the model's training data");
+    // A typed pixel size overrides the estimate.
+    let key = png.display().to_string();
+    h.state_mut().viewer.settings.pixel_sizes.insert(key, 0.02);
+    h.step();
+    assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.02);
+}
+
+#[test]
 fn viewer_contrast_controls_change_the_display() {
     let (_dir, tif, _png) = two_images();
     let mut h = harness();

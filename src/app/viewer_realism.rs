@@ -141,7 +141,7 @@ impl RealismPanel {
         ui.colored_label(
             Color32::from_rgb(230, 159, 0),
             format!(
-                "⚠ Unlike the model's training data: {}. Detections may be unreliable; \
+                "Unlike the model's training data: {}. Detections may be unreliable; \
                  a matched dataset (Realism, left) can fix this.",
                 list.join(", ")
             ),
@@ -186,12 +186,12 @@ impl RealismPanel {
                     .show(ui, |ui| {
                         for v in s.values() {
                             let flag = out.iter().any(|n| n == v.name);
-                            let text = format!("{}", realism::fmt_num(v.value));
+                            let text = realism::fmt_num(v.value);
                             ui.label(v.label);
                             if flag {
                                 ui.colored_label(
                                     Color32::from_rgb(230, 159, 0),
-                                    format!("{text} ⚠"),
+                                    format!("{text}  (outside)"),
                                 );
                             } else {
                                 ui.label(text);

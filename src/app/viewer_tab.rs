@@ -311,6 +311,16 @@ impl ViewerTab {
             })
     }
 
+    /// The current frame's pixel size from its lattice (only for files without one).
+    pub fn lattice_pixel_size(&self) -> Option<f64> {
+        self.realism.lattice_nm_per_px(self.generation)
+    }
+
+    /// Statistics of the current frame outside the loaded model's training ranges.
+    pub fn unlike_training(&self) -> Vec<defect_detector::realism::Outside> {
+        self.realism.outside(self.generation)
+    }
+
     /// A pixel size typed for the current (uncalibrated) file.
     fn typed_pixel_size(&self) -> Option<f64> {
         let cur = self.current.as_ref()?;

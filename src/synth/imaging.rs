@@ -472,7 +472,23 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
         for (d, f) in dst.iter_mut().zip(&flyback) {
             *d += (scale * f) as f32;
         }
-        if noisy {
+        // Without afterglow between them, shot and read noise of a bright pixel are one draw:
+        // the Cornish–Fisher Poisson value plus an independent Gaussian is a normal of the summed
+        // variance (with the Poisson skew term), which halves the normal draws of a frame.
+        let fused = noisy && read > 0.0 && afterglow == 0.0;
+        if fused {
+            let r2 = read * read;
+            for d in dst.iter_mut() {
+                let lambda = *d as f64;
+                *d = if lambda < POISSON_EXACT_BELOW {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    (poisson(&mut rng, lambda) + read * z) as f32
+                } else {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    (lambda + (lambda + r2).sqrt() * z + (z * z - 1.0) / 6.0) as f32
+                };
+            }
+        } else if noisy {
             for d in dst.iter_mut() {
                 *d = poisson(&mut rng, *d as f64) as f32;
             }
@@ -485,7 +501,7 @@ pub fn detect(signal: &ImageF32, scene: &Scene, p: &SynthParams) -> ImageF32 {
                 *d = glow;
             }
         }
-        if noisy && read > 0.0 {
+        if noisy && read > 0.0 && !fused {
             for d in dst.iter_mut() {
                 let z: f64 = StandardNormal.sample(&mut rng);
                 *d += (read * z) as f32;
