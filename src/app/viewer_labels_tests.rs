@@ -214,6 +214,7 @@ fn accepted_detections_become_labels_in_the_chosen_folder() {
         class_name: "x".into(),
         confidence: conf,
         obb: OrientedBox::new(cx, 60.0, 16.0, 12.0, 0.2),
+        source: Default::default(),
     };
     // Two shown detections; a third of a class switched off is not taken.
     h.state_mut().viewer.filtered = vec![det(1, 0.9, 60.0), det(2, 0.8, 100.0), det(0, 0.7, 130.0)];

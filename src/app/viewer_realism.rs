@@ -132,8 +132,7 @@ impl RealismPanel {
     }
 
     /// The out-of-distribution banner, drawn above the image.
-    pub fn banner(&self, ui: &mut egui::Ui, generation: usize) {
-        let out = self.outside(generation);
+    pub fn banner(ui: &mut egui::Ui, out: &[Outside]) {
         if out.is_empty() {
             return;
         }

@@ -793,7 +793,7 @@ impl ViewerTab {
                     }
                 });
             let key = cur.path.display().to_string();
-            let lattice = self.realism.lattice_nm_per_px(self.generation);
+            let lattice = self.lattice_pixel_size();
             let mut remeasure = false;
             match cur.pixel_size {
                 Some(p) => {
@@ -1336,7 +1336,8 @@ impl ViewerTab {
             ui.separator();
             ui.label(&self.readout);
         });
-        self.realism.banner(ui, self.generation);
+        let unlike = self.unlike_training();
+        super::viewer_realism::RealismPanel::banner(ui, &unlike);
         let r = if self.labels.enabled && self.current.is_some() {
             let names = self.class_names();
             self.labels.annot.show(ui, &mut self.canvas, &names)

@@ -15,6 +15,19 @@ pub struct CalibrationArgs {
 }
 
 impl CalibrationArgs {
+    /// The crystal named by `--crystal`.
+    pub fn crystal(&self) -> anyhow::Result<CrystalSpec> {
+        Preset::from_cli_name(&self.crystal)
+            .filter(|p| *p != Preset::Custom)
+            .map(|p| p.spec())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown crystal '{}' (cdte110, si110, gaas110)",
+                    self.crystal
+                )
+            })
+    }
+
     /// The crystal to calibrate with, or `None` when lattice calibration is off.
     pub fn lattice(&self) -> anyhow::Result<Option<CrystalSpec>> {
         if self.no_lattice_calibration {

@@ -46,6 +46,18 @@ pub struct DetectArgs {
     runtime: RuntimeArgs,
     #[command(flatten)]
     calibration: super::calibration_args::CalibrationArgs,
+    /// Which detector: the trained model, the training-free lattice analysis (grain
+    /// boundaries from the crystal itself, `--crystal`), or both (agreement raises the
+    /// confidence; each detection records its source).
+    #[arg(long, value_enum, default_value_t = Method::Both)]
+    method: Method,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    Model,
+    Lattice,
+    Both,
 }
 
 /// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).
@@ -152,6 +164,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     };
     let names = det.class_names().to_vec();
     let lattice = a.calibration.lattice()?;
+    let crystal = a.calibration.crystal()?;
     let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
@@ -181,7 +194,29 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 (px, _) => px,
             };
             let r = det.detect(&img, px, &opts)?;
-            let dets = r.filtered(a.conf, a.iou);
+            let mut dets = r.filtered(a.conf, a.iou);
+            if a.method != Method::Model {
+                let params = defect_detector::lattice::LatticeParams::new(
+                    crystal.clone(),
+                    px.map(|p| p.nm_per_px),
+                );
+                match defect_detector::lattice::analyse(&img, &params) {
+                    Ok(l) => {
+                        let other: Vec<_> = l
+                            .detections()
+                            .into_iter()
+                            .filter(|d| d.2 >= a.conf)
+                            .collect();
+                        let model = if a.method == Method::Lattice {
+                            Vec::new()
+                        } else {
+                            dets
+                        };
+                        dets = defect_detector::detect::combine::combine(model, &other, &names);
+                    }
+                    Err(e) => eprintln!("{}: no lattice analysis: {e:#}", img_path.display()),
+                }
+            }
             let meta = ExportMeta {
                 image: Some(img_path),
                 model: Some(&model),

@@ -33,6 +33,7 @@ fn detection_json(d: &Detection, px: Option<PixelSize>) -> Value {
         "class": d.class,
         "class_name": &*d.class_name,
         "confidence": round(d.confidence as f64, 5),
+        "source": d.source.name(),
         "obb_px": {
             "cx": round(b.cx, 3), "cy": round(b.cy, 3),
             "w": round(b.w, 3), "h": round(b.h, 3),
@@ -99,7 +100,7 @@ pub fn detections_json(result: &DetectionResult, dets: &[Detection], meta: &Expo
 pub fn detections_csv(dets: &[Detection], px: Option<PixelSize>) -> String {
     let mut s = String::from(
         "class,class_name,confidence,cx_px,cy_px,w_px,h_px,angle_deg,\
-         x1_px,y1_px,x2_px,y2_px,x3_px,y3_px,x4_px,y4_px,cx_nm,cy_nm,w_nm,h_nm\n",
+         x1_px,y1_px,x2_px,y2_px,x3_px,y3_px,x4_px,y4_px,cx_nm,cy_nm,w_nm,h_nm,source\n",
     );
     for d in dets {
         let b = &d.obb;
@@ -132,6 +133,8 @@ pub fn detections_csv(dets: &[Detection], px: Option<PixelSize>) -> String {
             }
             None => s.push_str(",,,,"),
         }
+        s.push(',');
+        s.push_str(d.source.name());
         s.push('\n');
     }
     s
@@ -205,6 +208,7 @@ mod tests {
             class_name: Arc::from("vacancy"),
             confidence: 0.875,
             obb: OrientedBox::new(50.0, 20.0, 10.0, 4.0, 0.0),
+            source: super::super::DetectionSource::Model,
         }]
     }
 

@@ -9,6 +9,7 @@
 //! IoU sliders instantly through [`filter`], without running the model again.
 
 pub mod bench;
+pub mod combine;
 pub mod export;
 pub mod merge;
 pub mod model;
@@ -35,6 +36,29 @@ pub const DEFAULT_CONF: f32 = 0.25;
 pub const DEFAULT_IOU: f64 = 0.7;
 pub const DEFAULT_TILE_OVERLAP: f64 = 0.2;
 
+/// Which detector found a box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionSource {
+    /// The trained model.
+    #[default]
+    Model,
+    /// The training-free lattice analysis.
+    Lattice,
+    /// Both agreed (its confidence combines the two).
+    Both,
+}
+
+impl DetectionSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectionSource::Model => "model",
+            DetectionSource::Lattice => "lattice",
+            DetectionSource::Both => "both",
+        }
+    }
+}
+
 /// One oriented box found by the detector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detection {
@@ -45,6 +69,7 @@ pub struct Detection {
     /// In original image pixels (corner-origin convention of [`crate::geometry`]), regularised
     /// as Ultralytics does: angle in `[0, pi/2)`.
     pub obb: OrientedBox,
+    pub source: DetectionSource,
 }
 
 impl Detection {

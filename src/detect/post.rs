@@ -1,6 +1,6 @@
 //! Post-processing: decoding the raw YOLO-OBB output, Ultralytics' rotated NMS, re-filtering.
 
-use super::Detection;
+use super::{Detection, DetectionSource};
 use super::pre::Tile;
 use crate::geometry::OrientedBox;
 use std::f64::consts::PI;
@@ -119,6 +119,7 @@ pub fn decode(
             class_name: names[class].clone(),
             confidence: conf,
             obb: regularize(&spec.map.apply(&b)),
+            source: DetectionSource::Model,
         });
     };
     for i in 0..n {
@@ -534,6 +535,7 @@ mod tests {
             class_name: names()[class].clone(),
             confidence: conf,
             obb: b,
+            source: DetectionSource::Model,
         }
     }
 
