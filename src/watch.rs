@@ -387,7 +387,7 @@ pub fn process_file(
     opts: &DetectOptions,
     conf: f32,
     iou: f64,
-    lattice: Option<&crate::synth::crystal::CrystalSpec>,
+    lattice: &LatticeUse,
 ) -> WatchRecord {
     let outcome = (|| -> anyhow::Result<ImageDetections> {
         let t = Instant::now();
@@ -395,11 +395,35 @@ pub fn process_file(
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let px = s.pixel_size.or_else(|| {
             lattice
-                .and_then(|spec| crate::realism::lattice_pixel_size(&s.image, spec))
+                .calibrate
+                .then(|| crate::realism::lattice_pixel_size(&s.image, &lattice.crystal))
+                .flatten()
                 .map(|nm_per_px| crate::raster::PixelSize { nm_per_px })
         });
         let r = det.detect(&s.image, px, opts)?;
-        let detections = r.filtered(conf, iou);
+        use crate::detect::combine::{DetectMethod, combine};
+        let model = if lattice.method == DetectMethod::Lattice {
+            Vec::new()
+        } else {
+            r.filtered(conf, iou)
+        };
+        let detections = if lattice.method == DetectMethod::Model {
+            model
+        } else {
+            let params = crate::lattice::LatticeParams::new(
+                lattice.crystal.clone(),
+                px.map(|p| p.nm_per_px),
+            );
+            // The lattice analysis adds to the model; a frame it cannot read (too small, no
+            // clear lattice) keeps the model's detections.
+            let other: Vec<_> = crate::lattice::analyse(&s.image, &params)
+                .map(|l| l.detections())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.2 >= conf)
+                .collect();
+            combine(model, &other, &r.class_names)
+        };
         Ok(ImageDetections {
             width: r.width,
             height: r.height,
@@ -426,9 +450,28 @@ pub struct RunWatchOptions {
     pub iou: f64,
     pub detector: DetectorOptions,
     pub detect: DetectOptions,
-    /// Crystal whose lattice gives the pixel size of files without one; `None`: such files
-    /// are used at their own scale.
-    pub lattice_calibration: Option<crate::synth::crystal::CrystalSpec>,
+    /// How the crystal lattice is used: calibration of files without a pixel size, and the
+    /// training-free boundary detector beside the model.
+    pub lattice: LatticeUse,
+}
+
+/// How `watch` uses the crystal lattice of each frame.
+#[derive(Clone, Debug)]
+pub struct LatticeUse {
+    pub crystal: crate::synth::crystal::CrystalSpec,
+    /// Take the pixel size of files without one from their lattice.
+    pub calibrate: bool,
+    pub method: crate::detect::combine::DetectMethod,
+}
+
+impl Default for LatticeUse {
+    fn default() -> Self {
+        Self {
+            crystal: crate::synth::crystal::Preset::Cdte110.spec(),
+            calibrate: true,
+            method: Default::default(),
+        }
+    }
 }
 
 impl Default for RunWatchOptions {
@@ -440,7 +483,7 @@ impl Default for RunWatchOptions {
             iou: crate::detect::DEFAULT_IOU,
             detector: DetectorOptions::default(),
             detect: DetectOptions::default(),
-            lattice_calibration: Some(crate::synth::crystal::Preset::Cdte110.spec()),
+            lattice: LatticeUse::default(),
         }
     }
 }
@@ -477,14 +520,8 @@ pub fn run_watch(
             match ev {
                 WatchEvent::Ready(key) => {
                     ctl.check()?;
-                    let rec = process_file(
-                        &det,
-                        &key,
-                        &opts.detect,
-                        opts.conf,
-                        opts.iou,
-                        opts.lattice_calibration.as_ref(),
-                    );
+                    let rec =
+                        process_file(&det, &key, &opts.detect, opts.conf, opts.iou, &opts.lattice);
                     log.append(&rec)?;
                     stats.processed += 1;
                     if rec.outcome.is_err() {

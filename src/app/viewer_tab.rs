@@ -44,6 +44,8 @@ pub struct ViewerSettings {
     pub labels_dir: String,
     /// Crystal used to read the lattice (realism statistics, pixel size of uncalibrated files).
     pub crystal: defect_detector::synth::crystal::Preset,
+    /// The trained model, the training-free lattice analysis, or both.
+    pub method: defect_detector::detect::combine::DetectMethod,
 }
 
 impl Default for ViewerSettings {
@@ -67,6 +69,7 @@ impl Default for ViewerSettings {
             show_boxes: true,
             labels_dir: String::new(),
             crystal: defect_detector::synth::crystal::Preset::Cdte110,
+            method: Default::default(),
         }
     }
 }
@@ -138,7 +141,18 @@ pub struct ViewerTab {
     detection: Latest<DetectionResult>,
     pub result: Option<DetectionResult>,
     pub filtered: Vec<Detection>,
-    filtered_for: Option<(f32, f64, usize)>,
+    filtered_for: Option<(
+        f32,
+        f64,
+        usize,
+        usize,
+        defect_detector::detect::combine::DetectMethod,
+    )>,
+    /// Boundaries of the lattice analysis of the current image (joined with the model's).
+    lattice_job: Latest<Vec<defect_detector::detect::combine::OtherBox>>,
+    lattice_boxes: Vec<defect_detector::detect::combine::OtherBox>,
+    /// Bumped when new lattice boxes arrive, so the shown detections are recomputed.
+    lattice_version: usize,
     result_generation: usize,
     sort: SortBy,
     spectrum_job: Latest<(ImageF32, [usize; 4])>,
@@ -198,6 +212,9 @@ impl ViewerTab {
             result: None,
             filtered: Vec::new(),
             filtered_for: None,
+            lattice_job: Latest::new("lattice", notify.clone()),
+            lattice_boxes: Vec::new(),
+            lattice_version: 0,
             result_generation: 0,
             sort: SortBy::Confidence,
             spectrum_job: Latest::new("power-spectrum", notify.clone()),
@@ -224,6 +241,7 @@ impl ViewerTab {
             || self.detector_job.is_some()
             || self.spectrum_job.is_busy()
             || self.realism.is_busy()
+            || self.lattice_job.is_busy()
     }
 
     /// Opens a file, or the first image of a folder (then the arrow keys flip through it).
@@ -396,6 +414,17 @@ impl ViewerTab {
         let img = cur.image.clone();
         let px = self.pixel_size();
         self.result_generation = self.generation;
+        self.lattice_boxes.clear();
+        self.lattice_version += 1;
+        if self.settings.method != defect_detector::detect::combine::DetectMethod::Model {
+            let spec = self.settings.crystal.spec();
+            let img = img.clone();
+            self.lattice_job.request(move |_| {
+                let params =
+                    defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
+                Ok(defect_detector::lattice::analyse(&img, &params)?.detections())
+            });
+        }
         self.detection.request(move |c| {
             det.detect_with_control(&img, px, &DetectOptions::default(), Some(c))
         });
@@ -453,6 +482,16 @@ impl ViewerTab {
                 }
                 Ok(Err(e)) => self.error = Some(format!("Model: {e:#}")),
                 Err(job) => self.detector_job = Some(job),
+            }
+        }
+        if let Some(r) = self.lattice_job.poll() {
+            match r {
+                Ok(b) if self.result_generation == self.generation => {
+                    self.lattice_boxes = b;
+                    self.lattice_version += 1;
+                }
+                Ok(_) => {}
+                Err(e) => self.status = format!("Lattice analysis: {e:#}"),
             }
         }
         if let Some(r) = self.detection.poll() {
@@ -579,9 +618,33 @@ impl ViewerTab {
         }
         // Instant re-filtering: NMS over the kept candidates, no model run.
         if let Some(res) = &self.result {
-            let key = (self.settings.conf, self.settings.iou, res.candidates.len());
+            use defect_detector::detect::combine::{DetectMethod, combine};
+            let m = self.settings.method;
+            let key = (
+                self.settings.conf,
+                self.settings.iou,
+                res.candidates.len(),
+                self.lattice_version,
+                m,
+            );
             if self.filtered_for != Some(key) {
-                self.filtered = res.filtered(self.settings.conf, self.settings.iou);
+                let model = if m == DetectMethod::Lattice {
+                    Vec::new()
+                } else {
+                    res.filtered(self.settings.conf, self.settings.iou)
+                };
+                self.filtered = if m == DetectMethod::Model {
+                    model
+                } else {
+                    let conf = self.settings.conf;
+                    let other: Vec<_> = self
+                        .lattice_boxes
+                        .iter()
+                        .copied()
+                        .filter(|d| d.2 >= conf)
+                        .collect();
+                    combine(model, &other, &res.class_names)
+                };
                 self.filtered_for = Some(key);
                 self.sort_table();
             }
@@ -1042,6 +1105,20 @@ impl ViewerTab {
             ui.label("No model in models/: type the path of a YOLO-OBB .onnx");
         }
         ui.checkbox(&mut self.settings.auto_detect, "detect on every image");
+        ui.horizontal(|ui| {
+            let before = self.settings.method;
+            ui.label("detector");
+            for m in defect_detector::detect::combine::DetectMethod::ALL {
+                ui.selectable_value(&mut self.settings.method, m, m.label())
+                    .on_hover_text(
+                        "model: the trained network; lattice: boundaries read from the crystal \
+                         itself (no training); both: agreement raises the confidence",
+                    );
+            }
+            if before != self.settings.method && self.current.is_some() {
+                self.run_detection();
+            }
+        });
         ui.checkbox(&mut self.settings.show_boxes, "show boxes");
         ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
         ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));

@@ -54,10 +54,20 @@ pub struct DetectArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Method {
+pub enum Method {
     Model,
     Lattice,
     Both,
+}
+
+impl From<Method> for defect_detector::detect::combine::DetectMethod {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Model => Self::Model,
+            Method::Lattice => Self::Lattice,
+            Method::Both => Self::Both,
+        }
+    }
 }
 
 /// Added to each image's name for its result files (`frame.detections.json/.csv/.txt`).

@@ -37,6 +37,9 @@ pub struct WatchArgs {
     runtime: RuntimeArgs,
     #[command(flatten)]
     calibration: super::calibration_args::CalibrationArgs,
+    /// Which detector: the trained model, the training-free lattice analysis, or both.
+    #[arg(long, value_enum, default_value_t = super::detect::Method::Both)]
+    method: super::detect::Method,
 }
 
 fn print_record(r: &WatchRecord, names: &[String]) {
@@ -73,7 +76,11 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
         conf: a.conf,
         iou: a.iou,
         detector: a.runtime.detector_options(),
-        lattice_calibration: a.calibration.lattice()?,
+        lattice: defect_detector::watch::LatticeUse {
+            crystal: a.calibration.crystal()?,
+            calibrate: !a.calibration.no_lattice_calibration,
+            method: a.method.into(),
+        },
         detect: DetectOptions {
             fit: Fit::Tile {
                 overlap: DEFAULT_TILE_OVERLAP,

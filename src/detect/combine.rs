@@ -10,6 +10,32 @@ use crate::classes::DefectClass;
 use crate::geometry::OrientedBox;
 use std::sync::Arc;
 
+/// Which detectors to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectMethod {
+    Model,
+    Lattice,
+    #[default]
+    Both,
+}
+
+impl DetectMethod {
+    pub const ALL: [DetectMethod; 3] = [
+        DetectMethod::Model,
+        DetectMethod::Lattice,
+        DetectMethod::Both,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DetectMethod::Model => "model",
+            DetectMethod::Lattice => "lattice",
+            DetectMethod::Both => "both",
+        }
+    }
+}
+
 /// Largest angle between the long axes of two boxes that describe the same boundary.
 const AGREE_DEG: f64 = 20.0;
 
@@ -110,17 +136,32 @@ mod tests {
 
     #[test]
     fn agreement_raises_confidence_and_lone_lattice_boxes_are_added() {
-        let m = vec![model_box(OrientedBox::new(100.0, 100.0, 200.0, 40.0, 0.05), 0.4)];
+        let m = vec![model_box(
+            OrientedBox::new(100.0, 100.0, 200.0, 40.0, 0.05),
+            0.4,
+        )];
         // The same boundary seen by the lattice (slightly shifted, 3° off), and another one
         // far away, crossing at 90°.
         let other = [
-            (DefectClass::GrainBoundary, OrientedBox::new(110.0, 104.0, 300.0, 60.0, 0.1), 0.5f32),
-            (DefectClass::GrainBoundary, OrientedBox::new(300.0, 300.0, 200.0, 60.0, 1.6), 0.3f32),
+            (
+                DefectClass::GrainBoundary,
+                OrientedBox::new(110.0, 104.0, 300.0, 60.0, 0.1),
+                0.5f32,
+            ),
+            (
+                DefectClass::GrainBoundary,
+                OrientedBox::new(300.0, 300.0, 200.0, 60.0, 1.6),
+                0.3f32,
+            ),
         ];
         let out = combine(m, &other, &names());
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].source, DetectionSource::Both);
-        assert!((out[0].confidence - 0.7).abs() < 1e-6, "{}", out[0].confidence);
+        assert!(
+            (out[0].confidence - 0.7).abs() < 1e-6,
+            "{}",
+            out[0].confidence
+        );
         assert_eq!(out[1].source, DetectionSource::Lattice);
         assert_eq!(&*out[1].class_name, "grain_boundary");
         assert!((out[1].confidence - 0.3).abs() < 1e-6);
@@ -128,7 +169,10 @@ mod tests {
 
     #[test]
     fn crossing_or_distant_boxes_do_not_agree() {
-        let m = vec![model_box(OrientedBox::new(100.0, 100.0, 200.0, 40.0, 0.0), 0.4)];
+        let m = vec![model_box(
+            OrientedBox::new(100.0, 100.0, 200.0, 40.0, 0.0),
+            0.4,
+        )];
         let crossing = [(
             DefectClass::GrainBoundary,
             OrientedBox::new(100.0, 100.0, 200.0, 40.0, 1.2),

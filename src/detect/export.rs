@@ -239,7 +239,7 @@ mod tests {
             lines[1]
                 .starts_with("1,vacancy,0.87500,50.000,20.000,10.000,4.000,0.0000,45.000,18.000")
         );
-        assert!(lines[1].ends_with(",,,,"));
+        assert!(lines[1].ends_with(",,,,,model"), "{}", lines[1]);
         let txt = detections_yolo(&dets, 200, 100);
         assert_eq!(
             txt,

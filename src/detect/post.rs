@@ -1,7 +1,7 @@
 //! Post-processing: decoding the raw YOLO-OBB output, Ultralytics' rotated NMS, re-filtering.
 
-use super::{Detection, DetectionSource};
 use super::pre::Tile;
+use super::{Detection, DetectionSource};
 use crate::geometry::OrientedBox;
 use std::f64::consts::PI;
 use std::sync::Arc;
