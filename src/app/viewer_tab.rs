@@ -1387,11 +1387,18 @@ impl ViewerTab {
                     class: d.class,
                     caption: Some(format!("{name} {:.2}", d.confidence)),
                     tooltip: format!(
-                        "{name} {:.3}\ncentre ({:.1}, {:.1}) px\n{size}\nangle {:.1}°",
+                        "{name} {:.3}\ncentre ({:.1}, {:.1}) px\n{size}\nangle {:.1}°\nfound by: {}",
                         d.confidence,
                         d.obb.cx,
                         d.obb.cy,
-                        d.obb.angle.to_degrees()
+                        d.obb.angle.to_degrees(),
+                        match d.source {
+                            defect_detector::detect::DetectionSource::Model => "the model",
+                            defect_detector::detect::DetectionSource::Lattice =>
+                                "the lattice analysis",
+                            defect_detector::detect::DetectionSource::Both =>
+                                "the model and the lattice analysis",
+                        }
                     ),
                 }
             })
