@@ -401,14 +401,9 @@ pub fn process_file(
                 .map(|nm_per_px| crate::raster::PixelSize { nm_per_px })
         });
         let r = det.detect(&s.image, px, opts)?;
-        use crate::detect::combine::{DetectMethod, combine};
-        let model = if lattice.method == DetectMethod::Lattice {
+        use crate::detect::combine::{DetectMethod, join};
+        let other = if lattice.method == DetectMethod::Model {
             Vec::new()
-        } else {
-            r.filtered(conf, iou)
-        };
-        let detections = if lattice.method == DetectMethod::Model {
-            model
         } else {
             let params = crate::lattice::LatticeParams::new(
                 lattice.crystal.clone(),
@@ -416,14 +411,17 @@ pub fn process_file(
             );
             // The lattice analysis adds to the model; a frame it cannot read (too small, no
             // clear lattice) keeps the model's detections.
-            let other: Vec<_> = crate::lattice::analyse(&s.image, &params)
+            crate::lattice::analyse(&s.image, &params)
                 .map(|l| l.detections())
                 .unwrap_or_default()
-                .into_iter()
-                .filter(|d| d.2 >= conf)
-                .collect();
-            combine(model, &other, &r.class_names)
         };
+        let detections = join(
+            lattice.method,
+            r.filtered(conf, iou),
+            &other,
+            conf,
+            &r.class_names,
+        );
         Ok(ImageDetections {
             width: r.width,
             height: r.height,

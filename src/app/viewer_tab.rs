@@ -618,7 +618,7 @@ impl ViewerTab {
         }
         // Instant re-filtering: NMS over the kept candidates, no model run.
         if let Some(res) = &self.result {
-            use defect_detector::detect::combine::{DetectMethod, combine};
+            use defect_detector::detect::combine::join;
             let m = self.settings.method;
             let key = (
                 self.settings.conf,
@@ -628,23 +628,13 @@ impl ViewerTab {
                 m,
             );
             if self.filtered_for != Some(key) {
-                let model = if m == DetectMethod::Lattice {
-                    Vec::new()
-                } else {
-                    res.filtered(self.settings.conf, self.settings.iou)
-                };
-                self.filtered = if m == DetectMethod::Model {
-                    model
-                } else {
-                    let conf = self.settings.conf;
-                    let other: Vec<_> = self
-                        .lattice_boxes
-                        .iter()
-                        .copied()
-                        .filter(|d| d.2 >= conf)
-                        .collect();
-                    combine(model, &other, &res.class_names)
-                };
+                self.filtered = join(
+                    m,
+                    res.filtered(self.settings.conf, self.settings.iou),
+                    &self.lattice_boxes,
+                    self.settings.conf,
+                    &res.class_names,
+                );
                 self.filtered_for = Some(key);
                 self.sort_table();
             }

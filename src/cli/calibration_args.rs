@@ -17,15 +17,7 @@ pub struct CalibrationArgs {
 impl CalibrationArgs {
     /// The crystal named by `--crystal`.
     pub fn crystal(&self) -> anyhow::Result<CrystalSpec> {
-        Preset::from_cli_name(&self.crystal)
-            .filter(|p| *p != Preset::Custom)
-            .map(|p| p.spec())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown crystal '{}' (cdte110, si110, gaas110)",
-                    self.crystal
-                )
-            })
+        Ok(Preset::named_crystal(&self.crystal)?.spec())
     }
 
     /// The crystal to calibrate with, or `None` when lattice calibration is off.
@@ -33,14 +25,6 @@ impl CalibrationArgs {
         if self.no_lattice_calibration {
             return Ok(None);
         }
-        let p = Preset::from_cli_name(&self.crystal)
-            .filter(|p| *p != Preset::Custom)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown crystal '{}' (cdte110, si110, gaas110)",
-                    self.crystal
-                )
-            })?;
-        Ok(Some(p.spec()))
+        Ok(Some(self.crystal()?))
     }
 }

@@ -212,17 +212,13 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 );
                 match defect_detector::lattice::analyse(&img, &params) {
                     Ok(l) => {
-                        let other: Vec<_> = l
-                            .detections()
-                            .into_iter()
-                            .filter(|d| d.2 >= a.conf)
-                            .collect();
-                        let model = if a.method == Method::Lattice {
-                            Vec::new()
-                        } else {
-                            dets
-                        };
-                        dets = defect_detector::detect::combine::combine(model, &other, &names);
+                        dets = defect_detector::detect::combine::join(
+                            a.method.into(),
+                            dets,
+                            &l.detections(),
+                            a.conf,
+                            &names,
+                        );
                     }
                     Err(e) => eprintln!("{}: no lattice analysis: {e:#}", img_path.display()),
                 }

@@ -89,8 +89,7 @@ fn match_frames(
     base: &DomainRandomization,
 ) -> anyhow::Result<defect_detector::dataset::like::MatchReport> {
     use defect_detector::synth::crystal::Preset;
-    let preset = Preset::from_cli_name(&a.crystal)
-        .with_context(|| format!("unknown crystal '{}' (cdte110, si110, gaas110)", a.crystal))?;
+    let preset = Preset::named_crystal(&a.crystal)?;
     let spec = preset.spec();
     let mut stats = Vec::new();
     for f in &a.like {

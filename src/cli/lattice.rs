@@ -36,9 +36,7 @@ pub struct LatticeArgs {
 }
 
 pub fn run(a: LatticeArgs) -> anyhow::Result<()> {
-    let preset = Preset::from_cli_name(&a.crystal)
-        .filter(|p| *p != Preset::Custom)
-        .with_context(|| format!("unknown crystal '{}' (cdte110, si110, gaas110)", a.crystal))?;
+    let preset = Preset::named_crystal(&a.crystal)?;
     if let Some(d) = &a.maps_png {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }

@@ -90,14 +90,7 @@ fn measure_file(path: &Path, a: &RealismArgs, preset: Preset) -> anyhow::Result<
 }
 
 pub fn run(a: RealismArgs) -> anyhow::Result<()> {
-    let preset = Preset::from_cli_name(&a.crystal)
-        .filter(|p| *p != Preset::Custom)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown crystal '{}' (one of cdte110, si110, gaas110)",
-                a.crystal
-            )
-        })?;
+    let preset = Preset::named_crystal(&a.crystal)?;
     if let Some(x) = a.nm_per_px {
         anyhow::ensure!(x.is_finite() && x > 0.0, "--nm-per-px {x} must be positive");
     }

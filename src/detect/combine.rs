@@ -77,6 +77,23 @@ fn along_inside(a: &OrientedBox, b: &OrientedBox, margin: f64) -> bool {
     along.abs() <= len / 2.0 + margin
 }
 
+/// What `method` shows: the model's detections (already filtered), the other detector's boxes
+/// at or above `conf`, or both joined.
+pub fn join(
+    method: DetectMethod,
+    model: Vec<Detection>,
+    other: &[OtherBox],
+    conf: f32,
+    names: &[String],
+) -> Vec<Detection> {
+    let other: Vec<OtherBox> = other.iter().copied().filter(|d| d.2 >= conf).collect();
+    match method {
+        DetectMethod::Model => model,
+        DetectMethod::Lattice => combine(Vec::new(), &other, names),
+        DetectMethod::Both => combine(model, &other, names),
+    }
+}
+
 /// Joins `model` detections with `other` boxes. `names` are the model's class names (a class
 /// the model lacks keeps the other detector's name).
 pub fn combine(model: Vec<Detection>, other: &[OtherBox], names: &[String]) -> Vec<Detection> {

@@ -88,6 +88,14 @@ impl Preset {
         Self::ALL.into_iter().find(|p| p.cli_name() == s)
     }
 
+    /// A named crystal (not `custom`) for the lattice-reading commands, or a message listing
+    /// the names.
+    pub fn named_crystal(s: &str) -> anyhow::Result<Self> {
+        Self::from_cli_name(s)
+            .filter(|p| *p != Preset::Custom)
+            .ok_or_else(|| anyhow::anyhow!("unknown crystal '{s}' (cdte110, si110, gaas110)"))
+    }
+
     /// The structure of a named preset (`Custom` starts from CdTe for editing).
     pub fn spec(self) -> CrystalSpec {
         match self {
