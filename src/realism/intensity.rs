@@ -95,34 +95,46 @@ fn fwhm_along(acf: &[f32], n: usize, u: [f64; 2]) -> Option<f64> {
         .iter()
         .map(|&d| acf_at(acf, n, d * e[0], d * e[1]))
         .collect();
-    let sse = |s: f64| -> (f64, [f64; 3]) {
+    // The autocorrelation of the dumbbell lattice along u, per unit column: every column
+    // with itself (lags i·a), with its partner b_v/4 off the line, and the centred pair half a
+    // cell along, b_v/4 and b_v/2 off the line. b_v/4 = a·√2/4 in zinc blende [110]. One
+    // amplitude for all (they are the same columns) plus a constant: no second mode in which
+    // free amplitudes trade width for shape.
+    let o = a * std::f64::consts::SQRT_2 / 4.0;
+    let sse = |s: f64| -> (f64, [f64; 2]) {
         let g = |x: f64| (-x * x / (2.0 * s * s)).exp();
-        let mut ata = [[0.0f64; 3]; 3];
-        let mut atb = [0.0f64; 3];
-        let rows: Vec<[f64; 3]> = ds
+        let off = |x: f64, y: f64| g((x * x + y * y).sqrt());
+        let mut ata = [[0.0f64; 2]; 2];
+        let mut atb = [0.0f64; 2];
+        let rows: Vec<[f64; 2]> = ds
             .iter()
             .map(|&d| {
-                let f1: f64 = (-1..=2).map(|j| g(d - f64::from(j) * a)).sum();
-                let f2: f64 = (-1..=1).map(|j| g(d - a / 2.0 - f64::from(j) * a)).sum();
-                [f1, f2, 1.0]
+                let f: f64 = (-1..=2)
+                    .map(|j| {
+                        let x = d - f64::from(j) * a;
+                        let y = x - a / 2.0;
+                        g(x) + off(x, o) + off(y, o) + off(y, 2.0 * o)
+                    })
+                    .sum();
+                [f, 1.0]
             })
             .collect();
         for (r, &y) in rows.iter().zip(&prof) {
-            for i in 0..3 {
+            for i in 0..2 {
                 atb[i] += r[i] * y;
-                for j in 0..3 {
+                for j in 0..2 {
                     ata[i][j] += r[i] * r[j];
                 }
             }
         }
-        let Some(c) = solve3(ata, atb) else {
-            return (f64::INFINITY, [0.0; 3]);
+        let Some(c) = solve(ata, atb) else {
+            return (f64::INFINITY, [0.0; 2]);
         };
         let err = rows
             .iter()
             .zip(&prof)
             .map(|(r, &y)| {
-                let m = r[0] * c[0] + r[1] * c[1] + r[2] * c[2];
+                let m = r[0] * c[0] + r[1] * c[1];
                 (m - y) * (m - y)
             })
             .sum();
@@ -206,15 +218,15 @@ fn fwhm_azimuthal(acf: &[f32], n: usize) -> Option<f64> {
     None
 }
 
-fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
-    for col in 0..3 {
-        let piv = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let piv = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[piv][col].abs() < 1e-300 {
             return None;
         }
         a.swap(col, piv);
         b.swap(col, piv);
-        for r in 0..3 {
+        for r in 0..N {
             if r != col {
                 let f = a[r][col] / a[col][col];
                 let pivot = a[col];
@@ -225,5 +237,5 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
             }
         }
     }
-    Some([b[0] / a[0][0], b[1] / a[1][1], b[2] / a[2][2]])
+    Some(std::array::from_fn(|i| b[i] / a[i][i]))
 }
