@@ -433,6 +433,13 @@ impl DatasetTab {
                         );
                         span_edit(
                             ui,
+                            "directional blur σ (Å)",
+                            &mut dr.directional_sigma_a,
+                            0.0..=2.0,
+                            0.01,
+                        );
+                        span_edit(
+                            ui,
                             "core half-width (Å)",
                             &mut dr.boundary_core_width_a,
                             0.0..=20.0,

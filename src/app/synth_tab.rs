@@ -316,6 +316,19 @@ impl SynthTab {
                     }
                 }
                 ui.add(Slider::new(&mut pr.source_sigma_a, 0.0..=1.5).text("source size σ (Å)"));
+                ui.add(
+                    Slider::new(&mut pr.directional_sigma_a, 0.0..=2.0)
+                        .text("directional blur σ (Å)"),
+                )
+                .on_hover_text(
+                    "Extra blur along one direction: a slightly mistilted thick specimen or \
+                     residual astigmatism; along the dumbbells it merges them into elongated \
+                     blobs, as in many real frames",
+                );
+                ui.add(
+                    Slider::new(&mut pr.directional_angle_deg, 0.0..=180.0)
+                        .text("its direction (° from x)"),
+                );
             });
         egui::CollapsingHeader::new("Specimen and noise")
             .default_open(false)

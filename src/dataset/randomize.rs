@@ -109,6 +109,9 @@ pub struct DomainRandomization {
     /// are, and its sigma (px).
     pub lowpass_fraction: f64,
     pub lowpass_sigma_px: Span,
+    /// Directional blur (specimen mistilt, astigmatism): sigma (Å) along a random direction,
+    /// drawn as `min + (max − min)·u²`.
+    pub directional_sigma_a: Span,
 }
 
 impl Default for DomainRandomization {
@@ -118,8 +121,8 @@ impl Default for DomainRandomization {
             rotation_deg: Span::new(0.0, 360.0),
             dose_e_per_a2: Span::new(5.0e2, 2.0e5),
             gaussian_probe_fraction: 0.5,
-            gaussian_fwhm_a: Span::new(0.5, 1.4),
-            source_sigma_a: Span::new(0.1, 0.6),
+            gaussian_fwhm_a: Span::new(0.4, 1.4),
+            source_sigma_a: Span::new(0.05, 0.6),
             defocus_a: Span::new(-30.0, 30.0),
             line_jitter_px: Span::new(0.0, 3.0),
             drift_px_per_kline: Span::new(-110.0, 110.0),
@@ -150,6 +153,7 @@ impl Default for DomainRandomization {
             drift_y_px_per_kline: None,
             lowpass_fraction: 0.35,
             lowpass_sigma_px: Span::new(1.0, 3.5),
+            directional_sigma_a: Span::new(0.0, 0.8),
         }
     }
 }
@@ -251,6 +255,7 @@ impl DomainRandomization {
         }
         check_fraction(self.lowpass_fraction, "low-pass fraction")?;
         check_span(&self.lowpass_sigma_px, "low-pass sigma (px)", 0.0, 4.0)?;
+        check_span(&self.directional_sigma_a, "directional blur (Å)", 0.0, 2.0)?;
         let w = &self.presets;
         anyhow::ensure!(
             [w.cdte, w.si, w.gaas]
@@ -368,6 +373,11 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
     let smooth = rng.random_range(0.0..1.0) < dr.lowpass_fraction;
     let sigma = uniform(&mut rng, dr.lowpass_sigma_px);
     p.noise.lowpass_sigma_px = if smooth { sigma } else { 0.0 };
+    // Like jitter: most frames are well aligned, a few are not (u² weighting).
+    let u: f64 = rng.random_range(0.0..=1.0);
+    p.probe.directional_sigma_a = dr.directional_sigma_a.min
+        + (dr.directional_sigma_a.max - dr.directional_sigma_a.min) * u * u;
+    p.probe.directional_angle_deg = rng.random_range(0.0..180.0);
     p
 }
 

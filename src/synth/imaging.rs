@@ -154,10 +154,16 @@ pub fn probe_profile(p: &ProbeParams) -> ProbeProfile {
     match p.model {
         ProbeModel::Gaussian => {
             let s2 = (p.gaussian_fwhm_a / 2.354_82).powi(2) + p.source_sigma_a.powi(2);
+            // Along the directional blur the variances add.
+            let (sa, ca) = p.directional_angle_deg.to_radians().sin_cos();
+            let s2_along = s2 + p.directional_sigma_a.powi(2);
             for j in 0..n {
                 for i in 0..n {
                     let (x, y) = ((i as f64 - c as f64) * dx, (j as f64 - c as f64) * dx);
-                    data[j * n + i] = (-(x * x + y * y) / (2.0 * s2)).exp();
+                    let along = x * ca + y * sa;
+                    let across = -x * sa + y * ca;
+                    data[j * n + i] =
+                        (-(along * along) / (2.0 * s2_along) - across * across / (2.0 * s2)).exp();
                 }
             }
         }
@@ -183,15 +189,19 @@ pub fn probe_profile(p: &ProbeParams) -> ProbeProfile {
                 .iter()
                 .map(|z| Complex::new(z.norm_sqr(), 0.0))
                 .collect();
-            if p.source_sigma_a > 0.0 {
-                // Source-size blur: multiply by the Gaussian's transform.
+            if p.source_sigma_a > 0.0 || p.directional_sigma_a > 0.0 {
+                // Source-size (and directional) blur: multiply by the Gaussians' transform.
                 fft2(&mut inten, n, false);
                 let s2 = p.source_sigma_a.powi(2);
+                let d2 = p.directional_sigma_a.powi(2);
+                let (sa, ca) = p.directional_angle_deg.to_radians().sin_cos();
                 for j in 0..n {
                     let ky = freq(j, n, dx);
                     for i in 0..n {
                         let kx = freq(i, n, dx);
-                        inten[j * n + i] *= (-2.0 * PI * PI * s2 * (kx * kx + ky * ky)).exp();
+                        let k_along = kx * ca + ky * sa;
+                        let e = s2 * (kx * kx + ky * ky) + d2 * k_along * k_along;
+                        inten[j * n + i] *= (-2.0 * PI * PI * e).exp();
                     }
                 }
                 fft2(&mut inten, n, true);

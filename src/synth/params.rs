@@ -196,6 +196,12 @@ pub struct ProbeParams {
     pub cs_um: f64,
     /// Gaussian source-size blur, sigma (Å). Range 0–1.5.
     pub source_sigma_a: f64,
+    /// Extra Gaussian blur along one direction (sigma, Å): a slightly mistilted thick specimen
+    /// (each column projects as a short streak) or residual two-fold astigmatism. It merges the
+    /// dumbbells into elongated blobs when it runs along them. Range 0–2.
+    pub directional_sigma_a: f64,
+    /// Direction of that blur in the image (degrees from +x). Range ±360.
+    pub directional_angle_deg: f64,
 }
 
 impl Default for ProbeParams {
@@ -208,6 +214,8 @@ impl Default for ProbeParams {
             defocus_a: 0.0,
             cs_um: 1.0,
             source_sigma_a: 0.35,
+            directional_sigma_a: 0.0,
+            directional_angle_deg: 0.0,
         }
     }
 }
@@ -524,6 +532,20 @@ impl SynthParams {
         check(true, "defocus (Å)", p.defocus_a, -300.0, 300.0)?;
         check(true, "Cs (µm)", p.cs_um, -50.0, 2000.0)?;
         check(true, "source size (Å)", p.source_sigma_a, 0.0, 1.5)?;
+        check(
+            true,
+            "directional blur (Å)",
+            p.directional_sigma_a,
+            0.0,
+            2.0,
+        )?;
+        check(
+            true,
+            "directional blur angle (deg)",
+            p.directional_angle_deg,
+            -360.0,
+            360.0,
+        )?;
         let s = &self.specimen;
         check(true, "background", s.background, 0.0, 8.0)?;
         check(true, "background gradient", s.background_gradient, 0.0, 1.0)?;

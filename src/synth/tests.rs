@@ -750,3 +750,34 @@ fn all_presets_render() {
         assert!(hi > lo);
     }
 }
+
+#[test]
+fn directional_blur_widens_only_along_its_direction() {
+    for model in [ProbeModel::Gaussian, ProbeModel::Aberrations] {
+        let base = params::ProbeParams {
+            model,
+            gaussian_fwhm_a: 0.9,
+            source_sigma_a: 0.3,
+            ..Default::default()
+        };
+        let f0 = imaging::probe_profile(&base).fwhm_a();
+        let along = params::ProbeParams {
+            directional_sigma_a: 0.5,
+            directional_angle_deg: 0.0,
+            ..base.clone()
+        };
+        let across = params::ProbeParams {
+            directional_angle_deg: 90.0,
+            ..along.clone()
+        };
+        // fwhm_a measures along x.
+        let fa = imaging::probe_profile(&along).fwhm_a();
+        let fc = imaging::probe_profile(&across).fwhm_a();
+        assert!(fa > f0 * 1.3, "{model:?}: along {fa} vs {f0}");
+        assert!((fc - f0).abs() < 0.03, "{model:?}: across {fc} vs {f0}");
+        if model == ProbeModel::Gaussian {
+            let want = (f0.powi(2) + (2.35482 * 0.5f64).powi(2)).sqrt();
+            assert!((fa - want).abs() < 0.03, "{fa} vs {want}");
+        }
+    }
+}
