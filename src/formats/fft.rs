@@ -54,7 +54,7 @@ pub fn power_spectrum(img: &ImageF32, region: Option<Region>) -> ImageF32 {
         }
     }
 
-    fft_2d(&mut buf, n);
+    fft_2d(&mut buf, n, false);
 
     let half = n / 2;
     let mut out = ImageF32::new(n, n);
@@ -88,9 +88,16 @@ fn hann(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// In-place 2-D FFT of an `n x n` row-major buffer: rows, transpose, rows, transpose.
-fn fft_2d(buf: &mut [Complex32], n: usize) {
-    let fft = FftPlanner::<f32>::new().plan_fft_forward(n);
+/// In-place 2-D FFT of an `n x n` row-major buffer (unnormalised both ways): rows,
+/// transpose, rows, transpose. Shared by the Viewer's spectrum, the realism statistics and the
+/// lattice maps.
+pub fn fft_2d(buf: &mut [Complex32], n: usize, inverse: bool) {
+    let mut planner = FftPlanner::<f32>::new();
+    let fft = if inverse {
+        planner.plan_fft_inverse(n)
+    } else {
+        planner.plan_fft_forward(n)
+    };
     let rows = |b: &mut [Complex32]| {
         b.par_chunks_mut(n).for_each_init(
             || vec![Complex32::new(0.0, 0.0); fft.get_inplace_scratch_len()],
@@ -103,10 +110,17 @@ fn fft_2d(buf: &mut [Complex32], n: usize) {
     transpose(buf, n);
 }
 
-fn transpose(b: &mut [Complex32], n: usize) {
-    for y in 0..n {
-        for x in y + 1..n {
-            b.swap(y * n + x, x * n + y);
+/// In-place transpose of an `n x n` row-major buffer, in cache-sized tiles.
+pub fn transpose(b: &mut [Complex32], n: usize) {
+    const T: usize = 32;
+    for by in (0..n).step_by(T) {
+        for bx in (by..n).step_by(T) {
+            for y in by..(by + T).min(n) {
+                let x_start = if bx == by { y + 1 } else { bx };
+                for x in x_start..(bx + T).min(n) {
+                    b.swap(y * n + x, x * n + y);
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   lattice reflections), compared with the windows a quarter window away on either side in
 //!   four directions: the discontinuity score.
 
+use crate::formats::fft::transpose;
 use crate::raster::ImageF32;
 use rayon::prelude::*;
 use rustfft::{Fft, FftPlanner, num_complex::Complex32};
@@ -370,14 +371,6 @@ fn refine_peak(p: &[f32], n: usize, k: [f32; 2]) -> [f32; 2] {
     let dx = off(get(kx - 1, ky), get(kx + 1, ky));
     let dy = off(get(kx, ky - 1), get(kx, ky + 1));
     [k[0] + dx, k[1] + dy]
-}
-
-fn transpose(buf: &mut [Complex32], n: usize) {
-    for y in 0..n {
-        for x in y + 1..n {
-            buf.swap(y * n + x, x * n + y);
-        }
-    }
 }
 
 /// Computes the maps of a (raw) image whose {111} period is `d111_px` pixels.

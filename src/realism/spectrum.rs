@@ -2,9 +2,9 @@
 //! the autocorrelation and the lattice-filtered reference.
 
 use rayon::prelude::*;
-use rustfft::FftPlanner;
 use rustfft::num_complex::Complex32;
 
+use crate::formats::fft::fft_2d;
 use crate::raster::ImageF32;
 
 /// Largest crop side used for the statistics (a 1024² crop holds ~10⁴ columns at 15 pm/px).
@@ -130,38 +130,4 @@ fn hann(n: usize) -> Vec<f32> {
             (0.5 - 0.5 * t.cos()) as f32
         })
         .collect()
-}
-
-/// In-place 2-D FFT of an `n x n` row-major buffer (unnormalised both ways).
-fn fft_2d(buf: &mut [Complex32], n: usize, inverse: bool) {
-    let mut planner = FftPlanner::<f32>::new();
-    let fft = if inverse {
-        planner.plan_fft_inverse(n)
-    } else {
-        planner.plan_fft_forward(n)
-    };
-    let rows = |b: &mut [Complex32]| {
-        b.par_chunks_mut(n).for_each_init(
-            || vec![Complex32::new(0.0, 0.0); fft.get_inplace_scratch_len()],
-            |scratch, row| fft.process_with_scratch(row, scratch),
-        );
-    };
-    rows(buf);
-    transpose(buf, n);
-    rows(buf);
-    transpose(buf, n);
-}
-
-fn transpose(b: &mut [Complex32], n: usize) {
-    const T: usize = 32;
-    for by in (0..n).step_by(T) {
-        for bx in (by..n).step_by(T) {
-            for y in by..(by + T).min(n) {
-                let x_start = if bx == by { y + 1 } else { bx };
-                for x in x_start..(bx + T).min(n) {
-                    b.swap(y * n + x, x * n + y);
-                }
-            }
-        }
-    }
 }
