@@ -76,6 +76,11 @@ def main():
     ap.add_argument("--scale", type=float, default=0.25,
                     help="random zoom gain; small because the exporter already randomizes the pixel size")
     ap.add_argument("--weights", help="skip training: validate and export these weights (best.pt)")
+    ap.add_argument("--static", action="store_true",
+                    help="export a fixed imgsz x imgsz input (default: dynamic, whole frames in one pass)")
+    ap.add_argument("--from", dest="init", metavar="WEIGHTS.pt",
+                    help="start from these weights instead of a random init (fine-tune, e.g. on an "
+                         "`export --like` dataset: --from models/cdte-yolo11n-obb.pt)")
     a = ap.parse_args()
 
     offline_env()
@@ -95,7 +100,8 @@ def main():
 
 
 def train(a, runs, YOLO):
-    model = YOLO("yolo11n-obb.yaml")  # architecture only: random init, no weight download
+    # Architecture only (random init, no weight download), or the weights to fine-tune.
+    model = YOLO(a.init) if a.init else YOLO("yolo11n-obb.yaml")
     model.train(
         data=a.data, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device=a.device,
         workers=0 if a.device == "cpu" else 8, amp=a.device != "cpu", seed=a.seed, deterministic=True,
@@ -105,6 +111,19 @@ def train(a, runs, YOLO):
         **({"time": a.time} if a.time else {}),
     )
     return runs / a.name / "weights" / "best.pt"
+
+
+def training_seconds(run_dir: Path):
+    # Ultralytics' results.csv records the cumulative training time per epoch ("time"), so a
+    # card written later with --weights still states how long training took.
+    csv = run_dir / "results.csv"
+    if not csv.exists():
+        return None
+    lines = csv.read_text().strip().splitlines()
+    head = [h.strip() for h in lines[0].split(",")]
+    if "time" not in head or len(lines) < 2:
+        return None
+    return float(lines[-1].split(",")[head.index("time")])
 
 
 def epochs_run(run_dir: Path):
@@ -119,17 +138,26 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     trained = YOLO(str(best))
     metrics = trained.val(data=a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, plots=False,
                           project=str(runs), name=a.name + "-val", exist_ok=True)
-    onnx_file = Path(trained.export(format="onnx", imgsz=a.imgsz, opset=17, simplify=True))
+    # A dynamic input lets the app run whole frames (up to 1024 px) in one pass instead of
+    # tiles of the training size; imgsz stays in the metadata as the training size.
+    onnx_file = Path(trained.export(format="onnx", imgsz=a.imgsz, opset=17, simplify=True,
+                                    dynamic=not a.static))
     add_metadata(onnx_file, {"nm_per_px": a.nm_per_px, "training_data": a.recipe[:2000]})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     dst = out / f"{a.name}.onnx"
     shutil.copy(onnx_file, dst)
+    # The PyTorch weights beside the ONNX, so users can fine-tune (train.py --from).
+    shutil.copy(best, out / f"{a.name}.pt")
     names = trained.names
     card = {
         "name": a.name,
         "file": dst.name,
-        "architecture": "yolo11n-obb (Ultralytics), trained from scratch on synthetic data only",
+        "architecture": "yolo11n-obb (Ultralytics), "
+        + (f"fine-tuned from {Path(a.init).name}" if a.init else "trained from scratch")
+        + " on synthetic data only",
+        "weights": f"{a.name}.pt",
+        "dynamic_input": not a.static,
         "classes": [names[i] for i in sorted(names)],
         "input_size": a.imgsz,
         "nm_per_px": a.nm_per_px,
@@ -140,7 +168,7 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
         "seed": a.seed,
-        "training_time_s": round(train_s, 1) if train_s is not None else None,
+        "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / a.name),
         "hardware": {
             "device": a.device,
             "cpu": platform.processor() or platform.machine(),

@@ -462,13 +462,18 @@ impl ViewerTab {
             match job.try_take() {
                 Ok(Ok(d)) => {
                     self.status = format!(
-                        "Model {} ({} classes, {} px, {})",
+                        "Model {} ({} classes, {} px{}, {})",
                         Path::new(&self.detector_path)
                             .file_name()
                             .unwrap_or_default()
                             .to_string_lossy(),
                         d.class_names().len(),
                         d.info().imgsz,
+                        if d.info().dynamic_input {
+                            ", whole frames in one pass"
+                        } else {
+                            ""
+                        },
                         d.provider()
                     );
                     let n = d.class_names().len();

@@ -39,6 +39,10 @@ pub struct DetectArgs {
     /// Tile overlap, as a fraction of the model input, for images larger than it.
     #[arg(long, default_value_t = DEFAULT_TILE_OVERLAP)]
     overlap: f64,
+    /// Cut frames into tiles of the model's training size even when the model takes whole
+    /// frames (a dynamic-input export runs frames up to 1024 px in one pass otherwise).
+    #[arg(long)]
+    tiles: bool,
     /// Pixel size of the images in nm (resamples to the model's pixel size when it has one).
     #[arg(long)]
     nm_per_px: Option<f64>,
@@ -161,15 +165,21 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     }
     let det = Detector::load(&model, &a.runtime.detector_options())?;
     eprintln!(
-        "model {} ({} classes, input {}, {}), runtime {}",
+        "model {} ({} classes, input {}{}, {}), runtime {}",
         model.display(),
         det.class_names().len(),
         det.info().imgsz,
+        if det.info().dynamic_input {
+            " or whole frames"
+        } else {
+            ""
+        },
         det.provider(),
         det.runtime().library.display()
     );
     let opts = DetectOptions {
         fit: Fit::Tile { overlap: a.overlap },
+        one_pass: !a.tiles,
         ..Default::default()
     };
     let names = det.class_names().to_vec();

@@ -58,35 +58,61 @@ pub fn bench_detect_with(
     let det = Detector::load(model, det_opts)?;
     let img = bench_image(image_size);
     let opts = DetectOptions::default();
+    let tiled_opts = DetectOptions {
+        one_pass: false,
+        ..opts
+    };
     let s = det.info().imgsz;
-    // The bare run uses the exact input the pipeline builds for this image.
-    let tile = super::pre::plan_tiles(image_size.min(s), image_size.min(s), s, 0.0)[0];
+    // The bare run uses the exact input the pipeline builds for this image: the whole frame
+    // for a dynamic-input model, else its first tile.
+    let tile = match super::pre::plan_one_pass(image_size, image_size, det.info().max_stride()) {
+        Some(t) if det.info().dynamic_input => t,
+        _ => super::pre::plan_tiles(image_size.min(s), image_size.min(s), s, 0.0)[0],
+    };
     let q = super::pre::Quantizer::for_image(&img, opts.intensity);
-    let mut prepared = vec![0f32; 3 * s * s];
-    super::pre::fill_input(&mut prepared, s, &img, &tile, &q);
+    let n_in = 3 * tile.in_w * tile.in_h;
+    let mut prepared = vec![0f32; n_in];
+    super::pre::fill_input(&mut prepared, &img, &tile, &q);
 
     let warmup = 3;
     let (mut e2e, mut bare, mut pre, mut inf, mut post, mut filt) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     // The two parts of pre-processing on their own, outside the end-to-end timing.
     let (mut window, mut fill, mut paired) = (vec![], vec![], vec![]);
-    let mut scratch = vec![0f32; 3 * s * s];
+    // The same frame cut into tiles of the training size, as a fixed-size export must be.
+    let (mut tiled, mut tiled_paired) = (vec![], vec![]);
+    let mut tiled_count = 0;
+    let mut scratch = vec![0f32; n_in];
     let mut n_cands = 0;
     let mut n_final = 0;
     let mut tiles = 0;
     for i in 0..warmup + runs {
-        let ((), bare_run) = det.run_with(|buf| buf.copy_from_slice(&prepared), |_| ())?;
+        let ((), bare_run) = det.run_sized(
+            tile.in_w,
+            tile.in_h,
+            |buf| buf.copy_from_slice(&prepared),
+            |_| (),
+        )?;
         let t0 = Instant::now();
         let r = det.detect(&img, None, &opts)?;
         let t1 = Instant::now();
         let fin = r.filtered(DEFAULT_CONF, DEFAULT_IOU);
         let total = t0.elapsed().as_secs_f64() * 1e3;
         let filter_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let tiled_ms = if det.info().dynamic_input {
+            let tt = Instant::now();
+            let rt = det.detect(&img, None, &tiled_opts)?;
+            let _ = rt.filtered(DEFAULT_CONF, DEFAULT_IOU);
+            tiled_count = rt.tiles;
+            Some(tt.elapsed().as_secs_f64() * 1e3)
+        } else {
+            None
+        };
         let tw = Instant::now();
         let qw = super::pre::Quantizer::for_image(&img, opts.intensity);
         let window_ms = tw.elapsed().as_secs_f64() * 1e3;
         let tf = Instant::now();
-        super::pre::fill_input(&mut scratch, s, &img, &tile, &qw);
+        super::pre::fill_input(&mut scratch, &img, &tile, &qw);
         let fill_ms = tf.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
             window.push(window_ms);
@@ -98,6 +124,10 @@ pub fn bench_detect_with(
             inf.push(r.timings.inference_ms);
             post.push(r.timings.postprocess_ms + filter_ms);
             filt.push(filter_ms);
+            if let Some(t) = tiled_ms {
+                tiled.push(t);
+                tiled_paired.push(t / total);
+            }
             n_cands = r.candidates.len();
             n_final = fin.len();
             tiles = r.tiles;
@@ -105,11 +135,14 @@ pub fn bench_detect_with(
     }
     let e2e_m = median(&mut e2e);
     let bare_m = median(&mut bare);
+    let tiled_m = median(&mut tiled);
     Ok(json!({
         "job": "detect",
         "model": model.display().to_string(),
         "image_size": image_size,
         "model_imgsz": s,
+        "dynamic_input": det.info().dynamic_input,
+        "input": [tile.in_w, tile.in_h],
         "runs": runs,
         "tiles": tiles,
         "provider": det.provider(),
@@ -121,6 +154,13 @@ pub fn bench_detect_with(
         // Each end-to-end run over the bare run just before it: less sensitive to drifts in
         // machine load than the ratio of the two medians.
         "ratio_paired_median": median(&mut paired),
+        // Only for a dynamic-input model: the same frame in tiles of the training size.
+        "tiled": if tiled.is_empty() { Value::Null } else { json!({
+            "tiles": tiled_count,
+            "end_to_end_ms": tiled_m,
+            "speedup_one_pass": tiled_m / e2e_m,
+            "speedup_paired_median": median(&mut tiled_paired),
+        })},
         "stages_ms": {
             "preprocess": median(&mut pre),
             "preprocess_window": median(&mut window),

@@ -2,7 +2,8 @@
 //!
 //! Pipeline: raw f32 image -> the shared model intensity window, quantised to 8 bits exactly as
 //! the training PNGs ([`pre`]) -> optional resampling to the model's pixel size -> tiles of the
-//! model's input size (letterboxed when smaller) -> ONNX Runtime -> decoding of every candidate
+//! model's input size (letterboxed when smaller; a model exported with a dynamic input takes
+//! frames up to 1024 px whole, in one pass) -> ONNX Runtime -> decoding of every candidate
 //! above a low floor confidence ([`post`]) -> candidates in original image pixels.
 //!
 //! The result keeps all candidates (before NMS) so a viewer can re-filter with confidence and
@@ -99,6 +100,9 @@ pub struct DetectOptions {
     pub match_model_scale: bool,
     /// One candidate per class above the floor (Ultralytics `val`), not just the best class.
     pub multi_label: bool,
+    /// Run frames up to [`pre::MAX_ONE_PASS`] whole when the model's input is dynamic; `false`
+    /// tiles them at the model's training size like a fixed-size model (for comparison).
+    pub one_pass: bool,
 }
 
 impl Default for DetectOptions {
@@ -111,6 +115,7 @@ impl Default for DetectOptions {
             },
             match_model_scale: true,
             multi_label: false,
+            one_pass: true,
         }
     }
 }
@@ -124,6 +129,7 @@ impl DetectOptions {
             fit: Fit::ResizeLongSide,
             match_model_scale: false,
             multi_label: true,
+            one_pass: false,
         }
     }
 }
@@ -311,7 +317,18 @@ impl Detector {
             Fit::Tile { overlap } => overlap,
             Fit::ResizeLongSide => 0.0,
         };
-        let tiles = pre::plan_tiles(work.width, work.height, s, overlap);
+        // A model exported with a dynamic input sees a whole frame (up to
+        // `pre::MAX_ONE_PASS`) at once: one run instead of overlapping tiles and no seams.
+        let one_pass = match opts.fit {
+            Fit::Tile { .. } if info.dynamic_input && opts.one_pass => {
+                pre::plan_one_pass(work.width, work.height, info.max_stride())
+            }
+            _ => None,
+        };
+        let tiles = match one_pass {
+            Some(t) => vec![t],
+            None => pre::plan_tiles(work.width, work.height, s, overlap),
+        };
         let mut timings = StageTimings {
             preprocess_ms: ms(t_pre.elapsed()),
             ..Default::default()
@@ -340,10 +357,12 @@ impl Detector {
             };
             let mut fill_time = Duration::ZERO;
             let mut decode_time = Duration::ZERO;
-            let (invalid, run_time) = self.run_with(
+            let (invalid, run_time) = self.run_sized(
+                tile.in_w,
+                tile.in_h,
                 |buf| {
                     let t = Instant::now();
-                    pre::fill_input(buf, s, &work, tile, &q);
+                    pre::fill_input(buf, &work, tile, &q);
                     fill_time = t.elapsed();
                 },
                 |out| {

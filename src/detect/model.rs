@@ -63,8 +63,11 @@ pub struct ModelInfo {
     pub path: PathBuf,
     /// Class names by id.
     pub names: Vec<String>,
-    /// Square input size in pixels.
+    /// Square input size in pixels (the training size when the input is dynamic).
     pub imgsz: usize,
+    /// The export takes any input height and width (multiples of the largest stride): whole
+    /// frames then run in one pass instead of tiles (see [`super::pre::plan_one_pass`]).
+    pub dynamic_input: bool,
     /// Anchor strides, finest first.
     pub strides: Vec<usize>,
     /// Anchors per image (the last output dimension).
@@ -83,6 +86,10 @@ impl ModelInfo {
     /// Rows of the output: 4 box values, one score per class, the angle.
     pub fn output_rows(&self) -> usize {
         4 + self.names.len() + 1
+    }
+    /// The coarsest anchor stride: a dynamic input's sides must be multiples of it.
+    pub fn max_stride(&self) -> usize {
+        self.strides.iter().copied().max().unwrap_or(32)
     }
 }
 
@@ -207,19 +214,46 @@ impl Detector {
         &self.runtime
     }
 
-    /// Fills the input buffer with `fill`, runs the model and hands the raw output
+    /// Fills an `in_w x in_h` input buffer with `fill`, runs the model and hands the raw output
     /// (`[4+nc+1, N]`, row-major) to `read`. Returns `read`'s result and the time spent in
-    /// `session.run` alone.
-    pub(crate) fn run_with<R>(
+    /// `session.run` alone. The input is the model's square size, or for a model with a dynamic
+    /// input any multiple of its largest stride.
+    pub(crate) fn run_sized<R>(
         &self,
+        in_w: usize,
+        in_h: usize,
         fill: impl FnOnce(&mut [f32]),
         read: impl FnOnce(&[f32]) -> R,
     ) -> anyhow::Result<(R, Duration)> {
+        let s = self.info.imgsz;
+        if (in_w, in_h) != (s, s) {
+            let stride = self.info.max_stride();
+            if !self.info.dynamic_input
+                || in_w == 0
+                || in_h == 0
+                || !in_w.is_multiple_of(stride)
+                || !in_h.is_multiple_of(stride)
+            {
+                anyhow::bail!(
+                    "an input of {in_w}x{in_h} does not fit this model ({s}x{s}{})",
+                    if self.info.dynamic_input {
+                        format!(", or any multiple of {stride}")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *guard;
-        fill(&mut inner.input);
-        let s = self.info.imgsz;
-        let tensor = TensorRef::from_array_view(([1usize, 3, s, s], inner.input.as_slice()))
+        // Grows once to the largest frame seen and stays (no allocation per frame after that).
+        let n = 3 * in_w * in_h;
+        if inner.input.len() < n {
+            inner.input.resize(n, 0.0);
+        }
+        let input = &mut inner.input[..n];
+        fill(input);
+        let tensor = TensorRef::from_array_view(([1usize, 3, in_h, in_w], &*input))
             .map_err(|e| anyhow::anyhow!("cannot wrap the input tensor: {e}"))?;
         let t0 = Instant::now();
         let outputs = inner
@@ -298,7 +332,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         .tensor_shape()
         .map(|s| s.to_vec())
         .ok_or_else(|| anyhow::anyhow!("{file}: output '{}' is not a tensor", output.name()))?;
-    // Every run feeds f32 (see `run_with`); a uint8 or f16 input would load and then fail on
+    // Every run feeds f32 (see `run_sized`); a uint8 or f16 input would load and then fail on
     // every image.
     for (what, v) in [("input", input), ("output", output)] {
         let ty = v.dtype().tensor_type();
@@ -317,6 +351,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
     };
     let imgsz =
         check_input_shape(&in_shape, imgsz_meta).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let dynamic_input = in_shape.len() == 4 && in_shape[2] <= 0 && in_shape[3] <= 0;
     let names = match names_meta {
         Some(s) => parse_names(&s).map_err(|e| anyhow::anyhow!("{file}: metadata names: {e}"))?,
         None => {
@@ -338,6 +373,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         path: path.to_path_buf(),
         names,
         imgsz,
+        dynamic_input,
         strides,
         num_anchors,
         nm_per_px,
@@ -404,7 +440,8 @@ pub fn check_output_shape(
              export a YOLO-OBB model with the raw head output [1, {rows}, N] instead"
         ));
     }
-    if shape.len() != 3 || shape[0] != 1 {
+    // A dynamic export names its batch dimension (-1 here); it runs with a batch of one.
+    if shape.len() != 3 || (shape[0] != 1 && shape[0] > 0) {
         return Err(format!("output shape {shape:?} is not [1, {rows}, N]"));
     }
     if shape[1] == (4 + nc) as i64 {

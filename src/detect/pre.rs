@@ -76,6 +76,10 @@ pub struct Tile {
     /// Letterbox padding (left, top) inside the model input, in model pixels.
     pub pad_x: usize,
     pub pad_y: usize,
+    /// The model input this tile fills (width, height): the model's square size, or for a
+    /// model exported with a dynamic input the whole frame rounded up to the stride.
+    pub in_w: usize,
+    pub in_h: usize,
     /// Half-open ranges of working-image coordinates this tile is responsible for: a
     /// detection whose centre lies in another tile's core is dropped here, so each object is
     /// reported by the tile that sees it farthest from its edges.
@@ -146,6 +150,8 @@ pub fn plan_tiles(w: usize, h: usize, s: usize, overlap: f64) -> Vec<Tile> {
                 h: th,
                 pad_x: letterbox_pad(tw, s),
                 pad_y: letterbox_pad(th, s),
+                in_w: s,
+                in_h: s,
                 core_x: cx[i],
                 core_y: cy[j],
             });
@@ -154,13 +160,43 @@ pub fn plan_tiles(w: usize, h: usize, s: usize, overlap: f64) -> Vec<Tile> {
     out
 }
 
-/// Writes one tile into a `[3, s, s]` input buffer: padding, quantised grey copied to 3 planes.
-/// One pass over the output: each row is quantised once and copied to G and B while it is
-/// still in cache (writing the planes separately costs a second sweep over 2/3 of the buffer).
-pub fn fill_input(buf: &mut [f32], s: usize, img: &ImageF32, tile: &Tile, q: &Quantizer) {
+/// Largest side a model with a dynamic input runs in one pass: a 1024 x 1024 frame is one
+/// `session.run` (a quarter of the work of 4 overlapping 512 tiles plus their seams); larger
+/// frames are tiled so memory stays bounded.
+pub const MAX_ONE_PASS: usize = 1024;
+
+/// The whole `w x h` image as one input, each side rounded up to a multiple of `stride`
+/// (Ultralytics' minimal rectangular letterbox: the spare pixels split around the image).
+/// `None` when a side exceeds [`MAX_ONE_PASS`].
+pub fn plan_one_pass(w: usize, h: usize, stride: usize) -> Option<Tile> {
+    if w == 0 || h == 0 || w > MAX_ONE_PASS || h > MAX_ONE_PASS {
+        return None;
+    }
+    let stride = stride.max(1);
+    let (in_w, in_h) = (w.div_ceil(stride) * stride, h.div_ceil(stride) * stride);
+    Some(Tile {
+        x0: 0,
+        y0: 0,
+        w,
+        h,
+        pad_x: letterbox_pad(w, in_w),
+        pad_y: letterbox_pad(h, in_h),
+        in_w,
+        in_h,
+        core_x: [f64::NEG_INFINITY, f64::INFINITY],
+        core_y: [f64::NEG_INFINITY, f64::INFINITY],
+    })
+}
+
+/// Writes one tile into a `[3, in_h, in_w]` input buffer: padding, quantised grey copied to 3
+/// planes. One pass over the output: each row is quantised once and copied to G and B while it
+/// is still in cache (writing the planes separately costs a second sweep over 2/3 of the
+/// buffer).
+pub fn fill_input(buf: &mut [f32], img: &ImageF32, tile: &Tile, q: &Quantizer) {
     use rayon::prelude::*;
     const ROWS: usize = 32;
-    let plane = s * s;
+    let s = tile.in_w;
+    let plane = tile.in_w * tile.in_h;
     debug_assert_eq!(buf.len(), 3 * plane);
     let (r_plane, rest) = buf.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
@@ -419,13 +455,32 @@ mod tests {
         let img = ImageF32::from_vec(2, 2, vec![0.0, 1.0, 1.0, 0.0]);
         let t = plan_tiles(2, 2, 4, 0.2)[0];
         let mut buf = vec![-1.0; 3 * 16];
-        fill_input(&mut buf, 4, &img, &t, &Quantizer::new(0.0, 1.0));
+        fill_input(&mut buf, &img, &t, &Quantizer::new(0.0, 1.0));
         let p = &buf[..16];
         assert_eq!(p[5], 0.0);
         assert_eq!(p[6], 1.0);
         assert_eq!(p[0], PAD_VALUE);
         assert_eq!(&buf[16..32], p);
         assert_eq!(&buf[32..48], p);
+    }
+
+    #[test]
+    fn one_pass_rounds_each_side_up_to_the_stride() {
+        let t = plan_one_pass(700, 500, 32).unwrap();
+        assert_eq!((t.in_w, t.in_h), (704, 512));
+        assert_eq!((t.pad_x, t.pad_y), (2, 6));
+        assert!(t.core_contains(0.0, 499.5));
+        assert!(plan_one_pass(1025, 10, 32).is_none());
+        assert!(plan_one_pass(0, 10, 32).is_none());
+        // A rectangular input: rows are in_w long, padding columns on both sides.
+        let img = ImageF32::from_vec(3, 2, vec![1.0; 6]);
+        let t = plan_one_pass(3, 2, 4).unwrap();
+        assert_eq!((t.in_w, t.in_h, t.pad_x, t.pad_y), (4, 4, 0, 1));
+        let mut buf = vec![-1.0; 3 * 16];
+        fill_input(&mut buf, &img, &t, &Quantizer::new(0.0, 1.0));
+        let ones = buf[..16].iter().filter(|v| **v == 1.0).count();
+        assert_eq!(ones, 6);
+        assert_eq!(&buf[4..8], &[1.0, 1.0, 1.0, PAD_VALUE]);
     }
 
     #[test]

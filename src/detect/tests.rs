@@ -3,6 +3,7 @@
 //! found they fail with the loader's message, which says how to install it.
 
 use super::*;
+use serde_json::json;
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
@@ -248,6 +249,21 @@ fn bench_reports_medians_and_ratio() {
     );
     assert!(w > 0.0 && f > 0.0, "{st}");
     assert_eq!(v["ort_spinning"], true);
+    assert!(
+        v["tiled"].is_null(),
+        "a fixed-size model has no one-pass comparison"
+    );
+    // A dynamic-input model: one pass over a 160 px frame against its tiles of 64.
+    let v = bench::bench_detect(&data("tiny_dynamic.onnx"), 160, 3).unwrap();
+    assert_eq!(
+        (v["tiles"].clone(), v["input"].clone()),
+        (1.into(), json!([160, 160]))
+    );
+    assert!(v["tiled"]["tiles"].as_u64().unwrap() > 1, "{v}");
+    assert!(
+        v["tiled"]["speedup_one_pass"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
 }
 
 #[test]
@@ -334,4 +350,74 @@ fn a_model_with_a_uint8_input_is_refused_at_load() {
         e.contains("not float32") && e.contains("uint8_input.onnx"),
         "{e}"
     );
+}
+
+fn tiny_dynamic() -> Detector {
+    let opts = DetectorOptions {
+        device: Device::Cpu,
+        threads: 1,
+        ..Default::default()
+    };
+    Detector::load(&data("tiny_dynamic.onnx"), &opts).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn a_dynamic_input_model_sees_the_whole_frame_in_one_pass() {
+    let d = tiny_dynamic();
+    assert!(d.info().dynamic_input);
+    assert!(!tiny().info().dynamic_input);
+    // 150 x 100 runs as one 160 x 128 input with (5, 14) px of centred padding; the block
+    // fills input cell (2, 1) exactly, whose anchor sits at (80, 48) in the input.
+    let img = blocks(150, 100, &[[59, 91, 18, 50]]);
+    let opts = DetectOptions {
+        match_model_scale: false,
+        ..Default::default()
+    };
+    let r = d.detect(&img, None, &opts).unwrap();
+    assert_eq!(r.tiles, 1);
+    let best = &r.candidates[0];
+    assert_eq!(best.class_name.as_ref(), "grain_boundary");
+    assert!(best.confidence > 0.99, "{}", best.confidence);
+    assert!(
+        close(best.obb.cx, 75.0) && close(best.obb.cy, 34.0),
+        "{:?}",
+        best.obb
+    );
+    // Asked to tile, the same model runs tiles of its training size (64) instead, and the
+    // block is still found where it is.
+    let tiled = d
+        .detect(
+            &img,
+            None,
+            &DetectOptions {
+                one_pass: false,
+                ..opts
+            },
+        )
+        .unwrap();
+    assert!(tiled.tiles > 1, "{}", tiled.tiles);
+    // (Cells of 32 then straddle the block: weaker scores, centres off by up to 16 px.)
+    let b = &tiled.candidates[0];
+    assert!(
+        (b.obb.cx - 75.0).abs() <= 16.0 && (b.obb.cy - 34.0).abs() <= 16.0,
+        "{:?}",
+        b.obb
+    );
+    // Beyond the one-pass limit the frame is tiled.
+    let wide = blocks(pre::MAX_ONE_PASS + 1, 40, &[]);
+    assert!(d.detect(&wide, None, &opts).unwrap().tiles > 1);
+}
+
+#[test]
+fn a_fixed_size_model_refuses_other_input_sizes() {
+    let e = tiny()
+        .run_sized(96, 64, |_| (), |_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not fit this model (64x64)"), "{e}");
+    let e = tiny_dynamic()
+        .run_sized(100, 64, |_| (), |_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("any multiple of 32"), "{e}");
 }

@@ -10,6 +10,10 @@ Its "detector" is transparent so tests can predict the output from the image:
     (stride 8 -> interstitial, stride 16 -> vacancy, stride 32 -> grain_boundary).
 Levels use angles 0, pi/2 + 0.3 and -0.5 to exercise the angle range [-pi/4, 3pi/4).
 
+`tiny_dynamic.onnx` is the same idea with a dynamic input [1,3,H,W] (H, W multiples of 32),
+as Ultralytics exports with dynamic=True: one anchor per 32-px cell, centred on it, 24x16 px at
+angle 0, scored grain_boundary by the cell's mean of channel 0 (other classes 0).
+
 The other models are shaped like things the app must refuse.
 """
 
@@ -101,6 +105,63 @@ def tiny_obb(with_angle=True, name="tiny_obb.onnx"):
     save(m, name)
 
 
+def tiny_dynamic():
+    """One stride-32 level whose anchor grid follows the input size (Shape/Range at run time)."""
+    def i64(nm, v):
+        return numpy_helper.from_array(np.array(v, np.int64), nm)
+
+    def f32(nm, v):
+        return numpy_helper.from_array(np.array(v, np.float32), nm)
+
+    inits = [i64("c0", [0]), i64("c1", [1]), i64("ax1", [1]), i64("i2", [2]), i64("i3", [3]),
+             i64("zero", 0), i64("one", 1), i64("flat", [1, 1, -1]), i64("col", [-1, 1]),
+             i64("row", [1, -1]), f32("half", 0.5), f32("stride", 32.0), f32("wv", 24.0),
+             f32("hv", 16.0), f32("zf", 0.0)]
+    n = helper.make_node
+    nodes = [
+        n("Slice", ["images", "c0", "c1", "ax1"], ["ch0"]),
+        n("AveragePool", ["ch0"], ["pool"], kernel_shape=[32, 32], strides=[32, 32]),
+        n("Shape", ["pool"], ["shp"]),
+        n("Gather", ["shp", "i2"], ["gh1"], axis=0),
+        n("Gather", ["shp", "i3"], ["gw1"], axis=0),
+        n("Concat", ["gh1", "gw1"], ["hw"], axis=0),
+        n("Reshape", ["pool", "hw"], ["p2"]),  # [gh, gw]: the cell scores
+        n("Squeeze", ["gh1"], ["gh"]),
+        n("Squeeze", ["gw1"], ["gw"]),
+        n("Range", ["zero", "gh", "one"], ["ry"]),
+        n("Range", ["zero", "gw", "one"], ["rx"]),
+        n("Cast", ["ry"], ["ryf"], to=TensorProto.FLOAT),
+        n("Cast", ["rx"], ["rxf"], to=TensorProto.FLOAT),
+        n("Add", ["ryf", "half"], ["ry5"]),
+        n("Add", ["rxf", "half"], ["rx5"]),
+        n("Mul", ["ry5", "stride"], ["cyv"]),
+        n("Mul", ["rx5", "stride"], ["cxv"]),
+        n("Reshape", ["cyv", "col"], ["cy2"]),
+        n("Reshape", ["cxv", "row"], ["cx2"]),
+        # Broadcast everything to the [gh, gw] grid through the score map times 0.
+        n("Mul", ["p2", "zf"], ["z2"]),
+        n("Add", ["z2", "cy2"], ["cyg"]),
+        n("Add", ["z2", "cx2"], ["cxg"]),
+        n("Add", ["z2", "wv"], ["wg"]),
+        n("Add", ["z2", "hv"], ["hg"]),
+    ]
+    outs = []
+    for k, nm in enumerate(["cxg", "cyg", "wg", "hg", "p2", "z2", "z2", "z2"]):
+        nodes.append(n("Reshape", [nm, "flat"], [f"row{k}"]))
+        outs.append(f"row{k}")
+    nodes.append(n("Concat", outs, ["output0"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_dynamic",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 8, "anchors"])],
+        inits,
+    )
+    m = helper.make_model(graph, producer_name="defect-detector tests")
+    meta(m)
+    save(m, "tiny_dynamic.onnx")
+
+
 def end_to_end_like():
     """YOLO26-style end-to-end output [1, 300, 7]: must be refused."""
     inits = [numpy_helper.from_array(np.zeros((1, 300, 7), np.float32), "k")]
@@ -162,3 +223,4 @@ if __name__ == "__main__":
     end_to_end_like()
     broken_boxes()
     uint8_input()
+    tiny_dynamic()
