@@ -101,6 +101,22 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
+/// Sets `key` in the JSON object stored at `path` (a model card), keeping everything else;
+/// written atomically.
+pub fn set_json_key(path: &Path, key: &str, value: serde_json::Value) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the model card {}", path.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let obj = v
+        .as_object_mut()
+        .with_context(|| format!("{} is not a JSON object", path.display()))?;
+    obj.insert(key.to_string(), value);
+    let mut out = serde_json::to_vec_pretty(&v)?;
+    out.push(b'\n');
+    atomic_write(path, &out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod detect;
 pub mod eval;
 pub mod formats;
+pub mod frame;
 pub mod fsio;
 pub mod geometry;
 pub mod jobs;

@@ -393,35 +393,9 @@ pub fn process_file(
         let t = Instant::now();
         let s = crate::formats::load(&key.path)?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
-        let px = s.pixel_size.or_else(|| {
-            lattice
-                .calibrate
-                .then(|| crate::realism::lattice_pixel_size(&s.image, &lattice.crystal))
-                .flatten()
-                .map(|nm_per_px| crate::raster::PixelSize { nm_per_px })
-        });
-        let r = det.detect(&s.image, px, opts)?;
-        use crate::detect::combine::{DetectMethod, join};
-        let other = if lattice.method == DetectMethod::Model {
-            Vec::new()
-        } else {
-            let params = crate::lattice::LatticeParams::new(
-                lattice.crystal.clone(),
-                px.map(|p| p.nm_per_px),
-            );
-            // The lattice analysis adds to the model; a frame it cannot read (too small, no
-            // clear lattice) keeps the model's detections.
-            crate::lattice::analyse(&s.image, &params)
-                .map(|l| l.detections())
-                .unwrap_or_default()
-        };
-        let detections = join(
-            lattice.method,
-            r.filtered(conf, iou),
-            &other,
-            conf,
-            &r.class_names,
-        );
+        let frame =
+            crate::frame::detect_frame(det, &s.image, s.pixel_size, lattice, opts, conf, iou)?;
+        let (r, detections) = (frame.result, frame.detections);
         Ok(ImageDetections {
             width: r.width,
             height: r.height,
@@ -453,24 +427,8 @@ pub struct RunWatchOptions {
     pub lattice: LatticeUse,
 }
 
-/// How `watch` uses the crystal lattice of each frame.
-#[derive(Clone, Debug)]
-pub struct LatticeUse {
-    pub crystal: crate::synth::crystal::CrystalSpec,
-    /// Take the pixel size of files without one from their lattice.
-    pub calibrate: bool,
-    pub method: crate::detect::combine::DetectMethod,
-}
-
-impl Default for LatticeUse {
-    fn default() -> Self {
-        Self {
-            crystal: crate::synth::crystal::Preset::Cdte110.spec(),
-            calibrate: true,
-            method: Default::default(),
-        }
-    }
-}
+/// How `watch` uses the crystal lattice of each frame (shared with `detect`).
+pub use crate::frame::LatticeUse;
 
 impl Default for RunWatchOptions {
     fn default() -> Self {

@@ -20,11 +20,15 @@ impl CalibrationArgs {
         Ok(Preset::named_crystal(&self.crystal)?.spec())
     }
 
-    /// The crystal to calibrate with, or `None` when lattice calibration is off.
-    pub fn lattice(&self) -> anyhow::Result<Option<CrystalSpec>> {
-        if self.no_lattice_calibration {
-            return Ok(None);
-        }
-        Ok(Some(self.crystal()?))
+    /// How `detect` and `watch` use the lattice of each frame with `method`.
+    pub fn lattice_use(
+        &self,
+        method: defect_detector::detect::combine::DetectMethod,
+    ) -> anyhow::Result<defect_detector::frame::LatticeUse> {
+        Ok(defect_detector::frame::LatticeUse {
+            crystal: self.crystal()?,
+            calibrate: !self.no_lattice_calibration,
+            method,
+        })
     }
 }

@@ -8,6 +8,7 @@ use defect_detector::detect::{
     load_image_for_detection,
 };
 use defect_detector::formats;
+use defect_detector::frame::{Calibration, detect_frame};
 use defect_detector::raster::PixelSize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -183,8 +184,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let names = det.class_names().to_vec();
-    let lattice = a.calibration.lattice()?;
-    let crystal = a.calibration.crystal()?;
+    let lattice = a.calibration.lattice_use(a.method.into())?;
     let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
@@ -192,47 +192,26 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     for (img_path, base) in images.iter().zip(&bases) {
         let result = (|| -> anyhow::Result<Vec<usize>> {
             let (img, px) = load_image_for_detection(img_path)?;
-            let px = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
-            let px = match (px, &lattice) {
-                (None, Some(spec)) => {
-                    let est = defect_detector::realism::lattice_pixel_size(&img, spec);
-                    match est {
-                        Some(nm) => eprintln!(
-                            "{}: no calibration in the file; {:.2} pm/px estimated from the {} lattice",
-                            img_path.display(),
-                            nm * 1000.0,
-                            spec.name
-                        ),
-                        None => eprintln!(
-                            "{}: no calibration in the file and no clear {} lattice: used at its own scale",
-                            img_path.display(),
-                            spec.name
-                        ),
-                    }
-                    est.map(|nm_per_px| PixelSize { nm_per_px })
-                }
-                (px, _) => px,
-            };
-            let r = det.detect(&img, px, &opts)?;
-            let mut dets = r.filtered(a.conf, a.iou);
-            if a.method != Method::Model {
-                let params = defect_detector::lattice::LatticeParams::new(
-                    crystal.clone(),
-                    px.map(|p| p.nm_per_px),
-                );
-                match defect_detector::lattice::analyse(&img, &params) {
-                    Ok(l) => {
-                        dets = defect_detector::detect::combine::join(
-                            a.method.into(),
-                            dets,
-                            &l.detections(),
-                            a.conf,
-                            &names,
-                        );
-                    }
-                    Err(e) => eprintln!("{}: no lattice analysis: {e:#}", img_path.display()),
-                }
+            let given = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
+            let frame = detect_frame(&det, &img, given, &lattice, &opts, a.conf, a.iou)?;
+            match frame.calibration {
+                Calibration::Lattice(p) => eprintln!(
+                    "{}: no calibration in the file; {:.2} pm/px estimated from the {} lattice",
+                    img_path.display(),
+                    p.nm_per_px * 1000.0,
+                    lattice.crystal.name
+                ),
+                Calibration::None if given.is_none() && lattice.calibrate => eprintln!(
+                    "{}: no calibration in the file and no clear {} lattice: used at its own scale",
+                    img_path.display(),
+                    lattice.crystal.name
+                ),
+                _ => {}
             }
+            if let Some(e) = &frame.lattice_error {
+                eprintln!("{}: no lattice analysis: {e}", img_path.display());
+            }
+            let (r, dets) = (frame.result, frame.detections);
             let meta = ExportMeta {
                 image: Some(img_path),
                 model: Some(&model),

@@ -6,6 +6,7 @@ mod bench;
 mod calibration_args;
 mod detect;
 mod eval;
+mod eval_real;
 mod export;
 mod info;
 mod lattice;
@@ -46,6 +47,9 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Evaluate a model on a YOLO-OBB dataset split with Ultralytics' val metrics.
     Eval(eval::EvalArgs),
+    /// Score a model on the labelled real frames (assets/real-set): boundaries found with the
+    /// right orientation, false positives per frame, the project's targets.
+    EvalReal(Box<eval_real::EvalRealArgs>),
     /// Print what a microscopy image file holds (size, pixel type, calibration, metadata) as JSON.
     Info(info::InfoArgs),
     /// Export a YOLO-OBB training dataset (honest by-base-image splits); merge shards; validate.
@@ -128,6 +132,7 @@ pub fn run() -> anyhow::Result<()> {
                 | Command::Synth(_)
                 | Command::Bench(_)
                 | Command::Eval(_)
+                | Command::EvalReal(_)
                 | Command::Export(_)
                 | Command::Detect(_)
                 | Command::Realism(_)
@@ -151,6 +156,7 @@ pub fn run() -> anyhow::Result<()> {
         Some(Command::VlmEval(a)) => vlm_eval::run(*a),
         Some(Command::Detect(a)) => detect::run(a),
         Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::EvalReal(a)) => eval_real::run(*a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Export(a)) => export::run(*a),
         Some(Command::Watch(a)) => watch::run(a),

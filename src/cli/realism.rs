@@ -40,18 +40,7 @@ pub struct RealismArgs {
 
 /// Writes the dataset's ranges into a model card, keeping everything else in it.
 fn write_card(card: &std::path::Path, tr: &realism::TrainingRealism) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(card)
-        .with_context(|| format!("cannot read the model card {}", card.display()))?;
-    let mut v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", card.display()))?;
-    let obj = v
-        .as_object_mut()
-        .with_context(|| format!("{} is not a JSON object", card.display()))?;
-    obj.insert("training_realism".into(), serde_json::to_value(tr)?);
-    let mut out = serde_json::to_vec_pretty(&v)?;
-    out.push(b'\n');
-    defect_detector::fsio::atomic_write(card, &out)
+    defect_detector::fsio::set_json_key(card, "training_realism", serde_json::to_value(tr)?)
 }
 
 #[derive(serde::Serialize)]

@@ -76,11 +76,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
         conf: a.conf,
         iou: a.iou,
         detector: a.runtime.detector_options(),
-        lattice: defect_detector::watch::LatticeUse {
-            crystal: a.calibration.crystal()?,
-            calibrate: !a.calibration.no_lattice_calibration,
-            method: a.method.into(),
-        },
+        lattice: a.calibration.lattice_use(a.method.into())?,
         detect: DetectOptions {
             fit: Fit::Tile {
                 overlap: DEFAULT_TILE_OVERLAP,

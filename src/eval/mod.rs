@@ -8,6 +8,7 @@
 //! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
 
 pub mod metrics;
+pub mod real;
 
 use crate::classes::MAX_CLASSES;
 use crate::dataset::yolo::{Validation, read_labels};

@@ -1,0 +1,69 @@
+//! `defect-detector eval-real`: the detector on the labelled real frames
+//! (`assets/real-set/set.json`), scored as a microscopist would (see `eval::real`).
+
+use super::detect::Method;
+use super::runtime_args::RuntimeArgs;
+use clap::Args;
+use defect_detector::detect::{DEFAULT_CONF, DEFAULT_IOU, Detector};
+use defect_detector::eval::real::{RealOptions, evaluate_real};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalRealArgs {
+    /// YOLO-OBB model exported to ONNX.
+    #[arg(long, default_value = "models/cdte-yolo11n-obb.onnx")]
+    model: PathBuf,
+    /// The labelled set.
+    #[arg(long, default_value = "assets/real-set/set.json")]
+    set: PathBuf,
+    /// Folder of the set's images (default: the set file's "samples").
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// Which detector to score: the model, the lattice analysis, or both joined (as `detect`).
+    #[arg(long, value_enum, default_value_t = Method::Both)]
+    method: Method,
+    #[arg(long, default_value_t = DEFAULT_CONF)]
+    conf: f32,
+    #[arg(long, default_value_t = DEFAULT_IOU)]
+    iou: f64,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Record the report in this model card (`model.json`) as `real_frames`.
+    #[arg(long, value_name = "MODEL.json")]
+    write_card: Option<PathBuf>,
+    /// Exit with status 1 when a target is not met.
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
+        anyhow::bail!("--conf and --iou must be between 0 and 1");
+    }
+    let det = Detector::load(&a.model, &a.runtime.detector_options())?;
+    let opts = RealOptions {
+        method: a.method.into(),
+        conf: a.conf,
+        iou: a.iou,
+        samples: a.samples.clone(),
+    };
+    let report = evaluate_real(&det, &a.set, &opts)?;
+    print!("{}", report.table());
+    let value = serde_json::to_value(&report)?;
+    if let Some(p) = &a.json {
+        let bytes = serde_json::to_vec_pretty(&value)?;
+        defect_detector::fsio::atomic_write(p, &bytes)?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(card) = &a.write_card {
+        defect_detector::fsio::set_json_key(card, "real_frames", value)?;
+        eprintln!("recorded in {}", card.display());
+    }
+    if a.check && !report.all_targets_met() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
