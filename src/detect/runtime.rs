@@ -115,6 +115,99 @@ impl SearchPlaces {
     }
 }
 
+/// Library name prefixes ONNX Runtime's CUDA provider needs (`onnxruntime.preload_dlls`).
+const CUDA_LIBRARY_PREFIXES: &[&str] = &[
+    "libcudart.so",
+    "libcublasLt.so",
+    "libcublas.so",
+    "libcurand.so",
+    "libcufft.so",
+    "libnvrtc.so",
+    "libnvJitLink.so",
+    "libcudnn",
+];
+
+/// The CUDA and cuDNN libraries that `pip install onnxruntime-gpu[cuda,cudnn]` puts under
+/// `site-packages/nvidia/<package>/lib` (or `nvidia/<cuda>/lib`), for the ONNX Runtime library
+/// `ort_library` of such a wheel; empty for a CPU build (no `libonnxruntime_providers_cuda.so`
+/// beside it). The provider does not find them by itself: its dependencies are resolved by
+/// soname, so they are loaded first (what `onnxruntime.preload_dlls()` does in Python).
+pub fn cuda_wheel_libraries(ort_library: &Path) -> Vec<PathBuf> {
+    let Ok(real) = ort_library.canonicalize() else {
+        return Vec::new();
+    };
+    let Some(capi) = real.parent() else {
+        return Vec::new();
+    };
+    if !capi.join("libonnxruntime_providers_cuda.so").is_file() {
+        return Vec::new();
+    }
+    let Some(site) = capi.parent().and_then(Path::parent) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut lib_dirs = Vec::new();
+    if let Ok(pkgs) = std::fs::read_dir(site.join("nvidia")) {
+        for pkg in pkgs.flatten() {
+            lib_dirs.push(pkg.path().join("lib"));
+        }
+    }
+    lib_dirs.sort();
+    for dir in lib_dirs {
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.contains(".so") && CUDA_LIBRARY_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Loads `libs` into the process for good, retrying those whose dependencies were not loaded
+/// yet (the order is not known from the names); returns how many loaded.
+fn preload_cuda_libraries(libs: &[PathBuf]) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut pending: Vec<&PathBuf> = libs.iter().collect();
+        let mut loaded = 0;
+        loop {
+            let before = pending.len();
+            pending.retain(|p| {
+                let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+                    return false;
+                };
+                // SAFETY: dlopen of a shared library by path; the handle is never closed, so
+                // the library stays for the provider that needs it.
+                let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+                if h.is_null() {
+                    true
+                } else {
+                    loaded += 1;
+                    false
+                }
+            });
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for p in pending {
+            tracing::warn!("could not load the CUDA library {}", p.display());
+        }
+        loaded
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = libs;
+        0
+    }
+}
+
 /// `libonnxruntime.so*` inside `<root>/.venv/lib/python*/site-packages/onnxruntime/capi/`.
 fn venv_libraries(root: &Path) -> Vec<PathBuf> {
     let lib = root.join(".venv/lib");
@@ -151,6 +244,9 @@ fn venv_libraries(root: &Path) -> Vec<PathBuf> {
 pub struct RuntimeInfo {
     pub library: PathBuf,
     pub found_via: &'static str,
+    /// CUDA and cuDNN libraries of the `nvidia-*` wheels loaded ahead of ONNX Runtime's CUDA
+    /// provider (0 for the CPU wheel).
+    pub cuda_libraries: usize,
 }
 
 struct Loaded {
@@ -173,6 +269,7 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<RuntimeInfo> {
     }
     let places = SearchPlaces::from_process(explicit);
     let (library, found_via) = places.resolve().map_err(anyhow::Error::msg)?;
+    let cuda_libraries = preload_cuda_libraries(&cuda_wheel_libraries(&library));
     let builder = ort::init_from(&library).map_err(|e| {
         anyhow::anyhow!(
             "cannot load ONNX Runtime from {} (found via {found_via}): {e}; {}",
@@ -192,7 +289,11 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<RuntimeInfo> {
                 library.display()
             )
         })?;
-    let info = RuntimeInfo { library, found_via };
+    let info = RuntimeInfo {
+        library,
+        found_via,
+        cuda_libraries,
+    };
     let _ = RUNTIME.set(Loaded {
         info: info.clone(),
         env,
@@ -286,5 +387,86 @@ mod tests {
         let (p, how) = places.resolve().unwrap();
         assert_eq!(p, capi.join("libonnxruntime.so.1.31.1"));
         assert_eq!(how, "project .venv");
+    }
+
+    #[test]
+    fn cuda_libraries_of_the_gpu_wheel_are_found_beside_it() {
+        // The layout of `pip install onnxruntime-gpu[cuda,cudnn]` in a venv.
+        let t = tempfile::tempdir().unwrap();
+        let site = t.path().join("lib/python3.11/site-packages");
+        let capi = site.join("onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        let ort = capi.join("libonnxruntime.so.1.31.1");
+        std::fs::write(&ort, b"").unwrap();
+        for (pkg, lib) in [
+            ("cu13", "libcudart.so.13"),
+            ("cu13", "libcublasLt.so.13"),
+            ("cudnn", "libcudnn.so.9"),
+            ("cudnn", "libcudnn_graph.so.9"),
+            ("cu13", "libnppc.so.13"),
+        ] {
+            let d = site.join("nvidia").join(pkg).join("lib");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(lib), b"").unwrap();
+        }
+        // The CPU wheel has no CUDA provider: nothing to load.
+        assert!(cuda_wheel_libraries(&ort).is_empty());
+        std::fs::write(capi.join("libonnxruntime_providers_cuda.so"), b"").unwrap();
+        let names: Vec<String> = cuda_wheel_libraries(&ort)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "libcublasLt.so.13",
+                "libcudart.so.13",
+                "libcudnn.so.9",
+                "libcudnn_graph.so.9"
+            ]
+        );
+        // Empty files are not libraries: refused by the loader, reported, not fatal.
+        assert_eq!(preload_cuda_libraries(&cuda_wheel_libraries(&ort)), 0);
+    }
+
+    /// `scripts/setup.sh` picks the GPU wheel exactly when `nvidia-smi` lists a GPU (faked
+    /// here by a script earlier on PATH), in its dry-run mode that installs nothing.
+    #[test]
+    fn setup_installs_the_gpu_wheel_only_when_nvidia_smi_lists_a_gpu() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let choice = |smi: Option<&str>| -> String {
+            let t = tempfile::tempdir().unwrap();
+            if let Some(body) = smi {
+                let f = t.path().join("nvidia-smi");
+                std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            // PATH: the fake first, then only system folders (no real nvidia-smi).
+            let out = std::process::Command::new("bash")
+                .arg(root.join("scripts/setup.sh"))
+                .env("SETUP_DRY_RUN", "1")
+                .env_remove("DEFECT_DETECTOR_ORT")
+                .env("PATH", format!("{}:/usr/bin:/bin", t.path().display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let gpu = format!("onnxruntime-gpu[cuda,cudnn]=={ORT_WHEEL_VERSION}");
+        let cpu = format!("wheel: onnxruntime=={ORT_WHEEL_VERSION}");
+        let listed = choice(Some(
+            "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0f1e2d3c-0000-1111-2222-333344445555)'",
+        ));
+        assert!(listed.contains(&gpu), "{listed}");
+        // Installed driver tools but no usable GPU (the usual error exit), or no tool at all.
+        let broken = choice(Some(
+            "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9",
+        ));
+        assert!(broken.contains(&cpu), "{broken}");
+        if !std::path::Path::new("/usr/bin/nvidia-smi").exists() {
+            let none = choice(None);
+            assert!(none.contains(&cpu), "{none}");
+        }
     }
 }
