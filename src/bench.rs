@@ -161,6 +161,20 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
         })
     });
     let med = median(total);
+    // The full analysis with point defects, for reference (the target covers maps and
+    // boundaries).
+    let full = LatticeParams {
+        point_defects: true,
+        ..lp.clone()
+    };
+    let (mut points, mut n_points) = (Vec::new(), 0);
+    let with_points = pool.install(|| {
+        time_ms(runs, || {
+            let r = analyse(&s.image, &full).expect("analysable frame");
+            points.push(r.timings_ms.point_defects);
+            n_points = r.point_defects.len();
+        })
+    });
     Ok(json!({
         "job": "lattice",
         "image_size": size,
@@ -174,7 +188,11 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
             "scale_estimate": median(scale),
             "maps": median(maps),
             "boundaries": median(bounds),
+            "point_defects": median(points),
+            "all_with_point_defects": median(with_points),
         },
+        "point_defects_found": n_points,
+        "point_defects_true": s.labels.iter().filter(|l| l.class != crate::classes::DefectClass::GrainBoundary).count(),
         "target_ms": 150.0,
         "meets_target": med <= 150.0,
     }))
