@@ -39,6 +39,16 @@ pub struct ImageCanvas {
     centre: Pt,
     fit_pending: bool,
     last_rect: Option<Rect>,
+    /// A translucent map drawn over the image and under the boxes (lattice maps).
+    layer: Option<MapLayer>,
+}
+
+/// An RGBA map covering the image rectangle `[x0, y0, x1, y1]` (image pixels).
+pub struct MapLayer {
+    texture: TextureHandle,
+    pub rect: [f64; 4],
+    /// 0 (invisible) to 1 (opaque).
+    pub opacity: f32,
 }
 
 impl ImageCanvas {
@@ -51,7 +61,38 @@ impl ImageCanvas {
             centre: [0.0, 0.0],
             fit_pending: true,
             last_rect: None,
+            layer: None,
         }
+    }
+
+    /// Shows `w x h` RGBA pixels stretched over the image rectangle `rect` (image pixels),
+    /// smoothly interpolated, at `opacity`; `None` removes the layer.
+    pub fn set_layer(
+        &mut self,
+        ctx: &egui::Context,
+        layer: Option<(usize, usize, &[u8], [f64; 4])>,
+        opacity: f32,
+    ) {
+        self.layer = layer.map(|(w, h, rgba, rect)| MapLayer {
+            texture: ctx.load_texture(
+                format!("{}-layer", self.id),
+                ColorImage::from_rgba_unmultiplied([w, h], rgba),
+                egui::TextureOptions::LINEAR,
+            ),
+            rect,
+            opacity,
+        });
+    }
+
+    /// Changes the opacity of the layer, if there is one.
+    pub fn set_layer_opacity(&mut self, opacity: f32) {
+        if let Some(l) = &mut self.layer {
+            l.opacity = opacity;
+        }
+    }
+
+    pub fn has_layer(&self) -> bool {
+        self.layer.is_some()
     }
 
     /// Replaces the image with an 8-bit grayscale buffer.
@@ -225,6 +266,16 @@ impl ImageCanvas {
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );
+        if let Some(l) = &self.layer {
+            let a = self.image_to_screen(rect, [l.rect[0], l.rect[1]]);
+            let b = self.image_to_screen(rect, [l.rect[2], l.rect[3]]);
+            painter.image(
+                l.texture.id(),
+                Rect::from_min_max(a, b),
+                Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+                Color32::from_white_alpha((l.opacity.clamp(0.0, 1.0) * 255.0) as u8),
+            );
+        }
 
         let pointer = response.hover_pos().map(|p| self.screen_to_image(rect, p));
         out.pointer_image_pos = pointer.filter(|p| {

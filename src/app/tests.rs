@@ -245,3 +245,45 @@ fn viewer_reports_a_corrupt_file_and_keeps_running() {
     assert!(e.contains("broken.dm3"), "{e}");
     assert!(h.state().viewer.current.is_none());
 }
+
+#[test]
+fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
+    use defect_detector::lattice::render::MapKind;
+    use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = SynthParams {
+        width: 384,
+        height: 384,
+        pixel_size_pm: 16.0,
+        ..Default::default()
+    };
+    p.defects.twin_boundaries = CountRange::new(1, 1);
+    p.defects.tilt_boundaries = CountRange::new(0, 0);
+    let s = synth::generate(&p).unwrap();
+    let tif = synth::write_outputs(&s, dir.path(), "twin", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    assert!(!h.state().viewer.canvas.has_layer());
+    h.state_mut().viewer.settings.lattice_map = Some(MapKind::Discontinuity);
+    h.state_mut().viewer.request_lattice();
+    settle_viewer(&mut h);
+    let v = &h.state().viewer;
+    let l = v
+        .lattice
+        .as_ref()
+        .expect("the lattice analysis ran for the map");
+    assert!(v.canvas.has_layer(), "the discontinuity map is drawn");
+    // The twin is traced, and hovering its box would name the misorientation.
+    let b = l.boundaries.first().expect("the twin boundary");
+    assert!(v.lattice_boundary_of(&b.obb).is_some());
+    // Choosing no map removes the layer.
+    h.state_mut().viewer.settings.lattice_map = None;
+    h.step();
+    assert!(!h.state().viewer.canvas.has_layer());
+}

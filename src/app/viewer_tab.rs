@@ -46,6 +46,9 @@ pub struct ViewerSettings {
     pub crystal: defect_detector::synth::crystal::Preset,
     /// The trained model, the training-free lattice analysis, or both.
     pub method: defect_detector::detect::combine::DetectMethod,
+    /// A lattice map drawn over the image (orientation colour wheel, discontinuity heat map…).
+    pub lattice_map: Option<defect_detector::lattice::render::MapKind>,
+    pub lattice_map_opacity: f32,
 }
 
 impl Default for ViewerSettings {
@@ -70,6 +73,8 @@ impl Default for ViewerSettings {
             labels_dir: String::new(),
             crystal: defect_detector::synth::crystal::Preset::Cdte110,
             method: Default::default(),
+            lattice_map: None,
+            lattice_map_opacity: 0.5,
         }
     }
 }
@@ -149,8 +154,14 @@ pub struct ViewerTab {
         defect_detector::detect::combine::DetectMethod,
     )>,
     /// Boundaries of the lattice analysis of the current image (joined with the model's).
-    lattice_job: Latest<Vec<defect_detector::detect::combine::OtherBox>>,
+    lattice_job: Latest<defect_detector::lattice::LatticeResult>,
     lattice_boxes: Vec<defect_detector::detect::combine::OtherBox>,
+    /// The last lattice analysis of the current image (maps, boundaries with misorientation).
+    pub(crate) lattice: Option<Arc<defect_detector::lattice::LatticeResult>>,
+    /// The image generation the running lattice analysis belongs to.
+    lattice_generation: usize,
+    /// Which lattice result and map the canvas layer shows.
+    layer_for: Option<(usize, Option<defect_detector::lattice::render::MapKind>)>,
     /// Bumped when new lattice boxes arrive, so the shown detections are recomputed.
     lattice_version: usize,
     result_generation: usize,
@@ -214,6 +225,9 @@ impl ViewerTab {
             filtered_for: None,
             lattice_job: Latest::new("lattice", notify.clone()),
             lattice_boxes: Vec::new(),
+            lattice: None,
+            lattice_generation: 0,
+            layer_for: None,
             lattice_version: 0,
             result_generation: 0,
             sort: SortBy::Confidence,
@@ -415,19 +429,79 @@ impl ViewerTab {
         let px = self.pixel_size();
         self.result_generation = self.generation;
         self.lattice_boxes.clear();
+        self.lattice = None;
         self.lattice_version += 1;
-        if self.settings.method != defect_detector::detect::combine::DetectMethod::Model {
-            let spec = self.settings.crystal.spec();
-            let img = img.clone();
-            self.lattice_job.request(move |_| {
-                let params =
-                    defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
-                Ok(defect_detector::lattice::analyse(&img, &params)?.detections())
-            });
-        }
+        self.request_lattice();
         self.detection.request(move |c| {
             det.detect_with_control(&img, px, &DetectOptions::default(), Some(c))
         });
+    }
+
+    /// Starts the lattice analysis of the current image when its boxes or maps are shown.
+    pub(crate) fn request_lattice(&mut self) {
+        let wanted = self.settings.method != defect_detector::detect::combine::DetectMethod::Model
+            || self.settings.lattice_map.is_some();
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        if !wanted {
+            return;
+        }
+        let spec = self.settings.crystal.spec();
+        let img = cur.image.clone();
+        let px = self.pixel_size();
+        self.lattice_generation = self.generation;
+        self.lattice_job.request(move |_| {
+            let params =
+                defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
+            defect_detector::lattice::analyse(&img, &params)
+        });
+    }
+
+    /// Keeps the canvas's map layer in step with the lattice result and the chosen map.
+    fn sync_map_layer(&mut self, ctx: &egui::Context) {
+        let key = (self.lattice_version, self.settings.lattice_map);
+        if self.layer_for == Some(key) {
+            self.canvas
+                .set_layer_opacity(self.settings.lattice_map_opacity);
+            return;
+        }
+        match (&self.lattice, self.settings.lattice_map) {
+            (Some(l), Some(kind)) => {
+                let (rgba, rect) = defect_detector::lattice::render::map_rgba(&l.maps, kind);
+                self.canvas.set_layer(
+                    ctx,
+                    Some((l.maps.cols, l.maps.rows, &rgba, rect)),
+                    self.settings.lattice_map_opacity,
+                );
+            }
+            _ => self.canvas.set_layer(ctx, None, 0.0),
+        }
+        self.layer_for = Some(key);
+    }
+
+    /// The lattice boundary a detection lies on (same line within its width, within 20°), for
+    /// its misorientation.
+    pub(crate) fn lattice_boundary_of(
+        &self,
+        b: &defect_detector::geometry::OrientedBox,
+    ) -> Option<&defect_detector::lattice::LatticeBoundary> {
+        let l = self.lattice.as_ref()?;
+        let dir = |o: &defect_detector::geometry::OrientedBox| {
+            if o.w >= o.h {
+                o.angle
+            } else {
+                o.angle + std::f64::consts::FRAC_PI_2
+            }
+        };
+        l.boundaries.iter().find(|lb| {
+            let t = dir(&lb.obb);
+            let n = [-t.sin(), t.cos()];
+            let off = ((b.cx - lb.obb.cx) * n[0] + (b.cy - lb.obb.cy) * n[1]).abs();
+            let da = (dir(b) - t).rem_euclid(std::f64::consts::PI);
+            let da = da.min(std::f64::consts::PI - da).to_degrees();
+            off <= lb.obb.h.min(lb.obb.w) && da <= 20.0
+        })
     }
 
     fn poll(&mut self, ctx: &egui::Context) {
@@ -491,8 +565,9 @@ impl ViewerTab {
         }
         if let Some(r) = self.lattice_job.poll() {
             match r {
-                Ok(b) if self.result_generation == self.generation => {
-                    self.lattice_boxes = b;
+                Ok(l) if self.lattice_generation == self.generation => {
+                    self.lattice_boxes = l.detections();
+                    self.lattice = Some(Arc::new(l));
                     self.lattice_version += 1;
                 }
                 Ok(_) => {}
@@ -712,6 +787,7 @@ impl ViewerTab {
         if self.folder.len() > 1 {
             egui::Panel::bottom("viewer-strip").show(ui, |ui| self.strip_ui(ui));
         }
+        self.sync_map_layer(&ctx);
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
     }
 
@@ -1114,6 +1190,42 @@ impl ViewerTab {
                 self.run_detection();
             }
         });
+        ui.horizontal(|ui| {
+            use defect_detector::lattice::render::MapKind;
+            let before = self.settings.lattice_map;
+            ui.label("lattice map");
+            egui::ComboBox::from_id_salt("lattice-map")
+                .selected_text(self.settings.lattice_map.map_or("none", MapKind::label))
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.settings.lattice_map, None, "none");
+                    for k in MapKind::ALL {
+                        ui.selectable_value(&mut self.settings.lattice_map, Some(k), k.label())
+                            .on_hover_text(k.legend());
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "Overlay a map of the local lattice (read from the crystal, no training)",
+                );
+            if before != self.settings.lattice_map
+                && self.settings.lattice_map.is_some()
+                && self.lattice.is_none()
+            {
+                self.request_lattice();
+            }
+        });
+        if let Some(k) = self.settings.lattice_map {
+            ui.add(
+                Slider::new(&mut self.settings.lattice_map_opacity, 0.0..=1.0).text("map opacity"),
+            );
+            ui.small(k.legend());
+            if self.lattice_job.is_busy() {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.small("reading the lattice…");
+                });
+            }
+        }
         ui.checkbox(&mut self.settings.show_boxes, "show boxes");
         ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
         ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));
@@ -1377,12 +1489,35 @@ impl ViewerTab {
                     ),
                     None => format!("{:.1} × {:.1} px", d.obb.w, d.obb.h),
                 };
+                let lattice_note = if d.class_name.as_ref() == "grain_boundary" {
+                    self.lattice_boundary_of(&d.obb)
+                        .map(|lb| {
+                            let kind = match lb.kind {
+                                defect_detector::lattice::BoundaryKindGuess::Twin => {
+                                    "Σ3 twin".to_string()
+                                }
+                                defect_detector::lattice::BoundaryKindGuess::Tilt { angle_deg } => {
+                                    format!("tilt {angle_deg:.1}°")
+                                }
+                                defect_detector::lattice::BoundaryKindGuess::Unknown => {
+                                    "kind unknown".to_string()
+                                }
+                            };
+                            match lb.misorientation_deg {
+                                Some(m) => format!("\nmisorientation {m:.1}° ({kind})"),
+                                None => format!("\nmisorientation not measurable ({kind})"),
+                            }
+                        })
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 OverlayBox {
                     obb: d.obb,
                     class: d.class,
                     caption: Some(format!("{name} {:.2}", d.confidence)),
                     tooltip: format!(
-                        "{name} {:.3}\ncentre ({:.1}, {:.1}) px\n{size}\nangle {:.1}°\nfound by: {}",
+                        "{name} {:.3}\ncentre ({:.1}, {:.1}) px\n{size}\nangle {:.1}°\nfound by: {}{lattice_note}",
                         d.confidence,
                         d.obb.cx,
                         d.obb.cy,

@@ -108,30 +108,7 @@ fn print_summary(f: &Path, r: &LatticeResult) {
     }
 }
 
-fn heat(v: f32) -> [u8; 3] {
-    let v = v.clamp(0.0, 1.0);
-    let r = (255.0 * (1.5 * v).min(1.0)) as u8;
-    let g = (255.0 * (1.5 * v - 0.5).clamp(0.0, 1.0)) as u8;
-    let b = (255.0 * (3.0 * v - 2.0).clamp(0.0, 1.0)) as u8;
-    [r, g, b]
-}
-
-fn hue(deg: f32) -> [u8; 3] {
-    if !deg.is_finite() {
-        return [0, 0, 0];
-    }
-    let h = deg.rem_euclid(180.0) / 30.0; // 0..6
-    let x = 1.0 - ((h % 2.0) - 1.0).abs();
-    let (r, g, b) = match h as u32 {
-        0 => (1.0, x, 0.0),
-        1 => (x, 1.0, 0.0),
-        2 => (0.0, 1.0, x),
-        3 => (0.0, x, 1.0),
-        4 => (x, 0.0, 1.0),
-        _ => (1.0, 0.0, x),
-    };
-    [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
-}
+use defect_detector::lattice::render::{MapKind, cell_color};
 
 fn write_pngs(
     dir: &Path,
@@ -161,17 +138,11 @@ fn write_pngs(
         buf.save(&path)
             .with_context(|| format!("cannot write {}", path.display()))
     };
-    map_png("discontinuity", &|i| heat(m.discontinuity[i]))?;
-    map_png("orientation", &|i| hue(m.orientation_deg[i]))?;
-    map_png("spacing", &|i| {
-        let s = m.spacing_ratio[i];
-        if s.is_finite() {
-            heat(0.5 + 5.0 * (s - 1.0))
-        } else {
-            [0, 0, 0]
-        }
-    })?;
-    map_png("strength", &|i| heat(m.strength[i] / 40.0))?;
+    for kind in MapKind::ALL {
+        map_png(kind.label(), &|i| {
+            cell_color(m, kind, i).unwrap_or([0, 0, 0])
+        })?;
+    }
     // Overlay: the frame with the detections.
     let (lo, hi) = img.model_window();
     let g = img.to_u8(lo, hi);

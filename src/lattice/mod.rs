@@ -22,6 +22,7 @@
 pub mod boundaries;
 pub mod maps;
 pub mod points;
+pub mod render;
 #[cfg(test)]
 mod tests;
 
