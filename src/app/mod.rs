@@ -89,6 +89,10 @@ pub struct StartOptions {
     pub vlm_runs: Vec<std::path::PathBuf>,
     /// A dataset folder to open in the Review tab.
     pub review: Option<std::path::PathBuf>,
+    /// Viewer settings given on the command line (`view --method --crystal --lattice-map`).
+    pub viewer_method: Option<defect_detector::detect::combine::DetectMethod>,
+    pub viewer_crystal: Option<defect_detector::synth::crystal::Preset>,
+    pub lattice_map: Option<defect_detector::lattice::render::MapKind>,
 }
 
 pub struct DefectApp {
@@ -198,6 +202,15 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
             }
             if let Some(p) = opts.synth_params {
                 persisted.synth.params = p;
+            }
+            if let Some(m) = opts.viewer_method {
+                persisted.viewer.method = m;
+            }
+            if let Some(c) = opts.viewer_crystal {
+                persisted.viewer.crystal = c;
+            }
+            if opts.lattice_map.is_some() {
+                persisted.viewer.lattice_map = opts.lattice_map;
             }
             let mut app = DefectApp::new(&cc.egui_ctx, persisted);
             if let Some(d) = &opts.review {

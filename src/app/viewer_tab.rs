@@ -1224,6 +1224,10 @@ impl ViewerTab {
                     ui.spinner();
                     ui.small("reading the lattice…");
                 });
+            } else if !self.canvas.has_layer() && self.current.is_some() {
+                ui.small(
+                    "no lattice map: the analysis found no lattice here (see the status line)",
+                );
             }
         }
         ui.checkbox(&mut self.settings.show_boxes, "show boxes");

@@ -36,6 +36,15 @@ enum Command {
     View {
         /// Image file or folder.
         path: std::path::PathBuf,
+        /// Detector: model, lattice or both (remembered).
+        #[arg(long, value_enum)]
+        method: Option<detect::Method>,
+        /// Crystal of the frames (cdte110, si110, gaas110; remembered).
+        #[arg(long)]
+        crystal: Option<String>,
+        /// Lattice map to overlay: orientation, discontinuity, spacing, strength (remembered).
+        #[arg(long)]
+        lattice_map: Option<String>,
     },
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(Box<synth::SynthArgs>),
@@ -109,6 +118,7 @@ fn start_options(a: AppArgs) -> anyhow::Result<crate::app::StartOptions> {
         view: None,
         vlm_runs: a.vlm_run,
         review: a.review,
+        ..Default::default()
     })
 }
 
@@ -144,10 +154,34 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         None => crate::app::run_app(crate::app::StartOptions::default()),
         Some(Command::App(a)) => crate::app::run_app(start_options(a)?),
-        Some(Command::View { path }) => {
+        Some(Command::View {
+            path,
+            method,
+            crystal,
+            lattice_map,
+        }) => {
             anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+            use defect_detector::lattice::render::MapKind;
+            let lattice_map = match lattice_map {
+                Some(name) => Some(
+                    MapKind::ALL
+                        .into_iter()
+                        .find(|k| k.label() == name)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "unknown lattice map '{name}' (orientation, discontinuity, spacing, strength)"
+                            )
+                        })?,
+                ),
+                None => None,
+            };
             crate::app::run_app(crate::app::StartOptions {
                 view: Some(path),
+                viewer_method: method.map(Into::into),
+                viewer_crystal: crystal
+                    .map(|c| defect_detector::synth::crystal::Preset::named_crystal(&c))
+                    .transpose()?,
+                lattice_map,
                 ..Default::default()
             })
         }
