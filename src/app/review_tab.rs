@@ -31,6 +31,8 @@ pub struct ReviewSettings {
     /// Where "Export verified" writes the reviewed dataset.
     pub export_dir: String,
     pub val_fraction: f64,
+    /// Crystal whose lattice "Label with lattice analysis" reads.
+    pub crystal: defect_detector::synth::crystal::Preset,
 }
 
 impl Default for ReviewSettings {
@@ -41,6 +43,7 @@ impl Default for ReviewSettings {
             only_unreviewed: false,
             export_dir: String::new(),
             val_fraction: 0.2,
+            crystal: defect_detector::synth::crystal::Preset::Cdte110,
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct ReviewTab {
     detector: Option<Arc<Detector>>,
     /// Running "Accept detections": the item index it was started for, and the job.
     detect_job: Option<(usize, Job<DetectOutcome>)>,
+    /// "Label with lattice analysis" running for image `.0`.
+    lattice_job: Option<(usize, Job<Vec<LabeledBox>>)>,
 }
 
 /// What "Accept detections" brings back: the loaded model (kept for the next image) and the
@@ -96,6 +101,7 @@ impl ReviewTab {
             image: None,
             detector: None,
             detect_job: None,
+            lattice_job: None,
         }
     }
 
@@ -290,6 +296,7 @@ impl ReviewTab {
             }
         }
         self.poll_detections();
+        self.poll_lattice();
         self.handle_keys(ui);
         self.unsaved.modal(ui.ctx(), "review-unsaved-labels");
         if let Some(t) = self.annot.dirty_since {
@@ -431,6 +438,31 @@ impl ReviewTab {
                 self.accept_detections(&ctx);
             }
             if self.is_detecting() {
+                ui.spinner();
+            }
+        });
+        ui.horizontal(|ui| {
+            let can =
+                self.doc.as_ref().is_some_and(|d| !d.is_read_only()) && self.lattice_job.is_none();
+            if ui
+                .add_enabled(can, egui::Button::new("Label with lattice analysis"))
+                .on_hover_text(
+                    "Propose boundaries, vacancies and interstitials read from the crystal \
+                     lattice (no model; pixel size from the lattice) as labels, one undo step",
+                )
+                .clicked()
+            {
+                let ctx = ui.ctx().clone();
+                self.label_with_lattice(&ctx);
+            }
+            egui::ComboBox::new("review-crystal", "crystal")
+                .selected_text(self.settings.crystal.label())
+                .show_ui(ui, |ui| {
+                    for p in defect_detector::synth::crystal::Preset::NAMED {
+                        ui.selectable_value(&mut self.settings.crystal, p, p.label());
+                    }
+                });
+            if self.lattice_job.is_some() {
                 ui.spinner();
             }
         });
@@ -581,6 +613,62 @@ impl ReviewTab {
                 }
             }
         }
+    }
+
+    /// Reads the lattice of the current image in the background; its boundaries and point
+    /// defects above the default confidence become editable labels (one undo step).
+    pub fn label_with_lattice(&mut self, ctx: &egui::Context) {
+        let (Some(i), Some(img)) = (self.current, self.image.clone()) else {
+            return;
+        };
+        if self.lattice_job.is_some() || self.annot.read_only {
+            return;
+        }
+        let spec = self.settings.crystal.spec();
+        let num_classes = self.annot.num_classes;
+        let job = Job::spawn(
+            "review-lattice",
+            Some(super::synth_tab::repaint_notify(ctx)),
+            move |_| {
+                // Dataset images carry no calibration: the {111} period sets the scale.
+                let r = defect_detector::lattice::analyse(
+                    &img,
+                    &defect_detector::lattice::LatticeParams::new(spec, None),
+                )?;
+                Ok(r.detections()
+                    .into_iter()
+                    .filter(|(c, _, score)| *score >= DEFAULT_CONF && c.id() < num_classes)
+                    .map(|(c, obb, _)| LabeledBox { class: c.id(), obb })
+                    .collect())
+            },
+        );
+        self.lattice_job = Some((i, job));
+        self.status = "reading the lattice".into();
+    }
+
+    fn poll_lattice(&mut self) {
+        let Some((i, job)) = self.lattice_job.take() else {
+            return;
+        };
+        match job.try_take() {
+            Err(job) => self.lattice_job = Some((i, job)),
+            Ok(Err(e)) => self.status = format!("lattice analysis failed: {e:#}"),
+            Ok(Ok(boxes)) => {
+                if self.current == Some(i) {
+                    self.annot.add_labeled(&boxes);
+                    self.status = format!(
+                        "{} box(es) proposed by the lattice analysis added: check each one",
+                        boxes.len()
+                    );
+                } else {
+                    self.status = "proposals dropped: the image changed meanwhile".into();
+                }
+            }
+        }
+    }
+
+    pub fn is_reading_lattice(&self) -> bool {
+        self.lattice_job.is_some()
     }
 
     /// The user chose to replace an unreadable label file: editable, empty.

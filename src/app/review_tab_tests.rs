@@ -373,3 +373,44 @@ fn export_verified_button_writes_a_dataset() {
     let r = defect_detector::dataset::validate_dataset(&out).unwrap();
     assert!(r.is_ok(), "{}", r.table());
 }
+
+#[test]
+fn label_with_lattice_analysis_adds_the_proposals_as_one_undo_step() {
+    let d = dataset_of(640);
+    let mut h = harness(&root(&d));
+    let before = boxes(&h);
+    h.get_by_label("Label with lattice analysis").click();
+    for _ in 0..600 {
+        h.step();
+        if !h.state().review.is_reading_lattice() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !h.state().review.is_reading_lattice(),
+        "the analysis never finished"
+    );
+    // The same proposals, computed independently (CdTe, scale from the lattice).
+    let img = h.state().review.image.clone().unwrap();
+    let want: Vec<_> = defect_detector::lattice::analyse(
+        &img,
+        &defect_detector::lattice::LatticeParams::new(
+            defect_detector::synth::crystal::Preset::Cdte110.spec(),
+            None,
+        ),
+    )
+    .unwrap()
+    .detections()
+    .into_iter()
+    .filter(|d| d.2 >= defect_detector::detect::DEFAULT_CONF)
+    .collect();
+    assert!(
+        !want.is_empty(),
+        "nothing proposed: the comparison would be empty"
+    );
+    let after = boxes(&h);
+    assert_eq!(after.len(), before.len() + want.len());
+    h.state_mut().review.annot.undo();
+    assert_eq!(boxes(&h).len(), before.len());
+}

@@ -287,3 +287,45 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
     h.step();
     assert!(!h.state().viewer.canvas.has_layer());
 }
+
+#[test]
+fn label_with_lattice_analysis_proposes_editable_boxes_in_one_undo_step() {
+    use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = SynthParams {
+        width: 384,
+        height: 384,
+        pixel_size_pm: 16.0,
+        ..Default::default()
+    };
+    p.defects.twin_boundaries = CountRange::new(1, 1);
+    p.defects.tilt_boundaries = CountRange::new(0, 0);
+    let s = synth::generate(&p).unwrap();
+    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let labels = dir.path().join("labels");
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.settings.method = defect_detector::detect::combine::DetectMethod::Model;
+    h.state_mut().viewer.settings.labels_dir = labels.display().to_string();
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    h.state_mut().viewer.labels.enabled = true;
+    h.step();
+    assert!(h.state().viewer.labels.annot.boxes.is_empty());
+    h.get_by_label("Label with lattice analysis").click();
+    h.step();
+    settle_viewer(&mut h);
+    h.step();
+    let boxes = &h.state().viewer.labels.annot.boxes;
+    assert!(
+        boxes.iter().any(|b| b.class == 0),
+        "the twin boundary is proposed: {boxes:?}"
+    );
+    // One undo takes every proposal back.
+    h.state_mut().viewer.labels.annot.undo();
+    assert!(h.state().viewer.labels.annot.boxes.is_empty());
+}

@@ -150,6 +150,33 @@ impl ViewerLabels {
         boxes.len()
     }
 
+    /// Boxes proposed by the lattice analysis (at or above `conf`) become editable labels, as
+    /// one undo step, for a person to accept or correct.
+    pub fn accept_lattice(
+        &mut self,
+        proposals: &[defect_detector::detect::combine::OtherBox],
+        conf: f32,
+    ) -> usize {
+        if self.annot.read_only {
+            self.status = "the label file is read-only (see above); nothing added".into();
+            return 0;
+        }
+        let boxes: Vec<LabeledBox> = proposals
+            .iter()
+            .filter(|(c, _, s)| *s >= conf && c.id() < self.annot.num_classes)
+            .map(|(c, obb, _)| LabeledBox {
+                class: c.id(),
+                obb: *obb,
+            })
+            .collect();
+        self.annot.add_labeled(&boxes);
+        self.status = format!(
+            "{} box(es) proposed by the lattice analysis added: check each one",
+            boxes.len()
+        );
+        boxes.len()
+    }
+
     /// Replace an unreadable label file: editable and empty (saved on the next change).
     pub fn discard_unreadable(&mut self) {
         if let Some(doc) = &mut self.doc {

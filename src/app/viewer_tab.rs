@@ -158,6 +158,8 @@ pub struct ViewerTab {
     lattice_boxes: Vec<defect_detector::detect::combine::OtherBox>,
     /// The last lattice analysis of the current image (maps, boundaries with misorientation).
     pub(crate) lattice: Option<Arc<defect_detector::lattice::LatticeResult>>,
+    /// "Label with lattice analysis" was pressed and waits for the analysis.
+    pub(crate) label_with_lattice: bool,
     /// The image generation the running lattice analysis belongs to.
     lattice_generation: usize,
     /// Which lattice result and map the canvas layer shows.
@@ -227,6 +229,7 @@ impl ViewerTab {
             lattice_boxes: Vec::new(),
             lattice: None,
             lattice_generation: 0,
+            label_with_lattice: false,
             layer_for: None,
             lattice_version: 0,
             result_generation: 0,
@@ -375,6 +378,10 @@ impl ViewerTab {
 
     fn set_image(&mut self, img: StemImage) {
         self.generation += 1;
+        // Proposals asked for on the previous image are not added to this one.
+        self.label_with_lattice = false;
+        self.lattice = None;
+        self.lattice_boxes.clear();
         self.histogram = Some(disp::histogram(&img.image, 256));
         if self.settings.auto_contrast {
             let (lo, hi) = disp::auto_contrast(&img.image, self.settings.p_lo, self.settings.p_hi);
@@ -440,22 +447,11 @@ impl ViewerTab {
     /// Starts the lattice analysis of the current image when its boxes or maps are shown.
     pub(crate) fn request_lattice(&mut self) {
         let wanted = self.settings.method != defect_detector::detect::combine::DetectMethod::Model
-            || self.settings.lattice_map.is_some();
-        let Some(cur) = self.current.as_ref() else {
-            return;
-        };
-        if !wanted {
-            return;
+            || self.settings.lattice_map.is_some()
+            || self.label_with_lattice;
+        if wanted {
+            self.request_lattice_now();
         }
-        let spec = self.settings.crystal.spec();
-        let img = cur.image.clone();
-        let px = self.pixel_size();
-        self.lattice_generation = self.generation;
-        self.lattice_job.request(move |_| {
-            let params =
-                defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
-            defect_detector::lattice::analyse(&img, &params)
-        });
     }
 
     /// Keeps the canvas's map layer in step with the lattice result and the chosen map.
@@ -1193,8 +1189,7 @@ impl ViewerTab {
         ui.horizontal(|ui| {
             use defect_detector::lattice::render::MapKind;
             let before = self.settings.lattice_map;
-            ui.label("lattice map");
-            egui::ComboBox::from_id_salt("lattice-map")
+            egui::ComboBox::new("lattice-map", "lattice map")
                 .selected_text(self.settings.lattice_map.map_or("none", MapKind::label))
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.settings.lattice_map, None, "none");
@@ -1466,6 +1461,54 @@ impl ViewerTab {
         let shown = self.shown_detections();
         self.labels
             .ui(ui, &mut self.settings.labels_dir, &names, &shown);
+        if self.labels.enabled && self.current.is_some() {
+            let busy = self.lattice_job.is_busy() && self.label_with_lattice;
+            if ui
+                .add_enabled(
+                    !busy && !self.labels.annot.read_only,
+                    egui::Button::new("Label with lattice analysis"),
+                )
+                .on_hover_text(
+                    "Propose boundaries, vacancies and interstitials read from the crystal \
+                     lattice (no model) as labels, one undo step; then accept or correct each",
+                )
+                .clicked()
+            {
+                self.label_with_lattice = true;
+                if self.lattice.is_none() {
+                    self.request_lattice_now();
+                }
+            }
+            if busy {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.small("reading the lattice…");
+                });
+            }
+        }
+        if self.label_with_lattice
+            && let Some(l) = self.lattice.clone()
+        {
+            self.label_with_lattice = false;
+            self.labels
+                .accept_lattice(&l.detections(), self.settings.conf);
+        }
+    }
+
+    /// Runs the lattice analysis of the current image whatever the method and map settings.
+    fn request_lattice_now(&mut self) {
+        let Some(cur) = self.current.as_ref() else {
+            return;
+        };
+        let spec = self.settings.crystal.spec();
+        let img = cur.image.clone();
+        let px = self.pixel_size();
+        self.lattice_generation = self.generation;
+        self.lattice_job.request(move |_| {
+            let params =
+                defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
+            defect_detector::lattice::analyse(&img, &params)
+        });
     }
 
     fn overlay(&self) -> Vec<OverlayBox> {

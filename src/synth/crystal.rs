@@ -66,6 +66,9 @@ impl Preset {
         Preset::Custom,
     ];
 
+    /// The crystals with a fixed structure (not `Custom`).
+    pub const NAMED: [Preset; 3] = [Preset::Cdte110, Preset::Si110, Preset::Gaas110];
+
     pub fn label(self) -> &'static str {
         match self {
             Preset::Cdte110 => "CdTe [110]",
