@@ -462,7 +462,7 @@ impl ReviewTab {
                         ui.selectable_value(&mut self.settings.crystal, p, p.label());
                     }
                 });
-            if self.lattice_job.is_some() {
+            if self.is_reading_lattice() {
                 ui.spinner();
             }
         });
