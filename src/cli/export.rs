@@ -22,7 +22,8 @@ use std::time::Duration;
   defect-detector export --merge data/full shard0 shard1 ...   (after all tasks)
   defect-detector export --validate data/cdte
   defect-detector export --print-dr > dr.json                  (edit, then --dr dr.json)
-  defect-detector export --out matched --n 200 --like frame1.dm4 frame2.dm4   (fine-tuning set)")]
+  defect-detector export --out matched --n 200 --like frame1.dm4 frame2.dm4   (fine-tuning set)
+  defect-detector export --out real --pseudo frames/*.dm4 --nm-per-px 0.016   (real frames, lattice labels)")]
 pub struct ExportArgs {
     /// Output folder (must be empty or absent, unless --overwrite replaces an old dataset).
     #[arg(long)]
@@ -78,9 +79,20 @@ pub struct ExportArgs {
     /// Writes match.json beside the dataset.
     #[arg(long, num_args = 1.., value_name = "FRAME")]
     like: Vec<PathBuf>,
-    /// Crystal of the --like frames (cdte110, si110, gaas110).
+    /// Crystal of the --like or --pseudo frames (cdte110, si110, gaas110).
     #[arg(long, default_value = "cdte110")]
     crystal: String,
+    /// Real frames to label with the lattice analysis (boundaries, vacancies, interstitials)
+    /// into a dataset for review and fine-tuning: pseudo labels, check them in the Review tab.
+    #[arg(long, num_args = 1.., value_name = "FRAME", conflicts_with_all = ["like", "merge", "validate"])]
+    pseudo: Vec<PathBuf>,
+    /// With --pseudo: resample calibrated frames to this pixel size (nm/px; the model's, e.g.
+    /// 0.016), as the detector does before it looks.
+    #[arg(long, requires = "pseudo")]
+    nm_per_px: Option<f64>,
+    /// With --pseudo: lowest lattice-analysis score written as a label.
+    #[arg(long, default_value_t = 0.25, requires = "pseudo")]
+    pseudo_conf: f32,
 }
 
 /// Measures the --like frames and matches the randomization to them.
@@ -226,6 +238,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--out DIR is required (or use --merge / --validate)"))?;
+    if !a.pseudo.is_empty() {
+        return pseudo(&a, &out);
+    }
     let mut cfg = config_from_args(&a)?;
     let matched = if a.like.is_empty() {
         None
@@ -252,4 +267,58 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         )?;
     }
     report(&s, a.json)
+}
+
+/// `--pseudo`: real frames labelled by the lattice analysis.
+fn pseudo(a: &ExportArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    use defect_detector::dataset::pseudo::{PseudoOptions, export_pseudo};
+    if let Some(nm) = a.nm_per_px {
+        anyhow::ensure!(nm.is_finite() && nm > 0.0, "--nm-per-px must be positive");
+    }
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.pseudo_conf),
+        "--pseudo-conf must be between 0 and 1"
+    );
+    let opts = PseudoOptions {
+        crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
+        nm_per_px: a.nm_per_px,
+        conf: a.pseudo_conf,
+        val_every: 5,
+    };
+    let s = export_pseudo(&a.pseudo, out, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    for f in &s.frames {
+        match &f.error {
+            Some(e) => eprintln!("{}: skipped: {e}", f.source.display()),
+            None => println!(
+                "{} -> {} ({}x{}, {} boundaries, {} vacancies, {} interstitials; pixel size {})",
+                f.source.display(),
+                f.image,
+                f.width,
+                f.height,
+                f.labels[0],
+                f.labels[1],
+                f.labels[2],
+                match (f.source_nm_per_px, f.nm_per_px) {
+                    (Some(src), Some(px)) => format!(
+                        "{:.2} pm from the {}, written at {:.2} pm",
+                        src * 1e3,
+                        f.calibration,
+                        px * 1e3
+                    ),
+                    _ => "unknown".into(),
+                }
+            ),
+        }
+    }
+    println!(
+        "{} of {} frame(s) labelled -> {} (pseudo labels: check them in the Review tab)",
+        s.written(),
+        s.frames.len(),
+        out.display()
+    );
+    Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod export;
 pub mod like;
+pub mod pseudo;
 pub mod randomize;
 pub mod review;
 pub mod validate;
