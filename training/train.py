@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--scale", type=float, default=0.25,
                     help="random zoom gain; small because the exporter already randomizes the pixel size")
     ap.add_argument("--weights", help="skip training: validate and export these weights (best.pt)")
+    ap.add_argument("--test-data", help="dataset folder with a test split from unseen seeds: scored by "
+                    "`defect-detector eval` into the card (synthetic_test)")
     ap.add_argument("--static", action="store_true",
                     help="export a fixed imgsz x imgsz input (default: dynamic, whole frames in one pass)")
     ap.add_argument("--from", dest="init", metavar="WEIGHTS.pt",
@@ -186,6 +188,9 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     card_path = out / f"{a.name}.json"
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     write_training_realism(card_path, Path(a.data).parent, a.crystal)
+    if a.test_data:
+        write_synthetic_test(card_path, dst, Path(a.test_data))
+    write_real_frames(card_path, dst)
     print(card_path.read_text())
 
 
@@ -193,11 +198,32 @@ def write_training_realism(card_path: Path, dataset_dir: Path, crystal: str):
     """The realism statistics' 5-95 % ranges over the training images, measured by the Rust
     tool on the raw counts its sidecars regenerate, into the card (the Viewer's
     out-of-distribution warning reads them)."""
-    exe = os.environ.get("DEFECT_DETECTOR", str(ROOT / "target/release/defect-detector"))
-    subprocess.run([exe, "realism", "--against", str(dataset_dir), "--crystal", crystal,
+    subprocess.run([rust_tool(), "realism", "--against", str(dataset_dir), "--crystal", crystal,
                     "--write-card", str(card_path),
                     "--source", f"training images of {dataset_dir} (up to 200 base images)"],
                    check=True)
+
+
+def rust_tool():
+    return os.environ.get("DEFECT_DETECTOR", str(ROOT / "target/release/defect-detector"))
+
+
+def write_synthetic_test(card_path: Path, model: Path, test_dir: Path):
+    """Our evaluator on a test set from unseen seeds, recorded in the card as synthetic_test."""
+    subprocess.run([rust_tool(), "eval", "--model", str(model), str(test_dir), "--split", "test",
+                    "--write-card", str(card_path)], check=True)
+
+
+def write_real_frames(card_path: Path, model: Path):
+    """The labelled real frames (assets/real-set), recorded in the card as real_frames. Skipped,
+    with a note, when the samples folder the set points at is absent."""
+    set_file = ROOT / "assets" / "real-set" / "set.json"
+    samples = (set_file.parent / json.loads(set_file.read_text())["samples"]).resolve()
+    if not samples.is_dir():
+        print(f"note: {samples} is absent; the card gets no real_frames", file=sys.stderr)
+        return
+    subprocess.run([rust_tool(), "eval-real", "--model", str(model), "--set", str(set_file),
+                    "--write-card", str(card_path)], check=True)
 
 
 if __name__ == "__main__":

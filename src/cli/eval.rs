@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Record the report in this model card (`model.json`) as `synthetic_test` (with the
+    /// dataset, split and settings), so the card's numbers come from this run.
+    #[arg(long, value_name = "MODEL.json")]
+    write_card: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -52,6 +56,18 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(&report.to_json())?;
         defect_detector::fsio::atomic_write(p, &bytes)?;
         eprintln!("wrote {}", p.display());
+    }
+    if let Some(card) = &a.write_card {
+        let entry = serde_json::json!({
+            "dataset": a.dataset.display().to_string(),
+            "split": a.split,
+            "conf": a.conf,
+            "iou": a.iou,
+            "merge_boundaries": a.merge_boundaries,
+            "report": report.to_json(),
+        });
+        defect_detector::fsio::set_json_key(card, "synthetic_test", entry)?;
+        eprintln!("recorded in {}", card.display());
     }
     Ok(())
 }
