@@ -114,7 +114,7 @@ fn splits_are_by_base_image_and_the_dataset_validates() {
         "{all:?}"
     );
     // data.yaml is what Ultralytics (and our reader) expects.
-    let spec = crate::eval::DatasetSpec::read(&out).unwrap();
+    let spec = crate::dataset::spec::DatasetSpec::read(&out).unwrap();
     assert_eq!(spec.names, crate::classes::default_class_names());
     assert_eq!(spec.root, out);
     assert!(

@@ -7,7 +7,9 @@ pub mod like;
 pub mod pseudo;
 pub mod randomize;
 pub mod review;
+pub mod spec;
 pub mod validate;
-pub mod yolo;
+/// YOLO-OBB label files live with the other file formats; kept here under its old name.
+pub use crate::formats::yolo;
 
 pub use validate::{Report, validate_dataset};

@@ -365,7 +365,7 @@ mod tests {
         assert!(f.labels[0] >= 1, "the twin is labelled: {:?}", f.labels);
         assert!(summary.frames[1].error.is_some());
         // A dataset the Review tab and Ultralytics read.
-        let spec = crate::eval::DatasetSpec::read(&out.join("data.yaml")).unwrap();
+        let spec = crate::dataset::spec::DatasetSpec::read(&out.join("data.yaml")).unwrap();
         assert_eq!(spec.images("train").unwrap().len(), 1);
         let labels = crate::dataset::yolo::read_labels(
             &out.join("labels/train/frame.txt"),

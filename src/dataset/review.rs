@@ -6,8 +6,8 @@
 //! A label file that does not parse is never overwritten: [`LabelDoc::open`] records the error
 //! (file and line) and marks the document read-only until the caller explicitly discards it.
 
+use super::spec::{DatasetSpec, label_path_for};
 use super::yolo::{LabelError, ObbLabel, Validation, format_labels, parse_labels, write_labels};
-use crate::eval::{DatasetSpec, label_path_for};
 use crate::geometry::OrientedBox;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -6,8 +6,8 @@
 //! splits and that the label files agree with the manifest's per-image counts.
 
 use super::export::{MANIFEST_FILE, Manifest};
+use super::spec::{DatasetSpec, label_path_for};
 use super::yolo::{Validation, read_labels};
-use crate::eval::{DatasetSpec, label_path_for};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Writing detections: JSON (pixels and, when calibrated, nanometres), CSV and YOLO-OBB labels.
 
 use super::{Detection, DetectionResult};
-use crate::dataset::yolo::{ObbLabel, format_labels};
+use crate::formats::yolo::{ObbLabel, format_labels};
 use crate::fsio::csv_field;
 use crate::raster::PixelSize;
 use serde_json::{Value, json};

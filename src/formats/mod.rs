@@ -12,6 +12,7 @@ pub mod fft;
 mod meta;
 mod raster_formats;
 mod tiff_reader;
+pub mod yolo;
 
 #[cfg(test)]
 mod tests;

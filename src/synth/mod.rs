@@ -8,7 +8,7 @@ pub mod imaging;
 pub mod params;
 pub mod scene;
 
-use crate::dataset::yolo::ObbLabel;
+use crate::formats::yolo::ObbLabel;
 use crate::raster::ImageF32;
 use anyhow::Context;
 pub use params::SynthParams;
@@ -194,7 +194,7 @@ pub fn write_outputs(
     };
     crate::fsio::atomic_write(&image_path, &bytes)?;
     let labels_path = dir.join(format!("{stem}.txt"));
-    crate::dataset::yolo::write_labels(&labels_path, &s.yolo_labels())?;
+    crate::formats::yolo::write_labels(&labels_path, &s.yolo_labels())?;
     let sidecar_path = dir.join(format!("{stem}.json"));
     let json = serde_json::to_vec_pretty(&s.sidecar())?;
     crate::fsio::atomic_write(&sidecar_path, &json)?;

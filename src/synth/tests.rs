@@ -63,7 +63,7 @@ fn sidecar_regenerates_bit_identical() {
     );
     assert_eq!(s.labels, r.labels);
     // The label file parses and matches.
-    let labels = crate::dataset::yolo::read_labels(&files.labels, &Default::default()).unwrap();
+    let labels = crate::formats::yolo::read_labels(&files.labels, &Default::default()).unwrap();
     assert_eq!(labels.len(), s.labels.len());
     let png = image::open(&files.image).unwrap();
     assert_eq!((png.width(), png.height()), (256, 256));
