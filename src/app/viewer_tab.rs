@@ -918,8 +918,19 @@ impl ViewerTab {
                             String::new()
                         }
                     ));
-                    for (k, v) in cur.metadata.iter().take(8) {
-                        ui.label(format!("{k}: {v}"));
+                    if !cur.metadata.is_empty() {
+                        egui::CollapsingHeader::new(format!("Metadata ({})", cur.metadata.len()))
+                            .default_open(false)
+                            .show(ui, |ui| {
+                                for (k, v) in &cur.metadata {
+                                    let (shown, source) =
+                                        defect_detector::formats::display::pretty_metadata(k, v);
+                                    let r = ui.label(format!("{}: {shown}", k.replace('_', " ")));
+                                    if let Some(src) = source {
+                                        r.on_hover_text(format!("{v}\nfrom {src}"));
+                                    }
+                                }
+                            });
                     }
                 });
             let key = cur.path.display().to_string();

@@ -499,3 +499,77 @@ mod tests {
         assert!(scale_bar(f64::NAN, 100, 0.2).is_none());
     }
 }
+
+/// A metadata entry for display: the value at sensible precision with its unit, and where in
+/// the file it came from (the reader appends that as " (path)"), for a tooltip.
+pub fn pretty_metadata(key: &str, value: &str) -> (String, Option<String>) {
+    let (v, source) = match value.rfind(" (") {
+        Some(i) if value.ends_with(')') => (
+            value[..i].trim(),
+            Some(value[i + 2..value.len() - 1].to_string()),
+        ),
+        _ => (value.trim(), None),
+    };
+    let Ok(x) = v.parse::<f64>() else {
+        return (v.to_string(), source);
+    };
+    let sig = |x: f64| {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() {
+            "0".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let k = key.to_ascii_lowercase();
+    let shown = if k.contains("dwell") {
+        // Velox records seconds (2.5e-6), DigitalMicrograph's DigiScan "Sample Time" µs (31.1).
+        let us = if x < 1e-2 { x * 1e6 } else { x };
+        format!("{} µs", sig(us))
+    } else if k.ends_with("_kv") || k.contains("voltage") {
+        let kv = if x > 1e4 { x / 1e3 } else { x };
+        format!("{} kV", sig(kv))
+    } else if k.contains("magnification") {
+        format!("{}×", sig(x))
+    } else if k.ends_with("_nm") {
+        format!("{} nm", sig(x))
+    } else if k.ends_with("_mrad") {
+        format!("{} mrad", sig(x))
+    } else if k.ends_with("_mm") {
+        format!("{} mm", sig(x))
+    } else if x.fract() == 0.0 && x.abs() < 1e12 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1e-3 && x.abs() < 1e6 {
+        sig(x)
+    } else {
+        format!("{x:.4e}")
+    };
+    (shown, source)
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::pretty_metadata;
+
+    #[test]
+    fn metadata_gets_units_and_sensible_precision() {
+        let (v, src) = pretty_metadata(
+            "dwell_time",
+            "2.5000000000000002e-006 (Data/Image.a6264d/DwellTime)",
+        );
+        assert_eq!(v, "2.5 µs");
+        assert_eq!(src.as_deref(), Some("Data/Image.a6264d/DwellTime"));
+        assert_eq!(
+            pretty_metadata(
+                "dwell_time",
+                "31.124107360839844 (ImageList[1].ImageTags.DigiScan.Sample Time)"
+            )
+            .0,
+            "31.1241 µs"
+        );
+        assert_eq!(pretty_metadata("voltage_kv", "200").0, "200 kV");
+        assert_eq!(pretty_metadata("detector", "HAADF").0, "HAADF");
+        assert_eq!(pretty_metadata("format_version", "3").0, "3");
+    }
+}
