@@ -186,6 +186,8 @@ pub struct VlmTab {
     pub cell: Option<(usize, usize)>,
     set: Option<Arc<LoadedSet>>,
     job: Option<Job<Finished>>,
+    /// "Test connection" in flight: the HTTP status the server answered with.
+    probe_job: Option<Job<u16>>,
     set_job: Option<Job<Arc<LoadedSet>>>,
     pick_job: Option<(PickTarget, Job<Option<PathBuf>>)>,
     /// Patches known by hash (from every set built this session), for thumbnails.
@@ -212,6 +214,7 @@ impl VlmTab {
             cell: None,
             set: None,
             job: None,
+            probe_job: None,
             set_job: None,
             pick_job: None,
             known: HashMap::new(),
@@ -224,7 +227,7 @@ impl VlmTab {
     }
 
     pub fn is_busy(&self) -> bool {
-        self.job.is_some() || self.set_job.is_some()
+        self.job.is_some() || self.set_job.is_some() || self.probe_job.is_some()
     }
 
     /// Adds a run to the list and shows it.
@@ -285,6 +288,43 @@ impl VlmTab {
         }
     }
 
+    /// Checks that the server answers at all, in the background.
+    fn start_probe(&mut self, notify: &Option<Notify>) {
+        let s = &self.settings;
+        if let Err(e) = defect_detector::vlm::client::check_endpoint(&s.base_url) {
+            self.error = Some(e);
+            return;
+        }
+        let key = self.api_key().ok().flatten();
+        let client = ChatClient::new(ClientConfig::new(s.base_url.trim(), s.model.trim()), key);
+        self.error = None;
+        self.probe_job = Some(Job::spawn("vlm-probe", notify.clone(), move |_| {
+            client.probe().map_err(anyhow::Error::msg)
+        }));
+    }
+
+    fn poll_probe(&mut self) {
+        let Some(job) = self.probe_job.take() else {
+            return;
+        };
+        match job.try_take() {
+            Err(job) => self.probe_job = Some(job),
+            Ok(Ok(status)) => {
+                self.status = match status {
+                    200..=299 => format!("the server answers (HTTP {status})"),
+                    401 | 403 => format!(
+                        "the server answers but refuses the key (HTTP {status}): check the API key"
+                    ),
+                    _ => format!(
+                        "something answers (HTTP {status}) but not as an OpenAI-compatible \
+                         server: check the base URL (it usually ends in /v1)"
+                    ),
+                };
+            }
+            Ok(Err(e)) => self.error = Some(format!("{e:#}")),
+        }
+    }
+
     fn start_vlm_run(&mut self, notify: &Option<Notify>) {
         let s = &self.settings;
         let key = match self.api_key() {
@@ -323,6 +363,9 @@ impl VlmTab {
         let cached = self.cached_set(&recipe);
         self.error = None;
         self.job = Some(Job::spawn("vlm-run", notify.clone(), move |c| {
+            // A server that is not there fails the run at once, not after every patch.
+            c.set_progress(0.0, "connecting");
+            client.probe().map_err(anyhow::Error::msg)?;
             let set = match cached {
                 Some(s) => s,
                 None => Arc::new(LoadedSet {
@@ -415,6 +458,7 @@ impl VlmTab {
     }
 
     fn poll(&mut self) {
+        self.poll_probe();
         if let Some(job) = self.job.take() {
             match job.try_take() {
                 Ok(Ok(f)) => {
@@ -426,6 +470,15 @@ impl VlmTab {
                     let all_failed =
                         matches!(&f.run, ScreeningRun::Vlm(r) if r.all_requests_failed());
                     let n = f.run.records().len();
+                    if all_failed {
+                        // Its 0 % would read as the model's result: not kept as a run.
+                        self.error = Some(format!(
+                            "{label}: every one of the {n} requests failed (no answer from the \
+                             server); the run was not saved. Check the URL and model with \
+                             \"Test connection\"."
+                        ));
+                        return;
+                    }
                     match self.add_run(f.run) {
                         Ok(()) => {
                             self.status = if f.note.is_empty() {
@@ -433,13 +486,6 @@ impl VlmTab {
                             } else {
                                 format!("Finished {label}: {}", f.note)
                             };
-                            if all_failed {
-                                // Its 0 % would otherwise read as the model's result.
-                                self.error = Some(format!(
-                                    "{label}: every one of the {n} requests failed (no \
-                                     answer from the server); see the failures in the table"
-                                ));
-                            }
                         }
                         Err(e) => self.error = Some(format!("{e:#}")),
                     }
@@ -549,6 +595,21 @@ impl VlmTab {
                 .clicked()
             {
                 self.start_vlm_run(notify);
+            }
+            if ui
+                .add_enabled(
+                    self.probe_job.is_none(),
+                    egui::Button::new("Test connection"),
+                )
+                .on_hover_text(
+                    "Ask the server for its models (GET /models, 5 s): is anything there?",
+                )
+                .clicked()
+            {
+                self.start_probe(notify);
+            }
+            if self.probe_job.is_some() {
+                ui.spinner();
             }
             if busy && ui.button("Cancel").clicked() {
                 if let Some(j) = &self.job {
@@ -757,6 +818,22 @@ impl VlmTab {
                     egui::TextEdit::singleline(&mut s.model).desired_width(200.0),
                 );
                 ui.end_row();
+            });
+        egui::CollapsingHeader::new("No VLM server?")
+            .default_open(false)
+            .show(ui, |ui| {
+                ui.small(
+                    "Any OpenAI-compatible chat server with image input works. On this \
+                     computer: Ollama (`ollama pull qwen2.5vl`, base URL \
+                     http://localhost:11434/v1, key none), vLLM (`vllm serve MODEL`, \
+                     http://localhost:8000/v1) or LM Studio (http://localhost:1234/v1). \
+                     Hosted: the provider's /v1 URL with its key from an environment variable. \
+                     \"Test connection\" checks that something answers before a run.",
+                );
+                ui.small(
+                    "Without any server, \"Run detector on the same patches\" scores the ONNX \
+                     detector on the same patches offline.",
+                );
             });
         ui.horizontal(|ui| {
             ui.label("API key:");

@@ -312,3 +312,53 @@ fn vlm_run_on_generated_patches_then_detector_on_the_same() {
     let n = tab.runs[1].metrics.matrix.counts[1][0] as usize;
     assert_eq!(tab.thumbs.len(), n);
 }
+
+#[test]
+fn an_unreachable_server_fails_at_once_and_saves_no_run() {
+    // A port nobody listens on (bound, then released).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut p = Persisted::default();
+    small_generated(&mut p);
+    p.vlm.base_url = format!("http://127.0.0.1:{port}/v1");
+    p.vlm.model = "test-vlm".into();
+    p.vlm.use_cache = false;
+    let mut h = harness(p);
+    h.step();
+    h.get_by_label("Test connection").click();
+    h.step();
+    settle(&mut h);
+    let e = h.state().vlm.error.clone().unwrap_or_default();
+    assert!(e.contains("cannot reach"), "{e}");
+    h.get_by_label("Run").click();
+    h.step();
+    let t = std::time::Instant::now();
+    settle(&mut h);
+    assert!(t.elapsed().as_secs() < 20, "took {:?}", t.elapsed());
+    let tab = &h.state().vlm;
+    assert!(
+        tab.runs.is_empty(),
+        "a run in which nothing answered is not kept"
+    );
+    assert!(
+        tab.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cannot reach"),
+        "{:?}",
+        tab.error
+    );
+    // A server that answers passes the check.
+    let url = always_bulk_server();
+    h.state_mut().vlm.settings.base_url = url;
+    h.get_by_label("Test connection").click();
+    h.step();
+    settle(&mut h);
+    assert!(
+        h.state().vlm.status.contains("the server answers"),
+        "{}",
+        h.state().vlm.status
+    );
+}

@@ -296,6 +296,31 @@ impl ChatClient {
         &self.config
     }
 
+    /// Can the server be reached at all? One `GET {base}/models` with a short timeout: any
+    /// HTTP answer (even 401 or 404) means something is listening; a refused connection, an
+    /// unknown host or a timeout is reported as "cannot reach URL: reason" before a run sends
+    /// every patch into the same failure.
+    pub fn probe(&self) -> Result<u16, String> {
+        let url = format!("{}/models", self.config.base_url.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(self.config.timeout.min(Duration::from_secs(5))))
+            .http_status_as_error(false)
+            .user_agent(concat!("defect-detector/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(k) = &self.key {
+            req = req.header("Authorization", &format!("Bearer {}", k.expose()));
+        }
+        match req.call() {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(e) => Err(format!(
+                "cannot reach {}: {e}",
+                redact_url(&self.config.base_url)
+            )),
+        }
+    }
+
     /// sha256 over everything that determines the answer: endpoint, model, sampling settings
     /// and the full messages with images as hashes. Never includes the key.
     pub fn cache_key(&self, messages: &[ChatMessage]) -> String {
