@@ -262,6 +262,19 @@ impl DatasetTab {
                 if s.split.validate().is_ok() {
                     let c = s.split.counts(s.n);
                     ui.label(format!("{} / {} / {} base images", c[0], c[1], c[2]));
+                    let empty = s.split.empty_splits(s.n);
+                    if !empty.is_empty() {
+                        let names: Vec<&str> = empty.iter().map(|e| e.name()).collect();
+                        ui.colored_label(
+                            egui::Color32::from_rgb(230, 120, 60),
+                            format!(
+                                "{} base images leave the {} split empty: raise the number of \
+                                 base images or set its fraction to 0",
+                                s.n,
+                                names.join(" and ")
+                            ),
+                        );
+                    }
                 }
             });
         egui::CollapsingHeader::new("Augmentation")

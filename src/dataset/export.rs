@@ -144,6 +144,19 @@ impl SplitRatios {
         }
         c
     }
+
+    /// Splits asked for (a positive fraction) that `n` base images leave empty, e.g. 4 base
+    /// images at 0.8/0.1/0.1 give no test image.
+    pub fn empty_splits(&self, n: usize) -> Vec<Split> {
+        let r = [self.train, self.val, self.test];
+        let c = self.counts(n);
+        Split::ALL
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| r[*i] > 0.0 && c[*i] == 0)
+            .map(|(_, s)| s)
+            .collect()
+    }
 }
 
 /// The split of every base image: a seeded permutation, the first `counts[0]` to train, the

@@ -551,3 +551,18 @@ fn overwrite_replaces_only_our_files() {
         BTreeSet::from(["ds".to_string(), "hand".to_string()])
     );
 }
+
+#[test]
+fn splits_that_come_out_empty_are_named() {
+    let r = SplitRatios {
+        train: 0.8,
+        val: 0.1,
+        test: 0.1,
+    };
+    assert_eq!(r.empty_splits(4), vec![Split::Test]);
+    assert!(r.empty_splits(20).is_empty());
+    // A fraction of 0 is no split asked for; 4 images at 0.8/0.1 still leave val empty.
+    let no_test = SplitRatios { test: 0.0, ..r };
+    assert_eq!(no_test.empty_splits(4), vec![Split::Val]);
+    assert!(no_test.empty_splits(10).is_empty());
+}
