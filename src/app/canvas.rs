@@ -38,6 +38,10 @@ pub struct ImageCanvas {
     /// Image point shown at the canvas centre.
     centre: Pt,
     fit_pending: bool,
+    /// The view is the automatic fit (nobody zoomed or panned since): it follows the canvas
+    /// size, so the first frames of a new layout, when panels are still settling, and window
+    /// resizes keep the whole image in view.
+    auto_fit: bool,
     last_rect: Option<Rect>,
     /// A translucent map drawn over the image and under the boxes (lattice maps).
     layer: Option<MapLayer>,
@@ -60,6 +64,7 @@ impl ImageCanvas {
             zoom: 1.0,
             centre: [0.0, 0.0],
             fit_pending: true,
+            auto_fit: false,
             last_rect: None,
             layer: None,
         }
@@ -165,6 +170,7 @@ impl ImageCanvas {
     /// 1 image pixel = 1 screen point (physical pixel at scale 1).
     pub fn one_to_one(&mut self) {
         self.zoom = 1.0;
+        self.auto_fit = false;
     }
 
     pub fn zoom(&self) -> f32 {
@@ -179,6 +185,7 @@ impl ImageCanvas {
             self.zoom = (r.width().min(r.height()) / (3.0 * extent)).clamp(0.05, 64.0);
         }
         self.fit_pending = false;
+        self.auto_fit = false;
     }
 
     fn do_fit(&mut self, rect: Rect) {
@@ -186,6 +193,7 @@ impl ImageCanvas {
         self.zoom = (rect.width() / w).min(rect.height() / h).max(1e-3);
         self.centre = [w as f64 / 2.0, h as f64 / 2.0];
         self.fit_pending = false;
+        self.auto_fit = true;
     }
 
     pub fn image_to_screen(&self, rect: Rect, p: Pt) -> Pos2 {
@@ -215,6 +223,7 @@ impl ImageCanvas {
         let size = ui.available_size().max(Vec2::new(64.0, 64.0));
         let (response, painter) = ui.allocate_painter(size, Sense::click_and_drag());
         let rect = response.rect;
+        let resized = self.last_rect.is_some_and(|r| r.size() != rect.size());
         self.last_rect = Some(rect);
         painter.rect_filled(rect, 0.0, Color32::from_gray(24));
         let mut out = CanvasResponse::default();
@@ -229,7 +238,7 @@ impl ImageCanvas {
             out.response = Some(response);
             return out;
         };
-        if self.fit_pending {
+        if self.fit_pending || (self.auto_fit && resized) {
             self.do_fit(rect);
         }
         // Zoom around the pointer.
@@ -240,6 +249,7 @@ impl ImageCanvas {
                 && let Some(hp) = response.hover_pos()
             {
                 let before = self.screen_to_image(rect, hp);
+                self.auto_fit = false;
                 self.zoom = (self.zoom * factor).clamp(0.02, 64.0);
                 let after = self.screen_to_image(rect, hp);
                 self.centre[0] += before[0] - after[0];
@@ -251,6 +261,9 @@ impl ImageCanvas {
             || response.dragged_by(egui::PointerButton::Secondary);
         if pan {
             let d = response.drag_delta();
+            if d != Vec2::ZERO {
+                self.auto_fit = false;
+            }
             self.centre[0] -= (d.x / self.zoom) as f64;
             self.centre[1] -= (d.y / self.zoom) as f64;
         }
@@ -335,5 +348,41 @@ impl ImageCanvas {
         }
         out.response = Some(response);
         out
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::ImageCanvas;
+    use egui_kittest::Harness;
+
+    #[test]
+    fn the_automatic_fit_follows_the_canvas_until_the_user_zooms() {
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(400.0, 300.0))
+            .build_ui_state(
+                |ui, c: &mut ImageCanvas| {
+                    if c.size == [0, 0] {
+                        c.set_gray(ui.ctx(), 100, 100, &[0u8; 10_000]);
+                    }
+                    c.show(ui, &[], true);
+                },
+                ImageCanvas::new("fit-test"),
+            );
+        h.run_steps(2);
+        let small = h.state().zoom();
+        // The layout grows (panels settling, a bigger window): the fit follows.
+        h.set_size(egui::vec2(800.0, 600.0));
+        h.run_steps(2);
+        assert!(
+            h.state().zoom() > 1.5 * small,
+            "{} vs {small}",
+            h.state().zoom()
+        );
+        // After the user sets the zoom, a resize leaves it alone.
+        h.state_mut().one_to_one();
+        h.set_size(egui::vec2(400.0, 300.0));
+        h.run_steps(2);
+        assert_eq!(h.state().zoom(), 1.0);
     }
 }
