@@ -374,13 +374,15 @@ impl Annotator {
         });
     }
 
-    /// Sets the class of the selection, or of the next new box when nothing is selected.
+    /// Sets the class of the selection, or of the next new box when nothing is selected. New
+    /// boxes take the last class used either way (a run of vacancies is labelled vacancy after
+    /// vacancy), across images.
     pub fn set_class(&mut self, class: usize) {
         if class >= self.num_classes {
             return;
         }
+        self.new_class = class;
         if self.selected.is_empty() {
-            self.new_class = class;
             return;
         }
         self.edit(|a| {

@@ -414,3 +414,18 @@ fn label_with_lattice_analysis_adds_the_proposals_as_one_undo_step() {
     h.state_mut().review.annot.undo();
     assert_eq!(boxes(&h).len(), before.len());
 }
+
+#[test]
+fn new_boxes_take_the_last_class_used() {
+    let d = dataset_of(128);
+    let mut h = harness(&root(&d));
+    assert!(!boxes(&h).is_empty());
+    h.state_mut().review.annot.selected = [0].into();
+    h.state_mut().review.annot.set_class(1);
+    assert_eq!(boxes(&h)[0].class, 1);
+    assert_eq!(
+        h.state().review.annot.new_class,
+        1,
+        "the next new box is a vacancy too"
+    );
+}
