@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--scale", type=float, default=0.25,
                     help="random zoom gain; small because the exporter already randomizes the pixel size")
     ap.add_argument("--weights", help="skip training: validate and export these weights (best.pt)")
+    ap.add_argument("--run", help="with --weights: the training run (its folder name under "
+                    ".work/ultralytics/runs) whose epochs and time go into the card; default --name")
     ap.add_argument("--test-data", help="dataset folder with a test split from unseen seeds: scored by "
                     "`defect-detector eval` into the card (synthetic_test)")
     ap.add_argument("--static", action="store_true",
@@ -165,12 +167,12 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "nm_per_px": a.nm_per_px,
         "training_data": a.recipe,
         "dataset_yaml": str(a.data),
-        "epochs": epochs_run(runs / a.name) or a.epochs,
+        "epochs": epochs_run(runs / (a.run or a.name)) or a.epochs,
         "time_budget_h": a.time,
         "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
         "seed": a.seed,
-        "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / a.name),
+        "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / (a.run or a.name)),
         "hardware": {
             "device": a.device,
             "cpu": platform.processor() or platform.machine(),
