@@ -207,6 +207,8 @@ fn viewer_calibrates_an_uncalibrated_png_from_its_lattice_and_warns_outside_the_
     assert!(out.iter().any(|o| o.name == "column_fwhm_a"), "{out:?}");
     assert!(!out.iter().any(|o| o.name == "pixel_size_pm"), "{out:?}");
     h.get_by_label_contains("Unlike the model's training data");
+    // What the model knows, next to its name.
+    h.get_by_label_contains("Trained on synthetic cdte110 frames, 10–30 pm/px");
     // A typed pixel size overrides the estimate.
     let key = png.display().to_string();
     h.state_mut().viewer.settings.pixel_sizes.insert(key, 0.02);

@@ -123,6 +123,30 @@ impl RealismPanel {
         };
     }
 
+    /// What the loaded model was trained on, from its card: crystal, number of images and
+    /// pixel-size range, e.g. "synthetic cdte110 frames (30 measured), 7–29 pm/px".
+    pub fn trained_on(&self) -> Option<String> {
+        let Ok(Some(card)) = &self.card else {
+            return None;
+        };
+        let px = card
+            .ranges
+            .iter()
+            .find(|r| r.name == "pixel_size_pm")
+            .map(|r| format!(", {:.0}–{:.0} pm/px", r.p5, r.p95))
+            .unwrap_or_default();
+        let fwhm = card
+            .ranges
+            .iter()
+            .find(|r| r.name == "column_fwhm_a")
+            .map(|r| format!(", columns {:.2}–{:.2} Å wide", r.p5, r.p95))
+            .unwrap_or_default();
+        Some(format!(
+            "Trained on synthetic {} frames{px}{fwhm} (5–95 % of {} training images)",
+            card.crystal, card.images
+        ))
+    }
+
     /// Statistics of the frame outside the model's training ranges.
     pub fn outside(&self, generation: usize) -> Vec<Outside> {
         match (&self.card, self.stats(generation)) {

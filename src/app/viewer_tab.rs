@@ -1181,6 +1181,9 @@ impl ViewerTab {
         });
         if self.settings.model_path.is_empty() {
             ui.label("No model in models/: type the path of a YOLO-OBB .onnx");
+        } else if let Some(t) = self.realism.trained_on() {
+            ui.small(t)
+                .on_hover_text("From the model card (training_realism): frames outside these ranges get a warning above the image");
         }
         ui.checkbox(&mut self.settings.auto_detect, "detect on every image");
         ui.horizontal(|ui| {
