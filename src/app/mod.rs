@@ -102,6 +102,8 @@ pub struct DefectApp {
     pub dataset: DatasetTab,
     pub vlm: VlmTab,
     pub review: ReviewTab,
+    /// The "?" list of keyboard shortcuts is open.
+    pub show_shortcuts: bool,
     notify: Option<Notify>,
 }
 
@@ -115,6 +117,7 @@ impl DefectApp {
             dataset: DatasetTab::new(persisted.dataset, notify.clone()),
             vlm: VlmTab::new(persisted.vlm),
             review: ReviewTab::new(persisted.review),
+            show_shortcuts: false,
             notify,
         }
     }
@@ -153,8 +156,39 @@ impl DefectApp {
                     ui.spinner();
                     ui.label("working");
                 }
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    ui.toggle_value(&mut self.show_shortcuts, "?")
+                        .on_hover_text("Keyboard shortcuts of this tab (?)");
+                });
             });
         });
+        let typing = ui.ctx().egui_wants_keyboard_input();
+        let question = ui.input(|i| {
+            i.events
+                .iter()
+                .any(|e| matches!(e, egui::Event::Text(t) if t == "?"))
+        });
+        if !typing && question {
+            self.show_shortcuts = !self.show_shortcuts;
+        }
+        if self.show_shortcuts {
+            let mut open = true;
+            egui::Window::new(format!("Shortcuts: {}", self.tab.label()))
+                .open(&mut open)
+                .collapsible(false)
+                .resizable(false)
+                .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-12.0, 40.0))
+                .show(ui.ctx(), |ui| {
+                    egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
+                        for (keys, what) in shortcuts(self.tab) {
+                            ui.monospace(*keys);
+                            ui.label(*what);
+                            ui.end_row();
+                        }
+                    });
+                });
+            self.show_shortcuts = open;
+        }
         match self.tab {
             Tab::Synthesize => self.synth.ui(ui, &self.notify),
             Tab::Viewer => self.viewer.ui(ui),
@@ -162,6 +196,69 @@ impl DefectApp {
             Tab::Vlm => self.vlm.ui(ui, &self.notify),
             Tab::Review => self.review.ui(ui),
         }
+    }
+}
+
+/// Every keyboard shortcut of a tab, as the "?" overlay lists them.
+pub fn shortcuts(tab: Tab) -> &'static [(&'static str, &'static str)] {
+    const EDITOR: &[(&str, &str)] = &[
+        ("click / Shift+click", "select a box / add to the selection"),
+        (
+            "drag",
+            "draw a box; drag a box or its handles to move, resize, rotate",
+        ),
+        (
+            "3 clicks",
+            "a box from two corners of one side and the opposite side",
+        ),
+        ("0-9", "class of the selection (or of the next new box)"),
+        ("z x c v", "rotate -5°, -0.5°, +0.5°, +5°"),
+        ("Shift+arrows", "move the selection by 1 image pixel"),
+        ("Delete / Backspace", "delete the selection"),
+        ("Ctrl+D", "duplicate the selection"),
+        (
+            "Ctrl+Z / Ctrl+Shift+Z",
+            "undo / redo (a whole drag is one step)",
+        ),
+        ("Escape", "clear the selection"),
+    ];
+    match tab {
+        Tab::Viewer => &[
+            ("→ / PageDown", "next image in the folder"),
+            ("← / PageUp", "previous image"),
+            (
+                "L",
+                "edit labels on this image (then the editor keys below)",
+            ),
+            ("wheel / drag", "zoom at the pointer / pan"),
+            ("double-click", "fit the image"),
+            ("?", "this list"),
+            (
+                "click / Shift+click",
+                "select a box / add to the selection (edit mode)",
+            ),
+            ("0-9", "class of the selection (edit mode)"),
+            ("z x c v", "rotate -5°, -0.5°, +0.5°, +5° (edit mode)"),
+            ("Delete", "delete the selection (edit mode)"),
+            ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo (edit mode)"),
+        ],
+        Tab::Review => {
+            const REVIEW: &[(&str, &str)] = &[
+                ("d / →", "next image"),
+                ("a / ←", "previous image"),
+                ("Space", "mark verified / not verified"),
+                ("?", "this list"),
+            ];
+            // Both lists, review keys first.
+            static ALL: std::sync::OnceLock<Vec<(&str, &str)>> = std::sync::OnceLock::new();
+            ALL.get_or_init(|| REVIEW.iter().chain(EDITOR).copied().collect())
+        }
+        Tab::Synthesize => &[
+            ("wheel / drag", "zoom at the pointer / pan the preview"),
+            ("double-click", "fit the preview"),
+            ("?", "this list"),
+        ],
+        Tab::Dataset | Tab::Vlm => &[("?", "this list")],
     }
 }
 

@@ -331,3 +331,19 @@ fn label_with_lattice_analysis_proposes_editable_boxes_in_one_undo_step() {
     h.state_mut().viewer.labels.annot.undo();
     assert!(h.state().viewer.labels.annot.boxes.is_empty());
 }
+
+#[test]
+fn the_question_mark_lists_the_shortcuts_of_the_tab() {
+    let mut h = harness();
+    h.state_mut().tab = Tab::Review;
+    h.step();
+    h.get_by_label("?").click();
+    h.run_steps(2);
+    assert!(h.state().show_shortcuts);
+    h.get_by_label("mark verified / not verified");
+    h.get_by_label("undo / redo (a whole drag is one step)");
+    // Every tab has a list.
+    for t in Tab::ALL {
+        assert!(!shortcuts(t).is_empty());
+    }
+}
