@@ -3,6 +3,7 @@
 //! background thread whenever a parameter changes (latest wins; the UI never waits).
 
 use super::canvas::{ImageCanvas, OverlayBox};
+use super::synth_help::param_help;
 use super::widgets::{class_legend, count_range, folder_picker, span_range};
 use defect_detector::jobs::{Job, Latest, Notify};
 use defect_detector::synth::crystal::Preset;
@@ -154,12 +155,15 @@ impl SynthTab {
                     });
                 if p.crystal.preset == Preset::Custom {
                     let c = &mut p.crystal.custom;
-                    ui.add(Slider::new(&mut c.a_u, 1.0..=20.0).text("cell a_u (Å)"));
-                    ui.add(Slider::new(&mut c.b_v, 1.0..=20.0).text("cell b_v (Å)"));
+                    ui.add(Slider::new(&mut c.a_u, 1.0..=20.0).text("cell a_u (Å)"))
+                        .on_hover_text(param_help("cell a_u (Å)"));
+                    ui.add(Slider::new(&mut c.b_v, 1.0..=20.0).text("cell b_v (Å)"))
+                        .on_hover_text(param_help("cell b_v (Å)"));
                     for sp in c.species.iter_mut() {
                         ui.horizontal(|ui| {
                             ui.add(egui::TextEdit::singleline(&mut sp.symbol).desired_width(40.0));
-                            ui.add(Slider::new(&mut sp.z, 1.0..=100.0).text("Z"));
+                            ui.add(Slider::new(&mut sp.z, 1.0..=100.0).text("Z"))
+                                .on_hover_text(param_help("Z"));
                         });
                     }
                     ui.label(format!(
@@ -170,7 +174,8 @@ impl SynthTab {
                 ui.add(
                     Slider::new(&mut p.crystal.z_exponent, 1.0..=2.0)
                         .text("Z exponent n (I ~ Z^n)"),
-                );
+                )
+                .on_hover_text(param_help("Z exponent n (I ~ Z^n)"));
             });
         egui::CollapsingHeader::new("Image")
             .default_open(true)
@@ -185,14 +190,18 @@ impl SynthTab {
                         p.seed = rand::random::<u32>() as u64;
                     }
                 });
-                ui.add(Slider::new(&mut p.width, 64..=2048).text("width (px)"));
-                ui.add(Slider::new(&mut p.height, 64..=2048).text("height (px)"));
-                ui.add(Slider::new(&mut p.pixel_size_pm, 5.0..=50.0).text("pixel size (pm/px)"));
+                ui.add(Slider::new(&mut p.width, 64..=2048).text("width (px)"))
+                    .on_hover_text(param_help("width (px)"));
+                ui.add(Slider::new(&mut p.height, 64..=2048).text("height (px)"))
+                    .on_hover_text(param_help("height (px)"));
+                ui.add(Slider::new(&mut p.pixel_size_pm, 5.0..=50.0).text("pixel size (pm/px)"))
+                    .on_hover_text(param_help("pixel size (pm/px)"));
                 let mut fixed = p.rotation_deg.is_some();
                 ui.checkbox(&mut fixed, "fixed rotation");
                 if fixed {
                     let mut r = p.rotation_deg.unwrap_or(0.0);
-                    ui.add(Slider::new(&mut r, 0.0..=360.0).text("rotation (°)"));
+                    ui.add(Slider::new(&mut r, 0.0..=360.0).text("rotation (°)"))
+                        .on_hover_text(param_help("rotation (°)"));
                     p.rotation_deg = Some(r);
                 } else {
                     p.rotation_deg = None;
@@ -206,11 +215,13 @@ impl SynthTab {
                 ui.add(
                     Slider::new(&mut d.dumbbell_vacancy_prob, 0.0..=1.0)
                         .text("whole-dumbbell fraction"),
-                );
+                )
+                .on_hover_text(param_help("whole-dumbbell fraction"));
                 ui.add(
                     Slider::new(&mut d.partial_occupancy_prob, 0.0..=1.0)
                         .text("partial-occupancy fraction"),
-                );
+                )
+                .on_hover_text(param_help("partial-occupancy fraction"));
                 span_range(
                     ui,
                     "remaining occupancy",
@@ -247,12 +258,14 @@ impl SynthTab {
                     "Fraction of tilt boundaries running within 8° of an image axis, as real \
                      boundaries often do",
                 );
-                ui.add(Slider::new(&mut d.edge_margin_px, 0.0..=128.0).text("edge margin (px)"));
+                ui.add(Slider::new(&mut d.edge_margin_px, 0.0..=128.0).text("edge margin (px)"))
+                    .on_hover_text(param_help("edge margin (px)"));
                 egui::CollapsingHeader::new("Boundary neighbourhood")
                     .default_open(false)
                     .show(ui, |ui| {
                         let b = &mut d.boundary_structure;
                         ui.add(Slider::new(&mut b.strain_a, 0.0..=2.0).text("bending (Å)"))
+                            .on_hover_text(param_help("bending (Å)"))
                             .on_hover_text(
                                 "Largest column shift along the boundary from lattice bending; \
                                  real tilt boundaries bend the lattice over a few nm",
@@ -260,7 +273,8 @@ impl SynthTab {
                         ui.add(
                             Slider::new(&mut b.strain_decay_nm, 0.1..=20.0)
                                 .text("bending decay (nm)"),
-                        );
+                        )
+                        .on_hover_text(param_help("bending decay (nm)"));
                         ui.add(
                             Slider::new(&mut b.core_disorder_a, 0.0..=1.0)
                                 .text("core disorder (Å RMS)"),
@@ -269,7 +283,8 @@ impl SynthTab {
                         ui.add(
                             Slider::new(&mut b.core_width_a, 0.0..=20.0)
                                 .text("core half-width (Å)"),
-                        );
+                        )
+                        .on_hover_text(param_help("core half-width (Å)"));
                         ui.add(
                             Slider::new(&mut b.dechannelling, -0.5..=0.8).text("band darkening"),
                         )
@@ -280,8 +295,10 @@ impl SynthTab {
                         ui.add(
                             Slider::new(&mut b.dechannelling_width_a, 0.5..=50.0)
                                 .text("band half-width (Å)"),
-                        );
+                        )
+                        .on_hover_text(param_help("band half-width (Å)"));
                         ui.add(Slider::new(&mut b.twin_factor, 0.0..=1.0).text("twins get ×"))
+                            .on_hover_text(param_help("twins get ×"))
                             .on_hover_text(
                                 "Coherent twins are nearly perfect: they get this fraction of \
                                  the bending, disorder and darkening",
@@ -298,24 +315,30 @@ impl SynthTab {
                 });
                 match pr.model {
                     ProbeModel::Gaussian => {
-                        ui.add(Slider::new(&mut pr.gaussian_fwhm_a, 0.4..=3.0).text("FWHM (Å)"));
+                        ui.add(Slider::new(&mut pr.gaussian_fwhm_a, 0.4..=3.0).text("FWHM (Å)"))
+                            .on_hover_text(param_help("FWHM (Å)"));
                     }
                     ProbeModel::Aberrations => {
-                        ui.add(Slider::new(&mut pr.voltage_kv, 30.0..=300.0).text("voltage (kV)"));
+                        ui.add(Slider::new(&mut pr.voltage_kv, 30.0..=300.0).text("voltage (kV)"))
+                            .on_hover_text(param_help("voltage (kV)"));
                         ui.add(
                             Slider::new(&mut pr.aperture_mrad, 5.0..=40.0).text("aperture (mrad)"),
-                        );
+                        )
+                        .on_hover_text(param_help("aperture (mrad)"));
                         ui.add(
                             Slider::new(&mut pr.defocus_a, -300.0..=300.0).text("defocus C1 (Å)"),
-                        );
+                        )
+                        .on_hover_text(param_help("defocus C1 (Å)"));
                         ui.add(
                             Slider::new(&mut pr.cs_um, -50.0..=2000.0)
                                 .logarithmic(false)
                                 .text("Cs (µm)"),
-                        );
+                        )
+                        .on_hover_text(param_help("Cs (µm)"));
                     }
                 }
-                ui.add(Slider::new(&mut pr.source_sigma_a, 0.0..=1.5).text("source size σ (Å)"));
+                ui.add(Slider::new(&mut pr.source_sigma_a, 0.0..=1.5).text("source size σ (Å)"))
+                    .on_hover_text(param_help("source size σ (Å)"));
                 ui.add(
                     Slider::new(&mut pr.directional_sigma_a, 0.0..=2.0)
                         .text("directional blur σ (Å)"),
@@ -328,23 +351,28 @@ impl SynthTab {
                 ui.add(
                     Slider::new(&mut pr.directional_angle_deg, 0.0..=180.0)
                         .text("its direction (° from x)"),
-                );
+                )
+                .on_hover_text(param_help("its direction (° from x)"));
             });
         egui::CollapsingHeader::new("Specimen and noise")
             .default_open(false)
             .show(ui, |ui| {
                 let s = &mut p.specimen;
-                ui.add(Slider::new(&mut s.background, 0.0..=8.0).text("background"));
+                ui.add(Slider::new(&mut s.background, 0.0..=8.0).text("background"))
+                    .on_hover_text(param_help("background"));
                 ui.add(
                     Slider::new(&mut s.background_gradient, 0.0..=1.0).text("background gradient"),
-                );
+                )
+                .on_hover_text(param_help("background gradient"));
                 ui.add(
                     Slider::new(&mut s.thickness_variation, 0.0..=0.5).text("thickness variation"),
-                );
+                )
+                .on_hover_text(param_help("thickness variation"));
                 ui.add(
                     Slider::new(&mut s.thickness_wavelength_nm, 1.0..=100.0)
                         .text("its wavelength (nm)"),
-                );
+                )
+                .on_hover_text(param_help("its wavelength (nm)"));
                 ui.add(Slider::new(&mut s.column_sigma_a, 0.0..=1.2).text("column width σ (Å)"))
                     .on_hover_text(
                         "Width of each atom column (thermal vibration, channelling spread), \
@@ -359,7 +387,8 @@ impl SynthTab {
                 ui.add(
                     Slider::new(&mut s.amorphous_length_a, 1.0..=100.0)
                         .text("its correlation length (Å)"),
-                );
+                )
+                .on_hover_text(param_help("its correlation length (Å)"));
                 let n = &mut p.noise;
                 ui.checkbox(&mut n.enabled, "shot and read noise");
                 ui.horizontal(|ui| {
@@ -372,32 +401,38 @@ impl SynthTab {
                             Slider::new(&mut n.dose_e_per_a2, 1e2..=1e7)
                                 .logarithmic(true)
                                 .text("dose (e-/Å²)"),
-                        );
+                        )
+                        .on_hover_text(param_help("dose (e-/Å²)"));
                         ui.add(
                             Slider::new(&mut n.collection_efficiency, 0.001..=1.0)
                                 .logarithmic(true)
                                 .text("HAADF collection at a column"),
-                        );
+                        )
+                        .on_hover_text(param_help("HAADF collection at a column"));
                     }
                     DoseMode::PeakCounts => {
                         ui.add(
                             Slider::new(&mut n.peak_counts, 1.0..=1e5)
                                 .logarithmic(true)
                                 .text("counts at a column peak"),
-                        );
+                        )
+                        .on_hover_text(param_help("counts at a column peak"));
                     }
                 }
-                ui.add(Slider::new(&mut n.read_noise, 0.0..=50.0).text("read noise (counts RMS)"));
+                ui.add(Slider::new(&mut n.read_noise, 0.0..=50.0).text("read noise (counts RMS)"))
+                    .on_hover_text(param_help("read noise (counts RMS)"));
             });
         egui::CollapsingHeader::new("Scan distortions")
             .default_open(false)
             .show(ui, |ui| {
                 let s = &mut p.scan;
-                ui.add(Slider::new(&mut s.line_jitter_px, 0.0..=3.0).text("line jitter (px RMS)"));
+                ui.add(Slider::new(&mut s.line_jitter_px, 0.0..=3.0).text("line jitter (px RMS)"))
+                    .on_hover_text(param_help("line jitter (px RMS)"));
                 ui.add(
                     Slider::new(&mut s.line_jitter_correlation, 0.0..=0.99)
                         .text("jitter line-to-line correlation"),
-                );
+                )
+                .on_hover_text(param_help("jitter line-to-line correlation"));
                 let md = defect_detector::synth::params::MAX_DRIFT_PX_PER_KLINE;
                 ui.add(
                     Slider::new(&mut s.drift_x_px_per_kline, -md..=md)
@@ -416,30 +451,39 @@ impl SynthTab {
                 .on_hover_text("Bursts of torn lines: the horizontal streaks of real frames");
                 ui.add(
                     Slider::new(&mut s.jitter_burst_px, 0.0..=6.0).text("burst jitter (px RMS)"),
-                );
+                )
+                .on_hover_text(param_help("burst jitter (px RMS)"));
                 ui.add(
                     Slider::new(&mut s.jitter_burst_lines, 1.0..=100.0)
                         .text("burst length (lines)"),
-                );
-                ui.add(Slider::new(&mut s.wobble_px, 0.0..=2.0).text("stray-field wobble (px)"));
+                )
+                .on_hover_text(param_help("burst length (lines)"));
+                ui.add(Slider::new(&mut s.wobble_px, 0.0..=2.0).text("stray-field wobble (px)"))
+                    .on_hover_text(param_help("stray-field wobble (px)"));
                 ui.add(
                     Slider::new(&mut s.wobble_period_lines, 2.0..=400.0)
                         .text("wobble period (lines)"),
-                );
-                ui.add(Slider::new(&mut s.afterglow_px, 0.0..=5.0).text("detector afterglow (px)"));
-                ui.add(Slider::new(&mut s.flyback_amplitude, 0.0..=2.0).text("flyback streak"));
+                )
+                .on_hover_text(param_help("wobble period (lines)"));
+                ui.add(Slider::new(&mut s.afterglow_px, 0.0..=5.0).text("detector afterglow (px)"))
+                    .on_hover_text(param_help("detector afterglow (px)"));
+                ui.add(Slider::new(&mut s.flyback_amplitude, 0.0..=2.0).text("flyback streak"))
+                    .on_hover_text(param_help("flyback streak"));
                 ui.add(
                     Slider::new(&mut s.flyback_length_px, 0.0..=200.0).text("flyback length (px)"),
-                );
+                )
+                .on_hover_text(param_help("flyback length (px)"));
             });
         egui::CollapsingHeader::new("Labels")
             .default_open(false)
             .show(ui, |ui| {
                 let l = &mut p.labels;
-                ui.add(Slider::new(&mut l.cell_margin, 0.0..=1.0).text("point-defect box margin"));
+                ui.add(Slider::new(&mut l.cell_margin, 0.0..=1.0).text("point-defect box margin"))
+                    .on_hover_text(param_help("point-defect box margin"));
                 ui.add(
                     Slider::new(&mut l.boundary_width_a, 2.0..=40.0).text("boundary box width (Å)"),
-                );
+                )
+                .on_hover_text(param_help("boundary box width (Å)"));
             });
         ui.separator();
         if ui.button("Reset to defaults").clicked() {

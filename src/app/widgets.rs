@@ -31,6 +31,7 @@ pub fn count_range(
     bounds: RangeInclusive<u32>,
 ) {
     ui.horizontal(|ui| {
+        field_look(ui);
         ui.add(
             egui::DragValue::new(&mut c.min)
                 .range(bounds.clone())
@@ -41,16 +42,37 @@ pub fn count_range(
                 .range(bounds)
                 .prefix("max "),
         );
-        ui.label(label);
+        label_with_help(ui, label);
     });
     if c.max < c.min {
         c.max = c.min;
     }
 }
 
+/// Number fields drawn as fields (the sunken text-field colour and a frame), not as buttons:
+/// they are typed into or dragged.
+fn field_look(ui: &mut egui::Ui) {
+    let v = ui.visuals_mut();
+    let field = v.extreme_bg_color;
+    let stroke = v.widgets.noninteractive.bg_stroke;
+    v.widgets.inactive.weak_bg_fill = field;
+    v.widgets.inactive.bg_fill = field;
+    v.widgets.inactive.bg_stroke = stroke;
+}
+
+/// A range's label, with the parameter's help on hover when it has one.
+fn label_with_help(ui: &mut egui::Ui, label: &str) {
+    let help = super::synth_help::param_help(label);
+    let r = ui.label(label);
+    if !help.is_empty() {
+        r.on_hover_text(help);
+    }
+}
+
 /// A min–max pair of reals.
 pub fn span_range(ui: &mut egui::Ui, label: &str, s: &mut Span, bounds: RangeInclusive<f64>) {
     ui.horizontal(|ui| {
+        field_look(ui);
         ui.add(
             egui::DragValue::new(&mut s.min)
                 .range(bounds.clone())
@@ -63,7 +85,7 @@ pub fn span_range(ui: &mut egui::Ui, label: &str, s: &mut Span, bounds: RangeInc
                 .speed(0.01)
                 .prefix("max "),
         );
-        ui.label(label);
+        label_with_help(ui, label);
     });
     if s.max < s.min {
         s.max = s.min;
