@@ -615,6 +615,14 @@ impl SynthTab {
         }
         let boxes = self.overlay();
         let r = self.canvas.show(ui, &boxes, true);
+        if let (Some(resp), Some(cur)) = (&r.response, &self.current) {
+            super::widgets::scale_bar(
+                ui,
+                resp.rect,
+                self.canvas.zoom(),
+                cur.synth.params.pixel_size_pm / 1000.0,
+            );
+        }
         self.readout = match (r.pointer_image_pos, &self.current) {
             (Some(p), Some(cur)) => {
                 let v = cur.synth.image.get(p[0] as usize, p[1] as usize);

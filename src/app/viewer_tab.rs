@@ -1623,31 +1623,7 @@ impl ViewerTab {
         let rect = r.response.as_ref().map(|r| r.rect);
         // Scale bar in the lower left, in calibrated units.
         if let (Some(rect), Some(px), Some(_)) = (rect, self.pixel_size(), &self.current) {
-            let visible_w = (rect.width() / self.canvas.zoom()) as usize;
-            if let Some(bar) = disp::scale_bar(px.nm_per_px, visible_w.max(1), 0.2) {
-                let len = bar.length_px as f32 * self.canvas.zoom();
-                let p0 = rect.left_bottom() + egui::vec2(20.0, -24.0);
-                let painter = ui.painter_at(rect);
-                painter.rect_filled(
-                    egui::Rect::from_min_size(
-                        p0 - egui::vec2(8.0, 22.0),
-                        egui::vec2(len + 16.0, 32.0),
-                    ),
-                    3.0,
-                    Color32::from_black_alpha(150),
-                );
-                painter.line_segment(
-                    [p0, p0 + egui::vec2(len, 0.0)],
-                    egui::Stroke::new(4.0, Color32::WHITE),
-                );
-                painter.text(
-                    p0 + egui::vec2(len / 2.0, -6.0),
-                    egui::Align2::CENTER_BOTTOM,
-                    &bar.label,
-                    egui::FontId::proportional(14.0),
-                    Color32::WHITE,
-                );
-            }
+            super::widgets::scale_bar(ui, rect, self.canvas.zoom(), px.nm_per_px);
         }
         self.readout = match (r.pointer_image_pos, &self.current) {
             (Some(p), Some(cur)) => {

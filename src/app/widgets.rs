@@ -119,3 +119,33 @@ pub fn folder_picker(
     });
     job
 }
+
+/// A calibrated scale bar in the lower left of an image canvas (`rect`, `zoom` screen points
+/// per image pixel), about a fifth of the visible width, with a round length.
+pub fn scale_bar(ui: &egui::Ui, rect: egui::Rect, zoom: f32, nm_per_px: f64) {
+    use egui::Color32;
+    let visible_w = (rect.width() / zoom) as usize;
+    let Some(bar) = defect_detector::formats::display::scale_bar(nm_per_px, visible_w.max(1), 0.2)
+    else {
+        return;
+    };
+    let len = bar.length_px as f32 * zoom;
+    let p0 = rect.left_bottom() + egui::vec2(20.0, -24.0);
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(
+        egui::Rect::from_min_size(p0 - egui::vec2(8.0, 22.0), egui::vec2(len + 16.0, 32.0)),
+        3.0,
+        Color32::from_black_alpha(150),
+    );
+    painter.line_segment(
+        [p0, p0 + egui::vec2(len, 0.0)],
+        egui::Stroke::new(4.0, Color32::WHITE),
+    );
+    painter.text(
+        p0 + egui::vec2(len / 2.0, -6.0),
+        egui::Align2::CENTER_BOTTOM,
+        &bar.label,
+        egui::FontId::proportional(14.0),
+        Color32::WHITE,
+    );
+}
