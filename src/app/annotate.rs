@@ -23,6 +23,10 @@ pub const BIG_STEP_DEG: f64 = 5.0;
 pub const SMALL_STEP_DEG: f64 = 0.5;
 /// Screen radius within which a handle is grabbed.
 const HANDLE_RADIUS: f32 = 7.0;
+/// Boxes narrower than this on screen (points) get small handles outside their outline.
+const SMALL_BOX_SCREEN: f32 = 40.0;
+/// How far those handles sit outside the outline (points).
+const SMALL_BOX_HANDLE_OUT: f32 = 8.0;
 /// Distance of the rotation handle from the box edge, in screen points.
 const ROTATE_HANDLE_OFFSET: f32 = 22.0;
 /// Boxes smaller than this (px) after drawing are dropped as accidental clicks.
@@ -684,13 +688,21 @@ impl Annotator {
         zoom: f64,
     ) -> (Vec<(Grab, Pos2)>, Pos2) {
         let b = &self.boxes[i].obb;
+        // On a small box (a vacancy is ~20 px) handles on its outline would cover the columns
+        // being judged: they move out by a few points, along the line from the centre.
+        let small = (b.w.min(b.h) * zoom) < SMALL_BOX_SCREEN as f64;
+        let centre = canvas.image_to_screen(rect, [b.cx, b.cy]);
         let mut v: Vec<(Grab, Pos2)> = HANDLES
             .iter()
             .map(|&(su, sv)| {
-                (
-                    Grab::Resize { su, sv },
-                    canvas.image_to_screen(rect, frame_point(b, su, sv)),
-                )
+                let p = canvas.image_to_screen(rect, frame_point(b, su, sv));
+                let p = if small {
+                    let d = p - centre;
+                    p + d.normalized() * SMALL_BOX_HANDLE_OUT
+                } else {
+                    p
+                };
+                (Grab::Resize { su, sv }, p)
             })
             .collect();
         let (_, vax) = axes(b);
@@ -731,8 +743,14 @@ impl Annotator {
                     painter.line_segment([top, p], Stroke::new(1.0, Color32::WHITE));
                     painter.circle(p, 5.0, Color32::YELLOW, Stroke::new(1.0, Color32::BLACK));
                 } else {
+                    let b = &self.boxes[i].obb;
+                    let side = if (b.w.min(b.h) * zoom) < SMALL_BOX_SCREEN as f64 {
+                        5.0
+                    } else {
+                        7.0
+                    };
                     painter.rect(
-                        Rect::from_center_size(p, egui::vec2(7.0, 7.0)),
+                        Rect::from_center_size(p, egui::vec2(side, side)),
                         0.0,
                         Color32::WHITE,
                         Stroke::new(1.0, Color32::BLACK),
@@ -819,7 +837,10 @@ impl Annotator {
                 if let Some(i) = d.index
                     && let Some(o) = d.before.get(i)
                 {
-                    self.boxes[i].obb = resize_box(&o.obb, su, sv, p);
+                    // Relative to where the handle was grabbed: handles drawn outside small
+                    // boxes do not make the corner jump to the pointer.
+                    let h = frame_point(&o.obb, su, sv);
+                    self.boxes[i].obb = resize_box(&o.obb, su, sv, [h[0] + dx, h[1] + dy]);
                 }
             }
             Grab::Rotate => {

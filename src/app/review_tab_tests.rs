@@ -429,3 +429,23 @@ fn new_boxes_take_the_last_class_used() {
         "the next new box is a vacancy too"
     );
 }
+
+#[test]
+fn a_small_box_has_its_handles_outside_and_resizes_without_a_jump() {
+    let d = dataset();
+    let mut h = with_known_box(&root(&d));
+    let z = zoom(&h);
+    // A vacancy-sized box, a few screen points across at this zoom.
+    let (w, hh) = (20.0 / z, 16.0 / z);
+    h.state_mut().review.annot.boxes[0].obb = OrientedBox::new(64.0, 64.0, w, hh, 0.0);
+    h.state_mut().review.annot.selected = [0].into();
+    h.run_steps(2);
+    // The bottom-right handle sits 8 points out along the diagonal, off the box's columns.
+    let corner = screen(&h, [64.0 + w / 2.0, 64.0 + hh / 2.0]);
+    let centre = screen(&h, [64.0, 64.0]);
+    let handle = corner + (corner - centre).normalized() * 8.0;
+    drag(&mut h, handle, handle + egui::vec2(10.0, 6.0));
+    let b = boxes(&h)[0].obb;
+    assert!((b.w - (w + 10.0 / z)).abs() < 0.05, "{b:?}");
+    assert!((b.h - (hh + 6.0 / z)).abs() < 0.05, "{b:?}");
+}
