@@ -28,6 +28,8 @@ pub struct ReviewSettings {
     /// Show only images with at least one box of this class.
     pub filter_class: Option<usize>,
     pub only_unreviewed: bool,
+    /// Space (verify) also moves on to the next image.
+    pub advance_on_verify: bool,
     /// Where "Export verified" writes the reviewed dataset.
     pub export_dir: String,
     pub val_fraction: f64,
@@ -41,6 +43,7 @@ impl Default for ReviewSettings {
             dir: String::new(),
             filter_class: None,
             only_unreviewed: false,
+            advance_on_verify: true,
             export_dir: String::new(),
             val_fraction: 0.2,
             crystal: defect_detector::synth::crystal::Preset::Cdte110,
@@ -234,6 +237,13 @@ impl ReviewTab {
         }
     }
 
+    fn current_is_verified(&self) -> bool {
+        match (&self.listing, self.current) {
+            (Some(l), Some(i)) => self.review.is_verified(&l.items[i].rel),
+            _ => false,
+        }
+    }
+
     /// Marks (or unmarks) the current image verified and writes `review.json`.
     pub fn toggle_verified(&mut self) {
         let (Some(l), Some(i)) = (&self.listing, self.current) else {
@@ -280,7 +290,11 @@ impl ReviewTab {
             self.step(ui.ctx(), false);
         }
         if pressed(Key::Space) {
+            let was = self.current_is_verified();
             self.toggle_verified();
+            if self.settings.advance_on_verify && !was && self.current_is_verified() {
+                self.step(ui.ctx(), true);
+            }
         }
     }
 
@@ -337,6 +351,10 @@ impl ReviewTab {
         ui.separator();
         let before = self.settings.clone();
         ui.checkbox(&mut self.settings.only_unreviewed, "Only not yet reviewed");
+        ui.checkbox(
+            &mut self.settings.advance_on_verify,
+            "Next image after verifying (Space)",
+        );
         ui.horizontal(|ui| {
             egui::ComboBox::from_label("Class filter")
                 .selected_text(

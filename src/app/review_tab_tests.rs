@@ -241,6 +241,11 @@ fn navigation_and_verify_persist() {
         .clone();
     assert!(dir.join(REVIEW_FILE).is_file());
     assert!(ReviewState::load(&dir).unwrap().is_verified(&rel));
+    assert_eq!(
+        h.state().review.current,
+        Some(2),
+        "verifying moves on to the next image"
+    );
     // "Not yet reviewed" skips it.
     h.state_mut().review.settings.only_unreviewed = true;
     key(&mut h, Key::ArrowLeft);
