@@ -255,6 +255,7 @@ pub fn convex_intersection(subject: &[Pt], clip: &[Pt]) -> Vec<Pt> {
     out
 }
 
+#[cfg(test)]
 /// Exact IoU of two oriented rectangles by polygon clipping.
 pub fn polygon_iou(a: &OrientedBox, b: &OrientedBox) -> f64 {
     let area_a = a.area().abs();
@@ -310,6 +311,7 @@ pub fn probiou(b1: &OrientedBox, b2: &OrientedBox) -> f64 {
     1.0 - hd
 }
 
+#[cfg(test)]
 /// Which overlap measure NMS and matching use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum IouKind {
@@ -320,6 +322,7 @@ pub enum IouKind {
     Polygon,
 }
 
+#[cfg(test)]
 impl IouKind {
     pub fn iou(self, a: &OrientedBox, b: &OrientedBox) -> f64 {
         match self {
@@ -330,7 +333,9 @@ impl IouKind {
 }
 
 /// Greedy rotated NMS. `items` are (box, score, class); with `class_aware` boxes of different
-/// classes never suppress each other. Returns kept indices, best score first.
+/// classes never suppress each other. Returns kept indices, best score first. A test reference:
+/// the detector uses Ultralytics' Fast-NMS (`detect::post`), which tests check against this.
+#[cfg(test)]
 pub fn nms_rotated(
     items: &[(OrientedBox, f32, usize)],
     iou_threshold: f64,

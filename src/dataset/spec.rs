@@ -7,7 +7,8 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const IMAGE_EXTENSIONS: &[&str] = &[
+/// Image files Ultralytics reads in a dataset (its `IMG_FORMATS`): what a split folder may hold.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
     "bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic",
 ];
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const IMAGE_EXTENSIONS: &[&str] = &["bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp"];
+use super::spec::IMAGE_EXTENSIONS;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SplitReport {

@@ -47,7 +47,7 @@ impl SearchPlaces {
             exe_dir,
             cwd: std::env::current_dir().ok(),
             // Tests and `cargo run` run from inside the target folder; the crate root is where
-            // the lead's `.ort` link and the project venv live.
+            // the set-up's `.ort` link and the project venv live.
             project_roots: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))],
         }
     }
