@@ -248,9 +248,9 @@ fn viewer_reports_a_corrupt_file_and_keeps_running() {
     assert!(h.state().viewer.current.is_none());
 }
 
-#[test]
-fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
-    use defect_detector::lattice::render::MapKind;
+/// A calibrated 384² CdTe frame (16-bit TIFF, 16 pm/px) with one Σ3 twin and the default
+/// point defects.
+fn twin_frame() -> (tempfile::TempDir, std::path::PathBuf) {
     use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
     let dir = tempfile::tempdir().unwrap();
     let mut p = SynthParams {
@@ -265,6 +265,13 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
     let tif = synth::write_outputs(&s, dir.path(), "twin", ImageFormat::Tiff16)
         .unwrap()
         .image;
+    (dir, tif)
+}
+
+#[test]
+fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
+    use defect_detector::lattice::render::MapKind;
+    let (_dir, tif) = twin_frame();
     let mut h = harness();
     h.state_mut().tab = Tab::Viewer;
     h.state_mut().viewer.settings.model_path.clear();
@@ -292,20 +299,7 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
 
 #[test]
 fn label_with_lattice_analysis_proposes_editable_boxes_in_one_undo_step() {
-    use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = SynthParams {
-        width: 384,
-        height: 384,
-        pixel_size_pm: 16.0,
-        ..Default::default()
-    };
-    p.defects.twin_boundaries = CountRange::new(1, 1);
-    p.defects.tilt_boundaries = CountRange::new(0, 0);
-    let s = synth::generate(&p).unwrap();
-    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
-        .unwrap()
-        .image;
+    let (dir, tif) = twin_frame();
     let labels = dir.path().join("labels");
     let mut h = harness();
     h.state_mut().tab = Tab::Viewer;
