@@ -158,7 +158,7 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "name": a.name,
         "file": dst.name,
         "architecture": "yolo11n-obb (Ultralytics), "
-        + (f"fine-tuned from {Path(a.init).name}" if a.init else "trained from scratch")
+        + (f"fine-tuned from {rel(Path(a.init))}" if a.init else "trained from scratch")
         + " on synthetic data only",
         "weights": f"{a.name}.pt",
         "dynamic_input": not a.static,
@@ -204,6 +204,14 @@ def write_training_realism(card_path: Path, dataset_dir: Path, crystal: str):
                     "--write-card", str(card_path),
                     "--source", f"training images of {dataset_dir} (up to 200 base images)"],
                    check=True)
+
+
+def rel(p: Path) -> str:
+    """A path relative to the repository when it is inside it (cards travel)."""
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
 
 
 def rust_tool():

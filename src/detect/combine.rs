@@ -113,6 +113,12 @@ pub fn combine(model: Vec<Detection>, other: &[OtherBox], names: &[String]) -> V
                 let c = 1.0 - (1.0 - d.confidence) * (1.0 - score.clamp(0.0, 1.0));
                 d.confidence = c;
                 d.source = DetectionSource::Both;
+                // Where a boundary runs is what the lattice analysis measures (the ridge of the
+                // lattice discontinuity); the model's box of the same boundary can sit a band
+                // width off on a real frame. The joined box takes the lattice's geometry.
+                if class == DefectClass::GrainBoundary {
+                    d.obb = obb;
+                }
             }
             None => out.push(Detection {
                 class: id,
@@ -174,6 +180,8 @@ mod tests {
         let out = combine(m, &other, &names());
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].source, DetectionSource::Both);
+        // The joined boundary runs where the lattice says.
+        assert_eq!(out[0].obb, other[0].1);
         assert!(
             (out[0].confidence - 0.7).abs() < 1e-6,
             "{}",
