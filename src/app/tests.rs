@@ -341,3 +341,42 @@ fn the_question_mark_lists_the_shortcuts_of_the_tab() {
         assert!(!shortcuts(t).is_empty());
     }
 }
+
+#[test]
+fn typing_a_pixel_size_for_an_uncalibrated_file_sets_it() {
+    let (_dir, _tif, png) = two_images();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.open(&png);
+    settle_viewer(&mut h);
+    assert!(
+        h.state()
+            .viewer
+            .current
+            .as_ref()
+            .unwrap()
+            .pixel_size
+            .is_none()
+    );
+    // The nm/px field, found by its unit, clicked into and typed in as a user would.
+    let field = h
+        .get_all_by_role(egui::accesskit::Role::SpinButton)
+        .find(|n| n.value().is_some_and(|v| v.contains("nm/px")))
+        .expect("the pixel-size field");
+    field.click();
+    h.run_steps(2);
+    let field = h
+        .get_all_by_role(egui::accesskit::Role::TextInput)
+        .next()
+        .expect("the field in edit mode");
+    field.type_text("0.0164");
+    h.run_steps(1);
+    h.key_press(egui::Key::Enter);
+    h.run_steps(2);
+    let key = png.display().to_string();
+    let typed = h.state().viewer.settings.pixel_sizes.get(&key).copied();
+    assert_eq!(typed, Some(0.0164));
+    assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.0164);
+}
