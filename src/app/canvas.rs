@@ -238,14 +238,6 @@ impl ImageCanvas {
             out.response = Some(response);
             return out;
         };
-        // A click on the image while the window has no keyboard focus asks for it: under a
-        // bare X server without a window manager nothing else gives it, and the tab's shortcuts
-        // would go nowhere. (Text fields already give the keyboard back on a click elsewhere.)
-        if (response.clicked() || response.drag_started())
-            && !ui.ctx().input(|i| i.viewport().focused.unwrap_or(true))
-        {
-            ui.ctx().send_viewport_cmd(egui::ViewportCommand::Focus);
-        }
         if self.fit_pending || (self.auto_fit && resized) {
             self.do_fit(rect);
         }
