@@ -352,40 +352,44 @@ pub(crate) fn find(
             if !r.is_finite() || !e.is_finite() {
                 continue;
             }
-            let p = [x as f64 + 0.5, y as f64 + 0.5];
-            if !judged(p) {
-                continue;
-            }
-            let u = || {
-                maps.cell_at(p)
-                    .and_then(|(c, rr)| lattice_at[rr * maps.cols + c])
-                    .map_or(0.0, |l| l.1)
-            };
             // Missing: a column was expected here (E well above background) and at least the
             // vacancy fraction of it is gone.
-            if r < 0.0
+            let vacancy_like = r < 0.0
                 && e > 0.4 * median_height
                 && -r >= params.vacancy_fraction * e
-                && significant(r)
-            {
-                if extremum(x, y, -1.0) {
-                    out.push(LatticePointDefect {
-                        class: DefectClass::Vacancy,
-                        obb: cell_box(p, u()),
-                        score: (-r / e).clamp(0.0, 1.0) as f32,
-                    });
-                }
+                && significant(r);
+            let found = if vacancy_like {
+                extremum(x, y, -1.0)
+                    .then(|| (DefectClass::Vacancy, (-r / e).clamp(0.0, 1.0) as f32))
             } else if r > params.interstitial_fraction * median_height
                 && e * INTERSTITIAL_CONTRAST < r
                 && significant(r)
                 && extremum(x, y, 1.0)
             {
-                out.push(LatticePointDefect {
-                    class: DefectClass::Interstitial,
-                    obb: cell_box(p, u()),
-                    score: (r / median_height).min(1.0) as f32,
-                });
+                Some((
+                    DefectClass::Interstitial,
+                    (r / median_height).min(1.0) as f32,
+                ))
+            } else {
+                None
+            };
+            let Some((class, score)) = found else {
+                continue;
+            };
+            // Checked last: it walks the boundaries, and only candidates need it.
+            let p = [x as f64 + 0.5, y as f64 + 0.5];
+            if !judged(p) {
+                continue;
             }
+            let u = maps
+                .cell_at(p)
+                .and_then(|(c, rr)| lattice_at[rr * maps.cols + c])
+                .map_or(0.0, |l| l.1);
+            out.push(LatticePointDefect {
+                class,
+                obb: cell_box(p, u),
+                score,
+            });
         }
     }
     // One defect per cell: the stronger of overlapping findings.
