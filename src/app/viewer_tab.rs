@@ -482,21 +482,11 @@ impl ViewerTab {
         &self,
         b: &defect_detector::geometry::OrientedBox,
     ) -> Option<&defect_detector::lattice::LatticeBoundary> {
+        use defect_detector::detect::combine::{AGREE_DEG, axis_angle_deg, off_axis};
         let l = self.lattice.as_ref()?;
-        let dir = |o: &defect_detector::geometry::OrientedBox| {
-            if o.w >= o.h {
-                o.angle
-            } else {
-                o.angle + std::f64::consts::FRAC_PI_2
-            }
-        };
         l.boundaries.iter().find(|lb| {
-            let t = dir(&lb.obb);
-            let n = [-t.sin(), t.cos()];
-            let off = ((b.cx - lb.obb.cx) * n[0] + (b.cy - lb.obb.cy) * n[1]).abs();
-            let da = (dir(b) - t).rem_euclid(std::f64::consts::PI);
-            let da = da.min(std::f64::consts::PI - da).to_degrees();
-            off <= lb.obb.h.min(lb.obb.w) && da <= 20.0
+            off_axis(&lb.obb, b) <= lb.obb.h.min(lb.obb.w)
+                && axis_angle_deg(b, &lb.obb) <= AGREE_DEG
         })
     }
 

@@ -37,13 +37,13 @@ impl DetectMethod {
 }
 
 /// Largest angle between the long axes of two boxes that describe the same boundary.
-const AGREE_DEG: f64 = 20.0;
+pub const AGREE_DEG: f64 = 20.0;
 
 /// A box from another detector: class, box in image pixels, score in 0..=1.
 pub type OtherBox = (DefectClass, OrientedBox, f32);
 
 /// The angle between two boxes' long axes, in degrees (0..=90).
-fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
+pub fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
     let long = |o: &OrientedBox| {
         if o.w >= o.h {
             o.angle
@@ -56,7 +56,7 @@ fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
 }
 
 /// Distance of `b`'s centre from the long axis of `a` (px).
-fn off_axis(a: &OrientedBox, b: &OrientedBox) -> f64 {
+pub fn off_axis(a: &OrientedBox, b: &OrientedBox) -> f64 {
     let t = if a.w >= a.h {
         a.angle
     } else {

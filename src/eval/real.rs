@@ -211,18 +211,12 @@ fn long_axis(b: &OrientedBox) -> (Pt, f64, f64) {
     ([t.cos(), t.sin()], half_len, half_w)
 }
 
-/// Angle between two undirected lines, in degrees (0..=90).
-fn line_angle_deg(a: Pt, b: Pt) -> f64 {
-    let c = (a[0] * b[0] + a[1] * b[1]).abs().min(1.0);
-    c.acos().to_degrees()
-}
-
 /// How well detection `d` follows the labelled band `band` in a `w x h` frame: `None` unless
 /// it counts as finding it, else its angle error in degrees.
 pub fn follows_band(d: &OrientedBox, band: &OrientedBox, w: f64, h: f64) -> Option<f64> {
     let (dt, d_half, _) = long_axis(d);
     let (bt, b_half, b_halfw) = long_axis(band);
-    let angle = line_angle_deg(dt, bt);
+    let angle = crate::detect::combine::axis_angle_deg(d, band);
     if angle > MAX_ANGLE_DEG {
         return None;
     }
