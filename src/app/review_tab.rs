@@ -653,11 +653,11 @@ impl ReviewTab {
                     &img,
                     &defect_detector::lattice::LatticeParams::new(spec, None),
                 )?;
-                Ok(r.detections()
-                    .into_iter()
-                    .filter(|(c, _, score)| *score >= DEFAULT_CONF && c.id() < num_classes)
-                    .map(|(c, obb, _)| LabeledBox { class: c.id(), obb })
-                    .collect())
+                Ok(LabeledBox::proposals(
+                    &r.detections(),
+                    DEFAULT_CONF,
+                    num_classes,
+                ))
             },
         );
         self.lattice_job = Some((i, job));

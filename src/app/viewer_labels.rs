@@ -161,14 +161,7 @@ impl ViewerLabels {
             self.status = "the label file is read-only (see above); nothing added".into();
             return 0;
         }
-        let boxes: Vec<LabeledBox> = proposals
-            .iter()
-            .filter(|(c, _, s)| *s >= conf && c.id() < self.annot.num_classes)
-            .map(|(c, obb, _)| LabeledBox {
-                class: c.id(),
-                obb: *obb,
-            })
-            .collect();
+        let boxes = LabeledBox::proposals(proposals, conf, self.annot.num_classes);
         self.annot.add_labeled(&boxes);
         self.status = format!(
             "{} box(es) proposed by the lattice analysis added: check each one",

@@ -23,6 +23,25 @@ pub struct LabeledBox {
     pub obb: OrientedBox,
 }
 
+impl LabeledBox {
+    /// Boxes proposed by another detector (the lattice analysis) as labels: those scoring at
+    /// least `conf`, of a class the editor has.
+    pub fn proposals(
+        boxes: &[crate::detect::combine::OtherBox],
+        conf: f32,
+        num_classes: usize,
+    ) -> Vec<LabeledBox> {
+        boxes
+            .iter()
+            .filter(|(c, _, score)| *score >= conf && c.id() < num_classes)
+            .map(|(c, obb, _)| LabeledBox {
+                class: c.id(),
+                obb: *obb,
+            })
+            .collect()
+    }
+}
+
 /// The labels of one image, backed by a YOLO-OBB file.
 #[derive(Clone, Debug)]
 pub struct LabelDoc {
