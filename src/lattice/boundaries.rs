@@ -71,12 +71,12 @@ pub(crate) fn trace(
 ) -> Vec<LatticeBoundary> {
     let (cols, rows) = (maps.cols, maps.rows);
     let step = maps.step_px as f64;
-    let hi = params.boundary_threshold;
-    let lo = hi * params.boundary_low_fraction;
     // Tracing works on a lightly smoothed copy (binomial, σ ≈ 1 cell = W/8): noise breaks the
     // raw ridges of noisy frames into pieces.
     let smooth = smooth_map(&maps.discontinuity, cols, rows);
     let d = &smooth;
+    let hi = ridge_threshold(d, params);
+    let lo = hi * params.boundary_low_fraction;
     let mut pts = Vec::new();
     for r in 0..rows {
         for c in 0..cols {
@@ -96,9 +96,10 @@ pub(crate) fn trace(
     let tol = step.max(win / 3.0);
     let max_gap = (2.6 * step).max(win);
     let debug = std::env::var_os("LATTICE_DEBUG").is_some();
-    let mut segs: Vec<(Seg, f64)> = Vec::new();
+    let mut segs: Vec<(Seg, f64, f32)> = Vec::new();
     let mut alive = vec![true; pts.len()];
-    for _ in 0..32 {
+    // Noisy frames give many short candidates before the faint true ridges: allow enough.
+    for _ in 0..64 {
         let Some((theta, rho)) = hough_peak(&pts, &alive, step.max(win / 4.0)) else {
             break;
         };
@@ -159,23 +160,21 @@ pub(crate) fn trace(
         let (t0, t1) = ts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &t| {
             (a.0.min(t), a.1.max(t))
         });
-        let strong = rp
-            .iter()
-            .filter(|q| q.w + 0.5 * lo as f64 >= hi as f64)
-            .count();
+        let base = [n[0] * rho, n[1] * rho];
+        let (t0, t1) = extend_to_junctions(
+            Seg { base, dir, t0, t1 },
+            segs.iter().map(|(s, _, _)| s),
+            win,
+        );
         if debug {
             eprintln!(
-                "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} strong {strong} (min length {min_len:.0})",
+                "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} (min length {min_len:.0})",
                 rp.len()
             );
         }
         if t1 - t0 + step < min_len || rp.len() < 3 {
             continue;
         }
-        if strong * 4 < rp.len() {
-            continue;
-        }
-        let base = [n[0] * rho, n[1] * rho];
         // Score: the mean (smoothed) discontinuity on the centre line.
         let ns = (((t1 - t0) / step).ceil() as usize).max(1);
         let on: Vec<f32> = (0..=ns)
@@ -186,7 +185,34 @@ pub(crate) fn trace(
             })
             .collect();
         let score = on.iter().sum::<f32>() as f64 / on.len().max(1) as f64;
-        segs.push((Seg { base, dir, t0, t1 }, score));
+        // Flanks: parallel lines one window to either side (the higher one counts, so a
+        // line beside a real boundary does not pass on its flank).
+        let flank = |off: f64| -> Option<f64> {
+            let v: Vec<f32> = (0..=ns)
+                .filter_map(|k| {
+                    let t = t0 + (t1 - t0) * k as f64 / ns as f64;
+                    let p = [
+                        base[0] + t * dir[0] + off * n[0],
+                        base[1] + t * dir[1] + off * n[1],
+                    ];
+                    maps.cell_at(p).map(|(c, r)| d[r * cols + c])
+                })
+                .collect();
+            (v.len() * 2 >= on.len()).then(|| v.iter().sum::<f32>() as f64 / v.len() as f64)
+        };
+        let fl = [flank(win), flank(-win)];
+        let off = match fl {
+            [Some(a), Some(b)] => a.max(b),
+            [Some(a), None] | [None, Some(a)] => a,
+            [None, None] => 0.0,
+        };
+        let contrast = score - off;
+        // A boundary stands out of its surroundings along its whole length; on frames whose
+        // discontinuity is high everywhere (noise, scan tears) a line is as high as its flanks.
+        if contrast < params.min_ridge_contrast as f64 {
+            continue;
+        }
+        segs.push((Seg { base, dir, t0, t1 }, score, contrast as f32));
     }
     // Segments reaching the edge of the map continue to the image edge (the windows there
     // already see the image border); the others keep half a step beyond their last cell.
@@ -194,7 +220,7 @@ pub(crate) fn trace(
     let map_hi = maps.cell_center(cols - 1, rows - 1);
     let (w, h) = (width as f64, height as f64);
     let mut out = Vec::new();
-    for (s, score) in segs {
+    for (s, score, contrast) in segs {
         let Some((ta, tb)) = clip_line(s.base, s.dir, [0.0, 0.0], [w, h]) else {
             continue;
         };
@@ -240,6 +266,7 @@ pub(crate) fn trace(
             orientation_sides_deg: sides,
             kind,
             lamella_with: None,
+            contrast,
         });
     }
     pair_lamellae(&mut out, maps, params, px_per_a);
@@ -261,6 +288,59 @@ impl Seg {
             self.base[1] + t * self.dir[1],
         ]
     }
+}
+
+/// A segment ending within a window of an earlier one stops there because the cells near that
+/// boundary were taken by it: continue it to the junction (boundaries meet; in small fields of
+/// view the lost window would make it look too short).
+fn extend_to_junctions<'a>(
+    seg: Seg,
+    others: impl Iterator<Item = &'a Seg>,
+    win: f64,
+) -> (f64, f64) {
+    let (mut t0, mut t1) = (seg.t0, seg.t1);
+    for o in others {
+        let cross = seg.dir[0] * o.dir[1] - seg.dir[1] * o.dir[0];
+        // Nearly parallel segments do not meet.
+        if cross.abs() < 0.26 {
+            continue;
+        }
+        // seg.base + t·seg.dir = o.base + u·o.dir
+        let dx = [o.base[0] - seg.base[0], o.base[1] - seg.base[1]];
+        let t = (dx[0] * o.dir[1] - dx[1] * o.dir[0]) / cross;
+        let u = (dx[0] * seg.dir[1] - dx[1] * seg.dir[0]) / cross;
+        if u < o.t0 - win || u > o.t1 + win {
+            continue;
+        }
+        if t < t0 && t0 - t <= 1.5 * win {
+            t0 = t;
+        } else if t > t1 && t - t1 <= 1.5 * win {
+            t1 = t;
+        }
+    }
+    (t0, t1)
+}
+
+/// The level a ridge cell must reach: `boundary_noise_sigmas` robust σ above the map's
+/// median, clamped to `[boundary_threshold_floor, boundary_threshold]`. A fixed level misses the
+/// faint but continuous ridges of low-contrast frames (their background sits near 0.05–0.1);
+/// the ridge contrast test then rejects what noise lets through.
+fn ridge_threshold(d: &[f32], params: &LatticeParams) -> f32 {
+    if d.is_empty() {
+        return params.boundary_threshold;
+    }
+    let mut v = d.to_vec();
+    let m = v.len() / 2;
+    let med = *v.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1;
+    let mut dev: Vec<f32> = d.iter().map(|x| (x - med).abs()).collect();
+    let mad = *dev.select_nth_unstable_by(m, |a, b| a.total_cmp(b)).1;
+    let t = med + params.boundary_noise_sigmas * 1.4826 * mad;
+    t.clamp(
+        params
+            .boundary_threshold_floor
+            .min(params.boundary_threshold),
+        params.boundary_threshold,
+    )
 }
 
 /// Two passes of the separable binomial `[1, 2, 1] / 4` (edges renormalised).

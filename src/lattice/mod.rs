@@ -42,8 +42,17 @@ pub struct LatticeParams {
     pub crystal: CrystalSpec,
     /// Pixel size; `None`: the {111} period is estimated from the global power spectrum.
     pub nm_per_px: Option<f64>,
-    /// Ridge threshold on the discontinuity map (0..1) a boundary must reach.
+    /// Highest ridge threshold on the discontinuity map (0..1): the level a ridge cell must
+    /// reach is `boundary_noise_sigmas` robust σ above the map's median, clamped to
+    /// `[boundary_threshold_floor, boundary_threshold]`.
     pub boundary_threshold: f32,
+    /// Lowest ridge threshold (0..1).
+    pub boundary_threshold_floor: f32,
+    /// Ridge threshold above the map's median, in robust standard deviations.
+    pub boundary_noise_sigmas: f32,
+    /// A boundary's mean discontinuity must exceed that of lines one window to either side
+    /// by this much (0..1).
+    pub min_ridge_contrast: f32,
     /// Cells down to this fraction of the threshold extend a ridge (hysteresis).
     pub boundary_low_fraction: f32,
     /// Shortest boundary segment (Å).
@@ -74,6 +83,9 @@ impl LatticeParams {
             crystal,
             nm_per_px,
             boundary_threshold: 0.35,
+            boundary_threshold_floor: 0.12,
+            boundary_noise_sigmas: 4.0,
+            min_ridge_contrast: 0.05,
             boundary_low_fraction: 0.6,
             min_boundary_len_a: 25.0,
             boundary_width_a: 10.0,
@@ -119,6 +131,8 @@ pub struct LatticeBoundary {
     pub kind: BoundaryKindGuess,
     /// Index of the parallel boundary that bounds a lamella together with this one.
     pub lamella_with: Option<usize>,
+    /// Mean discontinuity on the centre line minus that of the flanks a window away.
+    pub contrast: f32,
 }
 
 impl LatticeBoundary {

@@ -284,18 +284,13 @@ fn synthetic_boundaries_are_recalled() {
     report(&st);
     let recall = st.found as f64 / st.truth.max(1) as f64;
     let precision = st.true_detections as f64 / st.detections.max(1) as f64;
-    // Measured 0.80 recall (0.775 before the directional blur) on these seeds with the widened
-    // realistic recipe (backgrounds up
-    // to 7× a column, low-pass-filtered frames, jitter up to 3 px; 0.87 with the narrower
-    // recipe before). The target is 0.95 recall (not reached yet: misses are
-    // boundaries meeting at junctions and the faintest frames). The bounds guard against
-    // regressions.
+    // Measured on these seeds with the realistic recipe: recall 0.80, precision 0.74 (0.54
+    // with a fixed ridge threshold and no contrast test). On 200 seeds (the ignored benchmark
+    // below) recall 0.826, precision 0.81. The target is 0.95 recall, not reached:
+    // the misses are boundaries in frames whose lattice is buried in noise, thin lamellae and
+    // fields of view a few cells wide. The bounds guard against regressions.
     assert!(recall >= 0.74, "recall {recall}");
-    // 0.54 with the final recipe (0.72 before its directional blur and sharper probes, 0.98
-    // with the first recipe): faint, filtered and anisotropically blurred frames give false
-    // ridges. Raising the ridge threshold to 0.42 loses the real CdTe boundary and recall (0.60)
-    // for little precision (0.59), so the threshold stays; this guards against regressions.
-    assert!(precision >= 0.5, "precision {precision}");
+    assert!(precision >= 0.65, "precision {precision}");
 }
 
 /// The full measurement behind the README numbers (slow in a debug build):
