@@ -191,8 +191,7 @@ const THUMB: usize = 96;
 /// A small gray preview of a file (None when it cannot be read).
 fn thumbnail(path: &Path) -> Option<egui::ColorImage> {
     let s = formats::load(path).ok()?;
-    let f = s.width().max(s.height()).div_ceil(THUMB).max(1);
-    let small = if f > 1 { bin(&s.image, f) } else { s.image };
+    let small = s.image.shrink_to_fit(THUMB);
     let d = DisplaySettings::auto(&small);
     let rgba = disp::render_rgba(&small, &d);
     Some(egui::ColorImage::from_rgba_unmultiplied(
@@ -580,8 +579,7 @@ impl ViewerTab {
                 let max_side = ctx.input(|i| i.max_texture_side).max(256);
                 self.render.request(move |_| {
                     // Textures have a size limit: bin huge images for display only.
-                    let f = img.width.max(img.height).div_ceil(max_side);
-                    let shown = if f > 1 { bin(&img, f) } else { img };
+                    let shown = img.shrink_to_fit(max_side);
                     Ok((shown.width, shown.height, disp::render_rgba(&shown, &s)))
                 });
             }
@@ -1632,26 +1630,4 @@ impl ViewerTab {
             _ => String::new(),
         };
     }
-}
-
-/// Mean of `f × f` blocks (display of images larger than a texture allows).
-fn bin(img: &ImageF32, f: usize) -> ImageF32 {
-    let (w, h) = (img.width.div_ceil(f), img.height.div_ceil(f));
-    let mut out = ImageF32::new(w, h);
-    for y in 0..h {
-        for x in 0..w {
-            let (mut s, mut n) = (0.0f64, 0u32);
-            for yy in y * f..((y + 1) * f).min(img.height) {
-                for xx in x * f..((x + 1) * f).min(img.width) {
-                    let v = img.get(xx, yy);
-                    if v.is_finite() {
-                        s += v as f64;
-                        n += 1;
-                    }
-                }
-            }
-            out.data[y * w + x] = if n > 0 { (s / n as f64) as f32 } else { 0.0 };
-        }
-    }
-    out
 }
