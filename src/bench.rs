@@ -197,3 +197,113 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
         "meets_target": med <= 150.0,
     }))
 }
+
+/// Peak resident memory of this process so far (MB), from `VmHWM` in /proc/self/status.
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `bench export`: `n` base images × 8 symmetries at `size`² PNG, default randomization,
+/// written to a folder in the system temp dir (removed afterwards). Median of 3 full exports,
+/// plus single-thread stage timings that explain where the time goes.
+pub fn bench_export(n: usize, size: usize) -> anyhow::Result<serde_json::Value> {
+    use crate::dataset::augment::apply_symmetry;
+    use crate::dataset::export::{DatasetConfig, ExportTarget, export};
+    use crate::dataset::randomize::{base_image_seed, draw_params};
+    use crate::geometry::Dihedral;
+    use crate::jobs::JobControl;
+    use crate::synth;
+    let runs = 3;
+    let cfg = DatasetConfig {
+        n,
+        size,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    let scratch = std::env::temp_dir().join(format!("dd-bench-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut times = Vec::new();
+    let mut last = None;
+    for r in 0..runs {
+        let out = scratch.join(format!("run{r}"));
+        let t = Instant::now();
+        let res = export(
+            &cfg,
+            &out,
+            &ExportTarget::default(),
+            &JobControl::detached(),
+        );
+        times.push(t.elapsed().as_secs_f64());
+        let summary = match res {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        let _ = std::fs::remove_dir_all(&out);
+        last = Some(summary);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let peak = peak_rss_mb();
+    let summary = last.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    // Stage costs on one thread, over varied randomized base images.
+    let base = cfg.base_params();
+    let mut k = 0usize;
+    let t_synth = time_ms(5, || {
+        k += 1;
+        let p = draw_params(&base, &cfg.randomization, base_image_seed(99, k));
+        std::hint::black_box(synth::generate(&p).expect("valid params"));
+    });
+    let s = synth::generate(&draw_params(
+        &base,
+        &cfg.randomization,
+        base_image_seed(99, 0),
+    ))?;
+    let t_u8 = time_ms(5, || {
+        std::hint::black_box(s.to_u8());
+    });
+    let gray = s.to_u8();
+    let r90 = Dihedral {
+        flip: true,
+        quarter_turns: 1,
+    };
+    let t_sym = time_ms(10, || {
+        std::hint::black_box(apply_symmetry(r90, &gray, size, size));
+    });
+    let t_png = time_ms(10, || {
+        std::hint::black_box(synth::encode_png_gray8(&gray, size, size).expect("png"));
+    });
+    let t_sidecar = time_ms(5, || {
+        std::hint::black_box(serde_json::to_vec_pretty(&s.sidecar()).expect("json"));
+    });
+    let med = median(times.clone());
+    Ok(json!({
+        "job": "export",
+        "base_images": n,
+        "images": summary.images,
+        "image_size": size,
+        "runs": runs,
+        "threads": rayon::current_num_threads(),
+        "median_s": med,
+        "runs_s": times,
+        "images_per_s": summary.images as f64 / med,
+        "dataset_mb": summary.bytes as f64 / 1e6,
+        "peak_rss_mb": peak,
+        "peak_rss_source": "VmHWM of /proc/self/status after all runs",
+        "single_thread_median_ms": {
+            "synth_randomized_base_image": median(t_synth),
+            "to_u8_window": median(t_u8),
+            "symmetry_f_r90": median(t_sym),
+            "png_encode": median(t_png),
+            "sidecar_json": median(t_sidecar),
+        },
+        "target_s": 10.0,
+        "meets_target": med <= 10.0,
+        "target_peak_rss_mb": 300.0,
+        "meets_memory_target": peak.is_some_and(|p| p <= 300.0),
+    }))
+}

@@ -324,6 +324,37 @@ impl ImageF32 {
         (p[0], p[1])
     }
 
+    /// Mean of `f × f` blocks, for showing a large image small: the last row and column of
+    /// blocks are partial rather than dropped (every pixel stays visible), and non-finite pixels
+    /// are left out of a block's mean (0 when none is finite) so one NaN does not blank a block.
+    pub fn bin_mean(&self, f: usize) -> ImageF32 {
+        let (w, h) = (self.width.div_ceil(f), self.height.div_ceil(f));
+        let mut out = ImageF32::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                let (mut s, mut n) = (0.0f64, 0u32);
+                for yy in y * f..((y + 1) * f).min(self.height) {
+                    for xx in x * f..((x + 1) * f).min(self.width) {
+                        let v = self.get(xx, yy);
+                        if v.is_finite() {
+                            s += v as f64;
+                            n += 1;
+                        }
+                    }
+                }
+                out.data[y * w + x] = if n > 0 { (s / n as f64) as f32 } else { 0.0 };
+            }
+        }
+        out
+    }
+
+    /// The image binned ([`Self::bin_mean`]) by the smallest factor that brings both sides to
+    /// `max_side` or below (a texture size limit, a thumbnail); the image itself when it fits.
+    pub fn shrink_to_fit(self, max_side: usize) -> ImageF32 {
+        let f = self.width.max(self.height).div_ceil(max_side);
+        if f > 1 { self.bin_mean(f) } else { self }
+    }
+
     /// Maps `[lo, hi]` linearly to 0..=255 with clipping.
     pub fn to_u8(&self, lo: f32, hi: f32) -> Vec<u8> {
         let s = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
@@ -366,6 +397,35 @@ impl PixelSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binning_keeps_partial_blocks_and_skips_non_finite_pixels() {
+        // 5 × 3 binned by 2: blocks of 2 × 2, the last column and row partial.
+        let mut img = ImageF32::from_vec(5, 3, (0..15).map(|v| v as f32).collect());
+        img.data[1] = f32::NAN;
+        let b = img.bin_mean(2);
+        assert_eq!((b.width, b.height), (3, 2));
+        // Block (0, 0) holds 0, NaN, 5, 6: the NaN is left out.
+        assert_eq!(b.get(0, 0), (0.0 + 5.0 + 6.0) / 3.0);
+        assert_eq!(b.get(1, 0), (2.0 + 3.0 + 7.0 + 8.0) / 4.0);
+        assert_eq!(b.get(2, 0), (4.0 + 9.0) / 2.0);
+        assert_eq!(b.get(0, 1), (10.0 + 11.0) / 2.0);
+        assert_eq!(b.get(2, 1), 14.0);
+        // A block with no finite pixel is 0.
+        let nan = ImageF32::from_vec(2, 2, vec![f32::NAN, f32::INFINITY, f32::NAN, f32::NAN]);
+        assert_eq!(nan.bin_mean(2).data, vec![0.0]);
+    }
+
+    #[test]
+    fn shrinking_to_fit_bins_only_images_that_are_too_large() {
+        let img = ImageF32::from_vec(4, 2, (0..8).map(|v| v as f32).collect());
+        assert_eq!(img.clone().shrink_to_fit(4), img, "fits: unchanged");
+        let s = img.clone().shrink_to_fit(3);
+        assert_eq!((s.width, s.height), (2, 1));
+        assert_eq!(s, img.bin_mean(2));
+        // 1000 px on a 96 px limit: factor 11, 91 px.
+        assert_eq!(ImageF32::new(1000, 10).shrink_to_fit(96).width, 91);
+    }
 
     #[test]
     fn percentiles_of_a_ramp() {

@@ -7,6 +7,7 @@ pub mod dataset_tab;
 pub mod review_tab;
 mod synth_help;
 mod synth_tab;
+pub mod viewer_jobs;
 pub mod viewer_labels;
 pub mod viewer_realism;
 pub mod viewer_tab;

@@ -285,6 +285,7 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
     let v = &h.state().viewer;
     let l = v
         .lattice
+        .result
         .as_ref()
         .expect("the lattice analysis ran for the map");
     assert!(v.canvas.has_layer(), "the discontinuity map is drawn");

@@ -3,23 +3,25 @@
 //! overlay the detector's oriented boxes with instant confidence / IoU re-filtering.
 //!
 //! Loading, rendering, the spectrum and detection each run on a background thread (latest
-//! wins); the next image of the folder is loaded ahead so flipping feels instant.
+//! wins); the next image of the folder is loaded ahead so flipping feels instant. Each job has
+//! its owner in `viewer_jobs`; this file decides what a finished job sets off.
 
 use super::canvas::{ImageCanvas, OverlayBox};
 use super::synth_tab::repaint_notify;
-use defect_detector::classes::{DefectClass, class_color};
-use defect_detector::detect::{
-    self, DetectOptions, Detection, DetectionResult, Detector, DetectorOptions,
+use super::viewer_jobs::{
+    DetectionJob, FilePicker, LatticeJob, ModelLoader, Note, Prefetch, RenderJob, SaveJob,
+    SpectrumJob, THUMB, Thumbnails,
 };
+use defect_detector::classes::{DefectClass, class_color};
+use defect_detector::detect::{self, Detection, DetectionResult};
 use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings, Histogram};
 use defect_detector::formats::{self, StemImage, fft};
-use defect_detector::jobs::{Job, Latest, Notify};
-use defect_detector::raster::{ImageF32, PixelSize};
+use defect_detector::jobs::{Latest, Notify};
+use defect_detector::raster::PixelSize;
 use egui::{Color32, Slider};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What is remembered between runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,13 +118,6 @@ enum SortBy {
     Y,
 }
 
-struct Spectrum {
-    texture: egui::TextureHandle,
-    size: usize,
-    nm_per_px: Option<f64>,
-    region: [usize; 4],
-}
-
 pub struct ViewerTab {
     pub settings: ViewerSettings,
     notify: Option<Notify>,
@@ -131,19 +126,15 @@ pub struct ViewerTab {
     pub canvas: ImageCanvas,
     pub path_input: String,
     load: Latest<StemImage>,
-    prefetch: Option<(PathBuf, Job<StemImage>)>,
-    prefetched: Option<(PathBuf, StemImage)>,
+    prefetch: Prefetch,
     pub current: Option<StemImage>,
     folder: Vec<PathBuf>,
     pub display: DisplaySettings,
     histogram: Option<Histogram>,
-    render: Latest<(usize, usize, Vec<u8>)>,
-    rendered_for: Option<(DisplaySettings, usize)>,
+    render: RenderJob,
     generation: usize,
-    detector: Option<Arc<Detector>>,
-    detector_job: Option<Job<Arc<Detector>>>,
-    detector_path: String,
-    detection: Latest<DetectionResult>,
+    model: ModelLoader,
+    detection: DetectionJob,
     pub result: Option<DetectionResult>,
     pub filtered: Vec<Detection>,
     filtered_for: Option<(
@@ -153,52 +144,23 @@ pub struct ViewerTab {
         usize,
         defect_detector::detect::combine::DetectMethod,
     )>,
-    /// Boundaries of the lattice analysis of the current image (joined with the model's).
-    lattice_job: Latest<defect_detector::lattice::LatticeResult>,
-    lattice_boxes: Vec<defect_detector::detect::combine::OtherBox>,
-    /// The last lattice analysis of the current image (maps, boundaries with misorientation).
-    pub(crate) lattice: Option<Arc<defect_detector::lattice::LatticeResult>>,
+    /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
+    pub(crate) lattice: LatticeJob,
     /// "Label with lattice analysis" was pressed and waits for the analysis.
     pub(crate) label_with_lattice: bool,
-    /// The image generation the running lattice analysis belongs to.
-    lattice_generation: usize,
     /// Which lattice result and map the canvas layer shows.
     layer_for: Option<(usize, Option<defect_detector::lattice::render::MapKind>)>,
-    /// Bumped when new lattice boxes arrive, so the shown detections are recomputed.
-    lattice_version: usize,
-    result_generation: usize,
     sort: SortBy,
-    spectrum_job: Latest<(ImageF32, [usize; 4])>,
-    spectrum: Option<Spectrum>,
+    spectrum: SpectrumJob,
     show_spectrum: bool,
     pub error: Option<String>,
     pub status: String,
     readout: String,
-    save_job: Option<Job<Vec<PathBuf>>>,
-    pick_job: Option<Job<Option<PathBuf>>>,
-    thumbs: std::collections::HashMap<PathBuf, Option<egui::TextureHandle>>,
-    thumb_job: Option<Job<Vec<Thumbnail>>>,
+    save: SaveJob,
+    picker: FilePicker,
+    thumbs: Thumbnails,
     pub watch: super::viewer_watch::WatchPanel,
     pub labels: super::viewer_labels::ViewerLabels,
-}
-
-/// A file and its preview (None when it cannot be read).
-type Thumbnail = (PathBuf, Option<egui::ColorImage>);
-
-/// Side of a folder-strip thumbnail (px).
-const THUMB: usize = 96;
-
-/// A small gray preview of a file (None when it cannot be read).
-fn thumbnail(path: &Path) -> Option<egui::ColorImage> {
-    let s = formats::load(path).ok()?;
-    let f = s.width().max(s.height()).div_ceil(THUMB).max(1);
-    let small = if f > 1 { bin(&s.image, f) } else { s.image };
-    let d = DisplaySettings::auto(&small);
-    let rgba = disp::render_rgba(&small, &d);
-    Some(egui::ColorImage::from_rgba_unmultiplied(
-        [small.width, small.height],
-        &rgba,
-    ))
 }
 
 impl ViewerTab {
@@ -209,41 +171,30 @@ impl ViewerTab {
             canvas: ImageCanvas::new("viewer"),
             path_input: String::new(),
             load: Latest::new("load-image", notify.clone()),
-            prefetch: None,
-            prefetched: None,
+            prefetch: Prefetch::default(),
             current: None,
             folder: Vec::new(),
             display: DisplaySettings::default(),
             histogram: None,
-            render: Latest::new("render-image", notify.clone()),
-            rendered_for: None,
+            render: RenderJob::new(notify.clone()),
             generation: 0,
-            detector: None,
-            detector_job: None,
-            detector_path: String::new(),
-            detection: Latest::new("detect", notify.clone()),
+            model: ModelLoader::new(notify.clone()),
+            detection: DetectionJob::new(notify.clone()),
             result: None,
             filtered: Vec::new(),
             filtered_for: None,
-            lattice_job: Latest::new("lattice", notify.clone()),
-            lattice_boxes: Vec::new(),
-            lattice: None,
-            lattice_generation: 0,
+            lattice: LatticeJob::new(notify.clone()),
             label_with_lattice: false,
             layer_for: None,
-            lattice_version: 0,
-            result_generation: 0,
             sort: SortBy::Confidence,
-            spectrum_job: Latest::new("power-spectrum", notify.clone()),
-            spectrum: None,
+            spectrum: SpectrumJob::new(notify.clone()),
             show_spectrum: false,
             error: None,
             status: String::new(),
             readout: String::new(),
-            save_job: None,
-            pick_job: None,
-            thumbs: Default::default(),
-            thumb_job: None,
+            save: SaveJob::default(),
+            picker: FilePicker::default(),
+            thumbs: Thumbnails::new(notify.clone()),
             watch: Default::default(),
             labels: Default::default(),
             realism: super::viewer_realism::RealismPanel::new(notify.clone()),
@@ -255,10 +206,10 @@ impl ViewerTab {
         self.load.is_busy()
             || self.render.is_busy()
             || self.detection.is_busy()
-            || self.detector_job.is_some()
-            || self.spectrum_job.is_busy()
+            || self.model.is_loading()
+            || self.spectrum.is_busy()
             || self.realism.is_busy()
-            || self.lattice_job.is_busy()
+            || self.lattice.is_busy()
     }
 
     /// Opens a file, or the first image of a folder (then the arrow keys flip through it).
@@ -288,9 +239,7 @@ impl ViewerTab {
         self.settings.recent.retain(|r| r != &key);
         self.settings.recent.insert(0, key);
         self.settings.recent.truncate(12);
-        if let Some((p, img)) = self.prefetched.take()
-            && p == file
-        {
+        if let Some(img) = self.prefetch.take(&file) {
             self.set_image(img);
             return;
         }
@@ -315,19 +264,9 @@ impl ViewerTab {
     /// Loads the next image of the folder in the background.
     fn prefetch_next(&mut self) {
         let Some(i) = self.folder_index() else { return };
-        let Some(next) = self.folder.get(i + 1).cloned() else {
-            return;
-        };
-        if self.prefetch.as_ref().is_some_and(|(p, _)| p == &next)
-            || self.prefetched.as_ref().is_some_and(|(p, _)| p == &next)
-        {
-            return;
+        if let Some(next) = self.folder.get(i + 1).cloned() {
+            self.prefetch.request(next);
         }
-        let p2 = next.clone();
-        self.prefetch = Some((
-            next,
-            Job::spawn("prefetch", None, move |_| formats::load(&p2)),
-        ));
     }
 
     /// The image's pixel size: the file's own, else one the user typed for this file, else
@@ -380,8 +319,7 @@ impl ViewerTab {
         self.generation += 1;
         // Proposals asked for on the previous image are not added to this one.
         self.label_with_lattice = false;
-        self.lattice = None;
-        self.lattice_boxes.clear();
+        self.lattice.clear();
         self.histogram = Some(disp::histogram(&img.image, 256));
         if self.settings.auto_contrast {
             let (lo, hi) = disp::auto_contrast(&img.image, self.settings.p_lo, self.settings.p_hi);
@@ -391,12 +329,12 @@ impl ViewerTab {
         self.result = None;
         self.filtered.clear();
         self.filtered_for = None;
-        self.spectrum = None;
+        self.spectrum.shown = None;
         self.error = None;
         self.current = Some(img);
-        self.rendered_for = None;
+        self.render.invalidate();
         self.request_realism();
-        // An uncalibrated frame waits for its lattice estimate (see `poll`).
+        // An uncalibrated frame waits for its lattice estimate (see `poll_realism`).
         if self.settings.auto_detect
             && !self.settings.model_path.is_empty()
             && self.pixel_size().is_some()
@@ -406,42 +344,20 @@ impl ViewerTab {
         self.prefetch_next();
     }
 
-    fn ensure_detector(&mut self) -> bool {
-        if self.detector.is_some() && self.detector_path == self.settings.model_path {
-            return true;
-        }
-        if self.detector_job.is_none() && !self.settings.model_path.is_empty() {
-            let path = PathBuf::from(&self.settings.model_path);
-            self.detector_path = self.settings.model_path.clone();
-            self.detector = None;
-            self.detector_job = Some(Job::spawn("load-model", self.notify.clone(), move |_| {
-                Ok(Arc::new(Detector::load(
-                    &path,
-                    &DetectorOptions::default(),
-                )?))
-            }));
-        }
-        false
-    }
-
     pub fn run_detection(&mut self) {
-        if !self.ensure_detector() {
-            // Runs when the model has loaded (see `poll`).
+        let Some(det) = self.model.ensure(&self.settings.model_path) else {
+            // Runs when the model has loaded (see `poll_model`).
             return;
-        }
-        let (Some(det), Some(cur)) = (self.detector.clone(), self.current.as_ref()) else {
+        };
+        let Some(cur) = self.current.as_ref() else {
             return;
         };
         let img = cur.image.clone();
         let px = self.pixel_size();
-        self.result_generation = self.generation;
-        self.lattice_boxes.clear();
-        self.lattice = None;
-        self.lattice_version += 1;
+        self.lattice.clear();
+        self.lattice.version += 1;
         self.request_lattice();
-        self.detection.request(move |c| {
-            det.detect_with_control(&img, px, &DetectOptions::default(), Some(c))
-        });
+        self.detection.request(self.generation, det, img, px);
     }
 
     /// Starts the lattice analysis of the current image when its boxes or maps are shown.
@@ -456,13 +372,13 @@ impl ViewerTab {
 
     /// Keeps the canvas's map layer in step with the lattice result and the chosen map.
     fn sync_map_layer(&mut self, ctx: &egui::Context) {
-        let key = (self.lattice_version, self.settings.lattice_map);
+        let key = (self.lattice.version, self.settings.lattice_map);
         if self.layer_for == Some(key) {
             self.canvas
                 .set_layer_opacity(self.settings.lattice_map_opacity);
             return;
         }
-        match (&self.lattice, self.settings.lattice_map) {
+        match (&self.lattice.result, self.settings.lattice_map) {
             (Some(l), Some(kind)) => {
                 let (rgba, rect) = defect_detector::lattice::render::map_rgba(&l.maps, kind);
                 self.canvas.set_layer(
@@ -483,20 +399,56 @@ impl ViewerTab {
         b: &defect_detector::geometry::OrientedBox,
     ) -> Option<&defect_detector::lattice::LatticeBoundary> {
         use defect_detector::detect::combine::{AGREE_DEG, axis_angle_deg, off_axis};
-        let l = self.lattice.as_ref()?;
+        let l = self.lattice.result.as_ref()?;
         l.boundaries.iter().find(|lb| {
             off_axis(&lb.obb, b) <= lb.obb.h.min(lb.obb.w)
                 && axis_angle_deg(b, &lb.obb) <= AGREE_DEG
         })
     }
 
+    /// Once per frame, before drawing, so the frame shows what the jobs finished since the last.
     fn poll(&mut self, ctx: &egui::Context) {
-        if let Some(r) = self.load.poll() {
-            match r {
-                Ok(img) => self.set_image(img),
-                Err(e) => self.error = Some(format!("{e:#}")),
-            }
+        self.poll_load();
+        self.poll_realism();
+        self.prefetch.poll();
+        self.poll_model();
+        let lattice = self.lattice.poll(self.generation);
+        self.note(lattice);
+        self.poll_detection();
+        let image = self.current.as_ref();
+        self.render
+            .poll(ctx, image, self.display, self.generation, &mut self.canvas);
+        let spectrum = self
+            .spectrum
+            .poll(ctx, self.pixel_size().map(|p| p.nm_per_px));
+        self.note(spectrum);
+        let saved = self.save.poll();
+        self.note(saved);
+        let current = self.current.as_ref().map(|c| c.path.as_path());
+        self.thumbs.poll(ctx, &self.folder, current);
+        if let Some(p) = self.picker.poll() {
+            self.open(&p);
         }
+        self.refilter();
+    }
+
+    fn note(&mut self, note: Option<Note>) {
+        match note {
+            Some(Note::Status(s)) => self.status = s,
+            Some(Note::Error(e)) => self.error = Some(e),
+            None => {}
+        }
+    }
+
+    fn poll_load(&mut self) {
+        match self.load.poll() {
+            Some(Ok(img)) => self.set_image(img),
+            Some(Err(e)) => self.error = Some(format!("{e:#}")),
+            None => {}
+        }
+    }
+
+    fn poll_realism(&mut self) {
         self.realism.set_model(&self.settings.model_path);
         if self.realism.poll()
             && self.settings.auto_detect
@@ -506,183 +458,43 @@ impl ViewerTab {
                 .as_ref()
                 .is_some_and(|c| c.pixel_size.is_none())
             && self.typed_pixel_size().is_none()
-            && self.result_generation != self.generation
+            && self.detection.generation() != self.generation
         {
             // The lattice has calibrated an uncalibrated frame: detect at that pixel size.
             self.run_detection();
         }
-        if let Some((p, job)) = self.prefetch.take() {
-            match job.try_take() {
-                Ok(Ok(img)) => self.prefetched = Some((p, img)),
-                Ok(Err(_)) => {}
-                Err(job) => self.prefetch = Some((p, job)),
-            }
-        }
-        if let Some(job) = self.detector_job.take() {
-            match job.try_take() {
-                Ok(Ok(d)) => {
-                    self.status = format!(
-                        "Model {} ({} classes, {} px{}, {})",
-                        Path::new(&self.detector_path)
-                            .file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy(),
-                        d.class_names().len(),
-                        d.info().imgsz,
-                        if d.info().dynamic_input {
-                            ", whole frames in one pass"
-                        } else {
-                            ""
-                        },
-                        d.provider()
-                    );
-                    let n = d.class_names().len();
-                    if self.settings.show_class.len() < n {
-                        self.settings.show_class.resize(n, true);
-                    }
-                    self.detector = Some(d);
-                    if self.current.is_some() && self.result.is_none() {
-                        self.run_detection();
-                    }
+    }
+
+    fn poll_model(&mut self) {
+        match self.model.poll() {
+            Some(Ok((d, status))) => {
+                self.status = status;
+                let n = d.class_names().len();
+                if self.settings.show_class.len() < n {
+                    self.settings.show_class.resize(n, true);
                 }
-                Ok(Err(e)) => self.error = Some(format!("Model: {e:#}")),
-                Err(job) => self.detector_job = Some(job),
-            }
-        }
-        if let Some(r) = self.lattice_job.poll() {
-            match r {
-                Ok(l) if self.lattice_generation == self.generation => {
-                    self.lattice_boxes = l.detections();
-                    self.lattice = Some(Arc::new(l));
-                    self.lattice_version += 1;
+                if self.current.is_some() && self.result.is_none() {
+                    self.run_detection();
                 }
-                Ok(_) => {}
-                Err(e) => self.status = format!("Lattice analysis: {e:#}"),
             }
+            Some(Err(e)) => self.error = Some(format!("Model: {e:#}")),
+            None => {}
         }
-        if let Some(r) = self.detection.poll() {
-            match r {
-                Ok(res) if self.result_generation == self.generation => {
-                    self.result = Some(res);
-                    self.filtered_for = None;
-                }
-                Ok(_) => {}
-                Err(e) => self.error = Some(format!("Detection: {e:#}")),
+    }
+
+    fn poll_detection(&mut self) {
+        match self.detection.poll(self.generation) {
+            Some(Ok(res)) => {
+                self.result = Some(res);
+                self.filtered_for = None;
             }
+            Some(Err(e)) => self.error = Some(format!("Detection: {e:#}")),
+            None => {}
         }
-        // Re-render when the image or the display settings change.
-        if let Some(cur) = &self.current {
-            let want = (self.display, self.generation);
-            if self.rendered_for != Some(want) {
-                self.rendered_for = Some(want);
-                let img = cur.image.clone();
-                let s = self.display;
-                let max_side = ctx.input(|i| i.max_texture_side).max(256);
-                self.render.request(move |_| {
-                    // Textures have a size limit: bin huge images for display only.
-                    let f = img.width.max(img.height).div_ceil(max_side);
-                    let shown = if f > 1 { bin(&img, f) } else { img };
-                    Ok((shown.width, shown.height, disp::render_rgba(&shown, &s)))
-                });
-            }
-        }
-        if let Some(Ok((w, h, rgba))) = self.render.poll()
-            && let Some(cur) = &self.current
-        {
-            self.canvas
-                .set_rgba_scaled(ctx, [cur.width(), cur.height()], w, h, &rgba);
-        }
-        if let Some(r) = self.spectrum_job.poll() {
-            match r {
-                Ok((ps, region)) => {
-                    let (lo, hi) = disp::auto_contrast(&ps, 1.0, 99.9);
-                    let s = DisplaySettings {
-                        lo,
-                        hi,
-                        colormap: Colormap::Inferno,
-                        ..Default::default()
-                    };
-                    let rgba = disp::render_rgba(&ps, &s);
-                    let img =
-                        egui::ColorImage::from_rgba_unmultiplied([ps.width, ps.height], &rgba);
-                    let texture = ctx.load_texture("spectrum", img, egui::TextureOptions::LINEAR);
-                    self.spectrum = Some(Spectrum {
-                        texture,
-                        size: ps.width,
-                        nm_per_px: self.pixel_size().map(|p| p.nm_per_px),
-                        region,
-                    });
-                }
-                Err(e) => self.error = Some(format!("Spectrum: {e:#}")),
-            }
-        }
-        if let Some(job) = self.save_job.take() {
-            match job.try_take() {
-                Ok(Ok(paths)) => {
-                    self.status = format!(
-                        "Wrote {}",
-                        paths
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-                Ok(Err(e)) => self.error = Some(format!("Could not save: {e:#}")),
-                Err(job) => self.save_job = Some(job),
-            }
-        }
-        if let Some(job) = self.thumb_job.take() {
-            match job.try_take() {
-                Ok(Ok(batch)) => {
-                    for (p, img) in batch {
-                        let tex = img.map(|i| {
-                            ctx.load_texture(
-                                format!("thumb-{}", p.display()),
-                                i,
-                                egui::TextureOptions::LINEAR,
-                            )
-                        });
-                        self.thumbs.insert(p, tex);
-                    }
-                }
-                Ok(Err(_)) => {}
-                Err(job) => self.thumb_job = Some(job),
-            }
-        }
-        if self.thumb_job.is_none() {
-            // Thumbnails nearest the current image first, a few at a time.
-            let centre = self.folder_index().unwrap_or(0) as isize;
-            let mut missing: Vec<PathBuf> = self
-                .folder
-                .iter()
-                .filter(|p| !self.thumbs.contains_key(*p))
-                .cloned()
-                .collect();
-            missing.sort_by_key(|p| {
-                (self.folder.iter().position(|q| q == p).unwrap_or(0) as isize - centre).abs()
-            });
-            missing.truncate(6);
-            if !missing.is_empty() {
-                self.thumb_job = Some(Job::spawn("thumbnails", self.notify.clone(), move |c| {
-                    let mut out = Vec::new();
-                    for p in missing {
-                        c.check()?;
-                        let t = thumbnail(&p);
-                        out.push((p, t));
-                    }
-                    Ok(out)
-                }));
-            }
-        }
-        if let Some(job) = self.pick_job.take() {
-            match job.try_take() {
-                Ok(Ok(Some(p))) => self.open(&p),
-                Ok(_) => {}
-                Err(job) => self.pick_job = Some(job),
-            }
-        }
-        // Instant re-filtering: NMS over the kept candidates, no model run.
+    }
+
+    /// Instant re-filtering: NMS over the kept candidates, no model run.
+    fn refilter(&mut self) {
         if let Some(res) = &self.result {
             use defect_detector::detect::combine::join;
             let m = self.settings.method;
@@ -690,14 +502,14 @@ impl ViewerTab {
                 self.settings.conf,
                 self.settings.iou,
                 res.candidates.len(),
-                self.lattice_version,
+                self.lattice.version,
                 m,
             );
             if self.filtered_for != Some(key) {
                 self.filtered = join(
                     m,
                     res.filtered(self.settings.conf, self.settings.iou),
-                    &self.lattice_boxes,
+                    &self.lattice.boxes,
                     self.settings.conf,
                     &res.class_names,
                 );
@@ -852,17 +664,10 @@ impl ViewerTab {
         });
         ui.horizontal(|ui| {
             if ui
-                .add_enabled(self.pick_job.is_none(), egui::Button::new("Browse…"))
+                .add_enabled(!self.picker.is_open(), egui::Button::new("Browse…"))
                 .clicked()
             {
-                self.pick_job = Some(Job::spawn("pick-file", None, |_| {
-                    Ok(rfd::FileDialog::new()
-                        .add_filter(
-                            "STEM images",
-                            &defect_detector::formats::extensions().collect::<Vec<_>>(),
-                        )
-                        .pick_file())
-                }));
+                self.picker.open();
             }
             let n = self.folder.len();
             if let Some(i) = self.folder_index() {
@@ -1103,9 +908,7 @@ impl ViewerTab {
             .canvas
             .visible_region()
             .unwrap_or([0, 0, cur.width(), cur.height()]);
-        let img = cur.image.clone();
-        self.spectrum_job
-            .request(move |_| Ok((fft::power_spectrum(&img, Some(region)), region)));
+        self.spectrum.request(cur.image.clone(), region);
     }
 
     fn spectrum_window(&mut self, ctx: &egui::Context) {
@@ -1117,7 +920,7 @@ impl ViewerTab {
                 if ui.button("Update to the view").clicked() {
                     self.request_spectrum();
                 }
-                if let Some(s) = &self.spectrum {
+                if let Some(s) = &self.spectrum.shown {
                     ui.label(format!(
                         "region x {} y {} · {} × {} px",
                         s.region[0], s.region[1], s.region[2], s.region[3]
@@ -1208,7 +1011,7 @@ impl ViewerTab {
                 );
             if before != self.settings.lattice_map
                 && self.settings.lattice_map.is_some()
-                && self.lattice.is_none()
+                && self.lattice.result.is_none()
             {
                 self.request_lattice();
             }
@@ -1218,7 +1021,7 @@ impl ViewerTab {
                 Slider::new(&mut self.settings.lattice_map_opacity, 0.0..=1.0).text("map opacity"),
             );
             ui.small(k.legend());
-            if self.lattice_job.is_busy() {
+            if self.lattice.is_busy() {
                 ui.horizontal(|ui| {
                     ui.spinner();
                     ui.small("reading the lattice…");
@@ -1236,7 +1039,7 @@ impl ViewerTab {
             .result
             .as_ref()
             .map(|r| r.class_names.clone())
-            .or_else(|| self.detector.as_ref().map(|d| d.class_names().to_vec()))
+            .or_else(|| self.model.loaded().map(|d| d.class_names().to_vec()))
             .unwrap_or_else(defect_detector::classes::default_class_names);
         if self.settings.show_class.len() < names.len() {
             self.settings.show_class.resize(names.len(), true);
@@ -1295,7 +1098,7 @@ impl ViewerTab {
             ui.horizontal(|ui| {
                 if ui
                     .add_enabled(
-                        self.save_job.is_none(),
+                        !self.save.is_running(),
                         egui::Button::new("Save detections"),
                     )
                     .clicked()
@@ -1303,7 +1106,7 @@ impl ViewerTab {
                     self.save_detections();
                 }
             });
-        } else if self.detection.is_busy() || self.detector_job.is_some() {
+        } else if self.detection.is_busy() || self.model.is_loading() {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label("detecting…");
@@ -1328,19 +1131,15 @@ impl ViewerTab {
         let image = cur.path.clone();
         let model = PathBuf::from(&self.settings.model_path);
         let (conf, iou) = (self.settings.conf, self.settings.iou);
-        self.save_job = Some(Job::spawn(
-            "save-detections",
-            self.notify.clone(),
-            move |_| {
-                let meta = detect::export::ExportMeta {
-                    image: Some(&image),
-                    model: Some(&model),
-                    conf,
-                    iou,
-                };
-                detect::export::write_all(&base, &res, &dets, &meta)
-            },
-        ));
+        self.save.start(self.notify.clone(), move || {
+            let meta = detect::export::ExportMeta {
+                image: Some(&image),
+                model: Some(&model),
+                conf,
+                iou,
+            };
+            detect::export::write_all(&base, &res, &dets, &meta)
+        });
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, names: &[String]) {
@@ -1466,7 +1265,7 @@ impl ViewerTab {
         self.labels
             .ui(ui, &mut self.settings.labels_dir, &names, &shown);
         if self.labels.enabled && self.current.is_some() {
-            let busy = self.lattice_job.is_busy() && self.label_with_lattice;
+            let busy = self.lattice.is_busy() && self.label_with_lattice;
             if ui
                 .add_enabled(
                     !busy && !self.labels.annot.read_only,
@@ -1479,7 +1278,7 @@ impl ViewerTab {
                 .clicked()
             {
                 self.label_with_lattice = true;
-                if self.lattice.is_none() {
+                if self.lattice.result.is_none() {
                     self.request_lattice_now();
                 }
             }
@@ -1491,7 +1290,7 @@ impl ViewerTab {
             }
         }
         if self.label_with_lattice
-            && let Some(l) = self.lattice.clone()
+            && let Some(l) = self.lattice.result.clone()
         {
             self.label_with_lattice = false;
             self.labels
@@ -1507,12 +1306,7 @@ impl ViewerTab {
         let spec = self.settings.crystal.spec();
         let img = cur.image.clone();
         let px = self.pixel_size();
-        self.lattice_generation = self.generation;
-        self.lattice_job.request(move |_| {
-            let params =
-                defect_detector::lattice::LatticeParams::new(spec, px.map(|p| p.nm_per_px));
-            defect_detector::lattice::analyse(&img, &params)
-        });
+        self.lattice.request(self.generation, img, spec, px);
     }
 
     fn overlay(&self) -> Vec<OverlayBox> {
@@ -1632,26 +1426,4 @@ impl ViewerTab {
             _ => String::new(),
         };
     }
-}
-
-/// Mean of `f × f` blocks (display of images larger than a texture allows).
-fn bin(img: &ImageF32, f: usize) -> ImageF32 {
-    let (w, h) = (img.width.div_ceil(f), img.height.div_ceil(f));
-    let mut out = ImageF32::new(w, h);
-    for y in 0..h {
-        for x in 0..w {
-            let (mut s, mut n) = (0.0f64, 0u32);
-            for yy in y * f..((y + 1) * f).min(img.height) {
-                for xx in x * f..((x + 1) * f).min(img.width) {
-                    let v = img.get(xx, yy);
-                    if v.is_finite() {
-                        s += v as f64;
-                        n += 1;
-                    }
-                }
-            }
-            out.data[y * w + x] = if n > 0 { (s / n as f64) as f32 } else { 0.0 };
-        }
-    }
-    out
 }

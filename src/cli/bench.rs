@@ -62,7 +62,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         BenchJob::Lattice { runs, size } => {
             defect_detector::bench::bench_lattice(runs.max(1), size)?
         }
-        BenchJob::Export { n, size } => defect_detector::dataset::export::bench_export(n, size)?,
+        BenchJob::Export { n, size } => defect_detector::bench::bench_export(n, size)?,
         BenchJob::Throughput {
             model,
             n,

@@ -4,9 +4,10 @@
 use anyhow::Context;
 use clap::Args;
 use defect_detector::dataset::export::{
-    CropOptions, DatasetConfig, ExportSummary, ExportTarget, ShardSpec, SplitRatios, export, merge,
+    CropOptions, DatasetConfig, ExportSummary, ExportTarget, ShardSpec, SplitRatios, export,
     parse_augment,
 };
+use defect_detector::dataset::merge::merge;
 use defect_detector::dataset::randomize::DomainRandomization;
 use defect_detector::dataset::validate_dataset;
 use defect_detector::jobs::Job;

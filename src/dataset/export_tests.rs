@@ -1,4 +1,5 @@
 use super::*;
+use crate::dataset::merge::merge;
 use crate::dataset::validate::validate_dataset;
 use crate::dataset::yolo::{Validation, parse_labels, read_labels};
 use crate::jobs::{Job, is_cancelled};
@@ -33,26 +34,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 fn run(cfg: &DatasetConfig, out: &Path, target: ExportTarget) -> anyhow::Result<ExportSummary> {
     export(cfg, out, &target, &JobControl::detached())
-}
-
-#[test]
-fn split_counts_are_exact_and_zero_ratios_stay_empty() {
-    let r = SplitRatios::parse("0.8,0.1,0.1").unwrap();
-    assert_eq!(r.counts(80), [64, 8, 8]);
-    assert_eq!(r.counts(7).iter().sum::<usize>(), 7);
-    assert_eq!(SplitRatios::parse("0,0,1").unwrap().counts(9), [0, 0, 9]);
-    assert_eq!(SplitRatios::parse("0.5,0.5,0").unwrap().counts(5)[2], 0);
-    // Ratios that do not sum to 1 are refused, not normalised.
-    for bad in ["1,1,0", "0.8,0.1,0.2", "80,10,10"] {
-        let e = SplitRatios::parse(bad).unwrap_err().to_string();
-        assert!(e.contains("not 1") && e.contains(bad), "{e}");
-    }
-    assert!(SplitRatios::parse("1,2").is_err());
-    assert!(SplitRatios::parse("-1,1,1").is_err());
-    let s = assign_splits(50, 3, &r);
-    assert_eq!(s, assign_splits(50, 3, &r), "deterministic");
-    assert_ne!(s, assign_splits(50, 4, &r), "seeded");
-    assert_eq!(s.iter().filter(|x| **x == Split::Train).count(), 40);
 }
 
 #[test]
@@ -550,19 +531,4 @@ fn overwrite_replaces_only_our_files() {
         names,
         BTreeSet::from(["ds".to_string(), "hand".to_string()])
     );
-}
-
-#[test]
-fn splits_that_come_out_empty_are_named() {
-    let r = SplitRatios {
-        train: 0.8,
-        val: 0.1,
-        test: 0.1,
-    };
-    assert_eq!(r.empty_splits(4), vec![Split::Test]);
-    assert!(r.empty_splits(20).is_empty());
-    // A fraction of 0 is no split asked for; 4 images at 0.8/0.1 still leave val empty.
-    let no_test = SplitRatios { test: 0.0, ..r };
-    assert_eq!(no_test.empty_splits(4), vec![Split::Val]);
-    assert!(no_test.empty_splits(10).is_empty());
 }

@@ -100,7 +100,7 @@ pub fn export_pseudo(
     {
         anyhow::bail!("{} exists and is not empty", out.display());
     }
-    let out = super::export::absolute_path(out)?;
+    let out = super::staging::absolute_path(out)?;
     let parent = out
         .parent()
         .ok_or_else(|| anyhow::anyhow!("{} has no parent folder", out.display()))?;

@@ -423,7 +423,8 @@ pub fn export_reviewed(
     val_fraction: f64,
     seed: u64,
 ) -> anyhow::Result<ReviewedExport> {
-    use super::export::{SplitRatios, absolute_path, assign_splits, target_is_nonempty};
+    use super::config::{SplitRatios, assign_splits};
+    use super::staging::{absolute_path, target_is_nonempty};
     if !(0.0..1.0).contains(&val_fraction) {
         anyhow::bail!("validation fraction {val_fraction} must be in [0, 1)");
     }

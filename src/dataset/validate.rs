@@ -5,7 +5,7 @@
 //! folder holds our `manifest.json`, the validator also checks that no base image is in two
 //! splits and that the label files agree with the manifest's per-image counts.
 
-use super::export::{MANIFEST_FILE, Manifest};
+use super::manifest::{MANIFEST_FILE, Manifest};
 use super::spec::{DatasetSpec, label_path_for};
 use super::yolo::{Validation, read_labels};
 use serde::Serialize;
