@@ -17,7 +17,8 @@ use defect_detector::vlm::detector_classifier::{
 use defect_detector::vlm::generate::{PatchGenSpec, generate_patch_set};
 use defect_detector::vlm::metrics::{ClassificationMetrics, UsageStats};
 use defect_detector::vlm::prompt::{PromptTexts, Strategy};
-use defect_detector::vlm::run::{PatchRecord, ResponseCache, RunConfig, run_vlm_eval};
+use defect_detector::vlm::record::PatchRecord;
+use defect_detector::vlm::run::{ResponseCache, RunConfig, run_vlm_eval};
 use defect_detector::vlm::{ApiKey, ChatClient, ClientConfig, PatchSet};
 use egui::{Align2, Color32, FontId, Rect, RichText, Sense, Stroke, Vec2};
 use serde::{Deserialize, Serialize};
