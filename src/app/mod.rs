@@ -3,6 +3,7 @@
 
 pub mod annotate;
 pub mod canvas;
+pub mod confusion_matrix;
 pub mod dataset_tab;
 pub mod review_tab;
 mod synth_help;

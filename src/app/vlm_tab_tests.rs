@@ -1,7 +1,12 @@
+//! The VLM tab driven as a user would (egui_kittest): load and save runs, click matrix cells,
+//! run against a loopback chat server and the tiny test detector. Nothing here may reach a
+//! real server or a real key.
+
 use super::*;
 use crate::app::{DefectApp, Persisted, Tab};
 use defect_detector::vlm::Patch;
 use defect_detector::vlm::prompt::FailureKind;
+use defect_detector::vlm::record::{PatchRecord, RunRecord};
 use defect_detector::vlm::run::{RUN_FORMAT_VERSION, RunMeta, VlmRun};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;

@@ -1,4 +1,5 @@
 //! `vlm-eval`: screen labelled patches with a vision-language model and print the scores.
+//! Arguments and printing only: sampling, requests, scoring and run files are `vlm`'s.
 
 use anyhow::Context;
 use clap::Args;
@@ -14,6 +15,7 @@ use defect_detector::vlm::detector_classifier::{DetectorScreenConfig, run_detect
 use defect_detector::vlm::generate::{PatchGenSpec, generate_patch_set};
 use defect_detector::vlm::patches::PatchSet;
 use defect_detector::vlm::prompt::{PromptTexts, Strategy};
+use defect_detector::vlm::record::RunRecord;
 use defect_detector::vlm::run::{ResponseCache, RunConfig, VlmRun, run_vlm_eval};
 
 /// Few-shot examples per class when --k is not given.

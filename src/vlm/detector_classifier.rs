@@ -4,6 +4,10 @@
 //! (confidence threshold, NMS); a patch without detections is `bulk`. The evaluated patches
 //! come from [`plan_sample`] with the VLM run's seed, n and k, so the two are compared on the
 //! very same images (checked by hash when a run is given).
+//!
+//! Owns how a detection becomes a patch class and the detector run's metadata; scoring and
+//! files are [`crate::vlm::record`]'s. Must not change how the detector detects (that is
+//! [`crate::detect`]'s).
 
 use crate::fsio::csv_field;
 use anyhow::Context;
@@ -13,10 +17,11 @@ use std::path::Path;
 use crate::detect::{DetectOptions, Detector, Fit, Intensity};
 use crate::jobs::JobControl;
 use crate::raster::{ImageF32, PixelSize};
-use crate::vlm::metrics::{ClassificationMetrics, PatchPrediction, UsageSample, UsageStats};
+use crate::vlm::metrics::{ClassificationMetrics, UsageSample, UsageStats};
 use crate::vlm::patches::{Patch, PatchSet, normalise_class_name};
 use crate::vlm::prompt::FailureKind;
-use crate::vlm::run::{PatchRecord, VlmRun, plan_sample, records_to_predictions, utc_now};
+use crate::vlm::record::{CsvColumn, PatchRecord, RunRecord};
+use crate::vlm::run::{VlmRun, plan_sample, utc_now};
 
 /// The patch class that means "nothing found".
 pub const BULK_CLASS: &str = "bulk";
@@ -111,71 +116,54 @@ pub struct DetectorRun {
     pub records: Vec<PatchRecord>,
 }
 
-impl DetectorRun {
-    pub fn predictions(&self) -> anyhow::Result<Vec<PatchPrediction>> {
-        records_to_predictions(&self.classes, &self.records)
+/// Narrower than a VLM's CSV (a detector has no replies, tokens or retries to report); the
+/// `detection` column is the record's explanation, and the rounding is what these files
+/// have always had.
+const DETECTOR_CSV: &[CsvColumn] = &[
+    ("source", |r| csv_field(&r.source)),
+    ("hash", |r| r.hash.clone()),
+    ("truth", |r| csv_field(&r.truth)),
+    ("predicted", |r| {
+        csv_field(r.predicted.as_deref().unwrap_or(""))
+    }),
+    ("failure", |r| {
+        r.failure.map(|f| f.name().to_string()).unwrap_or_default()
+    }),
+    ("confidence", |r| {
+        r.confidence.map(|c| format!("{c:.4}")).unwrap_or_default()
+    }),
+    ("detection", |r| {
+        csv_field(r.explanation.as_deref().unwrap_or(""))
+    }),
+    ("latency_ms", |r| {
+        r.latency_ms.map(|l| format!("{l:.2}")).unwrap_or_default()
+    }),
+];
+
+impl RunRecord for DetectorRun {
+    const KIND: Option<&'static str> = Some(DETECTOR_RUN_KIND);
+    const NAME: &'static str = "detector";
+    const FORMAT_VERSION: u32 = DETECTOR_RUN_FORMAT_VERSION;
+    const CSV_COLUMNS: &'static [CsvColumn] = DETECTOR_CSV;
+
+    fn format_version(&self) -> u32 {
+        self.format_version
     }
 
-    pub fn metrics(&self) -> anyhow::Result<ClassificationMetrics> {
-        ClassificationMetrics::compute(&self.classes, &self.predictions()?)
+    fn classes(&self) -> &[String] {
+        &self.classes
     }
 
-    pub fn usage(&self) -> UsageStats {
-        UsageStats::compute(self.records.iter().map(|r| UsageSample {
+    fn records(&self) -> &[PatchRecord] {
+        &self.records
+    }
+
+    /// A detector spends no tokens and caches nothing: only its time counts.
+    fn usage_sample(r: &PatchRecord) -> UsageSample {
+        UsageSample {
             latency_ms: r.latency_ms,
             ..Default::default()
-        }))
-    }
-
-    pub fn save_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::fsio::atomic_write(path, &serde_json::to_vec_pretty(self)?)
-    }
-
-    pub fn load_json(path: &Path) -> anyhow::Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Self::from_json_bytes(&bytes).with_context(|| format!("{}", path.display()))
-    }
-
-    fn from_json_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        let run: Self = serde_json::from_slice(bytes).context("not a detector run file")?;
-        anyhow::ensure!(
-            run.kind == DETECTOR_RUN_KIND,
-            "run kind {:?} is not {DETECTOR_RUN_KIND:?}",
-            run.kind
-        );
-        anyhow::ensure!(
-            run.format_version <= DETECTOR_RUN_FORMAT_VERSION,
-            "detector run format {} is newer than this program understands ({DETECTOR_RUN_FORMAT_VERSION})",
-            run.format_version
-        );
-        run.predictions().context("inconsistent run")?;
-        Ok(run)
-    }
-
-    /// One row per evaluated patch.
-    pub fn to_csv(&self) -> String {
-        let mut s =
-            String::from("source,hash,truth,predicted,failure,confidence,detection,latency_ms\n");
-        for r in &self.records {
-            let fields = [
-                csv_field(&r.source),
-                r.hash.clone(),
-                csv_field(&r.truth),
-                csv_field(r.predicted.as_deref().unwrap_or("")),
-                r.failure.map(|f| f.name().to_string()).unwrap_or_default(),
-                r.confidence.map(|c| format!("{c:.4}")).unwrap_or_default(),
-                csv_field(r.explanation.as_deref().unwrap_or("")),
-                r.latency_ms.map(|l| format!("{l:.2}")).unwrap_or_default(),
-            ];
-            s.push_str(&fields.join(","));
-            s.push('\n');
         }
-        s
-    }
-
-    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
-        crate::fsio::atomic_write(path, self.to_csv().as_bytes())
     }
 }
 
@@ -439,20 +427,18 @@ impl ScreeningRun {
         }
     }
 
-    /// Reads either kind of run file (detector runs carry `"kind": "detector"`).
+    /// Reads either kind of run file; the file's `kind` says which.
     pub fn load_json(path: &Path) -> anyhow::Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: not a JSON file", path.display()))?;
-        if v.get("kind").and_then(|k| k.as_str()) == Some(DETECTOR_RUN_KIND) {
-            Ok(Self::Detector(
-                DetectorRun::from_json_bytes(&bytes)
-                    .with_context(|| format!("{}", path.display()))?,
-            ))
+        let run = if v.get("kind").and_then(|k| k.as_str()) == Some(DETECTOR_RUN_KIND) {
+            DetectorRun::from_json_bytes(&bytes).map(Self::Detector)
         } else {
-            Ok(Self::Vlm(VlmRun::load_json(path)?))
-        }
+            VlmRun::from_json_bytes(&bytes).map(Self::Vlm)
+        };
+        run.with_context(|| path.display().to_string())
     }
 }
 

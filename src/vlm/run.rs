@@ -6,27 +6,28 @@
 //! therefore does not depend on the strategy or on k, so strategies run with one seed are
 //! compared on the same patches (a paired comparison). Examples are never evaluated, neither
 //! by index nor by image hash (a folder may hold the same image twice).
+//!
+//! Owns the VLM run: sampling, the reply cache, the requests and [`VlmRun`]'s metadata.
+//! Scoring and the JSON/CSV files are [`crate::vlm::record`]'s, shared with the detector; this
+//! module must not grow its own. Nothing written here may hold the API key.
 
 use crate::fsio::csv_field;
-use anyhow::Context;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::jobs::JobControl;
 use crate::vlm::client::{ChatClient, ChatErrorKind, redact_url};
-use crate::vlm::metrics::{
-    ClassificationMetrics, Outcome, PatchPrediction, UsageSample, UsageStats,
-};
 use crate::vlm::patches::{PatchSet, sha256_hex};
 use crate::vlm::prompt::{
     AnswerFormat, Example, FailureKind, PromptTexts, Strategy, build_messages, parse_answer,
 };
+use crate::vlm::record::{CsvColumn, PatchRecord, RunRecord};
 
 /// Which patches are evaluated and which serve as few-shot examples (indices into the set).
 #[derive(Clone, Debug, PartialEq)]
@@ -238,31 +239,9 @@ pub struct RunMeta {
     pub notes: Vec<String>,
 }
 
-/// The outcome for one evaluated patch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PatchRecord {
-    pub source: String,
-    pub hash: String,
-    pub truth: String,
-    pub predicted: Option<String>,
-    pub failure: Option<FailureKind>,
-    pub failure_detail: Option<String>,
-    pub answer_format: Option<AnswerFormat>,
-    pub confidence: Option<f64>,
-    pub explanation: Option<String>,
-    /// The model's reply as received (absent when there was none).
-    pub raw_reply: Option<String>,
-    /// Duration of the successful request (kept from the first fetch for cached replies).
-    pub latency_ms: Option<f64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub cached: bool,
-    /// HTTP attempts made in this run (0 when served from cache).
-    pub attempts: u32,
-}
-
 pub const RUN_FORMAT_VERSION: u32 = 1;
 
+/// A VLM screening run as saved (see [`RunRecord`] for scoring and files).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VlmRun {
     pub format_version: u32,
@@ -271,16 +250,69 @@ pub struct VlmRun {
     pub records: Vec<PatchRecord>,
 }
 
+/// A VLM's answers are written out in full (failure detail, answer format, tokens, cache
+/// and attempts), since judging a model by its replies needs them; the detector's CSV is
+/// narrower.
+const VLM_CSV: &[CsvColumn] = &[
+    ("source", |r| csv_field(&r.source)),
+    ("hash", |r| csv_field(&r.hash)),
+    ("truth", |r| csv_field(&r.truth)),
+    ("predicted", |r| {
+        csv_field(r.predicted.as_deref().unwrap_or_default())
+    }),
+    ("failure", |r| {
+        r.failure.map(|f| f.name().to_string()).unwrap_or_default()
+    }),
+    ("failure_detail", |r| {
+        csv_field(r.failure_detail.as_deref().unwrap_or_default())
+    }),
+    ("answer_format", |r| {
+        r.answer_format
+            .and_then(|f| serde_json::to_value(f).ok())
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    }),
+    ("confidence", |r| {
+        r.confidence.map(|c| c.to_string()).unwrap_or_default()
+    }),
+    ("explanation", |r| {
+        csv_field(r.explanation.as_deref().unwrap_or_default())
+    }),
+    ("latency_ms", |r| {
+        r.latency_ms.map(|l| format!("{l:.1}")).unwrap_or_default()
+    }),
+    ("prompt_tokens", |r| {
+        r.prompt_tokens.map(|t| t.to_string()).unwrap_or_default()
+    }),
+    ("completion_tokens", |r| {
+        r.completion_tokens
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    }),
+    ("cached", |r| r.cached.to_string()),
+    ("attempts", |r| r.attempts.to_string()),
+];
+
+impl RunRecord for VlmRun {
+    const KIND: Option<&'static str> = None;
+    const NAME: &'static str = "VLM";
+    const FORMAT_VERSION: u32 = RUN_FORMAT_VERSION;
+    const CSV_COLUMNS: &'static [CsvColumn] = VLM_CSV;
+
+    fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn records(&self) -> &[PatchRecord] {
+        &self.records
+    }
+}
+
 impl VlmRun {
-    /// Records as class indices, for [`ClassificationMetrics::compute`].
-    pub fn predictions(&self) -> anyhow::Result<Vec<PatchPrediction>> {
-        records_to_predictions(&self.classes, &self.records)
-    }
-
-    pub fn metrics(&self) -> anyhow::Result<ClassificationMetrics> {
-        ClassificationMetrics::compute(&self.classes, &self.predictions()?)
-    }
-
     /// True when the run has records and not one request reached the model (HTTP errors,
     /// timeouts, refused connections, non-chat bodies): its 0 % accuracy measures the server,
     /// not the model.
@@ -299,15 +331,6 @@ impl VlmRun {
             })
     }
 
-    pub fn usage(&self) -> UsageStats {
-        UsageStats::compute(self.records.iter().map(|r| UsageSample {
-            latency_ms: r.latency_ms,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            cached: r.cached,
-        }))
-    }
-
     /// How answers were formatted: strict JSON compliance is a result in itself.
     pub fn answer_formats(&self) -> BTreeMap<AnswerFormat, u64> {
         let mut m = BTreeMap::new();
@@ -315,65 +338,6 @@ impl VlmRun {
             *m.entry(f).or_insert(0) += 1;
         }
         m
-    }
-
-    pub fn save_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::fsio::atomic_write(path, &serde_json::to_vec_pretty(self)?)
-    }
-
-    pub fn load_json(path: &Path) -> anyhow::Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let run: Self = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not a VLM run file", path.display()))?;
-        anyhow::ensure!(
-            run.format_version <= RUN_FORMAT_VERSION,
-            "{}: run format {} is newer than this program understands ({})",
-            path.display(),
-            run.format_version,
-            RUN_FORMAT_VERSION
-        );
-        run.predictions()
-            .with_context(|| format!("{}: inconsistent run", path.display()))?;
-        Ok(run)
-    }
-
-    /// One row per evaluated patch.
-    pub fn to_csv(&self) -> String {
-        let mut s = String::from(
-            "source,hash,truth,predicted,failure,failure_detail,answer_format,confidence,explanation,latency_ms,prompt_tokens,completion_tokens,cached,attempts\n",
-        );
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        for r in &self.records {
-            let fields = [
-                csv_field(&r.source),
-                csv_field(&r.hash),
-                csv_field(&r.truth),
-                csv_field(&opt(r.predicted.clone())),
-                opt(r.failure.map(|f| f.name().to_string())),
-                csv_field(&opt(r.failure_detail.clone())),
-                opt(r.answer_format.map(|f| {
-                    serde_json::to_value(f)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                })),
-                opt(r.confidence.map(|c| c.to_string())),
-                csv_field(&opt(r.explanation.clone())),
-                opt(r.latency_ms.map(|l| format!("{l:.1}"))),
-                opt(r.prompt_tokens.map(|t| t.to_string())),
-                opt(r.completion_tokens.map(|t| t.to_string())),
-                r.cached.to_string(),
-                r.attempts.to_string(),
-            ];
-            s.push_str(&fields.join(","));
-            s.push('\n');
-        }
-        s
-    }
-
-    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
-        crate::fsio::atomic_write(path, self.to_csv().as_bytes())
     }
 }
 
@@ -586,32 +550,6 @@ pub fn utc_now() -> String {
 /// sha256 of a run's JSON, handy to cite a run unambiguously.
 pub fn run_digest(run: &VlmRun) -> anyhow::Result<String> {
     Ok(sha256_hex(&serde_json::to_vec(run)?))
-}
-
-/// Records (truth/predicted class names or a failure) as class indices.
-pub fn records_to_predictions(
-    classes: &[String],
-    records: &[PatchRecord],
-) -> anyhow::Result<Vec<PatchPrediction>> {
-    let idx = |name: &str, i: usize| {
-        classes
-            .iter()
-            .position(|c| c == name)
-            .with_context(|| format!("record {i}: class {name:?} is not in the run's classes"))
-    };
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let truth = idx(&r.truth, i)?;
-            let outcome = match (&r.predicted, r.failure) {
-                (Some(p), None) => Outcome::Class(idx(p, i)?),
-                (None, Some(f)) => Outcome::Failed(f),
-                _ => anyhow::bail!("record {i}: needs exactly one of predicted and failure"),
-            };
-            Ok(PatchPrediction { truth, outcome })
-        })
-        .collect()
 }
 
 #[cfg(test)]

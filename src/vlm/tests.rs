@@ -1,4 +1,5 @@
-//! End-to-end runs against the scripted loopback server.
+//! End-to-end runs against the scripted loopback server. Nothing here may reach a real
+//! server or write a real key.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use super::client::{ApiKey, ChatClient, ClientConfig};
 use super::patches::{PatchSet, sha256_hex};
 use super::prompt::{AnswerFormat, FailureKind, Strategy};
+use super::record::RunRecord;
 use super::run::{ResponseCache, RunConfig, plan_sample, run_vlm_eval};
 use super::testserver::{Request, Response, TestServer};
 use crate::jobs::{JobControl, is_cancelled};
