@@ -1,3 +1,5 @@
+//! egui_kittest tests of the Review tab: opening a dataset, stepping, editing and saving labels.
+
 use crate::app::annotate::angle_deg;
 use crate::app::{DefectApp, Persisted, Tab};
 use defect_detector::dataset::export::{DatasetConfig, ExportTarget, export};

@@ -1,3 +1,5 @@
+//! egui_kittest tests of the app shell and its tabs, driven by label as a user would.
+
 use super::*;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;

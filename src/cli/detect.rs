@@ -1,3 +1,7 @@
+//! `detect`: batch detection over images and folders (model, lattice analysis or both) and
+//! the per-image JSON/CSV/YOLO-OBB results. Argument parsing and reporting only: the work is
+//! `defect_detector::frame::detect_frame`.
+
 use super::runtime_args::RuntimeArgs;
 use anyhow::Context;
 use clap::Args;

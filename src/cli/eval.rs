@@ -1,3 +1,7 @@
+//! `eval`: score a detector on a labelled YOLO-OBB dataset (mAP, per-class P/R, confusion
+//! matrix) and optionally write the model card's synthetic-test entry. Argument parsing and
+//! reporting only: the scoring lives in `defect_detector::eval`.
+
 use super::runtime_args::RuntimeArgs;
 use clap::Args;
 use defect_detector::detect::Detector;

@@ -1,3 +1,5 @@
+//! Tests of dataset export: splits, shards, merging, staging and the validator.
+
 use super::*;
 use crate::dataset::merge::merge;
 use crate::dataset::validate::validate_dataset;

@@ -217,6 +217,15 @@ pub fn extensions() -> impl Iterator<Item = &'static str> {
     EXTENSIONS.iter().map(|(e, _)| *e)
 }
 
+/// The extensions of the plain picture formats (TIFF, PNG, JPEG) among [`extensions`]: what
+/// the `image` crate decodes, for folders of picture files such as VLM patches.
+pub fn picture_extensions() -> impl Iterator<Item = &'static str> {
+    EXTENSIONS
+        .iter()
+        .filter(|(_, k)| matches!(k, Kind::Tiff | Kind::Png | Kind::Jpeg))
+        .map(|(e, _)| *e)
+}
+
 /// True when the extension names a format [`load`] reads.
 pub fn is_supported(path: &Path) -> bool {
     kind_from_extension(path).is_some()

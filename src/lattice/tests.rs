@@ -1,3 +1,6 @@
+//! Tests of the lattice analysis: real frames from `../shared/samples` and synthetic frames
+//! whose truth is known (boundaries, misorientation, point defects).
+
 use super::*;
 use crate::dataset::randomize::{DomainRandomization, draw_params};
 use crate::synth::scene::{BoundaryKind, DefectLabel};

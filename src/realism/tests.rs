@@ -1,3 +1,6 @@
+//! Tests of the realism statistics against synthetic frames of known truth and the real
+//! calibrated frames in `../shared/samples`.
+
 use super::*;
 use crate::synth::crystal::Preset;
 use crate::synth::params::{CountRange, ProbeModel};

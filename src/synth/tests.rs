@@ -1,3 +1,5 @@
+//! Tests of the synthesizer: determinism, labels against the geometry, physical parameters.
+
 use super::params::{CountRange, ProbeModel};
 use super::scene::{BoundaryKind, PointDefectKind, scene_columns};
 use super::*;

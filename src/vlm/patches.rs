@@ -18,9 +18,6 @@ use crate::raster::ImageF32;
 /// not YOLO class ids: `bulk` has no detector counterpart.
 pub const DEFAULT_PATCH_CLASSES: [&str; 4] = ["bulk", "vacancy", "interstitial", "grain_boundary"];
 
-/// File extensions read as patches; anything else in a folder (notes, JSON sidecars) is skipped.
-const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "tif", "tiff"];
-
 /// One labelled patch, stored exactly as a model sees it.
 #[derive(Clone, Debug)]
 pub struct Patch {
@@ -276,7 +273,8 @@ fn is_image_file(p: &Path) -> bool {
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    !hidden && IMAGE_EXTENSIONS.contains(&ext.as_str())
+    // Anything else in a folder (notes, JSON sidecars) is skipped.
+    !hidden && crate::formats::picture_extensions().any(|e| e == ext)
 }
 
 fn class_from_file_name(path: &Path) -> anyhow::Result<String> {

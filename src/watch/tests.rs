@@ -1,3 +1,5 @@
+//! Tests of folder watching: new frames detected once, partial files waited for.
+
 use super::*;
 use crate::detect::Device;
 
