@@ -233,6 +233,7 @@ pub fn shortcuts(tab: Tab) -> &'static [(&'static str, &'static str)] {
                 "L",
                 "edit labels on this image (then the editor keys below)",
             ),
+            ("D", "show / hide the detections panel"),
             ("wheel / drag", "zoom at the pointer / pan"),
             ("double-click", "fit the image"),
             ("?", "this list"),

@@ -383,3 +383,37 @@ fn typing_a_pixel_size_for_an_uncalibrated_file_sets_it() {
     assert_eq!(typed, Some(0.0164));
     assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.0164);
 }
+
+#[test]
+fn viewer_docks_the_lattice_detections_without_a_model_and_d_hides_the_panel() {
+    let (_dir, tif) = twin_frame();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.model_path.clear();
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.settings.method = defect_detector::detect::combine::DetectMethod::Lattice;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    // The panel is docked beside the image, and Detect works with no model for the lattice.
+    h.get_by_label("Detections");
+    h.get_by_label("Detect").click();
+    h.step();
+    settle_viewer(&mut h);
+    h.step();
+    let v = &h.state().viewer;
+    assert!(
+        v.filtered.iter().any(|d| d.class == 0),
+        "the twin boundary is listed: {:?}",
+        v.filtered
+    );
+    h.get_by_label("Save detections");
+    assert!(
+        h.query_by_label_contains("lattice analysis").is_some(),
+        "the panel names the detector"
+    );
+    // D (no text field focused) hides the panel; the setting is remembered.
+    h.key_press(egui::Key::D);
+    h.step();
+    assert!(!h.state().viewer.settings.show_detections_panel);
+    assert!(h.query_by_label("Save detections").is_none());
+}

@@ -51,6 +51,8 @@ pub struct ViewerSettings {
     /// A lattice map drawn over the image (orientation colour wheel, discontinuity heat map…).
     pub lattice_map: Option<defect_detector::lattice::render::MapKind>,
     pub lattice_map_opacity: f32,
+    /// The detections (counts, timings, table) in their own panel right of the image.
+    pub show_detections_panel: bool,
 }
 
 impl Default for ViewerSettings {
@@ -77,6 +79,7 @@ impl Default for ViewerSettings {
             method: Default::default(),
             lattice_map: None,
             lattice_map_opacity: 0.5,
+            show_detections_panel: true,
         }
     }
 }
@@ -345,6 +348,17 @@ impl ViewerTab {
     }
 
     pub fn run_detection(&mut self) {
+        if self.settings.method == defect_detector::detect::combine::DetectMethod::Lattice {
+            // The lattice analysis alone needs no model: its boxes become the result when it
+            // finishes (see `lattice_only_result`).
+            if self.current.is_some() {
+                self.result = None;
+                self.lattice.clear();
+                self.lattice.version += 1;
+                self.request_lattice();
+            }
+            return;
+        }
         let Some(det) = self.model.ensure(&self.settings.model_path) else {
             // Runs when the model has loaded (see `poll_model`).
             return;
@@ -413,6 +427,7 @@ impl ViewerTab {
         self.prefetch.poll();
         self.poll_model();
         let lattice = self.lattice.poll(self.generation);
+        self.lattice_only_result();
         self.note(lattice);
         self.poll_detection();
         let image = self.current.as_ref();
@@ -493,6 +508,30 @@ impl ViewerTab {
         }
     }
 
+    /// With the lattice detector alone there is no model run: an empty model result carries
+    /// the lattice boxes through the same filtering, table and overlay.
+    fn lattice_only_result(&mut self) {
+        use defect_detector::detect::combine::DetectMethod;
+        if self.settings.method != DetectMethod::Lattice || self.result.is_some() {
+            return;
+        }
+        let (Some(l), Some(cur)) = (&self.lattice.result, &self.current) else {
+            return;
+        };
+        self.result = Some(defect_detector::detect::DetectionResult {
+            candidates: Vec::new(),
+            width: cur.image.width,
+            height: cur.image.height,
+            pixel_size: self.pixel_size(),
+            class_names: defect_detector::classes::default_class_names(),
+            provider: format!("lattice analysis ({:.0} ms)", l.timings_ms.total),
+            timings: Default::default(),
+            tiles: 0,
+            scale: 1.0,
+        });
+        self.filtered_for = None;
+    }
+
     /// Instant re-filtering: NMS over the kept candidates, no model run.
     fn refilter(&mut self) {
         if let Some(res) = &self.result {
@@ -543,6 +582,9 @@ impl ViewerTab {
         if !typing && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::L)) {
             self.labels.enabled = !self.labels.enabled;
         }
+        if !typing && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::D)) {
+            self.settings.show_detections_panel = !self.settings.show_detections_panel;
+        }
         let (next, prev, dropped) = ui.input(|i| {
             let plain = !typing && !i.modifiers.shift;
             (
@@ -584,6 +626,12 @@ impl ViewerTab {
         }
         if self.folder.len() > 1 {
             egui::Panel::bottom("viewer-strip").show(ui, |ui| self.strip_ui(ui));
+        }
+        if self.settings.show_detections_panel && self.current.is_some() {
+            egui::Panel::right("viewer-detections")
+                .resizable(true)
+                .default_size(300.0)
+                .show(ui, |ui| self.detections_panel_ui(ui));
         }
         self.sync_map_layer(&ctx);
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
@@ -967,7 +1015,10 @@ impl ViewerTab {
                     .hint_text("model.onnx"),
             )
             .on_hover_text("YOLO-OBB ONNX model");
-            let can = self.current.is_some() && !self.settings.model_path.is_empty();
+            let can = self.current.is_some()
+                && (!self.settings.model_path.is_empty()
+                    || self.settings.method
+                        == defect_detector::detect::combine::DetectMethod::Lattice);
             if ui.add_enabled(can, egui::Button::new("Detect")).clicked() {
                 self.run_detection();
             }
@@ -1035,6 +1086,23 @@ impl ViewerTab {
         ui.checkbox(&mut self.settings.show_boxes, "show boxes");
         ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
         ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));
+        if self.detection.is_busy() || self.model.is_loading() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("detecting…");
+            });
+        }
+        if self.current.is_some() {
+            ui.toggle_value(&mut self.settings.show_detections_panel, "Detections panel")
+                .on_hover_text(
+                    "Counts, timings and the table of detections, right of the image (D)",
+                );
+        }
+    }
+
+    /// Class names of the result, else of the loaded model, else the built-in classes; the
+    /// class filter grows to match.
+    fn result_class_names(&mut self) -> Vec<String> {
         let names: Vec<String> = self
             .result
             .as_ref()
@@ -1044,6 +1112,19 @@ impl ViewerTab {
         if self.settings.show_class.len() < names.len() {
             self.settings.show_class.resize(names.len(), true);
         }
+        names
+    }
+
+    /// The docked detections panel: per-class filter with counts, timings, the chart, saving
+    /// and the table, which takes the rest of the panel's height.
+    fn detections_panel_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Detections");
+            if self.detection.is_busy() || self.model.is_loading() {
+                ui.spinner();
+            }
+        });
+        let names = self.result_class_names();
         let mut counts = vec![0usize; names.len()];
         for d in &self.filtered {
             if d.class < counts.len() {
@@ -1060,7 +1141,19 @@ impl ViewerTab {
                 );
             }
         });
-        if let Some(res) = &self.result {
+        let Some(res) = &self.result else {
+            ui.label(if self.settings.model_path.is_empty()
+                && self.settings.method != defect_detector::detect::combine::DetectMethod::Lattice
+            {
+                "No detections yet: choose a model on the left, or the lattice detector."
+            } else {
+                "No detections yet: press Detect on the left (or tick \"detect on every image\")."
+            });
+            return;
+        };
+        if res.tiles == 0 {
+            ui.label(&res.provider);
+        } else {
             ui.label(format!(
                 "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} tile{}{}",
                 res.provider,
@@ -1075,44 +1168,40 @@ impl ViewerTab {
                     String::new()
                 }
             ));
-            let bars: Vec<egui_plot::Bar> = counts
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| {
-                    let [r, g, b] = class_color(i);
-                    egui_plot::Bar::new(i as f64, c as f64)
-                        .name(&names[i])
-                        .fill(Color32::from_rgb(r, g, b))
-                        .width(0.7)
-                })
-                .collect();
-            egui_plot::Plot::new("class-counts")
-                .height(90.0)
-                .allow_zoom(false)
-                .allow_drag(false)
-                .allow_scroll(false)
-                .show_axes([false, true])
-                .show(ui, |p| {
-                    p.bar_chart(egui_plot::BarChart::new("detections per class", bars))
-                });
-            ui.horizontal(|ui| {
-                if ui
-                    .add_enabled(
-                        !self.save.is_running(),
-                        egui::Button::new("Save detections"),
-                    )
-                    .clicked()
-                {
-                    self.save_detections();
-                }
-            });
-        } else if self.detection.is_busy() || self.model.is_loading() {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("detecting…");
-            });
         }
-        if !self.filtered.is_empty() {
+        let bars: Vec<egui_plot::Bar> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let [r, g, b] = class_color(i);
+                egui_plot::Bar::new(i as f64, c as f64)
+                    .name(&names[i])
+                    .fill(Color32::from_rgb(r, g, b))
+                    .width(0.7)
+            })
+            .collect();
+        egui_plot::Plot::new("class-counts")
+            .height(80.0)
+            .allow_zoom(false)
+            .allow_drag(false)
+            .allow_scroll(false)
+            .show_axes([false, true])
+            .show(ui, |p| {
+                p.bar_chart(egui_plot::BarChart::new("detections per class", bars))
+            });
+        if ui
+            .add_enabled(
+                !self.save.is_running(),
+                egui::Button::new("Save detections"),
+            )
+            .on_hover_text("JSON, CSV and YOLO-OBB text beside the image (<name>_detections.*)")
+            .clicked()
+        {
+            self.save_detections();
+        }
+        if self.filtered.is_empty() {
+            ui.label("Nothing above the confidence threshold.");
+        } else {
             self.table_ui(ui, &names);
         }
     }
@@ -1162,7 +1251,7 @@ impl ViewerTab {
         let mut focus = None;
         egui::ScrollArea::vertical()
             .id_salt("det-table")
-            .max_height(260.0)
+            .auto_shrink([false, false])
             .show(ui, |ui| {
                 egui::Grid::new("detections").striped(true).show(ui, |ui| {
                     ui.strong("class");
