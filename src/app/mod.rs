@@ -15,6 +15,7 @@ pub mod viewer_tab;
 pub mod viewer_watch;
 pub mod vlm_tab;
 pub mod widgets;
+mod x11_focus;
 
 use dataset_tab::{DatasetSettings, DatasetTab};
 use defect_detector::jobs::Notify;
@@ -267,7 +268,8 @@ pub fn shortcuts(tab: Tab) -> &'static [(&'static str, &'static str)] {
 }
 
 impl eframe::App for DefectApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        x11_focus::focus_on_press(ui.ctx(), frame);
         self.show(ui);
     }
 
