@@ -273,7 +273,7 @@ fn twin_frame() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
     use defect_detector::lattice::render::MapKind;
-    let (_dir, tif) = twin_frame();
+    let (dir, tif) = twin_frame();
     let mut h = harness();
     h.state_mut().tab = Tab::Viewer;
     h.state_mut().viewer.settings.model_path.clear();
@@ -298,6 +298,21 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
     h.state_mut().viewer.settings.lattice_map = None;
     h.step();
     assert!(!h.state().viewer.canvas.has_layer());
+    // A new frame without a lattice never shows the previous frame's map.
+    h.state_mut().viewer.settings.lattice_map = Some(MapKind::Discontinuity);
+    h.step();
+    assert!(h.state().viewer.canvas.has_layer());
+    let flat = dir.path().join("flat.png");
+    image::GrayImage::from_pixel(96, 96, image::Luma([128u8]))
+        .save(&flat)
+        .unwrap();
+    h.state_mut().viewer.open(&flat);
+    settle_viewer(&mut h);
+    h.step();
+    assert!(
+        !h.state().viewer.canvas.has_layer(),
+        "the previous frame's map stays drawn over a new one"
+    );
 }
 
 #[test]

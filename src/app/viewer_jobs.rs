@@ -234,10 +234,12 @@ impl LatticeJob {
         });
     }
 
-    /// Forgets the last analysis (a new image, a new detection run).
+    /// Forgets the last analysis (a new image, a new detection run). A new version, so what
+    /// was drawn from it (the map layer, the joined detections) is dropped too.
     pub fn clear(&mut self) {
         self.result = None;
         self.boxes.clear();
+        self.version += 1;
     }
 
     pub fn is_busy(&self) -> bool {

@@ -354,7 +354,6 @@ impl ViewerTab {
             if self.current.is_some() {
                 self.result = None;
                 self.lattice.clear();
-                self.lattice.version += 1;
                 self.request_lattice();
             }
             return;
@@ -369,7 +368,6 @@ impl ViewerTab {
         let img = cur.image.clone();
         let px = self.pixel_size();
         self.lattice.clear();
-        self.lattice.version += 1;
         self.request_lattice();
         self.detection.request(self.generation, det, img, px);
     }
