@@ -84,33 +84,7 @@ impl Default for ViewerSettings {
     }
 }
 
-/// The first model in `models/` (beside the working directory or the executable).
-pub fn default_model() -> Option<PathBuf> {
-    let mut dirs = vec![PathBuf::from("models")];
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(d) = exe.parent()
-    {
-        dirs.push(d.join("models"));
-        dirs.push(d.join("../../models"));
-    }
-    for d in dirs {
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            let mut v: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-                })
-                .collect();
-            v.sort();
-            if let Some(p) = v.into_iter().next() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
+pub use defect_detector::detect::default_model;
 
 /// Sort order of the detection table.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct DetectArgs {
-    /// YOLO-OBB model exported to ONNX.
-    #[arg(long, required_unless_present = "merge")]
+    /// YOLO-OBB model exported to ONNX (default: the first model in `models/`, the shipped one).
+    #[arg(long)]
     model: Option<PathBuf>,
     /// Images or folders of images.
     #[arg(required_unless_present = "merge")]
@@ -149,7 +149,11 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let model = a.model.clone().context("--model is required")?;
+    let model = match a.model.clone() {
+        Some(m) => m,
+        None => defect_detector::detect::default_model()
+            .context("no --model given and no .onnx model in models/")?,
+    };
     if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
         anyhow::bail!("--conf and --iou must be between 0 and 1");
     }
@@ -376,6 +380,18 @@ mod tests {
         Wrap::try_parse_from(all)
             .unwrap_or_else(|e| panic!("{e}"))
             .a
+    }
+
+    #[test]
+    fn without_model_the_shipped_one_is_used() {
+        use clap::Parser;
+        let a = Wrap::try_parse_from(["t", "frame.png", "--method", "lattice"])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .a;
+        assert!(a.model.is_none());
+        let m = defect_detector::detect::default_model().expect("the shipped model in models/");
+        assert_eq!(m.extension().unwrap(), "onnx");
+        assert!(m.starts_with("models"), "{}", m.display());
     }
 
     fn files(dir: &Path) -> Vec<String> {

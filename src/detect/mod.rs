@@ -426,3 +426,33 @@ pub fn load_image_for_detection(
 
 #[cfg(test)]
 mod tests;
+
+/// The first model in `models/` (beside the working directory or the executable, or two
+/// levels up from it as in a cargo build): the shipped detector, for the app and for CLI runs
+/// without `--model`.
+pub fn default_model() -> Option<std::path::PathBuf> {
+    let mut dirs = vec![std::path::PathBuf::from("models")];
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(d) = exe.parent()
+    {
+        dirs.push(d.join("models"));
+        dirs.push(d.join("../../models"));
+    }
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            let mut v: Vec<std::path::PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+                })
+                .collect();
+            v.sort();
+            if let Some(p) = v.into_iter().next() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
