@@ -142,7 +142,7 @@ impl SpectrumView {
     }
 
     /// Spectrum pixel coordinates (centres at integers) under a screen position.
-    fn to_spectrum(&self, p: Pos2) -> (f64, f64) {
+    fn spectrum_at(&self, p: Pos2) -> (f64, f64) {
         let k = self.bins_per_point();
         (
             self.low_edge() + f64::from(p.x - self.rect.min.x) * k - 0.5,
@@ -150,7 +150,7 @@ impl SpectrumView {
         )
     }
 
-    fn to_screen(&self, x: f64, y: f64) -> Pos2 {
+    fn screen_at(&self, x: f64, y: f64) -> Pos2 {
         let k = self.bins_per_point();
         Pos2::new(
             self.rect.min.x + ((x + 0.5 - self.low_edge()) / k) as f32,
@@ -194,7 +194,7 @@ impl SpectrumPanel {
     /// The screen position of spectrum pixel `(x, y)` as last drawn.
     #[cfg(test)]
     pub fn spectrum_to_screen(&self, x: f64, y: f64) -> Option<Pos2> {
-        self.last_view.map(|v| v.to_screen(x, y))
+        self.last_view.map(|v| v.screen_at(x, y))
     }
 
     /// Chooses the spot and reflection the calibration uses (as the two lists do).
@@ -366,7 +366,7 @@ impl SpectrumPanel {
         painter.line_segment([c - egui::vec2(5.0, 0.0), c + egui::vec2(5.0, 0.0)], faint);
         painter.line_segment([c - egui::vec2(0.0, 5.0), c + egui::vec2(0.0, 5.0)], faint);
         for (i, m) in self.marks.iter().enumerate() {
-            let p = view.to_screen(m.x, m.y);
+            let p = view.screen_at(m.x, m.y);
             if rect.contains(p) {
                 painter.circle_stroke(p, 7.0, Stroke::new(1.5, MARK_COLOR));
                 painter.text(
@@ -389,7 +389,7 @@ impl SpectrumPanel {
                 // the wheel zooms the spectrum, not the panel's scroll area
                 ui.input_mut(|i| i.smooth_scroll_delta = Vec2::ZERO);
             }
-            let (x, y) = view.to_spectrum(p);
+            let (x, y) = view.spectrum_at(p);
             ui.small(hover_text(s.size, x, y, nm_per_px));
         } else {
             ui.small("click a spot to mark it · right-click removes · scroll zooms");
@@ -397,7 +397,7 @@ impl SpectrumPanel {
         if resp.clicked()
             && let Some(p) = resp.interact_pointer_pos().filter(|p| rect.contains(*p))
         {
-            let (x, y) = view.to_spectrum(p);
+            let (x, y) = view.spectrum_at(p);
             let radius = (f64::from(SNAP_SCREEN_PX) * view.bins_per_point()).round() as usize;
             self.mark_near(s, x, y, radius.clamp(2, 8));
         }
@@ -408,7 +408,7 @@ impl SpectrumPanel {
                 .marks
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (i, view.to_screen(m.x, m.y).distance(p)))
+                .map(|(i, m)| (i, view.screen_at(m.x, m.y).distance(p)))
                 .min_by(|a, b| a.1.total_cmp(&b.1));
             if let Some((i, d)) = nearest
                 && d < 12.0
