@@ -6,6 +6,7 @@ pub mod canvas;
 pub mod confusion_matrix;
 pub mod dataset_tab;
 pub mod review_tab;
+pub mod spectrum_panel;
 mod synth_help;
 mod synth_tab;
 pub mod viewer_jobs;
@@ -97,6 +98,8 @@ pub struct StartOptions {
     pub viewer_method: Option<defect_detector::detect::combine::DetectMethod>,
     pub viewer_crystal: Option<defect_detector::synth::crystal::Preset>,
     pub lattice_map: Option<defect_detector::lattice::render::MapKind>,
+    /// Open the Viewer's power spectrum panel at start (`view --spectrum`).
+    pub viewer_spectrum: bool,
 }
 
 pub struct DefectApp {
@@ -327,6 +330,7 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
             if let Some(v) = opts.view {
                 app.tab = Tab::Viewer;
                 app.viewer.open(&v);
+                app.viewer.spectrum_panel.open |= opts.viewer_spectrum;
             }
             Ok(Box::new(app))
         }),

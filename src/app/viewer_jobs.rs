@@ -320,18 +320,22 @@ impl RenderJob {
     }
 }
 
-/// A power spectrum as the spectrum window shows it.
+/// A power spectrum as the spectrum panel shows it.
 pub struct Spectrum {
     pub texture: egui::TextureHandle,
+    /// The `log(1 + |F|²)` values the texture shows, for snapping clicks to spots.
+    pub data: ImageF32,
     pub size: usize,
-    pub nm_per_px: Option<f64>,
     pub region: [usize; 4],
+    /// Counts the spectra shown: marks made on one are meaningless on the next.
+    pub version: u64,
 }
 
 /// The power spectrum of the part of the image in view.
 pub struct SpectrumJob {
     job: Latest<(ImageF32, [usize; 4])>,
     pub shown: Option<Spectrum>,
+    shown_count: u64,
 }
 
 impl SpectrumJob {
@@ -339,6 +343,7 @@ impl SpectrumJob {
         Self {
             job: Latest::new("power-spectrum", notify),
             shown: None,
+            shown_count: 0,
         }
     }
 
@@ -352,9 +357,8 @@ impl SpectrumJob {
         self.job.is_busy()
     }
 
-    /// Turns a finished spectrum into a texture; `nm_per_px` is what its d-spacings are read
-    /// with.
-    pub fn poll(&mut self, ctx: &egui::Context, nm_per_px: Option<f64>) -> Option<Note> {
+    /// Turns a finished spectrum into a texture.
+    pub fn poll(&mut self, ctx: &egui::Context) -> Option<Note> {
         match self.job.poll()? {
             Ok((ps, region)) => {
                 let (lo, hi) = disp::auto_contrast(&ps, 1.0, 99.9);
@@ -367,11 +371,13 @@ impl SpectrumJob {
                 let rgba = disp::render_rgba(&ps, &s);
                 let img = egui::ColorImage::from_rgba_unmultiplied([ps.width, ps.height], &rgba);
                 let texture = ctx.load_texture("spectrum", img, egui::TextureOptions::LINEAR);
+                self.shown_count += 1;
                 self.shown = Some(Spectrum {
                     texture,
                     size: ps.width,
-                    nm_per_px,
+                    data: ps,
                     region,
+                    version: self.shown_count,
                 });
                 None
             }

@@ -15,7 +15,7 @@ use super::viewer_jobs::{
 use defect_detector::classes::{DefectClass, class_color};
 use defect_detector::detect::{self, Detection, DetectionResult};
 use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings, Histogram};
-use defect_detector::formats::{self, StemImage, fft};
+use defect_detector::formats::{self, StemImage};
 use defect_detector::jobs::{Latest, Notify};
 use defect_detector::raster::PixelSize;
 use egui::{Color32, Slider};
@@ -128,8 +128,11 @@ pub struct ViewerTab {
     /// Which lattice result and map the canvas layer shows.
     layer_for: Option<(usize, Option<defect_detector::lattice::render::MapKind>)>,
     sort: SortBy,
-    spectrum: SpectrumJob,
-    show_spectrum: bool,
+    pub(crate) spectrum: SpectrumJob,
+    /// Zoom, marked spots, calibration and where the spectrum is docked.
+    pub spectrum_panel: super::spectrum_panel::SpectrumPanel,
+    /// The image generation the last spectrum was asked for (an open panel follows the image).
+    spectrum_for: usize,
     pub error: Option<String>,
     pub status: String,
     readout: String,
@@ -165,7 +168,8 @@ impl ViewerTab {
             layer_for: None,
             sort: SortBy::Confidence,
             spectrum: SpectrumJob::new(notify.clone()),
-            show_spectrum: false,
+            spectrum_panel: Default::default(),
+            spectrum_for: 0,
             error: None,
             status: String::new(),
             readout: String::new(),
@@ -246,15 +250,14 @@ impl ViewerTab {
         }
     }
 
-    /// The image's pixel size: the file's own, else one the user typed for this file, else
-    /// the one its lattice gives.
+    /// The image's pixel size: one the user set for this file (typed, or calibrated from a
+    /// spectrum spot: a file's calibration can be wrong), else the file's own, else the one
+    /// its lattice gives.
     pub fn pixel_size(&self) -> Option<PixelSize> {
         let cur = self.current.as_ref()?;
-        cur.pixel_size
-            .or_else(|| {
-                self.typed_pixel_size()
-                    .map(|nm| PixelSize { nm_per_px: nm })
-            })
+        self.typed_pixel_size()
+            .map(|nm| PixelSize { nm_per_px: nm })
+            .or(cur.pixel_size)
             .or_else(|| {
                 self.realism
                     .lattice_nm_per_px(self.generation)
@@ -272,7 +275,7 @@ impl ViewerTab {
         self.realism.outside(self.generation)
     }
 
-    /// A pixel size typed for the current (uncalibrated) file.
+    /// A pixel size the user set for the current file.
     fn typed_pixel_size(&self) -> Option<f64> {
         let cur = self.current.as_ref()?;
         self.settings
@@ -405,9 +408,7 @@ impl ViewerTab {
         let image = self.current.as_ref();
         self.render
             .poll(ctx, image, self.display, self.generation, &mut self.canvas);
-        let spectrum = self
-            .spectrum
-            .poll(ctx, self.pixel_size().map(|p| p.nm_per_px));
+        let spectrum = self.spectrum.poll(ctx);
         self.note(spectrum);
         let saved = self.save.poll();
         self.note(saved);
@@ -593,9 +594,7 @@ impl ViewerTab {
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| self.side_ui(ui));
             });
-        if self.show_spectrum {
-            self.spectrum_window(&ctx);
-        }
+        self.spectrum_ui(ui);
         if self.folder.len() > 1 {
             egui::Panel::bottom("viewer-strip").show(ui, |ui| self.strip_ui(ui));
         }
@@ -751,23 +750,27 @@ impl ViewerTab {
             let key = cur.path.display().to_string();
             let lattice = self.lattice_pixel_size();
             let mut remeasure = false;
+            let file_nm = cur.pixel_size.map(|p| p.nm_per_px);
             match cur.pixel_size {
-                Some(p) => {
+                Some(p) if self.typed_pixel_size().is_none() => {
                     ui.label(format!(
                         "Pixel size {:.2} pm/px ({} in file)",
                         p.nm_per_px * 1000.0,
                         cur.original_unit.clone().unwrap_or_else(|| "nm".into())
                     ));
                 }
-                None => {
+                _ => {
                     ui.horizontal(|ui| {
                         let mut v = self.settings.pixel_sizes.get(&key).copied().unwrap_or(0.0);
                         let changed = ui
                             .add(egui::DragValue::new(&mut v).range(0.0..=100.0).speed(0.0005).max_decimals(5).suffix(" nm/px"))
-                            .on_hover_text("This file has no calibration: type its pixel size to override the lattice estimate (remembered for this file; 0 = use the estimate)")
+                            .on_hover_text("Type the pixel size to override the file's or the lattice estimate (remembered for this file; 0 = use those)")
                             .changed();
                         ui.label(if v > 0.0 {
-                            "pixel size (typed)".to_string()
+                            match file_nm {
+                                Some(f) => format!("pixel size (typed; the file says {:.2} pm/px)", f * 1000.0),
+                                None => "pixel size (typed)".to_string(),
+                            }
                         } else if let Some(l) = lattice {
                             format!("{:.2} pm/px, estimated from the lattice", l * 1000.0)
                         } else if self.realism.pending(self.generation) {
@@ -915,7 +918,7 @@ impl ViewerTab {
                 .add_enabled(self.current.is_some(), egui::Button::new("Power spectrum"))
                 .clicked()
             {
-                self.show_spectrum = true;
+                self.spectrum_panel.open = true;
                 self.request_spectrum();
             }
         });
@@ -929,54 +932,53 @@ impl ViewerTab {
             .visible_region()
             .unwrap_or([0, 0, cur.width(), cur.height()]);
         self.spectrum.request(cur.image.clone(), region);
+        self.spectrum_for = self.generation;
     }
 
-    fn spectrum_window(&mut self, ctx: &egui::Context) {
-        let mut open = true;
-        egui::Window::new("Power spectrum")
-            .open(&mut open)
-            .default_size([420.0, 460.0])
-            .show(ctx, |ui| {
-                if ui.button("Update to the view").clicked() {
-                    self.request_spectrum();
-                }
-                if let Some(s) = &self.spectrum.shown {
-                    ui.label(format!(
-                        "region x {} y {} · {} × {} px",
-                        s.region[0], s.region[1], s.region[2], s.region[3]
-                    ));
-                    let side = ui
-                        .available_width()
-                        .min(ui.available_height() - 30.0)
-                        .max(64.0);
-                    let r = ui.add(
-                        egui::Image::new((s.texture.id(), egui::vec2(side, side)))
-                            .sense(egui::Sense::hover()),
+    /// The spectrum panel (docked right or floating) and what it asks for.
+    fn spectrum_ui(&mut self, ui: &mut egui::Ui) {
+        use super::spectrum_panel::{SpectrumAction, SpectrumInputs};
+        if self.spectrum_panel.open
+            && self.current.is_some()
+            && self.spectrum_for != self.generation
+        {
+            self.request_spectrum();
+        }
+        let inputs = SpectrumInputs {
+            spectrum: self.spectrum.shown.as_ref(),
+            busy: self.spectrum.is_busy(),
+            nm_per_px: self.pixel_size().map(|p| p.nm_per_px),
+            crystal: self.settings.crystal,
+        };
+        for action in self.spectrum_panel.show(ui, &inputs) {
+            match action {
+                SpectrumAction::Recompute => self.request_spectrum(),
+                SpectrumAction::SetPixelSize {
+                    nm_per_px,
+                    reflection,
+                } => {
+                    self.set_pixel_size(nm_per_px);
+                    self.status = format!(
+                        "Pixel size {:.2} pm/px from the {} spacing",
+                        nm_per_px * 1000.0,
+                        reflection.label()
                     );
-                    if let Some(p) = r.hover_pos() {
-                        let sx = (p.x - r.rect.min.x) / side * s.size as f32;
-                        let sy = (p.y - r.rect.min.y) / side * s.size as f32;
-                        match s.nm_per_px {
-                            Some(nm) => {
-                                let f = fft::spatial_frequency(sx as f64, sy as f64, s.size, nm);
-                                ui.label(format!(
-                                    "|g| {:.3} 1/nm · d = {:.4} nm ({:.3} Å) · {:.1}°",
-                                    f.magnitude,
-                                    f.d_spacing_nm,
-                                    f.d_spacing_nm * 10.0,
-                                    f.angle_deg
-                                ));
-                            }
-                            None => {
-                                ui.label("no calibration: set a pixel size to read d-spacings");
-                            }
-                        }
-                    }
-                } else {
-                    ui.spinner();
                 }
-            });
-        self.show_spectrum = open;
+            }
+        }
+    }
+
+    /// Sets the current file's pixel size as the user's (0 forgets it), and re-reads the
+    /// frame's statistics at it.
+    pub fn set_pixel_size(&mut self, nm_per_px: f64) {
+        let Some(cur) = &self.current else { return };
+        let key = cur.path.display().to_string();
+        if nm_per_px > 0.0 {
+            self.settings.pixel_sizes.insert(key, nm_per_px);
+        } else {
+            self.settings.pixel_sizes.remove(&key);
+        }
+        self.request_realism();
     }
 
     fn detection_ui(&mut self, ui: &mut egui::Ui) {

@@ -45,6 +45,9 @@ enum Command {
         /// Lattice map to overlay: orientation, discontinuity, spacing, strength (remembered).
         #[arg(long)]
         lattice_map: Option<String>,
+        /// Open the power spectrum panel (zoomed to the lattice spots) at start.
+        #[arg(long)]
+        spectrum: bool,
     },
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(Box<synth::SynthArgs>),
@@ -159,6 +162,7 @@ pub fn run() -> anyhow::Result<()> {
             method,
             crystal,
             lattice_map,
+            spectrum,
         }) => {
             anyhow::ensure!(path.exists(), "{} does not exist", path.display());
             use defect_detector::lattice::render::MapKind;
@@ -182,6 +186,7 @@ pub fn run() -> anyhow::Result<()> {
                     .map(|c| defect_detector::synth::crystal::Preset::named_crystal(&c))
                     .transpose()?,
                 lattice_map,
+                viewer_spectrum: spectrum,
                 ..Default::default()
             })
         }

@@ -103,12 +103,125 @@ impl Preset {
     pub fn spec(self) -> CrystalSpec {
         match self {
             Preset::Cdte110 | Preset::Custom => {
-                zinc_blende_110("CdTe [110]", 6.481, ("Cd", 48.0), ("Te", 52.0))
+                zinc_blende_110("CdTe [110]", CDTE_A, ("Cd", 48.0), ("Te", 52.0))
             }
-            Preset::Si110 => zinc_blende_110("Si [110]", 5.431, ("Si", 14.0), ("Si", 14.0)),
-            Preset::Gaas110 => zinc_blende_110("GaAs [110]", 5.653, ("Ga", 31.0), ("As", 33.0)),
+            Preset::Si110 => zinc_blende_110("Si [110]", SI_A, ("Si", 14.0), ("Si", 14.0)),
+            Preset::Gaas110 => zinc_blende_110("GaAs [110]", GAAS_A, ("Ga", 31.0), ("As", 33.0)),
         }
     }
+
+    /// The cubic lattice constant (Å) and structure of a named crystal; `None` for `Custom`,
+    /// whose cell the user may have edited into something non-cubic.
+    pub fn cubic_lattice(self) -> Option<(f64, CubicStructure)> {
+        match self {
+            Preset::Cdte110 => Some((CDTE_A, CubicStructure::ZincBlende)),
+            Preset::Si110 => Some((SI_A, CubicStructure::Diamond)),
+            Preset::Gaas110 => Some((GAAS_A, CubicStructure::ZincBlende)),
+            Preset::Custom => None,
+        }
+    }
+
+    /// The reflections a power spectrum of this crystal seen along [110] shows, widest
+    /// spacing first (empty for `Custom`).
+    pub fn zone_110_reflections(self) -> Vec<Reflection> {
+        self.cubic_lattice()
+            .map(|(a, s)| cubic_reflections(a, s, MAX_HKL_SQUARED))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(Reflection::in_zone_110)
+            .collect()
+    }
+}
+
+/// Lattice constants (Å) at room temperature.
+const CDTE_A: f64 = 6.481;
+const SI_A: f64 = 5.431;
+const GAAS_A: f64 = 5.653;
+
+/// Reflections up to {331}/{420} (h² + k² + l² = 20): the spots a HAADF image at
+/// atomic resolution shows; finer ones are beyond the probe's transfer.
+const MAX_HKL_SQUARED: u32 = 20;
+
+/// Which cubic structure decides the allowed reflections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CubicStructure {
+    /// FCC with a two-atom basis of different atoms (CdTe, GaAs): h, k, l all odd or all even.
+    ZincBlende,
+    /// The same with equal atoms (Si): the all-even ones with h + k + l = 4n + 2 ({200},
+    /// {222}) cancel as well.
+    Diamond,
+}
+
+/// A family of lattice planes {hkl} of a cubic crystal and their spacing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reflection {
+    /// Miller indices, sorted descending and non-negative: the family's name.
+    pub hkl: [u32; 3],
+    pub d_angstrom: f64,
+}
+
+impl Reflection {
+    /// As crystallographers write a family: `{111}`, `{220}`.
+    pub fn label(&self) -> String {
+        let [h, k, l] = self.hkl;
+        format!("{{{h}{k}{l}}}")
+    }
+
+    pub fn d_nm(&self) -> f64 {
+        self.d_angstrom / 10.0
+    }
+
+    /// Whether some member of the family lies in the [110] zone (h = k up to sign): only those
+    /// planes are edge-on and give spots when the crystal is seen along [110].
+    pub fn in_zone_110(&self) -> bool {
+        let [h, k, l] = self.hkl;
+        h == k || k == l || h == l
+    }
+}
+
+/// The allowed reflections {hkl} of a cubic crystal with lattice constant `a` (Å) up to
+/// `h² + k² + l² <= max_hkl_squared`, widest spacing first; `d = a / √(h² + k² + l²)`.
+pub fn cubic_reflections(
+    a: f64,
+    structure: CubicStructure,
+    max_hkl_squared: u32,
+) -> Vec<Reflection> {
+    let top = (max_hkl_squared as f64).sqrt() as u32;
+    let mut out = Vec::new();
+    for h in 0..=top {
+        for k in 0..=h {
+            for l in 0..=k {
+                let n2 = h * h + k * k + l * l;
+                if n2 == 0 || n2 > max_hkl_squared {
+                    continue;
+                }
+                let all_odd = h % 2 == 1 && k % 2 == 1 && l % 2 == 1;
+                let all_even = h % 2 == 0 && k % 2 == 0 && l % 2 == 0;
+                let allowed = all_odd
+                    || (all_even
+                        && (structure == CubicStructure::ZincBlende || (h + k + l) % 4 == 0));
+                if allowed {
+                    out.push(Reflection {
+                        hkl: [h, k, l],
+                        d_angstrom: a / f64::from(n2).sqrt(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|x, y| y.d_angstrom.total_cmp(&x.d_angstrom));
+    out
+}
+
+/// The reflection whose spacing is closest to `d_angstrom`, with the relative difference.
+pub fn nearest_reflection(
+    reflections: &[Reflection],
+    d_angstrom: f64,
+) -> Option<(Reflection, f64)> {
+    reflections
+        .iter()
+        .map(|r| (*r, (d_angstrom - r.d_angstrom) / r.d_angstrom))
+        .min_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
 }
 
 /// A zinc-blende (or diamond, when both species are equal) crystal seen along [110].
@@ -255,6 +368,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reflections_follow_the_cubic_rules_and_the_110_zone() {
+        let cdte: Vec<String> = Preset::Cdte110
+            .zone_110_reflections()
+            .iter()
+            .map(Reflection::label)
+            .collect();
+        assert_eq!(
+            cdte,
+            [
+                "{111}", "{200}", "{220}", "{311}", "{222}", "{400}", "{331}"
+            ]
+        );
+        let r = Preset::Cdte110.zone_110_reflections();
+        assert!((r[0].d_angstrom - 6.481 / 3f64.sqrt()).abs() < 1e-9);
+        assert!((r[0].d_nm() - 0.37418).abs() < 1e-4);
+        // {400}: the dumbbell spacing a/4
+        assert!((r[5].d_angstrom - 1.62025).abs() < 1e-4);
+        // silicon's {200} and {222} cancel; {420} is allowed but not in the [110] zone
+        let si: Vec<String> = Preset::Si110
+            .zone_110_reflections()
+            .iter()
+            .map(Reflection::label)
+            .collect();
+        assert_eq!(si, ["{111}", "{220}", "{311}", "{400}", "{331}"]);
+        let all = cubic_reflections(6.481, CubicStructure::ZincBlende, 20);
+        assert!(all.iter().any(|r| r.hkl == [4, 2, 0] && !r.in_zone_110()));
+        // in diamond {420} cancels too (h + k + l = 6)
+        let si_all = cubic_reflections(5.431, CubicStructure::Diamond, 20);
+        assert!(!si_all.iter().any(|r| r.hkl == [4, 2, 0]));
+        assert!(Preset::Custom.zone_110_reflections().is_empty());
+        let (n, err) = nearest_reflection(&r, 3.3).unwrap();
+        assert_eq!(n.hkl, [2, 0, 0]);
+        assert!((err - (3.3 - 3.2405) / 3.2405).abs() < 1e-3);
     }
 
     #[test]
