@@ -390,6 +390,18 @@ impl Dihedral {
         if self.flip { format!("f_{r}") } else { r }
     }
 
+    /// The name a person reads, e.g. "mirrored + rotated 90°" for `f_r90` (the mirror is
+    /// left–right and comes first, turns are clockwise, as in [`Dihedral`]).
+    pub fn describe(&self) -> String {
+        let turn = 90 * self.quarter_turns as u32 % 360;
+        match (self.flip, turn) {
+            (false, 0) => "original".into(),
+            (false, t) => format!("rotated {t}°"),
+            (true, 0) => "mirrored".into(),
+            (true, t) => format!("mirrored + rotated {t}°"),
+        }
+    }
+
     pub fn from_name(s: &str) -> Option<Self> {
         Self::all().into_iter().find(|d| d.name() == s)
     }
@@ -549,6 +561,37 @@ mod tests {
         for d in Dihedral::all() {
             assert_eq!(Dihedral::from_name(&d.name()), Some(d));
         }
+    }
+
+    /// Named `augment…` so the augmentation tests (`cargo test augment`) include it.
+    #[test]
+    fn augmentation_symmetries_are_described_as_they_act() {
+        let words: Vec<String> = Dihedral::all().iter().map(|d| d.describe()).collect();
+        assert_eq!(
+            words,
+            [
+                "original",
+                "rotated 90°",
+                "rotated 180°",
+                "rotated 270°",
+                "mirrored",
+                "mirrored + rotated 90°",
+                "mirrored + rotated 180°",
+                "mirrored + rotated 270°",
+            ]
+        );
+        // The words' claims: a turn is clockwise on screen, the mirror is left–right and comes
+        // before the turn. A point near the top-left corner of a 10×10 image:
+        let top_left = [1.0, 2.0];
+        let at = |name: &str| {
+            Dihedral::from_name(name)
+                .unwrap()
+                .map_point(top_left, 10.0, 10.0)
+        };
+        assert!(close(at("r90")[0], 8.0, 1e-12) && close(at("r90")[1], 1.0, 1e-12));
+        assert!(close(at("f_r0")[0], 9.0, 1e-12) && close(at("f_r0")[1], 2.0, 1e-12));
+        // Mirrored to the top right, then turned clockwise to the bottom right.
+        assert!(close(at("f_r90")[0], 8.0, 1e-12) && close(at("f_r90")[1], 9.0, 1e-12));
     }
 
     #[test]

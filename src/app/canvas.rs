@@ -19,6 +19,30 @@ pub struct OverlayBox {
     pub tooltip: String,
 }
 
+/// A class's display colour as egui takes it.
+pub fn class_color32(class: usize) -> Color32 {
+    let [r, g, b] = class_color(class);
+    Color32::from_rgb(r, g, b)
+}
+
+/// Draws a box outline in its class colour, image points mapped to the screen by `to_screen`;
+/// returns the screen corners. Every view draws boxes through here so they look alike (and the
+/// tests find them as one closed four-point path in the class colour).
+pub fn paint_box(
+    painter: &egui::Painter,
+    obb: &OrientedBox,
+    class: usize,
+    width: f32,
+    to_screen: impl Fn(Pt) -> Pos2,
+) -> Vec<Pos2> {
+    let pts: Vec<Pos2> = obb.corners().iter().map(|&c| to_screen(c)).collect();
+    painter.add(egui::Shape::closed_line(
+        pts.clone(),
+        Stroke::new(width, class_color32(class)),
+    ));
+    pts
+}
+
 /// What happened on the canvas this frame.
 #[derive(Default)]
 pub struct CanvasResponse {
@@ -304,20 +328,12 @@ impl ImageCanvas {
                 .map(|(i, _)| i)
         });
         for (i, b) in boxes.iter().enumerate() {
-            let [r, g, bl] = class_color(b.class);
-            let col = Color32::from_rgb(r, g, bl);
+            let col = class_color32(b.class);
             let hovered = out.hovered_box == Some(i);
             let width = if hovered { 3.0 } else { 1.8 };
-            let pts: Vec<Pos2> = b
-                .obb
-                .corners()
-                .iter()
-                .map(|&c| self.image_to_screen(rect, c))
-                .collect();
-            painter.add(egui::Shape::closed_line(
-                pts.clone(),
-                Stroke::new(width, col),
-            ));
+            let pts = paint_box(&painter, &b.obb, b.class, width, |c| {
+                self.image_to_screen(rect, c)
+            });
             if let Some(cap) = &b.caption {
                 let top = pts
                     .iter()

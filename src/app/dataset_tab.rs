@@ -2,7 +2,8 @@
 //! example thumbnails of the current randomization, the export progress and a summary of the
 //! last export in the middle. Export runs as a background job with progress, ETA and Cancel.
 
-use super::widgets::folder_picker;
+use super::canvas::paint_box;
+use super::widgets::{class_key, folder_picker};
 use defect_detector::classes::DefectClass;
 use defect_detector::dataset::export::{
     CropOptions, DatasetConfig, ExportSummary, ExportTarget, Split, SplitRatios, export,
@@ -12,15 +13,20 @@ use defect_detector::dataset::randomize::{DomainRandomization, base_image_seed, 
 use defect_detector::geometry::Dihedral;
 use defect_detector::jobs::{Job, Latest, Notify, is_cancelled};
 use defect_detector::synth::params::{CountRange, Span};
+use defect_detector::synth::scene::DefectLabel;
 use defect_detector::synth::{self, SynthParams};
 use egui::{DragValue, Slider};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-/// Side of the example thumbnails (px): small so they cost a few ms each.
-const THUMB_SIZE: usize = 256;
-const THUMBS: usize = 4;
+/// Side of the example images (px): about their size on screen in a 3-column layout, and
+/// small enough that all of them render in well under a second.
+const THUMB_SIZE: usize = 320;
+/// Two full rows of 3 (or three of 2).
+const THUMBS: usize = 6;
+/// Narrowest an example may be drawn before the layout drops a column (points).
+const MIN_THUMB_SIDE: f32 = 240.0;
 
 /// What is remembered between runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -78,11 +84,15 @@ impl DatasetSettings {
 struct Thumb {
     texture: egui::TextureHandle,
     caption: String,
+    labels: Vec<DefectLabel>,
 }
 
+/// One example as the background job hands it back. The image is rendered at the thumbnail
+/// size, so its labels are already in thumbnail pixels.
 struct ThumbData {
     gray: Vec<u8>,
     caption: String,
+    labels: Vec<DefectLabel>,
 }
 
 pub struct DatasetTab {
@@ -97,6 +107,8 @@ pub struct DatasetTab {
     previews: Latest<Vec<ThumbData>>,
     requested: Option<(DomainRandomization, u64)>,
     thumbs: Vec<Thumb>,
+    /// "Open in Review" was clicked: the shell switches tabs and opens this dataset.
+    pub review_request: Option<PathBuf>,
 }
 
 impl DatasetTab {
@@ -111,6 +123,7 @@ impl DatasetTab {
             previews: Latest::new("dataset-thumbs", notify),
             requested: None,
             thumbs: Vec::new(),
+            review_request: None,
         }
     }
 
@@ -140,11 +153,12 @@ impl DatasetTab {
                 out.push(ThumbData {
                     gray: s.to_u8(),
                     caption: format!(
-                        "{} · {:.0} pm/px · {:.0e} e/Å²",
+                        "{} · {:.1} pm/px · dose {:.0e} e/Å²",
                         p.crystal.preset.label(),
                         p.pixel_size_pm,
                         p.noise.dose_e_per_a2
                     ),
+                    labels: s.labels,
                 });
             }
             Ok(out)
@@ -173,7 +187,7 @@ impl DatasetTab {
         if let Some(job) = self.job.take() {
             match job.try_take() {
                 Ok(Ok(s)) => {
-                    self.status = format!("Exported to {}", s.out.display());
+                    self.status = format!("Exported to {}", absolute(&s.out).display());
                     self.last = Some(Ok(s));
                 }
                 Ok(Err(e)) if is_cancelled(&e) => {
@@ -201,6 +215,7 @@ impl DatasetTab {
                         egui::TextureOptions::LINEAR,
                     ),
                     caption: t.caption,
+                    labels: t.labels,
                 })
                 .collect();
         }
@@ -281,9 +296,20 @@ impl DatasetTab {
             .default_open(true)
             .show(ui, |ui| {
                 ui.label("Symmetries of the square (labels follow exactly)");
-                ui.horizontal_wrapped(|ui| {
-                    for (on, d) in s.augment.iter_mut().zip(Dihedral::all()) {
-                        ui.checkbox(on, d.name());
+                // Rotations on the left, the same rotations of the mirror image on the right.
+                let all = Dihedral::all();
+                egui::Grid::new("dataset-symmetries").show(ui, |ui| {
+                    for row in 0..4 {
+                        for i in [row, row + 4] {
+                            let d = all[i];
+                            ui.checkbox(&mut s.augment[i], d.describe())
+                                .on_hover_text(format!(
+                                    "{} in file names and manifest.json. Turns are clockwise; \
+                                     the mirror is left–right and comes first.",
+                                    d.name()
+                                ));
+                        }
+                        ui.end_row();
                     }
                 });
                 ui.horizontal(|ui| {
@@ -522,6 +548,18 @@ impl DatasetTab {
         if let Some(j) = folder_picker(ui, &mut self.settings.out_dir, self.pick_job.is_some()) {
             self.pick_job = Some(j);
         }
+        // A relative folder lands wherever the app was started: say where that is.
+        ui.add(
+            egui::Label::new(
+                egui::RichText::new(
+                    absolute(&PathBuf::from(&self.settings.out_dir))
+                        .display()
+                        .to_string(),
+                )
+                .weak(),
+            )
+            .wrap(),
+        );
         let busy = self.is_exporting() || self.confirm.is_some();
         if ui
             .add_enabled(!busy, egui::Button::new("Export"))
@@ -604,28 +642,91 @@ impl DatasetTab {
             ui.label(&self.status);
         }
         match &self.last {
-            Some(Ok(s)) => summary_ui(ui, s),
+            Some(Ok(s)) => {
+                summary_ui(ui, s);
+                if ui
+                    .button("Open in Review")
+                    .on_hover_text("Look through the exported images and their labels")
+                    .clicked()
+                {
+                    self.review_request = Some(absolute(&s.out));
+                }
+            }
             Some(Err(e)) => {
                 ui.colored_label(egui::Color32::from_rgb(213, 94, 0), e);
             }
             None => {}
         }
         ui.separator();
-        ui.label("Examples of the current randomization (first base images, 256 px)");
-        ui.horizontal_wrapped(|ui| {
-            for t in &self.thumbs {
-                ui.vertical(|ui| {
-                    ui.add(
-                        egui::Image::new(&t.texture).fit_to_exact_size(egui::vec2(200.0, 200.0)),
-                    );
-                    ui.small(&t.caption);
-                });
-            }
+        ui.horizontal(|ui| {
+            ui.strong(format!(
+                "Examples of the current randomization: the first {THUMBS} base images with \
+                 their labels (drawn at {THUMB_SIZE} px; the dataset's are {} px)",
+                self.settings.size
+            ));
             if self.previews.is_busy() {
                 ui.spinner();
             }
         });
+        class_key(ui);
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| self.examples_ui(ui));
     }
+
+    /// The examples in as many columns of at least `MIN_THUMB_SIDE` as fit (at most 3), each
+    /// as wide as the columns allow.
+    fn examples_ui(&self, ui: &mut egui::Ui) {
+        let gap = ui.spacing().item_spacing.x.max(12.0);
+        let w = ui.available_width();
+        let cols = ((w + gap) / (MIN_THUMB_SIDE + gap)).floor().clamp(1.0, 3.0) as usize;
+        let side = ((w - gap * (cols - 1) as f32) / cols as f32).floor();
+        for row in self.thumbs.chunks(cols) {
+            ui.horizontal_top(|ui| {
+                ui.spacing_mut().item_spacing.x = gap;
+                for t in row {
+                    ui.vertical(|ui| {
+                        ui.set_width(side);
+                        thumb_ui(ui, t, side);
+                    });
+                }
+            });
+            ui.add_space(8.0);
+        }
+    }
+}
+
+/// One example: the image with its boxes, what was drawn, and how many labels of each class.
+fn thumb_ui(ui: &mut egui::Ui, t: &Thumb, side: f32) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(side, side), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.image(
+        t.texture.id(),
+        rect,
+        egui::Rect::from_min_max(egui::Pos2::ZERO, egui::pos2(1.0, 1.0)),
+        egui::Color32::WHITE,
+    );
+    let scale = side / THUMB_SIZE as f32;
+    for l in &t.labels {
+        paint_box(&painter, &l.obb, l.class.id(), 1.5, |p| {
+            rect.min + egui::vec2(p[0] as f32, p[1] as f32) * scale
+        });
+    }
+    ui.label(&t.caption);
+    let counts: Vec<String> = DefectClass::ALL
+        .iter()
+        .map(|&c| {
+            let n = t.labels.iter().filter(|l| l.class == c).count();
+            format!("{n} {}", c.name())
+        })
+        .collect();
+    ui.label(egui::RichText::new(counts.join(" · ")).weak());
+}
+
+/// `p` resolved against the current directory (without touching the disk), as the export and
+/// the Review tab will resolve it.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn summary_ui(ui: &mut egui::Ui, s: &ExportSummary) {
@@ -779,6 +880,85 @@ mod tests {
         wait_export(&mut h);
         let m = defect_detector::dataset::export::Manifest::read(&out).unwrap();
         assert_eq!(m.base_images.len(), 2);
+    }
+
+    #[test]
+    fn symmetries_are_named_in_words_with_the_code_on_hover() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(&dir.path().join("ds"));
+        h.step();
+        let f_r90 = 5;
+        assert!(h.state().dataset.settings.augment[f_r90]);
+        h.get_by_label("mirrored + rotated 90°").click();
+        h.step();
+        assert!(!h.state().dataset.settings.augment[f_r90]);
+        assert!(
+            h.state()
+                .dataset
+                .settings
+                .config()
+                .augment
+                .iter()
+                .all(|n| n != "f_r90")
+        );
+        h.get_by_label("mirrored + rotated 90°").hover();
+        h.run_steps(3);
+        assert!(h.query_by_label_contains("f_r90 in file names").is_some());
+        assert!(
+            h.query_by_label("f_r90").is_none(),
+            "the code is not a label"
+        );
+    }
+
+    #[test]
+    fn the_output_folder_is_shown_as_an_absolute_path() {
+        let mut h = harness(std::path::Path::new("some/relative/ds"));
+        h.step();
+        let abs = std::env::current_dir().unwrap().join("some/relative/ds");
+        assert!(h.query_by_label(&abs.display().to_string()).is_some());
+    }
+
+    #[test]
+    fn examples_arrive_with_their_labels_inside_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(&dir.path().join("ds"));
+        for _ in 0..3000 {
+            h.step();
+            if !h.state().dataset.thumbs.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let thumbs = &h.state().dataset.thumbs;
+        assert_eq!(thumbs.len(), super::THUMBS);
+        assert!(thumbs.iter().any(|t| !t.labels.is_empty()));
+        // Labels are in thumbnail pixels: every box centre lies on the thumbnail.
+        let side = super::THUMB_SIZE as f64;
+        for l in thumbs.iter().flat_map(|t| &t.labels) {
+            assert!((0.0..=side).contains(&l.obb.cx) && (0.0..=side).contains(&l.obb.cy));
+        }
+        h.step();
+        assert!(h.query_by_label_contains("grain_boundary").is_some());
+    }
+
+    #[test]
+    fn open_in_review_shows_the_exported_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ds");
+        let mut h = harness(&out);
+        h.step();
+        assert!(h.query_by_label("Open in Review").is_none());
+        h.get_by_label("Export").click();
+        h.step();
+        wait_export(&mut h);
+        h.get_by_label("Open in Review").click();
+        h.run_steps(2);
+        let app = h.state();
+        assert_eq!(app.tab, Tab::Review);
+        let listing = app.review.listing.as_ref().expect("dataset opened");
+        assert_eq!(app.review.settings.dir, out.display().to_string());
+        assert_eq!(listing.items.len(), 24);
+        assert!(app.review.current.is_some(), "the first image is shown");
     }
 
     #[test]

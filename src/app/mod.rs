@@ -203,6 +203,10 @@ impl DefectApp {
             Tab::Vlm => self.vlm.ui(ui, &self.notify),
             Tab::Review => self.review.ui(ui),
         }
+        if let Some(dir) = self.dataset.review_request.take() {
+            self.tab = Tab::Review;
+            self.review.open(ui.ctx(), &dir);
+        }
     }
 }
 

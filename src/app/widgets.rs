@@ -23,6 +23,23 @@ pub fn class_legend(ui: &mut egui::Ui, show: &mut [bool], counts: &[usize]) {
     }
 }
 
+/// A key to the box colours: a small outline in each class colour and the class name.
+pub fn class_key(ui: &mut egui::Ui) {
+    ui.horizontal_wrapped(|ui| {
+        for c in DefectClass::ALL {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 12.0), egui::Sense::hover());
+            ui.painter().rect_stroke(
+                rect.shrink(1.0),
+                0.0,
+                egui::Stroke::new(2.0, super::canvas::class_color32(c.id())),
+                egui::StrokeKind::Inside,
+            );
+            ui.label(c.name());
+            ui.add_space(8.0);
+        }
+    });
+}
+
 /// A min–max pair of counts.
 pub fn count_range(
     ui: &mut egui::Ui,
