@@ -901,6 +901,11 @@ mod tests {
                 .iter()
                 .all(|n| n != "f_r90")
         );
+        // Tooltips wait for a still pointer; no wait in a test.
+        h.ctx.all_styles_mut(|s| {
+            s.interaction.tooltip_delay = 0.0;
+            s.interaction.show_tooltips_only_when_still = false;
+        });
         h.get_by_label("mirrored + rotated 90°").hover();
         h.run_steps(3);
         assert!(h.query_by_label_contains("f_r90 in file names").is_some());
@@ -938,7 +943,11 @@ mod tests {
             assert!((0.0..=side).contains(&l.obb.cx) && (0.0..=side).contains(&l.obb.cy));
         }
         h.step();
-        assert!(h.query_by_label_contains("grain_boundary").is_some());
+        assert!(
+            h.query_all_by_label_contains("grain_boundary")
+                .next()
+                .is_some()
+        );
     }
 
     #[test]
