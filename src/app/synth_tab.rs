@@ -568,10 +568,18 @@ impl SynthTab {
             }
             class_legend(ui, &mut self.settings.show_class, &counts);
             ui.separator();
-            if ui.button("Fit").clicked() {
+            if ui
+                .button("Fit")
+                .on_hover_text("Fit the preview to the canvas (double-click)")
+                .clicked()
+            {
                 self.canvas.fit();
             }
-            if ui.button("1:1").clicked() {
+            if ui
+                .button("1:1")
+                .on_hover_text("One image pixel per screen pixel (the wheel zooms at the pointer)")
+                .clicked()
+            {
                 self.canvas.one_to_one();
             }
             if let Some(cur) = &self.current {

@@ -690,11 +690,19 @@ impl ViewerTab {
             }
             let n = self.folder.len();
             if let Some(i) = self.folder_index() {
-                if ui.button("< Prev").clicked() {
+                if ui
+                    .button("< Prev")
+                    .on_hover_text("Previous (←, PageUp)")
+                    .clicked()
+                {
                     self.step(-1);
                 }
                 ui.label(format!("{}/{n}", i + 1));
-                if ui.button("Next >").clicked() {
+                if ui
+                    .button("Next >")
+                    .on_hover_text("Next (→, PageDown)")
+                    .clicked()
+                {
                     self.step(1);
                 }
             }
@@ -908,10 +916,18 @@ impl ViewerTab {
         self.display.colormap = s.colormap;
         self.display.invert = s.invert;
         ui.horizontal(|ui| {
-            if ui.button("Fit").clicked() {
+            if ui
+                .button("Fit")
+                .on_hover_text("Fit the image to the canvas (double-click)")
+                .clicked()
+            {
                 self.canvas.fit();
             }
-            if ui.button("1:1").clicked() {
+            if ui
+                .button("1:1")
+                .on_hover_text("One image pixel per screen pixel (the wheel zooms at the pointer)")
+                .clicked()
+            {
                 self.canvas.one_to_one();
             }
             if ui
