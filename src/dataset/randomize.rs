@@ -469,4 +469,50 @@ mod tests {
         };
         assert!(dr.validate().unwrap_err().to_string().contains("preset"));
     }
+
+    /// Uncalibrated frames drawn from the realistic recipe (broad merged columns, high
+    /// backgrounds, drift): the pixel size read from the lattice is never half or double the
+    /// truth (blur erases the higher orders, and a lattice at half the pixel size used to win
+    /// on noise: frame 2 here read 0.517×), and the typical frame is calibrated to 2 %.
+    #[test]
+    fn lattice_calibration_of_realistic_frames() {
+        let dr = DomainRandomization::default();
+        let base = SynthParams {
+            width: 768,
+            height: 768,
+            ..Default::default()
+        };
+        let mut ratios = Vec::new();
+        let n = 24;
+        for i in 0..n {
+            let p = draw_params(&base, &dr, base_image_seed(4242, i));
+            let img = crate::synth::generate(&p).unwrap().image;
+            let est = crate::realism::estimate_lattice(&img, &p.crystal.preset.spec(), None);
+            let ratio = est.map(|e| e.nm_per_px * 1000.0 / p.pixel_size_pm).ok();
+            eprintln!(
+                "{i}: {:?} {:.1} pm/px: lattice/truth {ratio:?}",
+                p.crystal.preset, p.pixel_size_pm
+            );
+            ratios.extend(ratio);
+        }
+        let off = |r: f64, k: f64| (r / k - 1.0).abs() < 0.1;
+        assert!(
+            !ratios.iter().any(|&r| off(r, 0.5) || off(r, 2.0)),
+            "half or double the true pixel size: {ratios:?}"
+        );
+        let mut err: Vec<f64> = ratios.iter().map(|r| (r - 1.0).abs()).collect();
+        err.sort_by(f64::total_cmp);
+        let within_2 = err.iter().filter(|&&e| e <= 0.02).count();
+        eprintln!("found {}/{n}, within 2 %: {within_2}", ratios.len());
+        assert!(
+            ratios.len() >= n / 3,
+            "lattice found on {} of {n}",
+            ratios.len()
+        );
+        assert!(
+            err[err.len() / 2] <= 0.02,
+            "median error {}",
+            err[err.len() / 2]
+        );
+    }
 }

@@ -316,6 +316,32 @@ pub(crate) fn fit(
         "no lattice found: no spectrum peak where {} reflections would be",
         crystal.name
     );
+    // A lattice at half the pixel size (twice the period) predicts every true reflection too,
+    // as its (2,2), (4,0), … ; where blur has erased the higher orders the two score alike, and
+    // noise at the extra positions can tip the coarse search to the wrong one. Its own lowest
+    // orders then sit where nothing is: prefer the coarser lattice when its lowest orders are
+    // the stronger.
+    let low_order = |t: f64, p: f64| -> f64 {
+        let (au, bv) = (a_u / p, b_v / p);
+        let v: Vec<f64> = COARSE[..4]
+            .iter()
+            .filter_map(|&(h, k)| {
+                let (x, y) = predict(n, t, au, bv, h, k);
+                usable(n, x, y).then(|| f64::from(emax_at(x, y)))
+            })
+            .collect();
+        if v.len() < 3 {
+            f64::NEG_INFINITY
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let (lo1, lo2) = (low_order(t0, p0), low_order(t0, p0 * 2.0));
+    let p0 = if p0 * 2.0 <= p_hi && lo2 >= f64::from(PEAK_MIN_EXCESS) && lo2 > lo1 + 1.0 {
+        p0 * 2.0
+    } else {
+        p0
+    };
     // Fine search on the unfiltered excess.
     let fine_score = |t: f64, p: f64| -> f64 {
         let (au, bv) = (a_u / p, b_v / p);
@@ -354,7 +380,7 @@ pub(crate) fn fit(
         peaks = find_peaks(ex, &q, n, radius);
         if peaks.len() < 3 {
             anyhow::bail!(
-                "lattice search found only {} clear spectrum peaks (need 3)",
+                "lattice search found only {} clear spectrum peak(s) (need 3)",
                 peaks.len()
             );
         }

@@ -135,10 +135,17 @@ pub fn measure(
         (Some(u), _, _) => (u, CalibrationSource::User),
         (None, Some(f), _) => (f, CalibrationSource::File),
         (None, None, Some(f)) => (f.est.nm_per_px, CalibrationSource::Lattice),
-        (None, None, None) => anyhow::bail!(
-            "no calibration in the file and no clear {} lattice to take it from (give --nm-per-px)",
-            crystal.name
-        ),
+        (None, None, None) => {
+            let why = match lattice::fit(&s, &ex, crystal, None) {
+                Ok(f) => format!("score {:.2} < {MIN_SCORE}", f.est.score),
+                Err(e) => e.to_string(),
+            };
+            anyhow::bail!(
+                "no calibration in the file and no clear {} lattice to take it from ({why}; \
+                 give --nm-per-px)",
+                crystal.name
+            )
+        }
     };
     let eight_bit = intensity::is_eight_bit(img);
     let (p1, p50, p99) = intensity::percentiles(img);
