@@ -207,7 +207,8 @@ impl VlmTab {
                 });
             }
         }
-        ui.horizontal(|ui| {
+        // Wrapped: the class counts must not widen the panel once the patches are ready.
+        ui.horizontal_wrapped(|ui| {
             if ui
                 .add_enabled(!self.is_busy(), egui::Button::new("Prepare patches"))
                 .on_hover_text("Load or generate the set now (a run does it when needed)")
