@@ -769,6 +769,7 @@ fn span_edit(
     speed: f64,
 ) {
     ui.horizontal(|ui| {
+        super::widgets::field_look(ui);
         ui.add(
             DragValue::new(&mut s.min)
                 .range(bounds.clone())
@@ -781,7 +782,7 @@ fn span_edit(
                 .speed(speed)
                 .prefix("max "),
         );
-        ui.label(label);
+        super::widgets::label_with_help(ui, label);
     });
     if s.max < s.min {
         s.max = s.min;
@@ -790,13 +791,14 @@ fn span_edit(
 
 fn count_edit(ui: &mut egui::Ui, label: &str, c: &mut CountRange, bounds: RangeInclusive<u32>) {
     ui.horizontal(|ui| {
+        super::widgets::field_look(ui);
         ui.add(
             DragValue::new(&mut c.min)
                 .range(bounds.clone())
                 .prefix("min "),
         );
         ui.add(DragValue::new(&mut c.max).range(bounds).prefix("max "));
-        ui.label(label);
+        super::widgets::label_with_help(ui, label);
     });
     if c.max < c.min {
         c.max = c.min;

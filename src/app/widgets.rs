@@ -68,7 +68,7 @@ pub fn count_range(
 
 /// Number fields drawn as fields (the sunken text-field colour and a frame), not as buttons:
 /// they are typed into or dragged.
-fn field_look(ui: &mut egui::Ui) {
+pub fn field_look(ui: &mut egui::Ui) {
     let v = ui.visuals_mut();
     let field = v.extreme_bg_color;
     let stroke = v.widgets.noninteractive.bg_stroke;
@@ -78,7 +78,7 @@ fn field_look(ui: &mut egui::Ui) {
 }
 
 /// A range's label, with the parameter's help on hover when it has one.
-fn label_with_help(ui: &mut egui::Ui, label: &str) {
+pub fn label_with_help(ui: &mut egui::Ui, label: &str) {
     let help = super::synth_help::param_help(label);
     let r = ui.label(label);
     if !help.is_empty() {
