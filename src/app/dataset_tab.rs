@@ -3,7 +3,7 @@
 //! last export in the middle. Export runs as a background job with progress, ETA and Cancel.
 
 use super::canvas::paint_box;
-use super::widgets::{class_key, folder_picker};
+use super::widgets::{class_key, count_range, folder_picker, span_range_speed};
 use defect_detector::classes::DefectClass;
 use defect_detector::dataset::export::{
     CropOptions, DatasetConfig, ExportSummary, ExportTarget, Split, SplitRatios, export,
@@ -12,12 +12,10 @@ use defect_detector::dataset::export::{
 use defect_detector::dataset::randomize::{DomainRandomization, base_image_seed, draw_params};
 use defect_detector::geometry::Dihedral;
 use defect_detector::jobs::{Job, Latest, Notify, is_cancelled};
-use defect_detector::synth::params::{CountRange, Span};
 use defect_detector::synth::scene::DefectLabel;
 use defect_detector::synth::{self, SynthParams};
 use egui::{DragValue, Slider};
 use serde::{Deserialize, Serialize};
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 /// Side of the example images (px): about their size on screen in a 3-column layout, and
@@ -339,41 +337,41 @@ impl DatasetTab {
         egui::CollapsingHeader::new("Domain randomization")
             .default_open(true)
             .show(ui, |ui| {
-                span_edit(
+                span_range_speed(
                     ui,
                     "pixel size (pm/px)",
                     &mut dr.pixel_size_pm,
                     3.0..=100.0,
                     0.1,
                 );
-                span_edit(
+                span_range_speed(
                     ui,
                     "rotation (°)",
                     &mut dr.rotation_deg,
                     -360.0..=360.0,
                     1.0,
                 );
-                span_edit(ui, "dose (e/Å²)", &mut dr.dose_e_per_a2, 1e2..=1e7, 100.0);
+                span_range_speed(ui, "dose (e/Å²)", &mut dr.dose_e_per_a2, 1e2..=1e7, 100.0);
                 ui.add(
                     Slider::new(&mut dr.gaussian_probe_fraction, 0.0..=1.0)
                         .text("Gaussian probe fraction"),
                 );
-                span_edit(
+                span_range_speed(
                     ui,
                     "Gaussian FWHM (Å)",
                     &mut dr.gaussian_fwhm_a,
                     0.4..=3.0,
                     0.01,
                 );
-                span_edit(
+                span_range_speed(
                     ui,
                     "aberration probe source σ (Å)",
                     &mut dr.source_sigma_a,
                     0.0..=1.5,
                     0.01,
                 );
-                span_edit(ui, "defocus (Å)", &mut dr.defocus_a, -300.0..=300.0, 1.0);
-                span_edit(
+                span_range_speed(ui, "defocus (Å)", &mut dr.defocus_a, -300.0..=300.0, 1.0);
+                span_range_speed(
                     ui,
                     "line jitter (px)",
                     &mut dr.line_jitter_px,
@@ -381,118 +379,124 @@ impl DatasetTab {
                     0.01,
                 );
                 let md = defect_detector::synth::params::MAX_DRIFT_PX_PER_KLINE;
-                span_edit(
+                span_range_speed(
                     ui,
                     "drift x, y (px/1000 lines)",
                     &mut dr.drift_px_per_kline,
                     -md..=md,
                     0.1,
                 );
-                span_edit(ui, "background", &mut dr.background, 0.0..=8.0, 0.01);
+                span_range_speed(ui, "background", &mut dr.background, 0.0..=8.0, 0.01);
                 egui::CollapsingHeader::new("Realism: specimen, boundaries, scan")
                     .default_open(false)
                     .show(ui, |ui| {
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "jitter bursts (per 1000 lines)",
                             &mut dr.jitter_bursts_per_kline,
                             0.0..=50.0,
                             0.1,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "burst jitter (px)",
                             &mut dr.jitter_burst_px,
                             0.0..=6.0,
                             0.01,
                         );
-                        span_edit(ui, "afterglow (px)", &mut dr.afterglow_px, 0.0..=5.0, 0.01);
-                        span_edit(
+                        span_range_speed(
+                            ui,
+                            "afterglow (px)",
+                            &mut dr.afterglow_px,
+                            0.0..=5.0,
+                            0.01,
+                        );
+                        span_range_speed(
                             ui,
                             "background gradient",
                             &mut dr.background_gradient,
                             0.0..=1.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "column width σ (Å)",
                             &mut dr.column_sigma_a,
                             0.0..=1.2,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "amorphous layer (RMS)",
                             &mut dr.amorphous,
                             0.0..=1.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "amorphous length (Å)",
                             &mut dr.amorphous_length_a,
                             1.0..=100.0,
                             0.1,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "thickness variation",
                             &mut dr.thickness_variation,
                             0.0..=0.5,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "thickness wavelength (nm)",
                             &mut dr.thickness_wavelength_nm,
                             1.0..=100.0,
                             0.1,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "boundary bending (Å)",
                             &mut dr.boundary_strain_a,
                             0.0..=2.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "bending decay (nm)",
                             &mut dr.boundary_strain_decay_nm,
                             0.1..=20.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "core disorder (Å)",
                             &mut dr.boundary_core_disorder_a,
                             0.0..=1.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "directional blur σ (Å)",
                             &mut dr.directional_sigma_a,
                             0.0..=2.0,
                             0.01,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "core half-width (Å)",
                             &mut dr.boundary_core_width_a,
                             0.0..=20.0,
                             0.1,
                         );
-                        span_edit(
+                        span_range_speed(
                             ui,
                             "boundary band darkening",
                             &mut dr.boundary_dechannelling,
                             -0.5..=0.8,
                             0.01,
                         );
-                        count_edit(ui, "twin lamellae", &mut dr.twin_lamellae, 0..=2);
-                        span_edit(
+                        count_range(ui, "twin lamellae", &mut dr.twin_lamellae, 0..=2);
+                        span_range_speed(
                             ui,
                             "lamella thickness (nm)",
                             &mut dr.lamella_thickness_nm,
@@ -504,9 +508,9 @@ impl DatasetTab {
                                 .text("tilt boundaries near an axis"),
                         );
                     });
-                count_edit(ui, "vacancies", &mut dr.vacancies, 0..=50);
-                count_edit(ui, "interstitials", &mut dr.interstitials, 0..=50);
-                count_edit(ui, "boundaries", &mut dr.boundaries, 0..=4);
+                count_range(ui, "vacancies", &mut dr.vacancies, 0..=50);
+                count_range(ui, "interstitials", &mut dr.interstitials, 0..=50);
+                count_range(ui, "boundaries", &mut dr.boundaries, 0..=4);
                 ui.add(
                     Slider::new(&mut dr.boundary_free_fraction, 0.0..=1.0)
                         .text("images without boundaries"),
@@ -758,51 +762,6 @@ fn summary_ui(ui: &mut egui::Ui, s: &ExportSummary) {
                 ui.end_row();
             }
         });
-}
-
-/// A min–max pair of reals with a step suited to the quantity.
-fn span_edit(
-    ui: &mut egui::Ui,
-    label: &str,
-    s: &mut Span,
-    bounds: RangeInclusive<f64>,
-    speed: f64,
-) {
-    ui.horizontal(|ui| {
-        super::widgets::field_look(ui);
-        ui.add(
-            DragValue::new(&mut s.min)
-                .range(bounds.clone())
-                .speed(speed)
-                .prefix("min "),
-        );
-        ui.add(
-            DragValue::new(&mut s.max)
-                .range(bounds)
-                .speed(speed)
-                .prefix("max "),
-        );
-        super::widgets::label_with_help(ui, label);
-    });
-    if s.max < s.min {
-        s.max = s.min;
-    }
-}
-
-fn count_edit(ui: &mut egui::Ui, label: &str, c: &mut CountRange, bounds: RangeInclusive<u32>) {
-    ui.horizontal(|ui| {
-        super::widgets::field_look(ui);
-        ui.add(
-            DragValue::new(&mut c.min)
-                .range(bounds.clone())
-                .prefix("min "),
-        );
-        ui.add(DragValue::new(&mut c.max).range(bounds).prefix("max "));
-        super::widgets::label_with_help(ui, label);
-    });
-    if c.max < c.min {
-        c.max = c.min;
-    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn count_range(
 
 /// Number fields drawn as fields (the sunken text-field colour and a frame), not as buttons:
 /// they are typed into or dragged.
-pub fn field_look(ui: &mut egui::Ui) {
+fn field_look(ui: &mut egui::Ui) {
     let v = ui.visuals_mut();
     let field = v.extreme_bg_color;
     let stroke = v.widgets.noninteractive.bg_stroke;
@@ -78,7 +78,7 @@ pub fn field_look(ui: &mut egui::Ui) {
 }
 
 /// A range's label, with the parameter's help on hover when it has one.
-pub fn label_with_help(ui: &mut egui::Ui, label: &str) {
+fn label_with_help(ui: &mut egui::Ui, label: &str) {
     let help = super::synth_help::param_help(label);
     let r = ui.label(label);
     if !help.is_empty() {
@@ -88,18 +88,29 @@ pub fn label_with_help(ui: &mut egui::Ui, label: &str) {
 
 /// A min–max pair of reals.
 pub fn span_range(ui: &mut egui::Ui, label: &str, s: &mut Span, bounds: RangeInclusive<f64>) {
+    span_range_speed(ui, label, s, bounds, 0.01);
+}
+
+/// A min–max pair of reals dragged at a step suited to the quantity.
+pub fn span_range_speed(
+    ui: &mut egui::Ui,
+    label: &str,
+    s: &mut Span,
+    bounds: RangeInclusive<f64>,
+    speed: f64,
+) {
     ui.horizontal(|ui| {
         field_look(ui);
         ui.add(
             egui::DragValue::new(&mut s.min)
                 .range(bounds.clone())
-                .speed(0.01)
+                .speed(speed)
                 .prefix("min "),
         );
         ui.add(
             egui::DragValue::new(&mut s.max)
                 .range(bounds)
-                .speed(0.01)
+                .speed(speed)
                 .prefix("max "),
         );
         label_with_help(ui, label);
