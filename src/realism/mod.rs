@@ -98,14 +98,19 @@ pub fn estimate_lattice(
 
 /// The lattice fit used by `measure`: an unconstrained search, and, when a calibration is
 /// known and the free search disagrees with it by more than 15 % (or fails), a search
-/// around it; the better-scoring one wins.
+/// around it; the better-scoring one wins. Without one, why the free search found none.
 fn best_fit(
     s: &spectrum::Spectrum,
     ex: &lattice::Excess,
     crystal: &CrystalSpec,
     hint: Option<f64>,
-) -> Option<lattice::LatticeFit> {
-    let free = lattice::fit(s, ex, crystal, None).ok();
+) -> Result<lattice::LatticeFit, String> {
+    let free = lattice::fit(s, ex, crystal, None);
+    let why = match &free {
+        Ok(f) => format!("score {:.2} < {MIN_SCORE}", f.est.score),
+        Err(e) => e.to_string(),
+    };
+    let free = free.ok();
     let agrees = |f: &lattice::LatticeFit, h: f64| (f.est.nm_per_px / h - 1.0).abs() <= 0.15;
     let best = match (free, hint) {
         (Some(f), Some(h)) if !agrees(&f, h) => match lattice::fit(s, ex, crystal, Some(h)).ok() {
@@ -115,7 +120,7 @@ fn best_fit(
         (None, Some(h)) => lattice::fit(s, ex, crystal, Some(h)).ok(),
         (f, _) => f,
     };
-    best.filter(|f| f.est.score >= MIN_SCORE)
+    best.filter(|f| f.est.score >= MIN_SCORE).ok_or(why)
 }
 
 /// Measures one frame. The pixel size is the user's if given, else the file's, else the
@@ -134,12 +139,8 @@ pub fn measure(
     let (nm_per_px, source) = match (user_nm_per_px, file_nm_per_px, &fit) {
         (Some(u), _, _) => (u, CalibrationSource::User),
         (None, Some(f), _) => (f, CalibrationSource::File),
-        (None, None, Some(f)) => (f.est.nm_per_px, CalibrationSource::Lattice),
-        (None, None, None) => {
-            let why = match lattice::fit(&s, &ex, crystal, None) {
-                Ok(f) => format!("score {:.2} < {MIN_SCORE}", f.est.score),
-                Err(e) => e.to_string(),
-            };
+        (None, None, Ok(f)) => (f.est.nm_per_px, CalibrationSource::Lattice),
+        (None, None, Err(why)) => {
             anyhow::bail!(
                 "no calibration in the file and no clear {} lattice to take it from ({why}; \
                  give --nm-per-px)",
@@ -147,6 +148,7 @@ pub fn measure(
             )
         }
     };
+    let fit = fit.ok();
     let eight_bit = intensity::is_eight_bit(img);
     let (p1, p50, p99) = intensity::percentiles(img);
     let med = if p50.abs() > 0.0 { p50 } else { f64::NAN };
