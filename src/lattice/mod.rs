@@ -122,7 +122,8 @@ pub enum BoundaryKindGuess {
 pub struct LatticeBoundary {
     /// Box along the segment: `w` its length, `h` [`LatticeParams::boundary_width_a`].
     pub obb: OrientedBox,
-    /// Mean discontinuity along the ridge (0..1).
+    /// Confidence (0..1) from the ridge contrast, calibrated as precision on synthetic frames
+    /// ([`boundaries::confidence`]).
     pub score: f32,
     /// Misorientation of the lattice across the segment, folded into [0°, 90°].
     pub misorientation_deg: Option<f64>,
@@ -235,8 +236,17 @@ pub fn analyse(img: &ImageF32, params: &LatticeParams) -> anyhow::Result<Lattice
     };
     let px_per_a = 1.0 / (nm_per_px * 10.0);
     let d111_nominal = d111_a * px_per_a;
+    // A ring more than twice or less than half the calibrated period is no mis-calibration
+    // but a false ring (a background texture, the second order of a broad-column lattice):
+    // the calibration stands.
     let d111_px = match measured {
-        Some(m) if !estimated && (m / d111_nominal - 1.0).abs() > 0.15 => m,
+        Some(m)
+            if !estimated
+                && (m / d111_nominal - 1.0).abs() > 0.15
+                && (0.5..=2.0).contains(&(m / d111_nominal)) =>
+        {
+            m
+        }
         _ => d111_nominal,
     };
     anyhow::ensure!(

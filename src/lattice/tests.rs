@@ -210,6 +210,31 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
         let r = analyse(&s.image, &lp).unwrap();
         st.ms.push(r.timings_ms.total);
         let truth = truth_boundaries(&s);
+        if std::env::var_os("LATTICE_DEBUG").is_some() {
+            let mut sv: Vec<f32> = r.maps.strength.clone();
+            sv.sort_by(|a, b| a.total_cmp(b));
+            let nf = truth
+                .iter()
+                .filter(|t| r.boundaries.iter().any(|b| matches(&b.obb, &t.obb)))
+                .count();
+            eprintln!(
+                "FRAME {seed} strength {:.2} truth {} found {} dose {:.0} px {:.1}",
+                sv[sv.len() / 2],
+                truth.len(),
+                nf,
+                p.noise.dose_e_per_a2,
+                p.pixel_size_pm
+            );
+        }
+        if std::env::var_os("LATTICE_DEBUG").is_some() {
+            for b in &r.boundaries {
+                let ok = truth.iter().any(|t| matches(&b.obb, &t.obb));
+                eprintln!(
+                    "DET {seed} score {:.3} contrast {:.3} true {}",
+                    b.score, b.contrast, ok as u8
+                );
+            }
+        }
         st.frames += 1;
         st.truth += truth.len();
         st.detections += r.boundaries.len();
@@ -463,4 +488,15 @@ fn point_defect_benchmark() {
         "{}",
         st.line("realistic recipe (dr-realistic.json), 40 frames")
     );
+}
+
+#[test]
+fn boundary_confidence_follows_the_measured_precision() {
+    use boundaries::confidence;
+    // The contrast bins of the 200-frame benchmark: precision 0.35, 0.63, 0.87, 0.99.
+    assert!(confidence(0.055) < 0.3);
+    assert!((0.4..0.75).contains(&confidence(0.077)));
+    assert!((0.8..0.97).contains(&confidence(0.105)));
+    assert!(confidence(0.2) > 0.99);
+    assert!(confidence(0.06) < confidence(0.061));
 }
