@@ -211,22 +211,18 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
         st.ms.push(r.timings_ms.total);
         let truth = truth_boundaries(&s);
         if std::env::var_os("LATTICE_DEBUG").is_some() {
-            let mut sv: Vec<f32> = r.maps.strength.clone();
-            sv.sort_by(|a, b| a.total_cmp(b));
+            let strength =
+                crate::bench::median(r.maps.strength.iter().map(|&v| v as f64).collect());
             let nf = truth
                 .iter()
                 .filter(|t| r.boundaries.iter().any(|b| matches(&b.obb, &t.obb)))
                 .count();
             eprintln!(
-                "FRAME {seed} strength {:.2} truth {} found {} dose {:.0} px {:.1}",
-                sv[sv.len() / 2],
+                "FRAME {seed} strength {strength:.2} truth {} found {nf} dose {:.0} px {:.1}",
                 truth.len(),
-                nf,
                 p.noise.dose_e_per_a2,
                 p.pixel_size_pm
             );
-        }
-        if std::env::var_os("LATTICE_DEBUG").is_some() {
             for b in &r.boundaries {
                 let ok = truth.iter().any(|t| matches(&b.obb, &t.obb));
                 eprintln!(
