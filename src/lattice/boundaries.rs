@@ -445,8 +445,9 @@ fn tls(pts: &[RidgePt]) -> Option<([f64; 2], f64)> {
     Some((n, n[0] * mx + n[1] * my))
 }
 
-/// Misorientation across a segment: circular means of the local orientation on either side,
-/// sampled between 0.6 and 1.0 window from the line (where windows no longer see it).
+/// Misorientation across a segment: circular means of the local lattice rotation on either
+/// side (free of the frame's scan shear and stretch, see `LatticeMaps::rotation_deg`), sampled
+/// between 0.6 and 1.0 window from the line (where windows no longer see it).
 fn misorientation(
     maps: &LatticeMaps,
     s: &Seg,
@@ -467,7 +468,7 @@ fn misorientation(
                     continue;
                 };
                 let i = r * maps.cols + c;
-                let o = maps.orientation_deg[i];
+                let o = maps.rotation_deg[i];
                 if o.is_finite()
                     && maps.strength[i] >= params.min_strength
                     && maps.discontinuity[i] < params.boundary_threshold

@@ -35,6 +35,14 @@ pub struct LatticeMaps {
     /// Local direction of the lattice `u` axis ([1-10]) in degrees, `[0, 180)`, y down
     /// (clockwise on screen). NaN where no lattice was found.
     pub orientation_deg: Vec<f32>,
+    /// Rotation of the local lattice against the ideal [110] net with `u` along +x, degrees
+    /// `[0, 180)`: the rotation part of the polar decomposition of the map that takes the ideal
+    /// {111} pair onto the measured one. Equals `orientation_deg` on an undistorted lattice;
+    /// under a frame-wide scan distortion `A = S·U` (shear, stretch) every grain picks up the
+    /// same `U`, so differences between grains are the specimen's misorientation, which the
+    /// `u` directions alone are not (a 5 % shear turns lattice directions by up to ~3°,
+    /// unequally). NaN where no lattice was found.
+    pub rotation_deg: Vec<f32>,
     /// Lattice discontinuity score in `[0, 1]`: 1 − cosine similarity of the mean spectral
     /// signatures of the two sides a quarter window away, each averaged ±1 window along the
     /// would-be boundary (the largest over twelve directions).
@@ -141,6 +149,7 @@ pub(crate) fn bin_image(img: &ImageF32, f: usize) -> ImageF32 {
 struct Cell {
     sig: Vec<f32>,
     orientation: f32,
+    rotation: f32,
     spacing: f32,
     strength: f32,
     primitive: [f32; 4],
@@ -282,6 +291,7 @@ impl WindowPlan {
         let nan = Cell {
             sig: sig.clone(),
             orientation: f32::NAN,
+            rotation: f32::NAN,
             spacing: f32::NAN,
             strength: 0.0,
             primitive: [f32::NAN; 4],
@@ -342,13 +352,43 @@ impl WindowPlan {
         } else {
             [f32::NAN; 4]
         };
+        let rotation = polar_rotation_deg(g1, g2);
         Cell {
             sig,
             orientation,
+            rotation,
             spacing,
             strength,
             primitive,
         }
+    }
+}
+
+/// Rotation part (degrees, `[0, 180)`) of `N = G·G0⁻¹`, where the columns of `G` are the
+/// measured {111} reflections and those of `G0` the ideal pair at ∓35.26° about `u` = +x.
+/// Reciprocal vectors transform by `A⁻ᵀ`, and for `A = S·U` (S symmetric) `A⁻ᵀ = S⁻¹·U`, so the
+/// rotation part of `N` is `U·R` whatever the stretch and shear. A swapped labelling of the
+/// pair shows as `det N < 0` (a mirror) and is undone by swapping.
+pub(crate) fn polar_rotation_deg(g1: [f32; 2], g2: [f32; 2]) -> f32 {
+    let half = 0.5 * 70.528_78f64.to_radians();
+    let (c, s) = (half.cos(), half.sin());
+    // G0 = [[c, c], [-s, s]] (columns (c, −s), (c, s)); its inverse:
+    let d0 = 2.0 * c * s;
+    let inv0 = [[s / d0, -c / d0], [s / d0, c / d0]];
+    let rot = |a: [f32; 2], b: [f32; 2]| -> Option<f64> {
+        let g = [[a[0] as f64, b[0] as f64], [a[1] as f64, b[1] as f64]];
+        let mut n = [[0f64; 2]; 2];
+        for (i, row) in n.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = g[i][0] * inv0[0][j] + g[i][1] * inv0[1][j];
+            }
+        }
+        let det = n[0][0] * n[1][1] - n[0][1] * n[1][0];
+        (det > 0.0).then(|| (n[1][0] - n[0][1]).atan2(n[0][0] + n[1][1]))
+    };
+    match rot(g1, g2).or_else(|| rot(g2, g1)) {
+        Some(r) => r.to_degrees().rem_euclid(180.0) as f32,
+        None => f32::NAN,
     }
 }
 
@@ -422,6 +462,7 @@ pub(crate) fn compute_maps(img: &ImageF32, d111_px: f64) -> anyhow::Result<Latti
         window_px: g.window * g.bin,
         bin: g.bin,
         orientation_deg: cells.iter().map(|c| c.orientation).collect(),
+        rotation_deg: cells.iter().map(|c| c.rotation).collect(),
         discontinuity: disc,
         discontinuity_normal_deg: disc_dir,
         spacing_ratio: cells.iter().map(|c| c.spacing).collect(),
@@ -592,4 +633,66 @@ pub fn estimate_d111_px(img: &ImageF32) -> Option<f64> {
         0.0
     };
     Some(n as f64 / (r as f64 + off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::polar_rotation_deg;
+
+    /// The ideal {111} pair of a [110] net whose `u` axis points at `theta` (degrees), seen
+    /// through the scan distortion `a` (image = a · specimen), as reciprocal vectors `a⁻ᵀ g`.
+    fn pair(theta: f64, a: [[f64; 2]; 2], swap: bool) -> ([f32; 2], [f32; 2]) {
+        let half = 0.5 * 70.528_78f64;
+        let det = a[0][0] * a[1][1] - a[0][1] * a[1][0];
+        // a⁻ᵀ
+        let it = [
+            [a[1][1] / det, -a[1][0] / det],
+            [-a[0][1] / det, a[0][0] / det],
+        ];
+        let g = |deg: f64| {
+            let r = deg.to_radians();
+            let v = [0.3 * r.cos(), 0.3 * r.sin()];
+            [
+                (it[0][0] * v[0] + it[0][1] * v[1]) as f32,
+                (it[1][0] * v[0] + it[1][1] * v[1]) as f32,
+            ]
+        };
+        let (p, q) = (g(theta - half), g(theta + half));
+        if swap { (q, p) } else { (p, q) }
+    }
+
+    fn fold(d: f64) -> f64 {
+        crate::lattice::boundaries::fold_misorientation(d)
+    }
+
+    #[test]
+    fn rotation_of_an_undistorted_net_is_its_u_axis() {
+        for theta in [0.0, 17.0, 89.0, 135.5, 179.0] {
+            for swap in [false, true] {
+                let (g1, g2) = pair(theta, [[1.0, 0.0], [0.0, 1.0]], swap);
+                let r = polar_rotation_deg(g1, g2) as f64;
+                assert!(fold(r - theta) < 0.01, "theta {theta} swap {swap}: {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn misorientation_survives_scan_shear_and_stretch() {
+        // 8 % shear and 6 % stretch, the top of real frames: the `u` directions of two grains
+        // 30° apart differ by several degrees less or more; their rotations do not.
+        let a = [[1.0, 0.08], [0.0, 1.06]];
+        for (t1, t2) in [(10.0, 40.0), (60.0, 130.53), (100.0, 112.0)] {
+            let (a1, a2) = pair(t1, a, false);
+            let (b1, b2) = pair(t2, a, true);
+            let truth = fold(t2 - t1);
+            let got = fold((polar_rotation_deg(b1, b2) - polar_rotation_deg(a1, a2)) as f64);
+            assert!((got - truth).abs() < 0.05, "{t1}/{t2}: {got} vs {truth}");
+            // The bisector directions alone are off by more than the 2° target somewhere.
+            let u = |p: [f32; 2], q: [f32; 2]| ((p[1] + q[1]) as f64).atan2((p[0] + q[0]) as f64);
+            let naive = fold((u(b1, b2) - u(a1, a2)).to_degrees());
+            if t1 == 60.0 {
+                assert!((naive - truth).abs() > 1.0, "naive {naive} vs {truth}");
+            }
+        }
+    }
 }

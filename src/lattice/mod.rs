@@ -127,7 +127,7 @@ pub struct LatticeBoundary {
     pub score: f32,
     /// Misorientation of the lattice across the segment, folded into [0°, 90°].
     pub misorientation_deg: Option<f64>,
-    /// Mean `u`-axis orientation on the two sides (degrees mod 180).
+    /// Mean lattice rotation on the two sides (degrees mod 180, `LatticeMaps::rotation_deg`).
     pub orientation_sides_deg: Option<[f64; 2]>,
     pub kind: BoundaryKindGuess,
     /// Index of the parallel boundary that bounds a lamella together with this one.

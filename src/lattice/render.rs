@@ -132,6 +132,7 @@ mod tests {
             window_px: 32,
             bin: 1,
             orientation_deg: vec![10.0, f32::NAN],
+            rotation_deg: vec![10.0, f32::NAN],
             discontinuity: vec![0.0, 1.0],
             discontinuity_normal_deg: vec![0.0; 2],
             spacing_ratio: vec![1.0; 2],
