@@ -52,6 +52,9 @@ struct Record {
     lattice_vs_file_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outside: Option<Vec<realism::Outside>>,
+    /// With `--against`: each statistic's percentile rank in the dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percentiles: Option<Vec<realism::Rank>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -84,11 +87,12 @@ pub fn run(a: RealismArgs) -> anyhow::Result<()> {
         anyhow::ensure!(x.is_finite() && x > 0.0, "--nm-per-px {x} must be positive");
     }
     let mut measured = 0usize;
+    let mut dataset: Vec<RealismStats> = Vec::new();
     let ranges: Option<Vec<StatRange>> = match &a.against {
         Some(dir) => {
-            let st = realism::dataset_stats(dir, &preset.spec(), a.max_images)?;
-            measured = st.len();
-            Some(realism::ranges(&st))
+            dataset = realism::dataset_stats(dir, &preset.spec(), a.max_images)?;
+            measured = dataset.len();
+            Some(realism::ranges(&dataset))
         }
         None => None,
     };
@@ -119,6 +123,9 @@ pub fn run(a: RealismArgs) -> anyhow::Result<()> {
                 file: f.display().to_string(),
                 lattice_vs_file_pct: s.lattice_vs_file_pct(),
                 outside: ranges.as_ref().map(|r| realism::outside(&s, r)),
+                percentiles: ranges
+                    .as_ref()
+                    .map(|_| realism::percentile_ranks(&s, &dataset)),
                 stats: Some(s),
                 error: None,
             }),
@@ -130,6 +137,7 @@ pub fn run(a: RealismArgs) -> anyhow::Result<()> {
                     stats: None,
                     lattice_vs_file_pct: None,
                     outside: None,
+                    percentiles: None,
                     error: Some(format!("{e:#}")),
                 });
             }
@@ -240,6 +248,13 @@ fn print_table(records: &[Record], ranges: Option<&[StatRange]>, against: Option
                     println!("  OUTSIDE: {o}");
                 }
             }
+        }
+        if let Some(ranks) = &rec.percentiles {
+            let list: Vec<String> = ranks
+                .iter()
+                .map(|r| format!("{} {:.0} %", r.label, r.percentile))
+                .collect();
+            println!("  percentile in the dataset: {}", list.join(", "));
         }
     }
 }

@@ -136,6 +136,45 @@ pub fn outside(stats: &RealismStats, ranges: &[StatRange]) -> Vec<Outside> {
         .collect()
 }
 
+/// Where a frame sits in a dataset: for each statistic, the percentage of the dataset's values
+/// below the frame's (ties count half). A frame at 3 % or 97 % is inside a 5–95 % range only by
+/// luck of the draw; one near 50 % is typical.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rank {
+    pub name: String,
+    pub label: String,
+    pub value: f64,
+    pub percentile: f64,
+    pub n: usize,
+}
+
+pub fn percentile_ranks(stats: &RealismStats, dataset: &[RealismStats]) -> Vec<Rank> {
+    stats
+        .values()
+        .into_iter()
+        .filter_map(|v| {
+            let vals: Vec<f64> = dataset
+                .iter()
+                .flat_map(|d| d.values())
+                .filter(|d| d.name == v.name)
+                .map(|d| d.value)
+                .collect();
+            if vals.is_empty() {
+                return None;
+            }
+            let below = vals.iter().filter(|&&x| x < v.value).count() as f64;
+            let ties = vals.iter().filter(|&&x| x == v.value).count() as f64;
+            Some(Rank {
+                name: v.name.into(),
+                label: v.label.into(),
+                value: v.value,
+                percentile: 100.0 * (below + 0.5 * ties) / vals.len() as f64,
+                n: vals.len(),
+            })
+        })
+        .collect()
+}
+
 /// Sidecars of a dataset (`sidecars/*.json`, one per base image) or of a `synth` output folder
 /// (`*.json` beside the images), sorted.
 fn sidecars(dir: &Path) -> Vec<PathBuf> {

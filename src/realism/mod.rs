@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::raster::ImageF32;
 use crate::synth::crystal::CrystalSpec;
 
-pub use compare::{Outside, StatRange, dataset_stats, fmt_num, outside, ranges};
+pub use compare::{
+    Outside, Rank, StatRange, dataset_stats, fmt_num, outside, percentile_ranks, ranges,
+};
 pub use intensity::is_eight_bit;
 pub use lattice::{LatticeEstimate, MIN_SCORE};
 

@@ -323,6 +323,15 @@ fn dataset_stats_regenerates_raw_counts_from_sidecars() {
         let l = s.lattice.as_ref().expect("lattice");
         assert!((l.nm_per_px * 1000.0 / px - 1.0).abs() < 0.01, "{l:?}");
     }
+    // percentile ranks: 14 pm/px is the lower of {14, 22} (a tie counts half), 22 the upper
+    let px_rank = |s: &RealismStats| {
+        let r = super::percentile_ranks(s, &st);
+        let p = r.iter().find(|r| r.name == "pixel_size_pm").unwrap();
+        assert_eq!(p.n, 2);
+        p.percentile
+    };
+    assert_eq!(px_rank(&st[0]), 25.0);
+    assert_eq!(px_rank(&st[1]), 75.0);
     assert_eq!(
         dataset_stats(dir.path(), &Preset::Cdte110.spec(), 1)
             .unwrap()
