@@ -370,7 +370,7 @@ impl WindowPlan {
 /// rotation part of `N` is `U·R` whatever the stretch and shear. A swapped labelling of the
 /// pair shows as `det N < 0` (a mirror) and is undone by swapping.
 pub(crate) fn polar_rotation_deg(g1: [f32; 2], g2: [f32; 2]) -> f32 {
-    let half = 0.5 * 70.528_78f64.to_radians();
+    let half = 0.5 * super::boundaries::TWIN_DEG.to_radians();
     let (c, s) = (half.cos(), half.sin());
     // G0 = [[c, c], [-s, s]] (columns (c, −s), (c, s)); its inverse:
     let d0 = 2.0 * c * s;
@@ -642,7 +642,7 @@ mod tests {
     /// The ideal {111} pair of a [110] net whose `u` axis points at `theta` (degrees), seen
     /// through the scan distortion `a` (image = a · specimen), as reciprocal vectors `a⁻ᵀ g`.
     fn pair(theta: f64, a: [[f64; 2]; 2], swap: bool) -> ([f32; 2], [f32; 2]) {
-        let half = 0.5 * 70.528_78f64;
+        let half = 0.5 * crate::lattice::boundaries::TWIN_DEG;
         let det = a[0][0] * a[1][1] - a[0][1] * a[1][0];
         // a⁻ᵀ
         let it = [

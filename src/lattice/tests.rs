@@ -154,8 +154,6 @@ fn truth_misorientation(
     d: &OrientedBox,
     offset: f64,
 ) -> Option<f64> {
-    let dist = &s.scene.distortion;
-    let to_specimen = |p: [f64; 2]| [p[0] + dist.shear * p[1], p[1] * (1.0 + dist.stretch)];
     let (w, h) = (s.image.width as f64, s.image.height as f64);
     let dir = [d.angle.cos(), d.angle.sin()];
     let n = [-dir[1], dir[0]];
@@ -170,7 +168,7 @@ fn truth_misorientation(
             if !(0.0..w).contains(&q[0]) || !(0.0..h).contains(&q[1]) {
                 continue;
             }
-            let qs = to_specimen(q);
+            let qs = s.scene.distortion.to_specimen(q);
             if let Some(g) = s.scene.grains.iter().position(|g| g.contains(qs)) {
                 sides[side].push(g);
             }

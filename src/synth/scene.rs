@@ -234,6 +234,11 @@ impl ScanDistortion {
         [p[0] - self.shear * y, y]
     }
 
+    /// The inverse of [`Self::to_image`]: where in the specimen an image point was seen.
+    pub fn to_specimen(&self, p: Pt) -> Pt {
+        [p[0] + self.shear * p[1], p[1] * (1.0 + self.stretch)]
+    }
+
     /// Where scan line `row` (centre `row + 0.5`) sees specimen x = `x_spec`.
     #[inline]
     pub fn line_x(&self, x_spec: f64, row: usize) -> f64 {
