@@ -76,6 +76,7 @@ pub(crate) fn trace(
     width: usize,
     height: usize,
     px_per_a: f64,
+    visibility: f32,
 ) -> Vec<LatticeBoundary> {
     let (cols, rows) = (maps.cols, maps.rows);
     let step = maps.step_px as f64;
@@ -177,6 +178,9 @@ pub(crate) fn trace(
                 rp.len()
             );
         }
+        // Judged on the map: measuring the length as reported (extended to the frame edge)
+        // found 4 more of 379 boundaries on the benchmark, none on 200 fresh seeds, and cost
+        // 0.01–0.02 precision.
         if t1 - t0 + step < min_len || rp.len() < 3 {
             continue;
         }
@@ -190,8 +194,11 @@ pub(crate) fn trace(
             })
             .collect();
         let mean_on = on.iter().sum::<f32>() as f64 / on.len().max(1) as f64;
-        // Flanks: parallel lines one window to either side (the higher one counts, so a
-        // line beside a real boundary does not pass on its flank).
+        // Flanks: parallel lines one window to either side. A line on the shoulder of a real
+        // boundary (lower than one flank) is measured against the higher flank, so it does not
+        // pass on its neighbour's ridge; a ridge of its own against the lower one, so one plane
+        // of a thin lamella is not hidden by the other (benchmark: recall 0.865 -> 0.897 at
+        // precision 0.883 -> 0.869; the rule on noisy frames as well: precision 0.82).
         let flank = |off: f64| -> Option<f64> {
             let v: Vec<f32> = (0..=ns)
                 .filter_map(|k| {
@@ -207,6 +214,11 @@ pub(crate) fn trace(
         };
         let fl = [flank(win), flank(-win)];
         let off = match fl {
+            [Some(a), Some(b)]
+                if mean_on >= a.max(b) && visibility >= params.ridge_lower_flank_min_strength =>
+            {
+                a.min(b)
+            }
             [Some(a), Some(b)] => a.max(b),
             [Some(a), None] | [None, Some(a)] => a,
             [None, None] => 0.0,
@@ -219,32 +231,10 @@ pub(crate) fn trace(
         }
         segs.push((Seg { base, dir, t0, t1 }, contrast as f32));
     }
-    // Segments reaching the edge of the map continue to the image edge (the windows there
-    // already see the image border); the others keep half a step beyond their last cell.
-    let map_lo = [maps.origin_px[0] as f64, maps.origin_px[1] as f64];
-    let map_hi = maps.cell_center(cols - 1, rows - 1);
-    let (w, h) = (width as f64, height as f64);
     let mut out = Vec::new();
     for (s, contrast) in segs {
-        let Some((ta, tb)) = clip_line(s.base, s.dir, [0.0, 0.0], [w, h]) else {
+        let Some((t0, t1)) = frame_extent(&s, maps, width, height) else {
             continue;
-        };
-        let near_edge = |t: f64| {
-            let p = s.at(t);
-            p[0] - map_lo[0] < 1.5 * step
-                || p[1] - map_lo[1] < 1.5 * step
-                || map_hi[0] - p[0] < 1.5 * step
-                || map_hi[1] - p[1] < 1.5 * step
-        };
-        let t0 = if near_edge(s.t0) {
-            ta
-        } else {
-            (s.t0 - 0.5 * step).max(ta)
-        };
-        let t1 = if near_edge(s.t1) {
-            tb
-        } else {
-            (s.t1 + 0.5 * step).min(tb)
         };
         let c = s.at(0.5 * (t0 + t1));
         let angle = s.dir[1].atan2(s.dir[0]);
@@ -276,6 +266,35 @@ pub(crate) fn trace(
     }
     pair_lamellae(&mut out, maps, params, px_per_a);
     out
+}
+
+/// Where a segment traced on the map lies in the frame (`t` range along it): a segment that
+/// reaches the edge of the map continues to the image edge (the windows there already see the
+/// image border); the others keep half a step beyond their last cell. `None`: the line misses
+/// the frame.
+fn frame_extent(s: &Seg, maps: &LatticeMaps, width: usize, height: usize) -> Option<(f64, f64)> {
+    let step = maps.step_px as f64;
+    let map_lo = [maps.origin_px[0] as f64, maps.origin_px[1] as f64];
+    let map_hi = maps.cell_center(maps.cols - 1, maps.rows - 1);
+    let (ta, tb) = clip_line(s.base, s.dir, [0.0, 0.0], [width as f64, height as f64])?;
+    let near_edge = |t: f64| {
+        let p = s.at(t);
+        p[0] - map_lo[0] < 1.5 * step
+            || p[1] - map_lo[1] < 1.5 * step
+            || map_hi[0] - p[0] < 1.5 * step
+            || map_hi[1] - p[1] < 1.5 * step
+    };
+    let t0 = if near_edge(s.t0) {
+        ta
+    } else {
+        (s.t0 - 0.5 * step).max(ta)
+    };
+    let t1 = if near_edge(s.t1) {
+        tb
+    } else {
+        (s.t1 + 0.5 * step).min(tb)
+    };
+    Some((t0, t1))
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -130,6 +130,7 @@ mod tests {
             cols: 2,
             rows: 1,
             window_px: 32,
+            window_span: crate::lattice::WindowSpan::Standard,
             bin: 1,
             orientation_deg: vec![10.0, f32::NAN],
             rotation_deg: vec![10.0, f32::NAN],

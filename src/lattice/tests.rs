@@ -230,6 +230,33 @@ struct GbStats {
     ms: Vec<f64>,
 }
 
+/// Writes one benchmark frame for looking at: the image (8-bit PGM, 0.5–99.5 % window), its
+/// parameters and the truth and detected boundary boxes.
+fn dump_frame(
+    dir: &std::path::Path,
+    seed: u64,
+    p: &SynthParams,
+    s: &crate::synth::Synthesized,
+    r: &LatticeResult,
+) {
+    std::fs::write(
+        dir.join(format!("{seed}.json")),
+        serde_json::to_string(p).unwrap(),
+    )
+    .unwrap();
+    let q = s.image.percentiles(&[0.5, 99.5]);
+    let mut pgm = format!("P5 {} {} 255\n", s.image.width, s.image.height).into_bytes();
+    pgm.extend(s.image.to_u8(q[0], q[1]));
+    std::fs::write(dir.join(format!("{seed}.pgm")), pgm).unwrap();
+    let truth: Vec<OrientedBox> = truth_boundaries(s).iter().map(|t| t.obb).collect();
+    let found: Vec<OrientedBox> = r.boundaries.iter().map(|b| b.obb).collect();
+    std::fs::write(
+        dir.join(format!("{seed}.boxes.json")),
+        serde_json::to_string(&(truth, found)).unwrap(),
+    )
+    .unwrap();
+}
+
 fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
     let recipe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
     let dr = DomainRandomization::read(&recipe).unwrap();
@@ -247,11 +274,13 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
             ..LatticeParams::new(p.crystal.spec(), Some(p.pixel_size_pm / 1000.0))
         };
         let r = analyse(&s.image, &lp).unwrap();
+        if let Some(d) = std::env::var_os("LATTICE_DUMP") {
+            dump_frame(&PathBuf::from(d), seed, &p, &s, &r);
+        }
         st.ms.push(r.timings_ms.total);
         let truth = truth_boundaries(&s);
         if std::env::var_os("LATTICE_DEBUG").is_some() {
-            let strength =
-                crate::bench::median(r.maps.strength.iter().map(|&v| v as f64).collect());
+            let strength = r.visibility;
             let nf = truth
                 .iter()
                 .filter(|t| r.boundaries.iter().any(|b| matches(&b.obb, &t.obb)))
@@ -351,15 +380,17 @@ fn synthetic_boundaries_are_recalled() {
     report(&st);
     let recall = st.found as f64 / st.truth.max(1) as f64;
     let precision = st.true_detections as f64 / st.detections.max(1) as f64;
-    // Measured on these seeds with the realistic recipe: recall 0.80, precision 0.74 (0.54
-    // with a fixed ridge threshold and no contrast test). On 200 seeds (the ignored benchmark
-    // below) recall 0.865, precision 0.88. The target is 0.95 recall, not reached:
-    // the misses are boundaries in frames whose lattice is buried in noise, thin lamellae and
-    // fields of view a few cells wide. The bounds guard against regressions.
-    assert!(recall >= 0.74, "recall {recall}");
-    assert!(precision >= 0.65, "precision {precision}");
+    // Measured on these seeds with the realistic recipe: recall 0.875, precision 0.854 (0.80 /
+    // 0.74 before wide windows on low-visibility frames and the lower-flank ridge rule; 0.54
+    // precision with a fixed ridge threshold and no contrast test). On 200 seeds (the ignored
+    // benchmark below) recall 0.913, precision 0.87. The target is 0.95 recall, not
+    // reached: the misses are mostly fine sampling (< 10 pm/px), frames whose lattice is
+    // buried in noise, and short stubs ending on another boundary. The bounds guard against
+    // regressions.
+    assert!(recall >= 0.82, "recall {recall}");
+    assert!(precision >= 0.75, "precision {precision}");
     // Misorientation from the polar rotation of the {111} pair, truth read along the detected
-    // segment: median 0.43°, 19 of 21 within 2°, twins 11 of 11 on these seeds (the bisector
+    // segment: median 0.43°, 19 of 20 within 2°, twins 11 of 11 on these seeds (the bisector
     // reading it replaced: median 2.0° on the 200-frame benchmark).
     let mut e = st.mis_errors.clone();
     e.sort_by(f64::total_cmp);
@@ -381,10 +412,18 @@ fn synthetic_boundaries_are_recalled() {
 
 /// The full measurement behind the README numbers (slow in a debug build):
 /// `cargo test --release --lib lattice::tests::synthetic_boundary_benchmark -- --ignored --nocapture`.
+/// `LATTICE_FIRST_SEED=2000` runs 200 other seeds (a change tuned on seeds 1000–1199 must hold
+/// there too), `LATTICE_DEBUG=1` prints every frame, detection and miss, and `LATTICE_DUMP=DIR`
+/// writes each frame (`SEED.pgm`), its parameters (`SEED.json`, for `synth --params`) and the
+/// truth and detected boxes (`SEED.boxes.json`) for looking at the misses.
 #[test]
 #[ignore]
 fn synthetic_boundary_benchmark() {
-    let st = eval_boundaries(1000..1200, 768);
+    let first: u64 = std::env::var("LATTICE_FIRST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let st = eval_boundaries(first..first + 200, 768);
     report(&st);
 }
 
