@@ -291,6 +291,13 @@ fn viewer_overlays_a_lattice_map_and_names_the_boundary_misorientation() {
         .as_ref()
         .expect("the lattice analysis ran for the map");
     assert!(v.canvas.has_layer(), "the discontinuity map is drawn");
+    // What the analysis saw is named beside the map selector.
+    let summary = crate::app::viewer_tab::lattice_summary(l);
+    assert!(summary.contains("visibility"), "{summary}");
+    assert!(
+        h.query_by_label(&summary).is_some(),
+        "{summary} is not shown"
+    );
     // The twin is traced, and hovering its box would name the misorientation.
     let b = l.boundaries.first().expect("the twin boundary");
     assert!(v.lattice_boundary_of(&b.obb).is_some());
