@@ -175,6 +175,43 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
             n_points = r.point_defects.len();
         })
     });
+    // The worst case: a frame whose lattice is buried in noise is analysed twice (4-period
+    // windows to judge the visibility, then 6-period ones). Same scene at the highest dose of a
+    // fixed list that is below the wide-window limit.
+    let low = [2000.0, 1000.0, 500.0, 300.0, 200.0, 100.0, 50.0]
+        .into_iter()
+        .find_map(|dose| {
+            let mut q = p.clone();
+            q.noise.dose_e_per_a2 = dose;
+            let s = synth::generate(&q).ok()?;
+            let r = analyse(&s.image, &lp).ok()?;
+            (r.maps.window_span == crate::lattice::WindowSpan::Wide).then_some((
+                dose,
+                r.visibility,
+                s,
+            ))
+        });
+    let low = match low {
+        Some((dose, visibility, s)) => {
+            let mut found = 0;
+            let t = pool.install(|| {
+                time_ms(runs, || {
+                    let r = analyse(&s.image, &lp).expect("analysable frame");
+                    found = r.boundaries.len();
+                })
+            });
+            let ms = median(t);
+            json!({
+                "dose_e_per_a2": dose,
+                "visibility": visibility,
+                "boundaries_found": found,
+                "maps_and_boundaries_ms": ms,
+                "meets_target": ms <= 150.0,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    let low_ok = low["meets_target"].as_bool().unwrap_or(true);
     Ok(json!({
         "job": "lattice",
         "image_size": size,
@@ -193,8 +230,9 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
         },
         "point_defects_found": n_points,
         "point_defects_true": s.labels.iter().filter(|l| l.class != crate::classes::DefectClass::GrainBoundary).count(),
+        "low_visibility_frame": low,
         "target_ms": 150.0,
-        "meets_target": med <= 150.0,
+        "meets_target": med <= 150.0 && low_ok,
     }))
 }
 

@@ -67,7 +67,7 @@ pub struct LatticeParams {
     pub min_strength: f32,
     /// Frames whose median {111} strength (at the standard 4-period window) is below this are
     /// analysed with 6-period windows ([`WindowSpan::Wide`]): on the 200-frame benchmark the
-    /// frames below 5 gave 3 of 19 boundaries at 4 periods and 9 at 6.
+    /// frames below 5 gave 5 of their 20 boundaries at 4 periods, 9 at 6.
     pub wide_window_below_strength: f32,
     /// A line at least as high as both its flanks is a ridge of its own, and its contrast is
     /// taken against the lower flank (the other plane of a thin lamella, or a boundary a window
