@@ -1518,11 +1518,9 @@ impl ViewerTab {
 /// One line on what the lattice analysis saw: the {111} period it used and how clearly the
 /// lattice shows (a frame without detections may simply be too noisy).
 pub(crate) fn lattice_summary(l: &defect_detector::lattice::LatticeResult) -> String {
-    let wide = l.maps.window_span == defect_detector::lattice::WindowSpan::Wide;
     format!(
-        "lattice: {{111}} period {:.1} px · visibility {:.1}{}",
+        "lattice: {{111}} period {:.1} px · {}",
         l.d111_px,
-        l.visibility,
-        if wide { " (low: 6-period windows)" } else { "" }
+        l.visibility_label()
     )
 }

@@ -70,7 +70,7 @@ fn print_summary(f: &Path, r: &LatticeResult) {
         .filter(|d| d.class == defect_detector::classes::DefectClass::Vacancy)
         .count();
     println!(
-        "{}: {:.5} nm/px{}, {{111}} period {:.1} px (nominal {:.1}, measured {}), lattice visibility {:.1}{}, {} boundaries, {} vacancies, {} interstitials, {:.0} ms",
+        "{}: {:.5} nm/px{}, {{111}} period {:.1} px (nominal {:.1}, measured {}), lattice {}, {} boundaries, {} vacancies, {} interstitials, {:.0} ms",
         f.display(),
         r.nm_per_px,
         if r.scale_estimated {
@@ -83,12 +83,7 @@ fn print_summary(f: &Path, r: &LatticeResult) {
         r.d111_measured_px
             .map(|d| format!("{d:.1}"))
             .unwrap_or_else(|| "none".into()),
-        r.visibility,
-        if r.maps.window_span == defect_detector::lattice::WindowSpan::Wide {
-            " (low: 6-period windows)"
-        } else {
-            ""
-        },
+        r.visibility_label(),
         r.boundaries.len(),
         nv,
         r.point_defects.len() - nv,

@@ -196,6 +196,17 @@ pub struct LatticeResult {
 }
 
 impl LatticeResult {
+    /// "visibility 12.1", with "(low: 6-period windows)" when the maps had to widen: why a
+    /// frame may give few boundaries. The CLI and the Viewer print it.
+    pub fn visibility_label(&self) -> String {
+        let wide = self.maps.window_span == WindowSpan::Wide;
+        format!(
+            "visibility {:.1}{}",
+            self.visibility,
+            if wide { " (low: 6-period windows)" } else { "" }
+        )
+    }
+
     /// All detections as `(class, box, score)`, boundaries first, for drawing or scoring
     /// beside a model's detections.
     pub fn detections(&self) -> Vec<(DefectClass, OrientedBox, f32)> {

@@ -413,8 +413,8 @@ fn synthetic_boundaries_are_recalled() {
 /// The full measurement behind the README numbers (slow in a debug build):
 /// `cargo test --release --lib lattice::tests::synthetic_boundary_benchmark -- --ignored --nocapture`.
 /// `LATTICE_FIRST_SEED=2000` runs 200 other seeds (a change tuned on seeds 1000–1199 must hold
-/// there too; `LATTICE_FRAMES=N` runs N instead of 200), `LATTICE_DEBUG=1` prints every frame, detection and miss, and `LATTICE_DUMP=DIR`
-/// writes each frame (`SEED.pgm`), its parameters (`SEED.json`, for `synth --params`) and the
+/// there too; `LATTICE_FRAMES=N` runs N instead of 200), `LATTICE_DEBUG=1` prints every
+/// frame, detection and miss, and `LATTICE_DUMP=DIR` writes each frame (`SEED.pgm`), its parameters (`SEED.json`, for `synth --params`) and the
 /// truth and detected boxes (`SEED.boxes.json`) for looking at the misses.
 #[test]
 #[ignore]
