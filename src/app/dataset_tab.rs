@@ -375,7 +375,7 @@ impl DatasetTab {
                     ui,
                     "line jitter (px)",
                     &mut dr.line_jitter_px,
-                    0.0..=3.0,
+                    0.0..=5.0,
                     0.01,
                 );
                 let md = defect_detector::synth::params::MAX_DRIFT_PX_PER_KLINE;

@@ -426,7 +426,7 @@ impl SynthTab {
             .default_open(false)
             .show(ui, |ui| {
                 let s = &mut p.scan;
-                ui.add(Slider::new(&mut s.line_jitter_px, 0.0..=3.0).text("line jitter (px RMS)"))
+                ui.add(Slider::new(&mut s.line_jitter_px, 0.0..=5.0).text("line jitter (px RMS)"))
                     .on_hover_text(param_help("line jitter (px RMS)"));
                 ui.add(
                     Slider::new(&mut s.line_jitter_correlation, 0.0..=0.99)

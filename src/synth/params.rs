@@ -579,7 +579,7 @@ impl SynthParams {
         check(true, "read noise", n.read_noise, 0.0, 50.0)?;
         check(true, "low-pass sigma (px)", n.lowpass_sigma_px, 0.0, 4.0)?;
         let sc = &self.scan;
-        check(true, "line jitter (px)", sc.line_jitter_px, 0.0, 3.0)?;
+        check(true, "line jitter (px)", sc.line_jitter_px, 0.0, 5.0)?;
         check(
             true,
             "jitter correlation",
