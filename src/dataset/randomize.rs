@@ -124,7 +124,7 @@ impl Default for DomainRandomization {
             gaussian_fwhm_a: Span::new(0.4, 1.4),
             source_sigma_a: Span::new(0.05, 0.6),
             defocus_a: Span::new(-30.0, 30.0),
-            line_jitter_px: Span::new(0.0, 4.0),
+            line_jitter_px: Span::new(0.0, 3.0),
             drift_px_per_kline: Span::new(-110.0, 110.0),
             background: Span::new(0.3, 7.0),
             vacancies: CountRange::new(1, 6),
@@ -434,7 +434,7 @@ mod tests {
             p.validate().unwrap();
             assert!((6.0..=30.0).contains(&p.pixel_size_pm));
             assert!((5e2 * 0.999..=2e5 * 1.001).contains(&p.noise.dose_e_per_a2));
-            assert!(p.scan.line_jitter_px <= 4.0);
+            assert!(p.scan.line_jitter_px <= 3.0);
             assert!(p.defects.vacancies.min >= 1 && p.defects.interstitials.min >= 1);
             presets.insert(p.crystal.preset.cli_name());
             twins += p.defects.twin_boundaries.min;
