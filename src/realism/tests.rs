@@ -445,3 +445,34 @@ fn real_si_png_reports_an_estimate() {
     // unverified nominal 0.0098 nm/px: only a sanity band
     assert!(s.nm_per_px > 0.005 && s.nm_per_px < 0.02, "{}", s.nm_per_px);
 }
+
+/// The issue's target "every [110] frame here: the Viewer shows no out-of-distribution
+/// warning", read as the Viewer does: the frame's statistics (with its own crystal) against
+/// the shipped model card's `training_realism` ranges.
+#[test]
+fn shipped_model_card_covers_the_real_frames() {
+    let Some(dir) = samples() else { return };
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cdte-yolo11n-obb.onnx");
+    let card = super::model_training_realism(&model)
+        .expect("card")
+        .expect("the shipped card has training_realism");
+    for (file, preset) in [
+        ("CdTe110_tilt-GB_HAADF149_ingrained.dm3", Preset::Cdte110),
+        ("Si011_tilt-GB_HAADF85_ingrained.dm3", Preset::Si110),
+        ("Si110_bulk_AtomSegNet.png", Preset::Si110),
+    ] {
+        let img = crate::formats::load(&dir.join(file)).expect("load");
+        let nm = img.pixel_size.map(|p| p.nm_per_px);
+        let s = measure(&img.image, &preset.spec(), nm, None).expect("measure");
+        let out = outside(&s, &card.ranges);
+        assert!(
+            out.is_empty(),
+            "{file}: {}",
+            out.iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
