@@ -601,3 +601,63 @@ fn pair_lamellae(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(base: [f64; 2], deg: f64, t0: f64, t1: f64) -> Seg {
+        let a = deg.to_radians();
+        Seg {
+            base,
+            dir: [a.cos(), a.sin()],
+            t0,
+            t1,
+        }
+    }
+
+    #[test]
+    fn a_parallel_line_within_a_window_is_a_shoulder_and_a_crossing_one_is_not() {
+        let win = 100.0;
+        let first = [seg([0.0, 0.0], 0.0, 0.0, 600.0)];
+        // 60 px beside it, 5° off, along most of its length.
+        assert!(shoulder_of(
+            &seg([50.0, 60.0], 5.0, 0.0, 500.0),
+            &first,
+            win
+        ));
+        // The same line a window and a half away is a boundary of its own (a lamella).
+        assert!(!shoulder_of(
+            &seg([50.0, 150.0], 5.0, 0.0, 500.0),
+            &first,
+            win
+        ));
+        // Crossing at 30°: another boundary.
+        assert!(!shoulder_of(
+            &seg([300.0, 0.0], 30.0, -300.0, 300.0),
+            &first,
+            win
+        ));
+        // Parallel and near, but mostly beyond the end of the first.
+        assert!(!shoulder_of(
+            &seg([550.0, 50.0], 0.0, 0.0, 500.0),
+            &first,
+            win
+        ));
+    }
+
+    #[test]
+    fn free_length_leaves_out_the_parts_near_earlier_segments() {
+        let win = 100.0;
+        let first = [seg([0.0, 0.0], 0.0, 0.0, 800.0)];
+        // A perpendicular line crossing the first at its middle: ¾ window either side is taken.
+        let cross = seg([400.0, -400.0], 90.0, 0.0, 800.0);
+        let f = free_length(&cross, &first, win, 10.0);
+        assert!((f - 650.0).abs() < 20.0, "{f}");
+        // A short piece lying along the junction blob: nothing free.
+        let blob = seg([380.0, -40.0], 60.0, 0.0, 80.0);
+        assert!(free_length(&blob, &first, win, 10.0) < 1.0);
+        // With no earlier segment all of it is free.
+        assert!((free_length(&cross, &[], win, 10.0) - 800.0).abs() < 1e-9);
+    }
+}
