@@ -254,6 +254,13 @@ pub(crate) fn trace(
         let Some((t0, t1)) = frame_extent(&s, maps, width, height) else {
             continue;
         };
+        // Lines along the map's border are its edge artefact (the outer cells compare fewer
+        // windows): 21 of the benchmark's 50 false boxes ran along a frame edge. Dropping those
+        // within 2.5 steps of the border: precision 0.874 -> 0.906 (seeds 2000-2199: 0.891 ->
+        // 0.922), no boundary lost; 3.5 steps lost 3 and 1.
+        if along_map_edge(&s, maps, 2.5) {
+            continue;
+        }
         let c = s.at(0.5 * (t0 + t1));
         let angle = s.dir[1].atan2(s.dir[0]);
         let obb = OrientedBox::new(
@@ -284,6 +291,20 @@ pub(crate) fn trace(
     }
     pair_lamellae(&mut out, maps, params, px_per_a);
     out
+}
+
+/// True when `s` runs within 8° of a map border and its middle lies within `k` map steps of
+/// that border.
+fn along_map_edge(s: &Seg, maps: &LatticeMaps, k: f64) -> bool {
+    let step = maps.step_px as f64;
+    let lo = maps.cell_center(0, 0);
+    let hi = maps.cell_center(maps.cols - 1, maps.rows - 1);
+    let m = s.at(0.5 * (s.t0 + s.t1));
+    let cos8 = 8f64.to_radians().cos();
+    let horizontal = s.dir[0].abs() >= cos8;
+    let vertical = s.dir[1].abs() >= cos8;
+    (horizontal && (m[1] - lo[1]).min(hi[1] - m[1]) < k * step)
+        || (vertical && (m[0] - lo[0]).min(hi[0] - m[0]) < k * step)
 }
 
 /// Radius (windows) around a traced ridge line whose cells are taken with it.
