@@ -178,8 +178,8 @@ pub(crate) fn trace(
             (a.0.min(t), a.1.max(t))
         });
         let base = [n[0] * rho, n[1] * rho];
-        let (t0, t1) =
-            extend_to_junctions(Seg { base, dir, t0, t1 }, segs.iter().map(|(s, _)| s), win);
+        let earlier: Vec<Seg> = segs.iter().map(|(s, _)| *s).collect();
+        let (t0, t1) = extend_to_junctions(Seg { base, dir, t0, t1 }, earlier.iter(), win);
         if debug {
             eprintln!(
                 "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} (min length {min_len:.0})",
@@ -187,7 +187,6 @@ pub(crate) fn trace(
             );
         }
         let seg = Seg { base, dir, t0, t1 };
-        let earlier: Vec<Seg> = segs.iter().map(|(s, _)| *s).collect();
         // What the narrower suppression leaves of a ridge already taken: its shoulder (a
         // parallel line within a window) and the blob where boundaries meet (short pieces in
         // any direction, mostly within a window of the earlier ones).
@@ -299,7 +298,7 @@ fn along_map_edge(s: &Seg, maps: &LatticeMaps, k: f64) -> bool {
     let step = maps.step_px as f64;
     let lo = maps.cell_center(0, 0);
     let hi = maps.cell_center(maps.cols - 1, maps.rows - 1);
-    let m = s.at(0.5 * (s.t0 + s.t1));
+    let m = s.mid();
     let cos8 = 8f64.to_radians().cos();
     let horizontal = s.dir[0].abs() >= cos8;
     let vertical = s.dir[1].abs() >= cos8;
@@ -319,11 +318,8 @@ fn shoulder_of(s: &Seg, earlier: &[Seg], win: f64) -> bool {
         if (o.dir[0] * s.dir[0] + o.dir[1] * s.dir[1]).abs() < cos_max {
             return false;
         }
-        let m = s.at(0.5 * (s.t0 + s.t1));
-        let on = [-o.dir[1], o.dir[0]];
-        let dist = ((m[0] - o.base[0]) * on[0] + (m[1] - o.base[1]) * on[1]).abs();
-        let u = |p: [f64; 2]| (p[0] - o.base[0]) * o.dir[0] + (p[1] - o.base[1]) * o.dir[1];
-        let (ua, ub) = (u(s.at(s.t0)), u(s.at(s.t1)));
+        let dist = o.off_line(s.mid());
+        let (ua, ub) = (o.along(s.at(s.t0)), o.along(s.at(s.t1)));
         let (lo, hi) = (ua.min(ub), ua.max(ub));
         let overlap = (hi.min(o.t1) - lo.max(o.t0)).max(0.0);
         dist < win && overlap > 0.5 * (hi - lo)
@@ -337,9 +333,7 @@ fn free_length(s: &Seg, earlier: &[Seg], win: f64, step: f64) -> f64 {
         .filter(|&k| {
             let p = s.at(s.t0 + (s.t1 - s.t0) * k as f64 / n as f64);
             earlier.iter().all(|o| {
-                let u = ((p[0] - o.base[0]) * o.dir[0] + (p[1] - o.base[1]) * o.dir[1])
-                    .clamp(o.t0, o.t1);
-                let q = o.at(u);
+                let q = o.at(o.along(p).clamp(o.t0, o.t1));
                 (p[0] - q[0]).hypot(p[1] - q[1]) >= 0.75 * win
             })
         })
@@ -390,6 +384,21 @@ impl Seg {
             self.base[0] + t * self.dir[0],
             self.base[1] + t * self.dir[1],
         ]
+    }
+
+    /// The middle of the segment.
+    fn mid(&self) -> [f64; 2] {
+        self.at(0.5 * (self.t0 + self.t1))
+    }
+
+    /// Where `p` projects onto the segment's line (`t`, unclamped).
+    fn along(&self, p: [f64; 2]) -> f64 {
+        (p[0] - self.base[0]) * self.dir[0] + (p[1] - self.base[1]) * self.dir[1]
+    }
+
+    /// Distance of `p` from the segment's (infinite) line.
+    fn off_line(&self, p: [f64; 2]) -> f64 {
+        ((p[0] - self.base[0]) * -self.dir[1] + (p[1] - self.base[1]) * self.dir[0]).abs()
     }
 }
 
