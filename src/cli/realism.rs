@@ -211,8 +211,13 @@ fn print_table(records: &[Record], ranges: Option<&[StatRange]>, against: Option
         println!("{px}");
         match &s.lattice {
             Some(l) => println!(
-                "  lattice         rotation {:.2}°, score {:.1}, {} peaks",
-                l.rotation_deg, l.score, l.peaks_used
+                "  lattice         rotation {:.2}°, score {:.1}, {} peaks{}",
+                l.rotation_deg,
+                l.score,
+                l.peaks_used,
+                s.lattice_crop.map_or(String::new(), |[x, y, n]| format!(
+                    " (one grain: the {n}² crop at {x}, {y})"
+                ))
             ),
             None => println!("  lattice         not found"),
         }

@@ -26,6 +26,7 @@ pub(crate) struct Spectrum {
 }
 
 impl Spectrum {
+    /// The central square crop, at most [`MAX_SIDE`].
     pub fn new(img: &ImageF32) -> anyhow::Result<Self> {
         let n = img.width.min(img.height).min(MAX_SIDE);
         anyhow::ensure!(
@@ -36,8 +37,17 @@ impl Spectrum {
         );
         // an even side keeps the Nyquist bin unique
         let n = n & !1;
-        let x0 = (img.width - n) / 2;
-        let y0 = (img.height - n) / 2;
+        Self::of_crop(img, (img.width - n) / 2, (img.height - n) / 2, n)
+    }
+
+    /// The square crop of side `n` (even, at least 64) at `(x0, y0)`, inside the image.
+    pub fn of_crop(img: &ImageF32, x0: usize, y0: usize, n: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            n >= 64 && n.is_multiple_of(2) && x0 + n <= img.width && y0 + n <= img.height,
+            "crop {n} px at ({x0}, {y0}) does not fit a {}x{} image",
+            img.width,
+            img.height
+        );
         let mut sum = 0.0f64;
         let mut count = 0usize;
         for y in y0..y0 + n {

@@ -277,6 +277,7 @@ fn fake(fwhm: f64, noise: f64) -> RealismStats {
         nm_per_px_source: CalibrationSource::File,
         file_nm_per_px: Some(0.015),
         lattice: None,
+        lattice_crop: None,
         column_fwhm_a: Some(fwhm),
         background: 0.1,
         contrast: 2.0,
@@ -475,4 +476,50 @@ fn shipped_model_card_covers_the_real_frames() {
                 .join(", ")
         );
     }
+}
+
+/// Frames with boundaries: where the central crop holds no single clear lattice, one grain's
+/// quadrant gives it, at the right scale and in the orientation of one of the grains.
+#[test]
+fn a_grain_gives_the_lattice_when_the_whole_frame_holds_several() {
+    let mut grain_frames = 0;
+    for seed in 1..=24u64 {
+        let mut p = SynthParams {
+            seed,
+            width: 384,
+            height: 384,
+            pixel_size_pm: 16.0,
+            ..Default::default()
+        };
+        p.defects.twin_boundaries = CountRange::new(1, 1);
+        p.defects.tilt_boundaries = CountRange::new(2, 2);
+        let g = generate(&p).expect("synth");
+        let s = measure(&g.image, &Preset::Cdte110.spec(), Some(0.016), None).expect("measure");
+        let Some(crop) = s.lattice_crop else { continue };
+        grain_frames += 1;
+        assert_eq!(crop[2], 192, "seed {seed}: quadrant side");
+        let l = s.lattice.as_ref().expect("a crop implies a lattice");
+        assert!(
+            (l.nm_per_px / 0.016 - 1.0).abs() < 0.02,
+            "seed {seed}: {} nm/px",
+            l.nm_per_px
+        );
+        let off = g
+            .scene
+            .grains
+            .iter()
+            .map(|gr| {
+                let m = gr.frame.m;
+                let u = m[1][0].atan2(m[0][0]).to_degrees();
+                let d = (u - l.rotation_deg).rem_euclid(180.0);
+                d.min(180.0 - d)
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            off < 2.0,
+            "seed {seed}: rotation {} is {off:.1}° from every grain",
+            l.rotation_deg
+        );
+    }
+    assert!(grain_frames >= 1, "no frame needed a grain's crop");
 }
