@@ -12,11 +12,13 @@ pub struct SynthArgs {
     /// Crystal: cdte110, si110, gaas110 (custom lattices via --params).
     #[arg(long, default_value = "cdte110")]
     preset: String,
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Square image size (px); --width/--height override it.
-    #[arg(long, default_value_t = 768)]
-    size: usize,
+    /// Random seed [default: 7, or the one in --params].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Square image size (px); --width/--height override it [default: 768, or the size in
+    /// --params].
+    #[arg(long)]
+    size: Option<usize>,
     #[arg(long)]
     width: Option<usize>,
     #[arg(long)]
@@ -107,9 +109,25 @@ pub fn params_from_args(a: &SynthArgs) -> anyhow::Result<SynthParams> {
             )
         })?;
     }
-    p.seed = a.seed;
-    p.width = a.width.unwrap_or(a.size);
-    p.height = a.height.unwrap_or(a.size);
+    // A parameter file (a sidecar's "params", a benchmark dump) carries its own seed and
+    // size: replaced only when given, so `--params` alone reproduces the frame.
+    let from_file = a.params.is_some();
+    match a.seed {
+        Some(s) => p.seed = s,
+        None if !from_file => p.seed = 7,
+        None => {}
+    }
+    match a.size {
+        Some(n) => (p.width, p.height) = (n, n),
+        None if !from_file => (p.width, p.height) = (768, 768),
+        None => {}
+    }
+    if let Some(w) = a.width {
+        p.width = w;
+    }
+    if let Some(h) = a.height {
+        p.height = h;
+    }
     if let Some(v) = a.pixel_size_pm {
         p.pixel_size_pm = v;
     }
@@ -200,4 +218,46 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: SynthArgs,
+    }
+
+    fn parse(args: &[&str]) -> SynthArgs {
+        Wrap::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .expect("arguments")
+            .a
+    }
+
+    #[test]
+    fn a_parameter_file_keeps_its_seed_and_size_unless_flags_replace_them() {
+        let dir = std::env::temp_dir().join(format!("dd-synth-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.json");
+        let saved = SynthParams {
+            seed: 9_535_435_428_288_770,
+            width: 512,
+            height: 320,
+            ..Default::default()
+        };
+        std::fs::write(&file, serde_json::to_string(&saved).unwrap()).unwrap();
+        let f = file.to_str().unwrap();
+        let p = params_from_args(&parse(&["--params", f])).unwrap();
+        assert_eq!((p.seed, p.width, p.height), (saved.seed, 512, 320));
+        let p = params_from_args(&parse(&["--params", f, "--seed", "3", "--size", "256"])).unwrap();
+        assert_eq!((p.seed, p.width, p.height), (3, 256, 256));
+        let p = params_from_args(&parse(&["--params", f, "--height", "100"])).unwrap();
+        assert_eq!((p.width, p.height), (512, 100));
+        let p = params_from_args(&parse(&[])).unwrap();
+        assert_eq!((p.seed, p.width, p.height), (7, 768, 768));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
