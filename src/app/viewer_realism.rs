@@ -225,6 +225,18 @@ impl RealismPanel {
                 if s.eight_bit {
                     ui.label("8-bit export: background and contrast describe a display window.");
                 }
+                match (&s.lattice, s.lattice_crop) {
+                    (None, _) => {
+                        ui.label("No clear lattice: no scan statistics.");
+                    }
+                    (Some(_), Some([x, y, n])) => {
+                        ui.label(format!(
+                            "Lattice and scan statistics from one grain: the {n}² crop at \
+                             ({x}, {y}); the whole frame holds no single clear lattice."
+                        ));
+                    }
+                    (Some(_), None) => {}
+                }
             }
             Some((g, Err(e))) if *g == generation => {
                 ui.colored_label(Color32::from_rgb(213, 94, 0), format!("Not measured: {e}"));
