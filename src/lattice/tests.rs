@@ -327,10 +327,11 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
             .count();
         for t in &truth {
             let hit = r.boundaries.iter().find(|b| matches(&b.obb, &t.obb));
-            let translation_only = !t.lamella
-                && truth_misorientation(&s, &t.obb, 0.8 * r.maps.window_px as f64)
-                    .is_some_and(|m| m < 0.5);
-            if translation_only {
+            // Read across the truth box itself (a lamella's box spans both planes: none).
+            let truth_mis = (!t.lamella)
+                .then(|| truth_misorientation(&s, &t.obb, 0.8 * r.maps.window_px as f64))
+                .flatten();
+            if truth_mis.is_some_and(|m| m < 0.5) {
                 st.translation_truth += 1;
                 st.translation_found += hit.is_some() as usize;
             }
@@ -361,7 +362,7 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
             } else if std::env::var_os("LATTICE_DEBUG").is_some() {
                 eprintln!(
                     "seed {seed}: missed (truth misorientation {:?}, lamella {}) {:?} (px {:.1} pm, {} detections: {:?})",
-                    truth_misorientation(&s, &t.obb, 0.8 * r.maps.window_px as f64),
+                    truth_mis,
                     t.lamella,
                     t.obb,
                     p.pixel_size_pm,

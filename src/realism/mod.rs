@@ -99,12 +99,7 @@ pub fn estimate_lattice(
     {
         return Ok(f.est.clone());
     }
-    let fit_one = |s: &spectrum::Spectrum, ex: &lattice::Excess| {
-        lattice::fit(s, ex, crystal, hint_nm_per_px)
-            .ok()
-            .filter(|f| f.est.score >= MIN_SCORE)
-    };
-    if let Some(g) = grain_fit(img, &fit_one) {
+    if let Some(g) = grain_fit(img, crystal, hint_nm_per_px) {
         return Ok(g.fit.est);
     }
     let f = whole?;
@@ -122,14 +117,25 @@ struct GrainFit {
     crop: [usize; 3],
 }
 
+/// A fit scoring at least [`MIN_SCORE`], searched around `hint` when given.
+fn clear_fit(
+    s: &spectrum::Spectrum,
+    ex: &lattice::Excess,
+    crystal: &CrystalSpec,
+    hint: Option<f64>,
+) -> Option<lattice::LatticeFit> {
+    lattice::fit(s, ex, crystal, hint)
+        .ok()
+        .filter(|f| f.est.score >= MIN_SCORE)
+}
+
 /// The best-scoring fit over the four quadrants (half-side square crops in the corners).
 /// A frame with boundaries holds several lattices, whose spectra together may fit none
 /// (on 30 frames of the realistic recipe, 12 gave no lattice, most of them with boundaries);
-/// a grain usually fills a quadrant.
-fn grain_fit(
-    img: &ImageF32,
-    fit_one: &dyn Fn(&spectrum::Spectrum, &lattice::Excess) -> Option<lattice::LatticeFit>,
-) -> Option<GrainFit> {
+/// a grain usually fills a quadrant. A quadrant holds a quarter of the columns: a weak free
+/// fit there is as likely to be a chance alignment as a grain (on the Si DM3, +72 % at score
+/// 2.9), so a known calibration (`hint`) always constrains the search.
+fn grain_fit(img: &ImageF32, crystal: &CrystalSpec, hint: Option<f64>) -> Option<GrainFit> {
     let n = (img.width.min(img.height) / 2).min(spectrum::MAX_SIDE) & !1;
     if n < 128 {
         return None;
@@ -142,7 +148,7 @@ fn grain_fit(
                 continue;
             };
             let ex = lattice::Excess::new(&sp);
-            if let Some(f) = fit_one(&sp, &ex)
+            if let Some(f) = clear_fit(&sp, &ex, crystal, hint)
                 && best.as_ref().is_none_or(|b| f.est.score > b.fit.est.score)
             {
                 best = Some(GrainFit {
@@ -198,21 +204,10 @@ pub fn measure(
     let hint = user_nm_per_px.or(file_nm_per_px);
     let (fit, grain) = match best_fit(&s, &ex, crystal, hint) {
         Ok(f) => (Ok(f), None),
-        Err(why) => {
-            // A quadrant holds a quarter of the columns: a weak free fit there is as likely
-            // to be a chance alignment as a grain (on the Si DM3, +72 % at score 2.9), so a
-            // known calibration constrains the search.
-            let fit_one = |s: &spectrum::Spectrum, ex: &lattice::Excess| match hint {
-                Some(h) => lattice::fit(s, ex, crystal, Some(h))
-                    .ok()
-                    .filter(|f| f.est.score >= MIN_SCORE),
-                None => best_fit(s, ex, crystal, None).ok(),
-            };
-            match grain_fit(img, &fit_one) {
-                Some(g) => (Ok(g.fit), Some((g.spectrum, g.crop))),
-                None => (Err(why), None),
-            }
-        }
+        Err(why) => match grain_fit(img, crystal, hint) {
+            Some(g) => (Ok(g.fit), Some((g.spectrum, g.crop))),
+            None => (Err(why), None),
+        },
     };
     let (nm_per_px, source) = match (user_nm_per_px, file_nm_per_px, &fit) {
         (Some(u), _, _) => (u, CalibrationSource::User),

@@ -511,8 +511,7 @@ fn a_grain_gives_the_lattice_when_the_whole_frame_holds_several() {
             .map(|gr| {
                 let m = gr.frame.m;
                 let u = m[1][0].atan2(m[0][0]).to_degrees();
-                let d = (u - l.rotation_deg).rem_euclid(180.0);
-                d.min(180.0 - d)
+                crate::lattice::boundaries::fold_misorientation(u - l.rotation_deg)
             })
             .fold(f64::INFINITY, f64::min);
         assert!(
