@@ -194,16 +194,16 @@ pub(crate) fn trace(
         // What the narrower suppression leaves of a ridge already taken: its shoulder (a
         // parallel line within a window) and the blob where boundaries meet (short pieces in
         // any direction, mostly within a window of the earlier ones).
-        if shoulder_of(&seg, &earlier, win)
-            || free_length(&seg, &earlier, win, step) < MIN_FREE_FRACTION * min_len
-        {
+        if shoulder_of(&seg, &earlier, win) {
             if debug {
-                eprintln!(
-                    "  rejected: shoulder {}, free length {:.0} of {:.0}",
-                    shoulder_of(&seg, &earlier, win),
-                    free_length(&seg, &earlier, win, step),
-                    seg.t1 - seg.t0
-                );
+                eprintln!("  rejected: shoulder of an earlier line");
+            }
+            continue;
+        }
+        let free = free_length(&seg, &earlier, win, step);
+        if free < MIN_FREE_FRACTION * min_len {
+            if debug {
+                eprintln!("  rejected: free length {free:.0} of {:.0}", t1 - t0);
             }
             continue;
         }
