@@ -9,7 +9,9 @@ use defect_detector::dataset::export::{
     CropOptions, DatasetConfig, ExportSummary, ExportTarget, Split, SplitRatios, export,
     target_is_nonempty, target_problem,
 };
-use defect_detector::dataset::randomize::{DomainRandomization, base_image_seed, draw_params};
+use defect_detector::dataset::randomize::{
+    DomainRandomization, Sampling, base_image_seed, draw_params_in,
+};
 use defect_detector::geometry::Dihedral;
 use defect_detector::jobs::{Job, Latest, Notify, is_cancelled};
 use defect_detector::synth::scene::DefectLabel;
@@ -74,6 +76,7 @@ impl DatasetSettings {
             split: self.split,
             crop: self.crop_enabled.then(|| self.crop.clone()),
             randomization: self.dr.clone(),
+            sampling: Sampling::default(),
             base: SynthParams::default(),
         }
     }
@@ -103,7 +106,7 @@ pub struct DatasetTab {
     pub last: Option<Result<ExportSummary, String>>,
     pub status: String,
     previews: Latest<Vec<ThumbData>>,
-    requested: Option<(DomainRandomization, u64)>,
+    requested: Option<(DomainRandomization, u64, usize)>,
     thumbs: Vec<Thumb>,
     /// "Open in Review" was clicked: the shell switches tabs and opens this dataset.
     pub review_request: Option<PathBuf>,
@@ -130,12 +133,16 @@ impl DatasetTab {
     }
 
     fn request_thumbs(&mut self) {
-        let key = (self.settings.dr.clone(), self.settings.seed);
+        let key = (
+            self.settings.dr.clone(),
+            self.settings.seed,
+            self.settings.n,
+        );
         if self.requested.as_ref() == Some(&key) || self.settings.dr.validate().is_err() {
             return;
         }
         self.requested = Some(key.clone());
-        let (dr, seed) = key;
+        let (dr, seed, n) = key;
         self.previews.request(move |c| {
             let base = SynthParams {
                 width: THUMB_SIZE,
@@ -143,10 +150,16 @@ impl DatasetTab {
                 ..Default::default()
             };
             let mut out = Vec::new();
+            let strata = Sampling::default().strata(seed, n);
             for i in 0..THUMBS {
                 c.check()?;
                 // The same draws as the first base images of the dataset (at thumbnail size).
-                let p = draw_params(&base, &dr, base_image_seed(seed, i));
+                let p = draw_params_in(
+                    &base,
+                    &dr,
+                    base_image_seed(seed, i),
+                    strata.as_ref().map(|s| s.of(i)),
+                );
                 let s = synth::generate(&p)?;
                 out.push(ThumbData {
                     gray: s.to_u8(),

@@ -8,12 +8,18 @@ use defect_detector::dataset::export::{
     parse_augment,
 };
 use defect_detector::dataset::merge::merge;
-use defect_detector::dataset::randomize::DomainRandomization;
+use defect_detector::dataset::randomize::{DomainRandomization, Sampling};
 use defect_detector::dataset::validate_dataset;
 use defect_detector::jobs::Job;
 use defect_detector::synth::SynthParams;
 use std::path::PathBuf;
 use std::time::Duration;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SamplingArg {
+    LatinHypercube,
+    Independent,
+}
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -41,6 +47,11 @@ pub struct ExportArgs {
     /// Symmetries: all, none, or a list such as r0,r90,f_r0.
     #[arg(long, default_value = "all")]
     augment: String,
+    /// How the base images share out the randomization's ranges: latin-hypercube (each knob
+    /// takes each of n equal-probability strata once, so even a small dataset spans every
+    /// range) or independent (each image draws on its own, as datasets before 2026-12).
+    #[arg(long, value_enum, default_value_t = SamplingArg::LatinHypercube)]
+    sampling: SamplingArg,
     /// Base-image fractions train,val,test (0,0,1 makes a pure test set).
     #[arg(long, default_value = "0.8,0.1,0.1")]
     split: String,
@@ -153,6 +164,10 @@ fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
             ..Default::default()
         }),
         randomization,
+        sampling: match a.sampling {
+            SamplingArg::LatinHypercube => Sampling::LatinHypercube,
+            SamplingArg::Independent => Sampling::Independent,
+        },
         base,
     };
     cfg.validate()?;

@@ -5,7 +5,7 @@
 //! Plain values and their checks only: nothing here touches the disk or synthesizes an image
 //! (the pipeline is `export`, the files are `manifest` and `staging`).
 
-use super::randomize::{DomainRandomization, mix64};
+use super::randomize::{DomainRandomization, Sampling, mix64};
 use crate::geometry::Dihedral;
 use crate::synth::SynthParams;
 use crate::synth::params::MAX_SIDE;
@@ -199,6 +199,10 @@ pub struct DatasetConfig {
     pub split: SplitRatios,
     pub crop: Option<CropOptions>,
     pub randomization: DomainRandomization,
+    /// How the base images share out the randomization's ranges (missing in a manifest:
+    /// independent draws, as datasets were made before).
+    #[serde(default = "Sampling::legacy")]
+    pub sampling: Sampling,
     /// Synthesis settings the randomization does not touch (its size is replaced by `size`).
     pub base: SynthParams,
 }
@@ -213,6 +217,7 @@ impl Default for DatasetConfig {
             split: SplitRatios::default(),
             crop: None,
             randomization: DomainRandomization::default(),
+            sampling: Sampling::default(),
             base: SynthParams::default(),
         }
     }

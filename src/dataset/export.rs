@@ -29,7 +29,7 @@ pub use super::staging::{absolute_path, target_is_nonempty, target_problem};
 
 use super::augment::{CropWindow, apply_symmetry, crop_box};
 use super::manifest::{data_yaml, readme};
-use super::randomize::{base_image_seed, draw_params, mix64};
+use super::randomize::{Strata, base_image_seed, draw_params_in, mix64};
 use super::staging::{Staging, create_layout, write_file};
 use crate::classes::DefectClass;
 use crate::dataset::yolo::{ObbLabel, format_labels};
@@ -165,13 +165,19 @@ fn write_variant(
 
 fn export_base(
     cfg: &DatasetConfig,
+    strata: Option<&Strata>,
     syms: &[(usize, Dihedral)],
     index: usize,
     split: Split,
     root: &Path,
 ) -> anyhow::Result<BaseOutput> {
     let seed = base_image_seed(cfg.seed, index);
-    let p = draw_params(&cfg.base_params(), &cfg.randomization, seed);
+    let p = draw_params_in(
+        &cfg.base_params(),
+        &cfg.randomization,
+        seed,
+        strata.map(|s| s.of(index)),
+    );
     let s = synth::generate(&p)
         .with_context(|| format!("base image {index} (seed {seed}) could not be synthesized"))?;
     let (w, h) = (s.image.width, s.image.height);
@@ -294,6 +300,8 @@ pub fn export(
     let staging = Staging::create(&out)?;
     create_layout(&staging.dir)?;
     let splits = assign_splits(cfg.n, cfg.seed, &cfg.split);
+    // Strata span the whole dataset, so every shard draws the same images.
+    let strata = cfg.sampling.strata(cfg.seed, cfg.n);
     let indices: Vec<usize> = (0..cfg.n)
         .filter(|i| target.shard.is_none_or(|s| s.contains(*i)))
         .collect();
@@ -305,7 +313,7 @@ pub fn export(
         .par_iter()
         .map(|&i| {
             control.check()?;
-            let o = export_base(cfg, &syms, i, splits[i], &staging.dir)?;
+            let o = export_base(cfg, strata.as_ref(), &syms, i, splits[i], &staging.dir)?;
             bytes.fetch_add(o.bytes, Ordering::Relaxed);
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             control.set_progress(

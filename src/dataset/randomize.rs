@@ -283,18 +283,155 @@ impl DomainRandomization {
     }
 }
 
+/// How the base images of a dataset share out the randomization ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every base image draws each knob on its own: a small dataset covers the ranges only
+    /// by the luck of the draw (a 30-image export left the 95 % point of line jitter anywhere
+    /// between 0.8 and 1.3 px on a 0–3 px range). Datasets written before `sampling` existed.
+    Independent,
+    /// Latin hypercube: with n base images, each continuous knob (and each yes/no and preset
+    /// choice) takes every one of n equal-probability strata exactly once, in an order of its
+    /// own. Each image is still one draw from the recipe, but the dataset spans every range
+    /// evenly whatever its size.
+    #[default]
+    LatinHypercube,
+}
+
+impl Sampling {
+    /// The strata of a dataset of `n` base images, or `None` for independent draws.
+    pub fn strata(self, dataset_seed: u64, n: usize) -> Option<Strata> {
+        match self {
+            Sampling::Independent => None,
+            Sampling::LatinHypercube => Some(Strata::new(dataset_seed, n)),
+        }
+    }
+
+    /// For manifests written before the field existed: their draws were independent.
+    pub fn legacy() -> Self {
+        Sampling::Independent
+    }
+}
+
+/// One random permutation of the n strata per stratified draw of [`draw_params`].
+#[derive(Clone, Debug)]
+pub struct Strata {
+    n: usize,
+    perms: Vec<Vec<u32>>,
+}
+
+/// Stratified draws per base image; [`draw_params`] uses fewer (checked in debug builds).
+const STRATIFIED_DRAWS: usize = 40;
+
+impl Strata {
+    pub fn new(dataset_seed: u64, n: usize) -> Self {
+        let n = n.max(1);
+        let perms = (0..STRATIFIED_DRAWS)
+            .map(|d| {
+                let mut rng = rng_from_seed(mix64(dataset_seed ^ mix64(0x5_7A7A ^ d as u64)));
+                let mut p: Vec<u32> = (0..n as u32).collect();
+                // Fisher–Yates.
+                for i in (1..n).rev() {
+                    let j = rng.random_range(0..=i);
+                    p.swap(i, j);
+                }
+                p
+            })
+            .collect();
+        Self { n, perms }
+    }
+
+    /// Base image `index`'s place in the strata.
+    pub fn of(&self, index: usize) -> Stratum<'_> {
+        Stratum {
+            strata: self,
+            index: index % self.n,
+        }
+    }
+}
+
+/// Base image `index` of a stratified dataset.
+#[derive(Clone, Copy, Debug)]
+pub struct Stratum<'a> {
+    strata: &'a Strata,
+    index: usize,
+}
+
+/// The draws of one base image: plain random numbers, or numbers placed in the image's
+/// stratum of each draw. The random-number stream is consumed the same way in both cases.
+struct Draws<'a> {
+    rng: crate::synth::scene::Rng,
+    stratum: Option<Stratum<'a>>,
+    dim: usize,
+}
+
+impl Draws<'_> {
+    /// A number in [0, 1) (or [0, 1] for `inclusive`), placed in this image's stratum.
+    fn unit(&mut self, inclusive: bool) -> f64 {
+        let v: f64 = if inclusive {
+            self.rng.random_range(0.0..=1.0)
+        } else {
+            self.rng.random_range(0.0..1.0)
+        };
+        let d = self.dim;
+        self.dim += 1;
+        match self.stratum {
+            None => v,
+            Some(st) => {
+                debug_assert!(d < STRATIFIED_DRAWS, "raise STRATIFIED_DRAWS");
+                let perm = &st.strata.perms[d % STRATIFIED_DRAWS];
+                ((perm[st.index] as f64 + v.min(1.0 - 1e-12)) / st.strata.n as f64).min(1.0)
+            }
+        }
+    }
+
+    /// A uniform draw from a closed interval (its lower end, with no draw, for a point).
+    fn span(&mut self, s: Span) -> f64 {
+        if self.stratum.is_none() {
+            self.dim += 1;
+            return uniform(&mut self.rng, s);
+        }
+        if s.max > s.min {
+            s.min + (s.max - s.min) * self.unit(true)
+        } else {
+            self.dim += 1;
+            s.min
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit(false) < p
+    }
+}
+
 /// The synthesis parameters of one base image: `base` with every randomized knob replaced by
 /// a draw from `dr`. Deterministic in `seed`; the scene seed of the result is itself drawn
 /// from it, so the scene's draws are independent of the imaging-condition draws.
 /// Counts are drawn here (the result holds `n..=n` ranges) so the sidecar records them.
 pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> SynthParams {
-    let mut rng = rng_from_seed(seed);
+    draw_params_in(base, dr, seed, None)
+}
+
+/// [`draw_params`] for base image `stratum` of a stratified dataset (see [`Sampling`]); with
+/// `None` the same as [`draw_params`].
+pub fn draw_params_in(
+    base: &SynthParams,
+    dr: &DomainRandomization,
+    seed: u64,
+    stratum: Option<Stratum<'_>>,
+) -> SynthParams {
+    let mut d = Draws {
+        rng: rng_from_seed(seed),
+        stratum,
+        dim: 0,
+    };
     let mut p = base.clone();
     // Fixed draw order: changing it changes every dataset, so only append new draws.
-    p.seed = rng.random::<u64>();
+    p.seed = d.rng.random::<u64>();
     let weights = dr.presets.entries();
     let total: f64 = weights.iter().map(|(_, w)| w).sum();
-    let mut u = rng.random_range(0.0..1.0) * total;
+    let mut u = d.unit(false) * total;
     p.crystal.preset = weights
         .iter()
         .find(|(_, w)| {
@@ -305,15 +442,15 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
         .or_else(|| weights.iter().rev().find(|(_, w)| *w > 0.0))
         .map(|(pr, _)| *pr)
         .unwrap_or(base.crystal.preset);
-    p.pixel_size_pm = uniform(&mut rng, dr.pixel_size_pm);
-    p.rotation_deg = Some(uniform(&mut rng, dr.rotation_deg));
+    p.pixel_size_pm = d.span(dr.pixel_size_pm);
+    p.rotation_deg = Some(d.span(dr.rotation_deg));
     let (lo, hi) = (dr.dose_e_per_a2.min.ln(), dr.dose_e_per_a2.max.ln());
-    p.noise.dose_e_per_a2 = uniform(&mut rng, Span::new(lo, hi)).exp();
+    p.noise.dose_e_per_a2 = d.span(Span::new(lo, hi)).exp();
     p.noise.dose_mode = crate::synth::params::DoseMode::ElectronsPerA2;
-    let gaussian = rng.random_range(0.0..1.0) < dr.gaussian_probe_fraction;
-    let fwhm = uniform(&mut rng, dr.gaussian_fwhm_a);
-    let source = uniform(&mut rng, dr.source_sigma_a);
-    let defocus = uniform(&mut rng, dr.defocus_a);
+    let gaussian = d.chance(dr.gaussian_probe_fraction);
+    let fwhm = d.span(dr.gaussian_fwhm_a);
+    let source = d.span(dr.source_sigma_a);
+    let defocus = d.span(dr.defocus_a);
     if gaussian {
         p.probe.model = ProbeModel::Gaussian;
         p.probe.gaussian_fwhm_a = fwhm;
@@ -325,59 +462,59 @@ pub fn draw_params(base: &SynthParams, dr: &DomainRandomization, seed: u64) -> S
         p.probe.defocus_a = defocus;
     }
     // Most frames tear little and a few a lot: u² puts more weight at small values.
-    let u: f64 = rng.random_range(0.0..=1.0);
+    let u = d.unit(true);
     p.scan.line_jitter_px =
         dr.line_jitter_px.min + (dr.line_jitter_px.max - dr.line_jitter_px.min) * u * u;
-    p.scan.drift_x_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
-    p.scan.drift_y_px_per_kline = uniform(&mut rng, dr.drift_px_per_kline);
-    p.specimen.background = uniform(&mut rng, dr.background);
-    let nv = count(&mut rng, dr.vacancies);
-    let ni = count(&mut rng, dr.interstitials);
+    p.scan.drift_x_px_per_kline = d.span(dr.drift_px_per_kline);
+    p.scan.drift_y_px_per_kline = d.span(dr.drift_px_per_kline);
+    p.specimen.background = d.span(dr.background);
+    let nv = count(&mut d.rng, dr.vacancies);
+    let ni = count(&mut d.rng, dr.interstitials);
     p.defects.vacancies = CountRange::new(nv, nv);
     p.defects.interstitials = CountRange::new(ni, ni);
-    let boundary_free = rng.random_range(0.0..1.0) < dr.boundary_free_fraction;
-    let nb = count(&mut rng, dr.boundaries);
+    let boundary_free = d.chance(dr.boundary_free_fraction);
+    let nb = count(&mut d.rng, dr.boundaries);
     let nb = if boundary_free { 0 } else { nb };
     let twins = (0..nb)
-        .filter(|_| rng.random_range(0.0..1.0) < dr.twin_fraction)
+        .filter(|_| d.rng.random_range(0.0..1.0) < dr.twin_fraction)
         .count() as u32;
     p.defects.twin_boundaries = CountRange::new(twins, twins);
     p.defects.tilt_boundaries = CountRange::new(nb - twins, nb - twins);
     // Draws added with the realism knobs (appended, so the draws above are unchanged).
-    p.specimen.column_sigma_a = uniform(&mut rng, dr.column_sigma_a);
-    p.specimen.amorphous = uniform(&mut rng, dr.amorphous);
-    p.specimen.amorphous_length_a = uniform(&mut rng, dr.amorphous_length_a);
-    p.specimen.background_gradient = uniform(&mut rng, dr.background_gradient);
-    p.specimen.thickness_variation = uniform(&mut rng, dr.thickness_variation);
-    p.specimen.thickness_wavelength_nm = uniform(&mut rng, dr.thickness_wavelength_nm);
+    p.specimen.column_sigma_a = d.span(dr.column_sigma_a);
+    p.specimen.amorphous = d.span(dr.amorphous);
+    p.specimen.amorphous_length_a = d.span(dr.amorphous_length_a);
+    p.specimen.background_gradient = d.span(dr.background_gradient);
+    p.specimen.thickness_variation = d.span(dr.thickness_variation);
+    p.specimen.thickness_wavelength_nm = d.span(dr.thickness_wavelength_nm);
     let bs = &mut p.defects.boundary_structure;
-    bs.strain_a = uniform(&mut rng, dr.boundary_strain_a);
-    bs.strain_decay_nm = uniform(&mut rng, dr.boundary_strain_decay_nm);
-    bs.core_disorder_a = uniform(&mut rng, dr.boundary_core_disorder_a);
-    bs.dechannelling = uniform(&mut rng, dr.boundary_dechannelling);
+    bs.strain_a = d.span(dr.boundary_strain_a);
+    bs.strain_decay_nm = d.span(dr.boundary_strain_decay_nm);
+    bs.core_disorder_a = d.span(dr.boundary_core_disorder_a);
+    bs.dechannelling = d.span(dr.boundary_dechannelling);
     let nl = if boundary_free {
         0
     } else {
-        count(&mut rng, dr.twin_lamellae)
+        count(&mut d.rng, dr.twin_lamellae)
     };
     p.defects.twin_lamellae = CountRange::new(nl, nl);
     p.defects.lamella_thickness_nm = dr.lamella_thickness_nm;
     p.defects.axis_aligned_boundary_fraction = dr.axis_aligned_boundary_fraction;
-    p.scan.jitter_bursts_per_kline = uniform(&mut rng, dr.jitter_bursts_per_kline);
-    p.scan.jitter_burst_px = uniform(&mut rng, dr.jitter_burst_px);
-    p.scan.afterglow_px = uniform(&mut rng, dr.afterglow_px);
-    p.defects.boundary_structure.core_width_a = uniform(&mut rng, dr.boundary_core_width_a);
+    p.scan.jitter_bursts_per_kline = d.span(dr.jitter_bursts_per_kline);
+    p.scan.jitter_burst_px = d.span(dr.jitter_burst_px);
+    p.scan.afterglow_px = d.span(dr.afterglow_px);
+    p.defects.boundary_structure.core_width_a = d.span(dr.boundary_core_width_a);
     if let Some(s) = dr.drift_y_px_per_kline {
-        p.scan.drift_y_px_per_kline = uniform(&mut rng, s);
+        p.scan.drift_y_px_per_kline = d.span(s);
     }
-    let smooth = rng.random_range(0.0..1.0) < dr.lowpass_fraction;
-    let sigma = uniform(&mut rng, dr.lowpass_sigma_px);
+    let smooth = d.chance(dr.lowpass_fraction);
+    let sigma = d.span(dr.lowpass_sigma_px);
     p.noise.lowpass_sigma_px = if smooth { sigma } else { 0.0 };
     // Like jitter: most frames are well aligned, a few are not (u² weighting).
-    let u: f64 = rng.random_range(0.0..=1.0);
+    let u = d.unit(true);
     p.probe.directional_sigma_a = dr.directional_sigma_a.min
         + (dr.directional_sigma_a.max - dr.directional_sigma_a.min) * u * u;
-    p.probe.directional_angle_deg = rng.random_range(0.0..180.0);
+    p.probe.directional_angle_deg = 180.0 * d.unit(false);
     p
 }
 
@@ -414,6 +551,51 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("backgrund"), "{err}");
+    }
+
+    #[test]
+    fn latin_hypercube_spans_every_range_and_keeps_independent_draws_unchanged() {
+        let dr = DomainRandomization::default();
+        let base = SynthParams::default();
+        let n = 30;
+        let strata = Sampling::LatinHypercube.strata(7, n).unwrap();
+        let draws: Vec<SynthParams> = (0..n)
+            .map(|i| draw_params_in(&base, &dr, base_image_seed(7, i), Some(strata.of(i))))
+            .collect();
+        // Each of the n strata of a knob is taken exactly once.
+        let stratum_of = |v: f64, s: Span| (((v - s.min) / (s.max - s.min)) * n as f64) as usize;
+        let mut px: Vec<usize> = draws
+            .iter()
+            .map(|p| stratum_of(p.pixel_size_pm, dr.pixel_size_pm).min(n - 1))
+            .collect();
+        px.sort();
+        assert_eq!(px, (0..n).collect::<Vec<_>>());
+        // Jitter is u²-weighted: its largest draw lies in the top stratum of u.
+        let j = dr.line_jitter_px;
+        let top = draws
+            .iter()
+            .map(|p| p.scan.line_jitter_px)
+            .fold(f64::MIN, f64::max);
+        assert!(
+            top >= j.min + (j.max - j.min) * (29.0f64 / 30.0).powi(2) - 1e-9,
+            "{top}"
+        );
+        // Yes/no draws come out in their proportion: 35 % of 30 smoothed.
+        let smoothed = draws
+            .iter()
+            .filter(|p| p.noise.lowpass_sigma_px > 0.0)
+            .count();
+        assert!(
+            (smoothed as f64 - dr.lowpass_fraction * n as f64).abs() <= 1.0,
+            "{smoothed}"
+        );
+        // The scene seeds and counts are the image's own, whatever the sampling.
+        let plain = draw_params(&base, &dr, base_image_seed(7, 3));
+        assert_eq!(plain.seed, draws[3].seed);
+        assert_eq!(
+            plain,
+            draw_params_in(&base, &dr, base_image_seed(7, 3), None)
+        );
     }
 
     #[test]
