@@ -271,6 +271,21 @@ fn dump_frame(
     .unwrap();
 }
 
+/// `LATTICE_SET="field=value,..."` replaces fields of the benchmark's parameters (JSON
+/// values), so a threshold can be swept over seed sets without a rebuild.
+fn with_overrides(p: LatticeParams) -> LatticeParams {
+    let Ok(spec) = std::env::var("LATTICE_SET") else {
+        return p;
+    };
+    let mut v = serde_json::to_value(&p).unwrap();
+    for kv in spec.split(',').filter(|s| !s.is_empty()) {
+        let (k, val) = kv.split_once('=').expect("LATTICE_SET: field=value");
+        assert!(v.get(k).is_some(), "LATTICE_SET: no field {k}");
+        v[k] = serde_json::from_str(val).expect("LATTICE_SET: a JSON value");
+    }
+    serde_json::from_value(v).unwrap()
+}
+
 fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
     let recipe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("training/dr-realistic.json");
     let dr = DomainRandomization::read(&recipe).unwrap();
@@ -283,10 +298,10 @@ fn eval_boundaries(seeds: std::ops::Range<u64>, size: usize) -> GbStats {
     for seed in seeds {
         let p = draw_params(&base, &dr, seed);
         let s = generate(&p).unwrap();
-        let lp = LatticeParams {
+        let lp = with_overrides(LatticeParams {
             point_defects: false,
             ..LatticeParams::new(p.crystal.spec(), Some(p.pixel_size_pm / 1000.0))
-        };
+        });
         let r = analyse(&s.image, &lp).unwrap();
         if let Some(d) = std::env::var_os("LATTICE_DUMP") {
             dump_frame(&PathBuf::from(d), seed, &p, &s, &r);
