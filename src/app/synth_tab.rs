@@ -4,7 +4,7 @@
 
 use super::canvas::{ImageCanvas, OverlayBox};
 use super::synth_help::param_help;
-use super::widgets::{class_legend, count_range, folder_picker, span_range};
+use super::widgets::{class_legend, count_range, folder_picker, span_range, zoom_buttons};
 use defect_detector::jobs::{Job, Latest, Notify};
 use defect_detector::synth::crystal::Preset;
 use defect_detector::synth::params::{DoseMode, ProbeModel};
@@ -568,20 +568,7 @@ impl SynthTab {
             }
             class_legend(ui, &mut self.settings.show_class, &counts);
             ui.separator();
-            if ui
-                .button("Fit")
-                .on_hover_text("Fit the preview to the canvas (double-click)")
-                .clicked()
-            {
-                self.canvas.fit();
-            }
-            if ui
-                .button("1:1")
-                .on_hover_text("One image pixel per screen pixel (the wheel zooms at the pointer)")
-                .clicked()
-            {
-                self.canvas.one_to_one();
-            }
+            zoom_buttons(ui, &mut self.canvas, "preview");
             if let Some(cur) = &self.current {
                 ui.separator();
                 let ups = if self.updates.len() >= 2 {

@@ -916,20 +916,7 @@ impl ViewerTab {
         self.display.colormap = s.colormap;
         self.display.invert = s.invert;
         ui.horizontal(|ui| {
-            if ui
-                .button("Fit")
-                .on_hover_text("Fit the image to the canvas (double-click)")
-                .clicked()
-            {
-                self.canvas.fit();
-            }
-            if ui
-                .button("1:1")
-                .on_hover_text("One image pixel per screen pixel (the wheel zooms at the pointer)")
-                .clicked()
-            {
-                self.canvas.one_to_one();
-            }
+            super::widgets::zoom_buttons(ui, &mut self.canvas, "image");
             if ui
                 .add_enabled(self.current.is_some(), egui::Button::new("Power spectrum"))
                 .clicked()

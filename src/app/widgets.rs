@@ -7,6 +7,8 @@ use egui::{Color32, RichText};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
+use super::canvas::ImageCanvas;
+
 /// Class toggles in class colours, with counts.
 pub fn class_legend(ui: &mut egui::Ui, show: &mut [bool], counts: &[usize]) {
     for c in DefectClass::ALL {
@@ -176,4 +178,22 @@ pub fn scale_bar(ui: &egui::Ui, rect: egui::Rect, zoom: f32, nm_per_px: f64) {
         egui::FontId::proportional(14.0),
         Color32::WHITE,
     );
+}
+
+/// "Fit" and "1:1" zoom buttons for a canvas; `what` names its content in the hover text.
+pub fn zoom_buttons(ui: &mut egui::Ui, canvas: &mut ImageCanvas, what: &str) {
+    if ui
+        .button("Fit")
+        .on_hover_text(format!("Fit the {what} to the canvas (double-click)"))
+        .clicked()
+    {
+        canvas.fit();
+    }
+    if ui
+        .button("1:1")
+        .on_hover_text("One image pixel per screen pixel (the wheel zooms at the pointer)")
+        .clicked()
+    {
+        canvas.one_to_one();
+    }
 }
