@@ -103,11 +103,14 @@ pub(crate) fn trace(
             });
         }
     }
-    let min_len = (params.min_boundary_len_a * px_per_a).max(2.5 * step);
+    let map_extent = (cols.min(rows).saturating_sub(1)) as f64 * step;
+    let min_len = (params.min_boundary_len_a * px_per_a)
+        .min(params.min_boundary_len_map_fraction * map_extent)
+        .max(2.5 * step);
     let win = maps.window_px as f64;
     // Ridges are bands about half a window wide: lines are fitted to all cells of the band.
     let tol = step.max(win / 3.0);
-    let max_gap = (2.6 * step).max(win);
+    let max_gap = (2.6 * step).max(params.ridge_max_gap_windows * win);
     let debug = std::env::var_os("LATTICE_DEBUG").is_some();
     let mut segs: Vec<(Seg, f32)> = Vec::new();
     let mut alive = vec![true; pts.len()];
@@ -275,7 +278,7 @@ pub(crate) fn trace(
         // windows): 21 of the benchmark's 50 false boxes ran along a frame edge. Dropping those
         // within 2.5 steps of the border: precision 0.874 -> 0.906 (seeds 2000-2199: 0.891 ->
         // 0.922), no boundary lost; 3.5 steps lost 3 and 1.
-        if along_map_edge(&s, maps, 2.5) {
+        if along_map_edge(&s, maps, params.map_edge_line_steps) {
             continue;
         }
         let c = s.at(0.5 * (t0 + t1));

@@ -130,6 +130,11 @@ pub enum WindowSpan {
     /// lose 38 boundaries; on the frames below the visibility limit they find 9 of 20 instead
     /// of 5).
     Wide,
+    /// About 3 periods, for finely sampled frames with a clear lattice: a frame that spans
+    /// only 13–20 periods is 3–5 standard windows wide, and its maps leave out ¾ window at
+    /// every edge (a third of the frame). Coarser orientation, but on frames this clear the
+    /// misorientation error stays as small (benchmark: p90 1.7–1.9° either way).
+    Narrow,
 }
 
 impl Geometry {
@@ -143,6 +148,7 @@ impl Geometry {
         let (window, step) = match span {
             WindowSpan::Standard => (32usize, 4usize),
             WindowSpan::Wide => (48, 6),
+            WindowSpan::Narrow => (24, 3),
         };
         Self {
             bin,
