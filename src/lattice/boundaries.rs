@@ -261,7 +261,9 @@ pub(crate) fn trace(
         let contrast = mean_on - off;
         // A boundary stands out of its surroundings along its whole length; on frames whose
         // discontinuity is high everywhere (noise, scan tears) a line is as high as its flanks.
-        if contrast < params.min_ridge_contrast as f64 {
+        let faint_but_clear = contrast >= params.min_ridge_contrast_floor as f64
+            && mean_on >= params.min_ridge_contrast_ratio as f64 * off;
+        if contrast < params.min_ridge_contrast as f64 && !faint_but_clear {
             if debug {
                 eprintln!("  rejected: contrast {contrast:.3} (on {mean_on:.3}, flanks {fl:?})");
             }
