@@ -261,7 +261,9 @@ pub(crate) fn trace(
         let contrast = mean_on - off;
         // A boundary stands out of its surroundings along its whole length; on frames whose
         // discontinuity is high everywhere (noise, scan tears) a line is as high as its flanks.
-        let faint_but_clear = contrast >= params.min_ridge_contrast_floor as f64
+        // The ratio needs a flank on the map: a line without one has nothing to stand above.
+        let faint_but_clear = fl.iter().any(Option::is_some)
+            && contrast >= params.min_ridge_contrast_floor as f64
             && mean_on >= params.min_ridge_contrast_ratio as f64 * off;
         if contrast < params.min_ridge_contrast as f64 && !faint_but_clear {
             if debug {

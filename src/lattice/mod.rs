@@ -234,9 +234,9 @@ pub struct LatticeResult {
 }
 
 impl LatticeResult {
-    /// "visibility 12.1", with "(low: 6-period windows)" when the maps had to widen (or the
-    /// narrow windows of fine sampling): why a
-    /// frame may give few boundaries. The CLI and the Viewer print it.
+    /// "visibility 12.1", with "(low: 6-period windows)" when the maps had to widen, or the
+    /// narrow windows of fine sampling: why a frame may give few boundaries. The CLI and the
+    /// Viewer print it.
     pub fn visibility_label(&self) -> String {
         let span = match self.maps.window_span {
             WindowSpan::Standard => "",
