@@ -90,18 +90,17 @@ pub(crate) fn trace(
     let d = &smooth;
     let hi = ridge_threshold(d, params);
     let lo = hi * params.boundary_low_fraction;
-    let mut pts = Vec::new();
-    for r in 0..rows {
-        for c in 0..cols {
-            let v = d[r * cols + c];
-            if v < lo {
-                continue;
-            }
-            pts.push(RidgePt {
-                p: maps.cell_center(c, r),
-                w: (v - 0.5 * lo) as f64,
-            });
-        }
+    if std::env::var_os("LATTICE_DEBUG").is_some() {
+        let mut v = d.clone();
+        v.sort_by(f32::total_cmp);
+        let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+        eprintln!(
+            "threshold hi {hi:.3} lo {lo:.3}; map q50 {:.3} q90 {:.3} q99 {:.3} max {:.3}",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        );
     }
     let map_extent = (cols.min(rows).saturating_sub(1)) as f64 * step;
     let min_len = (params.min_boundary_len_a * px_per_a)
@@ -113,165 +112,243 @@ pub(crate) fn trace(
     let max_gap = (2.6 * step).max(params.ridge_max_gap_windows * win);
     let debug = std::env::var_os("LATTICE_DEBUG").is_some();
     let mut segs: Vec<(Seg, f32)> = Vec::new();
-    let mut alive = vec![true; pts.len()];
-    // Noisy frames give many short candidates before the faint true ridges: allow enough.
-    for _ in 0..64 {
-        let Some((theta, rho)) = hough_peak(&pts, &alive, step.max(win / 4.0)) else {
-            break;
+    for pass in 0..2 {
+        let lo = if pass == 0 {
+            lo
+        } else {
+            if segs.is_empty() || params.second_pass_exclusion_windows <= 0.0 {
+                break;
+            }
+            let bg: Vec<f32> = (0..rows * cols)
+                .filter(|&i| {
+                    let p = maps.cell_center(i % cols, i / cols);
+                    !segs.iter().any(|(o, _)| {
+                        let t = o.along(p);
+                        o.off_line(p) <= params.second_pass_exclusion_windows * win
+                            && t >= o.t0 - win
+                            && t <= o.t1 + win
+                    })
+                })
+                .map(|i| d[i])
+                .collect();
+            if bg.len() * 4 < rows * cols {
+                break;
+            }
+            let lo2 = ridge_threshold(&bg, params) * params.boundary_low_fraction;
+            if debug {
+                eprintln!(
+                    "second pass: lo {lo2:.3} from {} background cells",
+                    bg.len()
+                );
+            }
+            if lo2 >= lo {
+                break;
+            }
+            lo2
         };
-        // Inliers of the Hough line, then a TLS fit and inliers again.
-        let n0 = [theta.cos(), theta.sin()];
-        let near = |n: [f64; 2], rho: f64, q: &RidgePt| (q.p[0] * n[0] + q.p[1] * n[1] - rho).abs();
-        let idx: Vec<usize> = (0..pts.len())
-            .filter(|&i| alive[i] && near(n0, rho, &pts[i]) <= 1.5 * tol)
-            .collect();
-        let (mut n, mut rho) = (n0, rho);
-        if let Some((n1, rho1)) = tls(&idx.iter().map(|&i| pts[i]).collect::<Vec<_>>()) {
-            n = n1;
-            rho = rho1;
-        }
-        let idx: Vec<usize> = (0..pts.len())
-            .filter(|&i| alive[i] && near(n, rho, &pts[i]) <= tol)
-            .collect();
-        let dir = [-n[1], n[0]];
-        let mut along: Vec<(f64, usize)> = idx
-            .iter()
-            .map(|&i| (pts[i].p[0] * dir[0] + pts[i].p[1] * dir[1], i))
-            .collect();
-        along.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Longest (heaviest) run without a gap.
-        let mut best: Option<(usize, usize, f64)> = None;
-        let mut start = 0;
-        for k in 0..=along.len() {
-            if k == along.len() || (k > start && along[k].0 - along[k - 1].0 > max_gap) {
-                if k > start {
-                    let wsum: f64 = along[start..k].iter().map(|&(_, i)| pts[i].w).sum();
-                    if best.is_none_or(|b| wsum > b.2) {
-                        best = Some((start, k, wsum));
-                    }
+        let mut pts = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = d[r * cols + c];
+                if v < lo {
+                    continue;
                 }
-                start = k;
+                pts.push(RidgePt {
+                    p: maps.cell_center(c, r),
+                    w: (v - 0.5 * lo) as f64,
+                });
             }
         }
-        let Some((s0, s1, _)) = best else { break };
-        let run: Vec<usize> = along[s0..s1].iter().map(|&(_, i)| i).collect();
-        for &i in &run {
-            alive[i] = false;
+        let mut alive = vec![true; pts.len()];
+        if pass > 0 {
+            for (i, q) in pts.iter().enumerate() {
+                alive[i] = !segs.iter().any(|(o, _)| {
+                    let t = o.along(q.p);
+                    o.off_line(q.p) <= SUPPRESS_WINDOWS * win && t >= o.t0 - tol && t <= o.t1 + tol
+                });
+            }
         }
-        // Cells right beside the run belong to the same ridge (a band about half a window
-        // wide). Taking cells up to a whole window away also took the cells of boundaries that
-        // meet this one at a shallow angle, for up to 1/sin(angle) windows (a quarter of a
-        // finely sampled frame): 0.5 window found 12 more of 379 boundaries on the benchmark,
-        // with the shoulder and junction rules below.
-        let (t0, t1) = (along[s0].0, along[s1 - 1].0);
-        for (i, q) in pts.iter().enumerate() {
-            let t = q.p[0] * dir[0] + q.p[1] * dir[1];
-            if alive[i]
-                && near(n, rho, q) <= SUPPRESS_WINDOWS * win
-                && t >= t0 - tol
-                && t <= t1 + tol
-            {
+        // Noisy frames give many short candidates before the faint true ridges: allow enough.
+        for _ in 0..64 {
+            let Some((theta, rho)) = hough_peak(&pts, &alive, step.max(win / 4.0)) else {
+                break;
+            };
+            // Inliers of the Hough line, then a TLS fit and inliers again.
+            let n0 = [theta.cos(), theta.sin()];
+            let near =
+                |n: [f64; 2], rho: f64, q: &RidgePt| (q.p[0] * n[0] + q.p[1] * n[1] - rho).abs();
+            let idx: Vec<usize> = (0..pts.len())
+                .filter(|&i| alive[i] && near(n0, rho, &pts[i]) <= 1.5 * tol)
+                .collect();
+            let (mut n, mut rho) = (n0, rho);
+            if let Some((n1, rho1)) = tls(&idx.iter().map(|&i| pts[i]).collect::<Vec<_>>()) {
+                n = n1;
+                rho = rho1;
+            }
+            let idx: Vec<usize> = (0..pts.len())
+                .filter(|&i| alive[i] && near(n, rho, &pts[i]) <= tol)
+                .collect();
+            let dir = [-n[1], n[0]];
+            let mut along: Vec<(f64, usize)> = idx
+                .iter()
+                .map(|&i| (pts[i].p[0] * dir[0] + pts[i].p[1] * dir[1], i))
+                .collect();
+            along.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Longest (heaviest) run without a gap.
+            let mut best: Option<(usize, usize, f64)> = None;
+            let mut start = 0;
+            for k in 0..=along.len() {
+                if k == along.len() || (k > start && along[k].0 - along[k - 1].0 > max_gap) {
+                    if k > start {
+                        let wsum: f64 = along[start..k].iter().map(|&(_, i)| pts[i].w).sum();
+                        if best.is_none_or(|b| wsum > b.2) {
+                            best = Some((start, k, wsum));
+                        }
+                    }
+                    start = k;
+                }
+            }
+            let Some((s0, s1, _)) = best else { break };
+            let run: Vec<usize> = along[s0..s1].iter().map(|&(_, i)| i).collect();
+            for &i in &run {
                 alive[i] = false;
             }
-        }
-        let rp: Vec<RidgePt> = run.iter().map(|&i| pts[i]).collect();
-        let (n, rho) = tls(&rp).unwrap_or((n, rho));
-        let dir = [-n[1], n[0]];
-        let ts: Vec<f64> = rp
-            .iter()
-            .map(|q| q.p[0] * dir[0] + q.p[1] * dir[1])
-            .collect();
-        let (t0, t1) = ts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &t| {
-            (a.0.min(t), a.1.max(t))
-        });
-        let base = [n[0] * rho, n[1] * rho];
-        let earlier: Vec<Seg> = segs.iter().map(|(s, _)| *s).collect();
-        let (t0, t1) = extend_to_junctions(Seg { base, dir, t0, t1 }, earlier.iter(), win);
-        if debug {
-            eprintln!(
-                "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} (min length {min_len:.0})",
-                rp.len()
-            );
-        }
-        let seg = Seg { base, dir, t0, t1 };
-        // What the narrower suppression leaves of a ridge already taken: its shoulder (a
-        // parallel line within a window) and the blob where boundaries meet (short pieces in
-        // any direction, mostly within a window of the earlier ones).
-        if shoulder_of(&seg, &earlier, win) {
-            if debug {
-                eprintln!("  rejected: shoulder of an earlier line");
+            // Cells right beside the run belong to the same ridge (a band about half a window
+            // wide). Taking cells up to a whole window away also took the cells of boundaries that
+            // meet this one at a shallow angle, for up to 1/sin(angle) windows (a quarter of a
+            // finely sampled frame): 0.5 window found 12 more of 379 boundaries on the benchmark,
+            // with the shoulder and junction rules below.
+            let (t0, t1) = (along[s0].0, along[s1 - 1].0);
+            for (i, q) in pts.iter().enumerate() {
+                let t = q.p[0] * dir[0] + q.p[1] * dir[1];
+                if alive[i]
+                    && near(n, rho, q) <= SUPPRESS_WINDOWS * win
+                    && t >= t0 - tol
+                    && t <= t1 + tol
+                {
+                    alive[i] = false;
+                }
             }
-            continue;
-        }
-        let free = free_length(&seg, &earlier, win, step);
-        if free < MIN_FREE_FRACTION * min_len {
+            let rp: Vec<RidgePt> = run.iter().map(|&i| pts[i]).collect();
+            let (n, rho) = tls(&rp).unwrap_or((n, rho));
+            let dir = [-n[1], n[0]];
+            let ts: Vec<f64> = rp
+                .iter()
+                .map(|q| q.p[0] * dir[0] + q.p[1] * dir[1])
+                .collect();
+            let (t0, t1) = ts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, &t| {
+                (a.0.min(t), a.1.max(t))
+            });
+            let base = [n[0] * rho, n[1] * rho];
+            let earlier: Vec<Seg> = segs.iter().map(|(s, _)| *s).collect();
+            let (t0, t1) = extend_to_junctions(Seg { base, dir, t0, t1 }, earlier.iter(), win);
             if debug {
-                eprintln!("  rejected: free length {free:.0} of {:.0}", t1 - t0);
+                eprintln!(
+                    "segment candidate: n {n:?} rho {rho:.1} t {t0:.0}..{t1:.0} cells {} (min length {min_len:.0})",
+                    rp.len()
+                );
             }
-            continue;
-        }
-        // Judged on the map: measuring the length as reported (extended to the frame edge)
-        // found 4 more of 379 boundaries on the benchmark, none on 200 fresh seeds, and cost
-        // 0.01–0.02 precision.
-        if t1 - t0 + step < min_len || rp.len() < 3 {
-            if debug {
-                eprintln!("  rejected: length");
+            let seg = Seg { base, dir, t0, t1 };
+            // What the narrower suppression leaves of a ridge already taken: its shoulder (a
+            // parallel line within a window) and the blob where boundaries meet (short pieces in
+            // any direction, mostly within a window of the earlier ones).
+            if shoulder_of(&seg, &earlier, win) {
+                if debug {
+                    eprintln!("  rejected: shoulder of an earlier line");
+                }
+                continue;
             }
-            continue;
-        }
-        // Score: the mean (smoothed) discontinuity on the centre line.
-        let ns = (((t1 - t0) / step).ceil() as usize).max(1);
-        let on: Vec<f32> = (0..=ns)
-            .filter_map(|k| {
-                let t = t0 + (t1 - t0) * k as f64 / ns as f64;
-                let p = [base[0] + t * dir[0], base[1] + t * dir[1]];
-                maps.cell_at(p).map(|(c, r)| d[r * cols + c])
-            })
-            .collect();
-        let mean_on = on.iter().sum::<f32>() as f64 / on.len().max(1) as f64;
-        // Flanks: parallel lines one window to either side. A line on the shoulder of a real
-        // boundary (lower than one flank) is measured against the higher flank, so it does not
-        // pass on its neighbour's ridge; a ridge of its own against the lower one, so one plane
-        // of a thin lamella is not hidden by the other (benchmark: recall 0.865 -> 0.897 at
-        // precision 0.883 -> 0.869; the rule on noisy frames as well: precision 0.82).
-        let flank = |off: f64| -> Option<f64> {
-            let v: Vec<f32> = (0..=ns)
+            let free = free_length(&seg, &earlier, win, step);
+            if free < MIN_FREE_FRACTION * min_len {
+                if debug {
+                    eprintln!("  rejected: free length {free:.0} of {:.0}", t1 - t0);
+                }
+                continue;
+            }
+            // Judged on the map: measuring the length as reported (extended to the frame edge)
+            // found 4 more of 379 boundaries on the benchmark, none on 200 fresh seeds, and cost
+            // 0.01–0.02 precision.
+            if t1 - t0 + step < min_len || rp.len() < 3 {
+                if debug {
+                    eprintln!("  rejected: length");
+                }
+                continue;
+            }
+            // Score: the mean (smoothed) discontinuity on the centre line.
+            let ns = (((t1 - t0) / step).ceil() as usize).max(1);
+            let on: Vec<f32> = (0..=ns)
                 .filter_map(|k| {
                     let t = t0 + (t1 - t0) * k as f64 / ns as f64;
-                    let p = [
-                        base[0] + t * dir[0] + off * n[0],
-                        base[1] + t * dir[1] + off * n[1],
-                    ];
+                    let p = [base[0] + t * dir[0], base[1] + t * dir[1]];
                     maps.cell_at(p).map(|(c, r)| d[r * cols + c])
                 })
                 .collect();
-            (v.len() * 2 >= on.len()).then(|| v.iter().sum::<f32>() as f64 / v.len() as f64)
-        };
-        let fl = [flank(win), flank(-win)];
-        let off = match fl {
-            [Some(a), Some(b)]
-                if mean_on >= a.max(b) && visibility >= params.ridge_lower_flank_min_strength =>
-            {
-                a.min(b)
+            let mean_on = on.iter().sum::<f32>() as f64 / on.len().max(1) as f64;
+            // Flanks: parallel lines one window to either side. A line on the shoulder of a real
+            // boundary (lower than one flank) is measured against the higher flank, so it does not
+            // pass on its neighbour's ridge; a ridge of its own against the lower one, so one plane
+            // of a thin lamella is not hidden by the other (benchmark: recall 0.865 -> 0.897 at
+            // precision 0.883 -> 0.869; the rule on noisy frames as well: precision 0.82).
+            let flank = |off: f64| -> Option<f64> {
+                let v: Vec<f32> = (0..=ns)
+                    .filter_map(|k| {
+                        let t = t0 + (t1 - t0) * k as f64 / ns as f64;
+                        let p = [
+                            base[0] + t * dir[0] + off * n[0],
+                            base[1] + t * dir[1] + off * n[1],
+                        ];
+                        maps.cell_at(p).map(|(c, r)| d[r * cols + c])
+                    })
+                    .collect();
+                (v.len() * 2 >= on.len()).then(|| v.iter().sum::<f32>() as f64 / v.len() as f64)
+            };
+            let fl = [flank(win), flank(-win)];
+            let off = match fl {
+                [Some(a), Some(b)]
+                    if mean_on >= a.max(b)
+                        && visibility >= params.ridge_lower_flank_min_strength =>
+                {
+                    a.min(b)
+                }
+                [Some(a), Some(b)] => a.max(b),
+                [Some(a), None] | [None, Some(a)] => a,
+                [None, None] => 0.0,
+            };
+            let contrast = mean_on - off;
+            // A boundary stands out of its surroundings along its whole length; on frames whose
+            // discontinuity is high everywhere (noise, scan tears) a line is as high as its flanks.
+            // The ratio needs a flank on the map: a line without one has nothing to stand above.
+            let faint_but_clear = fl.iter().any(Option::is_some)
+                && contrast >= params.min_ridge_contrast_floor as f64
+                && mean_on >= params.min_ridge_contrast_ratio as f64 * off;
+            let passes = if pass == 0 {
+                contrast >= params.min_ridge_contrast as f64 || faint_but_clear
+            } else {
+                // Both flanks on the map: near the map's edge the outer cells compare fewer
+                // windows, and a faint line there has only one side to stand above (on the
+                // Si tilt frame one such line ran 70 px from the bottom edge).
+                let min = if fl.iter().all(Option::is_some) {
+                    params.second_pass_min_contrast
+                } else {
+                    params.second_pass_one_flank_min_contrast
+                };
+                contrast >= min as f64
+            };
+            if !passes {
+                if debug {
+                    eprintln!(
+                        "  rejected: contrast {contrast:.3} (on {mean_on:.3}, flanks {fl:?})"
+                    );
+                }
+                continue;
             }
-            [Some(a), Some(b)] => a.max(b),
-            [Some(a), None] | [None, Some(a)] => a,
-            [None, None] => 0.0,
-        };
-        let contrast = mean_on - off;
-        // A boundary stands out of its surroundings along its whole length; on frames whose
-        // discontinuity is high everywhere (noise, scan tears) a line is as high as its flanks.
-        // The ratio needs a flank on the map: a line without one has nothing to stand above.
-        let faint_but_clear = fl.iter().any(Option::is_some)
-            && contrast >= params.min_ridge_contrast_floor as f64
-            && mean_on >= params.min_ridge_contrast_ratio as f64 * off;
-        if contrast < params.min_ridge_contrast as f64 && !faint_but_clear {
             if debug {
-                eprintln!("  rejected: contrast {contrast:.3} (on {mean_on:.3}, flanks {fl:?})");
+                eprintln!(
+                    "  accepted (pass {pass}): contrast {contrast:.3} (on {mean_on:.3}, flanks {fl:?})"
+                );
             }
-            continue;
+            segs.push((seg, contrast as f32));
         }
-        segs.push((seg, contrast as f32));
     }
     let mut out = Vec::new();
     for (s, contrast) in segs {
