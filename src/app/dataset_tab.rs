@@ -2,7 +2,7 @@
 //! example thumbnails of the current randomization, the export progress and a summary of the
 //! last export in the middle. Export runs as a background job with progress, ETA and Cancel.
 
-use super::canvas::paint_box;
+use super::canvas::{class_color32, paint_box};
 use super::widgets::{class_key, count_range, folder_picker, span_range_speed};
 use defect_detector::classes::DefectClass;
 use defect_detector::dataset::export::{
@@ -14,6 +14,7 @@ use defect_detector::dataset::randomize::{
 };
 use defect_detector::geometry::Dihedral;
 use defect_detector::jobs::{Job, Latest, Notify, is_cancelled};
+use defect_detector::synth::detectability::ROSE_SNR;
 use defect_detector::synth::scene::DefectLabel;
 use defect_detector::synth::{self, SynthParams};
 use egui::{DragValue, Slider};
@@ -42,6 +43,9 @@ pub struct DatasetSettings {
     pub crop: CropOptions,
     pub dr: DomainRandomization,
     pub out_dir: String,
+    /// Leave out the point defects the dose hides (ideal-observer SNR below `min_detectability`).
+    pub detectable_only: bool,
+    pub min_detectability: f64,
 }
 
 impl Default for DatasetSettings {
@@ -57,6 +61,8 @@ impl Default for DatasetSettings {
             crop: CropOptions::default(),
             dr: c.randomization,
             out_dir: "dataset".into(),
+            detectable_only: false,
+            min_detectability: ROSE_SNR,
         }
     }
 }
@@ -78,6 +84,7 @@ impl DatasetSettings {
             randomization: self.dr.clone(),
             sampling: Sampling::default(),
             base: SynthParams::default(),
+            min_detectability: self.detectable_only.then_some(self.min_detectability),
         }
     }
 }
@@ -160,7 +167,10 @@ impl DatasetTab {
                     base_image_seed(seed, i),
                     strata.as_ref().map(|s| s.of(i)),
                 );
-                let s = synth::generate(&p)?;
+                let mut s = synth::generate(&p)?;
+                // Cheap at this size, and it lets the examples show what "only defects the
+                // dose shows" leaves out without a new request when it is switched.
+                s.measure_detectability();
                 out.push(ThumbData {
                     gray: s.to_u8(),
                     caption: format!(
@@ -239,14 +249,16 @@ impl DatasetTab {
             .resizable(true)
             .default_size(380.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.params_ui(ui, notify));
+                // The export stays in view below however far the settings scroll.
+                egui::Panel::bottom("dataset-export").show(ui, |ui| self.export_ui(ui, notify));
+                egui::ScrollArea::vertical().show(ui, |ui| self.params_ui(ui));
             });
         egui::CentralPanel::default().show(ui, |ui| self.main_ui(ui));
         self.confirm_ui(&ctx, notify);
         self.request_thumbs();
     }
 
-    fn params_ui(&mut self, ui: &mut egui::Ui, notify: &Option<Notify>) {
+    fn params_ui(&mut self, ui: &mut egui::Ui) {
         let s = &mut self.settings;
         ui.heading("Dataset");
         egui::CollapsingHeader::new("Size and splits")
@@ -345,6 +357,15 @@ impl DatasetTab {
                 let per = s.augment.iter().filter(|x| **x).count()
                     * if s.crop_enabled { s.crop.per_image } else { 1 };
                 ui.label(format!("{} images in total", per * s.n));
+                ui.checkbox(&mut s.detectable_only, "only defects the dose shows")
+                    .on_hover_text(
+                        "Leave out of the labels the vacancies and interstitials whose \
+                         ideal-observer signal-to-noise ratio d' at the frame's dose is below \
+                         the minimum (Rose: about 5). The sidecars keep them, with their d'.",
+                    );
+                if s.detectable_only {
+                    ui.add(Slider::new(&mut s.min_detectability, 0.0..=20.0).text("min. d'"));
+                }
             });
         let dr = &mut s.dr;
         egui::CollapsingHeader::new("Domain randomization")
@@ -560,7 +581,10 @@ impl DatasetTab {
                     ui.colored_label(egui::Color32::from_rgb(213, 94, 0), format!("{e:#}"));
                 }
             });
-        ui.separator();
+    }
+
+    fn export_ui(&mut self, ui: &mut egui::Ui, notify: &Option<Notify>) {
+        ui.add_space(4.0);
         ui.label("Output folder");
         if let Some(j) = folder_picker(ui, &mut self.settings.out_dir, self.pick_job.is_some()) {
             self.pick_job = Some(j);
@@ -694,6 +718,8 @@ impl DatasetTab {
     /// The examples in as many columns of at least `MIN_THUMB_SIDE` as fit (at most 3), each
     /// as wide as the columns allow.
     fn examples_ui(&self, ui: &mut egui::Ui) {
+        let s = &self.settings;
+        let hide_below = s.detectable_only.then_some(s.min_detectability);
         let gap = ui.spacing().item_spacing.x.max(12.0);
         let w = ui.available_width();
         let cols = ((w + gap) / (MIN_THUMB_SIDE + gap)).floor().clamp(1.0, 3.0) as usize;
@@ -704,7 +730,7 @@ impl DatasetTab {
                 for t in row {
                     ui.vertical(|ui| {
                         ui.set_width(side);
-                        thumb_ui(ui, t, side);
+                        thumb_ui(ui, t, side, hide_below);
                     });
                 }
             });
@@ -714,7 +740,9 @@ impl DatasetTab {
 }
 
 /// One example: the image with its boxes, what was drawn, and how many labels of each class.
-fn thumb_ui(ui: &mut egui::Ui, t: &Thumb, side: f32) {
+/// With `hide_below`, the point defects whose d′ is below it (left out of the labels) are drawn
+/// dashed and counted apart.
+fn thumb_ui(ui: &mut egui::Ui, t: &Thumb, side: f32, hide_below: Option<f64>) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(side, side), egui::Sense::hover());
     let painter = ui.painter_at(rect);
     painter.image(
@@ -724,19 +752,43 @@ fn thumb_ui(ui: &mut egui::Ui, t: &Thumb, side: f32) {
         egui::Color32::WHITE,
     );
     let scale = side / THUMB_SIZE as f32;
+    let to_screen =
+        |p: defect_detector::geometry::Pt| rect.min + egui::vec2(p[0] as f32, p[1] as f32) * scale;
+    let hidden =
+        |l: &DefectLabel| hide_below.is_some_and(|min| l.detectability.is_some_and(|d| d < min));
     for l in &t.labels {
-        paint_box(&painter, &l.obb, l.class.id(), 1.5, |p| {
-            rect.min + egui::vec2(p[0] as f32, p[1] as f32) * scale
-        });
+        if hidden(l) {
+            let mut pts: Vec<egui::Pos2> = l.obb.corners().iter().map(|&c| to_screen(c)).collect();
+            pts.push(pts[0]);
+            let color = class_color32(l.class.id()).gamma_multiply(0.8);
+            painter.extend(egui::Shape::dashed_line(
+                &pts,
+                egui::Stroke::new(1.0, color),
+                4.0,
+                4.0,
+            ));
+        } else {
+            paint_box(&painter, &l.obb, l.class.id(), 1.5, to_screen);
+        }
     }
     ui.label(&t.caption);
-    let counts: Vec<String> = DefectClass::ALL
+    let mut counts: Vec<String> = DefectClass::ALL
         .iter()
         .map(|&c| {
-            let n = t.labels.iter().filter(|l| l.class == c).count();
+            let n = t
+                .labels
+                .iter()
+                .filter(|l| l.class == c && !hidden(l))
+                .count();
             format!("{n} {}", c.name())
         })
         .collect();
+    let n_hidden = t.labels.iter().filter(|l| hidden(l)).count();
+    if let (Some(min), true) = (hide_below, n_hidden > 0) {
+        counts.push(format!(
+            "{n_hidden} hidden by noise (d' < {min:.1}, dashed)"
+        ));
+    }
     ui.label(egui::RichText::new(counts.join(" · ")).weak());
 }
 
@@ -808,6 +860,29 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("export never finished");
+    }
+
+    #[test]
+    fn detectable_only_labels_what_the_dose_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ds");
+        let mut h = harness(&out);
+        h.step();
+        assert_eq!(h.state().dataset.settings.config().min_detectability, None);
+        h.get_by_label("only defects the dose shows").click();
+        h.step();
+        h.step();
+        assert!(h.query_all_by_label_contains("min. d'").next().is_some());
+        assert_eq!(
+            h.state().dataset.settings.config().min_detectability,
+            Some(defect_detector::synth::detectability::ROSE_SNR)
+        );
+        h.get_by_label("Export").click();
+        h.step();
+        wait_export(&mut h);
+        assert!(h.state().dataset.last.clone().expect("a result").is_ok());
+        let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(readme.contains("ideal-observer signal-to-noise ratio d′ is at least 5"));
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct ExportArgs {
     /// Crops per variant (with --crop).
     #[arg(long, default_value_t = 1)]
     crops_per_image: usize,
+    /// Leave out of the labels the vacancies and interstitials the frame's dose hides: those
+    /// whose ideal-observer signal-to-noise ratio d′ is below this (Rose's criterion: 5). The
+    /// sidecars keep every label with its d′; 0 measures d′ and leaves nothing out.
+    #[arg(long, value_name = "D")]
+    min_detectability: Option<f64>,
     /// Domain-randomization ranges (JSON; missing fields take defaults, see --print-dr).
     #[arg(long, value_name = "FILE.json")]
     dr: Option<PathBuf>,
@@ -169,6 +174,7 @@ fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
             SamplingArg::Independent => Sampling::Independent,
         },
         base,
+        min_detectability: a.min_detectability,
     };
     cfg.validate()?;
     Ok(cfg)

@@ -205,6 +205,10 @@ pub struct DatasetConfig {
     pub sampling: Sampling,
     /// Synthesis settings the randomization does not touch (its size is replaced by `size`).
     pub base: SynthParams,
+    /// Leave out of the label files the vacancies and interstitials whose ideal-observer SNR
+    /// at the frame's dose is below this (`d′`, see [`crate::synth::detectability`]); the
+    /// sidecars keep every label with its `d′`. `None`: every label, nothing measured.
+    pub min_detectability: Option<f64>,
 }
 
 impl Default for DatasetConfig {
@@ -219,6 +223,7 @@ impl Default for DatasetConfig {
             randomization: DomainRandomization::default(),
             sampling: Sampling::default(),
             base: SynthParams::default(),
+            min_detectability: None,
         }
     }
 }
@@ -274,6 +279,12 @@ impl DatasetConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(d) = self.min_detectability {
+            anyhow::ensure!(
+                d.is_finite() && d >= 0.0,
+                "minimum detectability {d} must be a number ≥ 0"
+            );
+        }
         anyhow::ensure!(
             (1..=1_000_000).contains(&self.n),
             "number of base images {} must be between 1 and 1000000",

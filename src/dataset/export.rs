@@ -36,7 +36,7 @@ use crate::dataset::yolo::{ObbLabel, format_labels};
 use crate::geometry::{Dihedral, OrientedBox};
 use crate::jobs::JobControl;
 use crate::synth;
-use crate::synth::scene::rng_from_seed;
+use crate::synth::scene::{DefectLabel, rng_from_seed};
 use anyhow::Context;
 use rand::RngExt;
 use rayon::prelude::*;
@@ -178,8 +178,20 @@ fn export_base(
         seed,
         strata.map(|s| s.of(index)),
     );
-    let s = synth::generate(&p)
+    let mut s = synth::generate(&p)
         .with_context(|| format!("base image {index} (seed {seed}) could not be synthesized"))?;
+    if cfg.min_detectability.is_some() {
+        s.measure_detectability();
+    }
+    // What the label files hold: every label, or those the dose lets an observer see.
+    let labels: Vec<&DefectLabel> = s
+        .labels
+        .iter()
+        .filter(|l| match (cfg.min_detectability, l.detectability) {
+            (Some(min), Some(d)) => d >= min,
+            _ => true,
+        })
+        .collect();
     let (w, h) = (s.image.width, s.image.height);
     let gray = s.to_u8();
     let stem = base_stem(index);
@@ -199,7 +211,7 @@ fn export_base(
             .as_str()
             .unwrap_or_default()
             .to_string(),
-        labels: counts_of(s.labels.iter().map(|l| &l.class)),
+        labels: counts_of(labels.iter().map(|l| &l.class)),
         unplaced: s.scene.unplaced.clone(),
     };
     let per_sym: Vec<anyhow::Result<Vec<(ImageRecord, u64)>>> = syms
@@ -207,8 +219,7 @@ fn export_base(
         .map(|&(k, d)| {
             let img = apply_symmetry(d, &gray, w, h);
             let (tw, th) = d.output_size(w, h);
-            let boxes: Vec<(DefectClass, OrientedBox)> = s
-                .labels
+            let boxes: Vec<(DefectClass, OrientedBox)> = labels
                 .iter()
                 .map(|l| (l.class, d.map_box(&l.obb, w as f64, h as f64)))
                 .collect();

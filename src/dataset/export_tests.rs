@@ -534,3 +534,54 @@ fn overwrite_replaces_only_our_files() {
         BTreeSet::from(["ds".to_string(), "hand".to_string()])
     );
 }
+
+#[test]
+fn min_detectability_drops_only_the_point_defects_the_dose_hides() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Validation::default();
+    let mut cfg = small(3);
+    cfg.size = 192;
+    cfg.augment = vec!["r0".into()];
+    let labels_of = |cfg: &DatasetConfig, name: &str| {
+        let out = dir.path().join(name);
+        run(cfg, &out, ExportTarget::default()).unwrap();
+        let m = Manifest::read(&out).unwrap();
+        let mut classes = Vec::new();
+        let mut sidecar_d = Vec::new();
+        for i in &m.images {
+            let l = read_labels(&out.join(&i.label_file), &v).unwrap();
+            classes.extend(l.iter().map(|l| l.class));
+            let sc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join(&i.sidecar)).unwrap()).unwrap();
+            for l in sc["labels"].as_array().unwrap() {
+                sidecar_d.push(l.get("detectability").and_then(|d| d.as_f64()));
+            }
+        }
+        (classes, sidecar_d)
+    };
+    let (all, d_none) = labels_of(&cfg, "all");
+    assert!(
+        d_none.iter().all(Option::is_none),
+        "measured without being asked"
+    );
+    cfg.min_detectability = Some(0.0);
+    let (measured, d) = labels_of(&cfg, "zero");
+    assert_eq!(measured, all, "a threshold of 0 must leave every label");
+    let points = all.iter().filter(|&&c| c != 0).count();
+    assert!(points > 0);
+    assert_eq!(d.iter().filter(|d| d.is_some()).count(), points);
+    // Between the smallest and the largest d′: some point labels go, boundaries stay.
+    let mut ds: Vec<f64> = d.iter().flatten().copied().collect();
+    ds.sort_by(f64::total_cmp);
+    let mid = ds[ds.len() / 2];
+    cfg.min_detectability = Some(mid);
+    let (kept, _) = labels_of(&cfg, "mid");
+    let kept_points = kept.iter().filter(|&&c| c != 0).count();
+    assert_eq!(kept_points, ds.iter().filter(|&&x| x >= mid).count());
+    assert_eq!(
+        kept.iter().filter(|&&c| c == 0).count(),
+        all.iter().filter(|&&c| c == 0).count()
+    );
+    cfg.min_detectability = Some(f64::NAN);
+    assert!(cfg.validate().is_err());
+}

@@ -229,6 +229,13 @@ pub(super) fn readme(m: &Manifest) -> String {
     );
     s += "Splits are made **by base image**: every variant of a base image is in the same \
           split, so no image (or a rotated/mirrored copy of it) is in two splits.\n\n";
+    if let Some(d) = c.min_detectability {
+        s += &format!(
+            "Only the vacancies and interstitials the dose lets an observer see are labelled: \
+             those whose ideal-observer signal-to-noise ratio d′ is at least {d}. The sidecars \
+             hold every label with its d′ (`detectability`).\n\n"
+        );
+    }
     s += "| split | base images | images | grain_boundary | vacancy | interstitial |\n";
     s += "|---|---|---|---|---|---|\n";
     for (k, v) in &m.splits {

@@ -4,6 +4,7 @@
 //! (deterministic). Regenerating from a sidecar calls `render_scene` on the recorded scene.
 
 pub mod crystal;
+pub mod detectability;
 pub mod imaging;
 pub mod params;
 pub mod scene;
@@ -75,6 +76,14 @@ pub fn render_scene(p: &SynthParams, scene: Scene) -> anyhow::Result<Synthesized
 }
 
 impl Synthesized {
+    /// Fills the `detectability` of every point-defect label (two more noiseless renders).
+    pub fn measure_detectability(&mut self) {
+        let snr = detectability::label_snr(self);
+        for (l, d) in self.labels.iter_mut().zip(snr) {
+            l.detectability = d;
+        }
+    }
+
     pub fn sidecar(&self) -> Sidecar {
         Sidecar {
             version: SIDECAR_VERSION,

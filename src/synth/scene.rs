@@ -312,6 +312,10 @@ pub struct Column {
 pub struct DefectLabel {
     pub class: DefectClass,
     pub obb: OrientedBox,
+    /// The ideal observer's signal-to-noise ratio of a point defect at the frame's dose
+    /// ([`super::detectability`]); measured only on request (`export --min-detectability`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detectability: Option<f64>,
 }
 
 /// The fixed geometry every draw needs.
@@ -1386,6 +1390,7 @@ pub fn scene_labels(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<D
             out.push(DefectLabel {
                 class: DefectClass::GrainBoundary,
                 obb,
+                detectability: None,
             });
         }
     }
@@ -1395,6 +1400,7 @@ pub fn scene_labels(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<D
         out.push(DefectLabel {
             class: d.class(),
             obb: bx.map(|q| scene.distortion.to_image(q)),
+            detectability: None,
         });
     }
     out

@@ -783,3 +783,108 @@ fn directional_blur_widens_only_along_its_direction() {
         }
     }
 }
+
+/// A frame with a few of each point defect and one boundary, without afterglow or low-pass
+/// (the noise is independent from pixel to pixel, as `d′` assumes).
+fn detectability_scene(seed: u64, dose: f64) -> SynthParams {
+    let mut p = small(seed);
+    p.width = 224;
+    p.height = 224;
+    p.noise.dose_e_per_a2 = dose;
+    p.noise.lowpass_sigma_px = 0.0;
+    p.scan.afterglow_px = 0.0;
+    p.defects.vacancies = CountRange::new(2, 2);
+    p.defects.interstitials = CountRange::new(2, 2);
+    p.defects.tilt_boundaries = CountRange::new(1, 1);
+    p.defects.twin_boundaries = CountRange::new(0, 0);
+    p
+}
+
+#[test]
+fn detectability_grows_as_the_square_root_of_dose_for_point_defects_only() {
+    let mut p = detectability_scene(41, 2.0e3);
+    p.noise.read_noise = 0.0;
+    let mut lo = generate(&p).unwrap();
+    let scene = lo.scene.clone();
+    p.noise.dose_e_per_a2 = 8.0e3;
+    let mut hi = render_scene(&p, scene).unwrap();
+    lo.measure_detectability();
+    hi.measure_detectability();
+    let mut points = 0;
+    for (a, b) in lo.labels.iter().zip(&hi.labels) {
+        match a.class {
+            DefectClass::GrainBoundary => {
+                assert_eq!((a.detectability, b.detectability), (None, None))
+            }
+            _ => {
+                let (a, b) = (a.detectability.unwrap(), b.detectability.unwrap());
+                assert!(
+                    a > 0.0 && (b / a - 2.0).abs() < 1e-3,
+                    "d′ {a} -> {b} at 4× dose"
+                );
+                points += 1;
+            }
+        }
+    }
+    assert!(points >= 3, "only {points} point defects placed");
+}
+
+/// The ideal observer's `d′` is what the matched filter Δ/σ² really reaches on the noisy
+/// frames the synthesizer draws: the separation of its output with and without the defect,
+/// in units of its spread, over many noise draws.
+#[test]
+fn detectability_is_the_matched_filter_snr_on_the_noisy_frames() {
+    let p = detectability_scene(43, 3.0e3);
+    let mut s = generate(&p).unwrap();
+    s.measure_detectability();
+    let (k, label) = s
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.class == DefectClass::Vacancy)
+        .unwrap();
+    let want = label.detectability.unwrap();
+    assert!((3.0..40.0).contains(&want), "d′ {want}: pick another dose");
+    let mut bare_scene = s.scene.clone();
+    bare_scene.defects.clear();
+    let expected = |sc: &Scene| {
+        let mut q = p.clone();
+        q.noise.enabled = false;
+        render_scene(&q, sc.clone()).unwrap().image
+    };
+    let (with, without) = (expected(&s.scene), expected(&bare_scene));
+    let read_var = p.noise.read_noise.powi(2);
+    let w = p.width;
+    let obb = &s.labels[k].obb;
+    let weights: Vec<(usize, f64)> = (0..w * p.height)
+        .filter(|&i| obb.contains([(i % w) as f64 + 0.5, (i / w) as f64 + 0.5]))
+        .map(|i| {
+            let delta = (with.data[i] - without.data[i]) as f64;
+            let var = 0.5 * (with.data[i] + without.data[i]) as f64 + read_var;
+            (i, delta / var)
+        })
+        .collect();
+    let filter = |sc: &Scene, seed: u64| {
+        let mut sc = sc.clone();
+        sc.noise_seed = seed;
+        let img = render_scene(&p, sc).unwrap().image;
+        weights
+            .iter()
+            .map(|&(i, wt)| wt * img.data[i] as f64)
+            .sum::<f64>()
+    };
+    let n = 150;
+    let t1: Vec<f64> = (0..n).map(|j| filter(&s.scene, 1000 + j)).collect();
+    let t0: Vec<f64> = (0..n).map(|j| filter(&bare_scene, 5000 + j)).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var = |v: &[f64]| {
+        let m = mean(v);
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    };
+    let spread = (0.5 * (var(&t1) + var(&t0))).sqrt();
+    let got = (mean(&t1) - mean(&t0)).abs() / spread;
+    assert!(
+        (got / want - 1.0).abs() < 0.1,
+        "matched filter separates by {got:.2}, d′ says {want:.2}"
+    );
+}
