@@ -80,6 +80,9 @@ def main():
                     ".work/ultralytics/runs) whose epochs and time go into the card; default --name")
     ap.add_argument("--test-data", help="dataset folder with a test split from unseen seeds: scored by "
                     "`defect-detector eval` into the card (synthetic_test)")
+    ap.add_argument("--test-data-detectable", help="the same test set exported with "
+                    "--min-detectability (only the point defects the dose shows): scored into the "
+                    "card as synthetic_test_detectable")
     ap.add_argument("--static", action="store_true",
                     help="export a fixed imgsz x imgsz input (default: dynamic, whole frames in one pass)")
     ap.add_argument("--from", dest="init", metavar="WEIGHTS.pt",
@@ -192,6 +195,9 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     write_training_realism(card_path, Path(a.data).parent, a.crystal)
     if a.test_data:
         write_synthetic_test(card_path, dst, Path(a.test_data))
+    if a.test_data_detectable:
+        write_synthetic_test(card_path, dst, Path(a.test_data_detectable),
+                             key="synthetic_test_detectable")
     write_real_frames(card_path, dst)
     print(card_path.read_text())
 
@@ -218,10 +224,10 @@ def rust_tool():
     return os.environ.get("DEFECT_DETECTOR", str(ROOT / "target/release/defect-detector"))
 
 
-def write_synthetic_test(card_path: Path, model: Path, test_dir: Path):
-    """Our evaluator on a test set from unseen seeds, recorded in the card as synthetic_test."""
+def write_synthetic_test(card_path: Path, model: Path, test_dir: Path, key="synthetic_test"):
+    """Our evaluator on a test set from unseen seeds, recorded in the card under `key`."""
     subprocess.run([rust_tool(), "eval", "--model", str(model), str(test_dir), "--split", "test",
-                    "--write-card", str(card_path)], check=True)
+                    "--write-card", str(card_path), "--card-key", key], check=True)
 
 
 def write_real_frames(card_path: Path, model: Path):

@@ -34,10 +34,14 @@ pub struct EvalArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Record the report in this model card (`model.json`) as `synthetic_test` (with the
+    /// Record the report in this model card (`model.json`) under `--card-key` (with the
     /// dataset, split and settings), so the card's numbers come from this run.
     #[arg(long, value_name = "MODEL.json")]
     write_card: Option<PathBuf>,
+    /// The card key `--write-card` records under, e.g. `synthetic_test_detectable` for a test
+    /// set exported with `--min-detectability`.
+    #[arg(long, default_value = "synthetic_test", requires = "write_card")]
+    card_key: String,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -70,7 +74,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "merge_boundaries": a.merge_boundaries,
             "report": report.to_json(),
         });
-        defect_detector::fsio::set_json_key(card, "synthetic_test", entry)?;
+        defect_detector::fsio::set_json_key(card, &a.card_key, entry)?;
         eprintln!("recorded in {}", card.display());
     }
     Ok(())
