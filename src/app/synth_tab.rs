@@ -5,8 +5,10 @@
 use super::canvas::{ImageCanvas, OverlayBox};
 use super::synth_help::param_help;
 use super::widgets::{class_legend, count_range, folder_picker, span_range, zoom_buttons};
+use defect_detector::classes::DefectClass;
 use defect_detector::jobs::{Job, Latest, Notify};
 use defect_detector::synth::crystal::Preset;
+use defect_detector::synth::detectability::ROSE_SNR;
 use defect_detector::synth::params::{DoseMode, ProbeModel};
 use defect_detector::synth::{self, ImageFormat, SynthParams, Synthesized, WrittenFiles};
 use egui::Slider;
@@ -44,6 +46,10 @@ pub struct SynthTab {
     pub settings: SynthSettings,
     canvas: ImageCanvas,
     preview: Latest<Preview>,
+    /// Each label's ideal-observer SNR (d′) for the current preview, measured after it arrives
+    /// so the live preview does not wait for the two extra renders it takes.
+    snr: Latest<Vec<Option<f64>>>,
+    pub current_snr: Option<Vec<Option<f64>>>,
     requested: Option<SynthParams>,
     pub current: Option<Preview>,
     pub error: Option<String>,
@@ -61,7 +67,9 @@ impl SynthTab {
         Self {
             settings,
             canvas: ImageCanvas::new("synth-preview"),
-            preview: Latest::new("synth-preview", notify),
+            preview: Latest::new("synth-preview", notify.clone()),
+            snr: Latest::new("synth-detectability", notify),
+            current_snr: None,
             requested: None,
             current: None,
             error: None,
@@ -74,7 +82,7 @@ impl SynthTab {
     }
 
     pub fn is_busy(&self) -> bool {
-        self.preview.is_busy()
+        self.preview.is_busy() || self.snr.is_busy()
     }
 
     /// Starts a preview if the parameters changed since the last request.
@@ -106,10 +114,17 @@ impl SynthTab {
                     let now = ctx.input(|i| i.time);
                     self.updates.push(now);
                     self.updates.retain(|t| now - t < 2.0);
+                    let s = p.synth.clone();
+                    self.snr
+                        .request(move |_| Ok(synth::detectability::label_snr(&s)));
+                    self.current_snr = None;
                     self.current = Some(p);
                 }
                 Err(e) => self.error = Some(format!("{e:#}")),
             }
+        }
+        if let Some(Ok(v)) = self.snr.poll() {
+            self.current_snr = Some(v);
         }
         if let Some(job) = self.save_job.take() {
             match job.try_take() {
@@ -538,22 +553,37 @@ impl SynthTab {
         cur.synth
             .labels
             .iter()
-            .filter(|l| self.settings.show_class[l.class.id()])
-            .map(|l| OverlayBox {
-                obb: l.obb,
-                class: l.class.id(),
-                caption: None,
-                tooltip: format!(
-                    "{}\ncentre ({:.1}, {:.1}) px\n{:.1} × {:.1} px = {:.2} × {:.2} nm\nangle {:.1}°",
-                    l.class.name(),
-                    l.obb.cx,
-                    l.obb.cy,
-                    l.obb.w,
-                    l.obb.h,
-                    l.obb.w * px_a / 10.0,
-                    l.obb.h * px_a / 10.0,
-                    l.obb.angle.to_degrees()
-                ),
+            .enumerate()
+            .filter(|(_, l)| self.settings.show_class[l.class.id()])
+            .map(|(i, l)| {
+                let snr = match (l.class, &self.current_snr) {
+                    (DefectClass::GrainBoundary, _) => String::new(),
+                    (_, None) => "\nSNR d': measuring...".into(),
+                    (_, Some(v)) => match v.get(i).copied().flatten() {
+                        Some(d) if d < ROSE_SNR => format!(
+                            "\nSNR d' {d:.1} (ideal observer): below Rose's {ROSE_SNR}, \
+                             the noise hides it"
+                        ),
+                        Some(d) => format!("\nSNR d' {d:.1} (ideal observer)"),
+                        None => String::new(),
+                    },
+                };
+                OverlayBox {
+                    obb: l.obb,
+                    class: l.class.id(),
+                    caption: None,
+                    tooltip: format!(
+                        "{}\ncentre ({:.1}, {:.1}) px\n{:.1} × {:.1} px = {:.2} × {:.2} nm\nangle {:.1}°{snr}",
+                        l.class.name(),
+                        l.obb.cx,
+                        l.obb.cy,
+                        l.obb.w,
+                        l.obb.h,
+                        l.obb.w * px_a / 10.0,
+                        l.obb.h * px_a / 10.0,
+                        l.obb.angle.to_degrees()
+                    ),
+                }
             })
             .collect()
     }
@@ -593,6 +623,19 @@ impl SynthTab {
                         String::new()
                     }
                 ));
+                let hidden = self
+                    .current_snr
+                    .as_ref()
+                    .map_or(0, |v| v.iter().flatten().filter(|&&d| d < ROSE_SNR).count());
+                if hidden > 0 {
+                    ui.label(format!(
+                        "· {hidden} point defect(s) below SNR d' {ROSE_SNR} (hover a box)"
+                    ))
+                    .on_hover_text(
+                        "The ideal observer's signal-to-noise ratio at this dose: below Rose's \
+                         criterion (5) the noise hides the defect from any detector.",
+                    );
+                }
                 if !cur.synth.scene.unplaced.is_empty() {
                     ui.colored_label(
                         egui::Color32::from_rgb(230, 159, 0),
