@@ -23,6 +23,9 @@ WORK = ROOT / ".work" / "ultralytics"
 
 
 def offline_env():
+    import polars_shim
+
+    polars_shim.install()
     # Ultralytics probes the network and writes to $HOME unless told otherwise.
     WORK.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -83,6 +86,9 @@ def main():
     ap.add_argument("--test-data-detectable", help="the same test set exported with "
                     "--min-detectability (only the point defects the dose shows): scored into the "
                     "card as synthetic_test_detectable")
+    ap.add_argument("--train-only", action="store_true",
+                    help="stop after training (no val, export or card): a GPU lease returns "
+                    "best.pt and the card is written here with --weights")
     ap.add_argument("--static", action="store_true",
                     help="export a fixed imgsz x imgsz input (default: dynamic, whole frames in one pass)")
     ap.add_argument("--from", dest="init", metavar="WEIGHTS.pt",
@@ -103,6 +109,9 @@ def main():
     else:
         best = train(a, runs, YOLO)
         train_s = time.time() - t0
+        if a.train_only:
+            print(f"trained in {train_s:.0f} s: {best}")
+            return
     finish(a, runs, best, train_s, YOLO, ultralytics, torch)
 
 
