@@ -44,14 +44,20 @@ fn low_dose_preview_says_which_point_defects_the_noise_hides() {
     settle(&mut h);
     let s = &h.state().synth;
     let labels = &s.current.as_ref().unwrap().synth.labels;
-    let snr = s.current_snr.as_ref().expect("d′ measured after the preview");
+    let snr = s
+        .current_snr
+        .as_ref()
+        .expect("d′ measured after the preview");
     assert_eq!(snr.len(), labels.len());
     for (l, d) in labels.iter().zip(snr) {
         let boundary = l.class == defect_detector::classes::DefectClass::GrainBoundary;
         assert_eq!(d.is_none(), boundary);
     }
     let hidden = snr.iter().flatten().filter(|&&d| d < 5.0).count();
-    assert!(hidden > 0, "at 150 e/Å² some defect should be below d′ 5: {snr:?}");
+    assert!(
+        hidden > 0,
+        "at 150 e/Å² some defect should be below d′ 5: {snr:?}"
+    );
     h.get_by_label_contains(&format!("{hidden} point defect(s) below SNR d' 5"));
 }
 

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use defect_detector::synth::crystal::Preset;
+use defect_detector::synth::detectability::ROSE_SNR;
 use defect_detector::synth::params::{CountRange, ProbeModel};
 use defect_detector::synth::{self, ImageFormat, SynthParams};
 use std::path::PathBuf;
@@ -74,6 +75,10 @@ pub struct SynthArgs {
     /// Regenerate exactly the image described by this sidecar.
     #[arg(long)]
     from_sidecar: Option<PathBuf>,
+    /// Measure each point defect's signal-to-noise ratio d′ at the dose (the ideal observer's):
+    /// written into the sidecar's labels, the count below Rose's 5 printed.
+    #[arg(long)]
+    detectability: bool,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<CountRange> {
@@ -197,19 +202,33 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
             seed: base.seed + k,
             ..base.clone()
         };
-        let s = synth::generate(&p)?;
+        let mut s = synth::generate(&p)?;
+        if a.detectability {
+            s.measure_detectability();
+        }
         let stem = format!("synth_{}_s{}", p.crystal.preset.cli_name(), p.seed);
         let files = synth::write_outputs(&s, &a.out, &stem, format)?;
         let mut counts = [0usize; 3];
         for l in &s.labels {
             counts[l.class.id()] += 1;
         }
+        let hidden = s
+            .labels
+            .iter()
+            .filter_map(|l| l.detectability)
+            .filter(|&d| d < ROSE_SNR)
+            .count();
         println!(
-            "{}  grain_boundary={} vacancy={} interstitial={}{}",
+            "{}  grain_boundary={} vacancy={} interstitial={}{}{}",
             files.image.display(),
             counts[0],
             counts[1],
             counts[2],
+            if a.detectability {
+                format!("  below d′ {ROSE_SNR}: {hidden}")
+            } else {
+                String::new()
+            },
             if s.scene.unplaced.is_empty() {
                 String::new()
             } else {
@@ -259,5 +278,34 @@ mod tests {
         let p = params_from_args(&parse(&[])).unwrap();
         assert_eq!((p.seed, p.width, p.height), (7, 768, 768));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn detectability_flag_writes_each_point_defects_snr_into_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let sidecar_labels = |flag: bool| {
+            let mut args = vec!["--out", out, "--size", "256", "--dose", "400"];
+            if flag {
+                args.push("--detectability");
+            }
+            run(parse(&args)).unwrap();
+            let sc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join("synth_cdte110_s7.json")).unwrap(),
+            )
+            .unwrap();
+            sc["labels"].as_array().unwrap().clone()
+        };
+        assert!(
+            sidecar_labels(false)
+                .iter()
+                .all(|l| l.get("detectability").is_none())
+        );
+        let labels = sidecar_labels(true);
+        assert!(!labels.is_empty());
+        for l in &labels {
+            let point = l["class"] != "grain_boundary";
+            assert_eq!(l["detectability"].is_f64(), point, "{l}");
+        }
     }
 }
