@@ -754,8 +754,7 @@ fn thumb_ui(ui: &mut egui::Ui, t: &Thumb, side: f32, hide_below: Option<f64>) {
     let scale = side / THUMB_SIZE as f32;
     let to_screen =
         |p: defect_detector::geometry::Pt| rect.min + egui::vec2(p[0] as f32, p[1] as f32) * scale;
-    let hidden =
-        |l: &DefectLabel| hide_below.is_some_and(|min| l.detectability.is_some_and(|d| d < min));
+    let hidden = |l: &DefectLabel| l.hidden_by_noise(hide_below);
     for l in &t.labels {
         if hidden(l) {
             let mut pts: Vec<egui::Pos2> = l.obb.corners().iter().map(|&c| to_screen(c)).collect();

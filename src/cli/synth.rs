@@ -215,8 +215,7 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         let hidden = s
             .labels
             .iter()
-            .filter_map(|l| l.detectability)
-            .filter(|&d| d < ROSE_SNR)
+            .filter(|l| l.hidden_by_noise(Some(ROSE_SNR)))
             .count();
         println!(
             "{}  grain_boundary={} vacancy={} interstitial={}{}{}",

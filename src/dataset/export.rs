@@ -187,10 +187,7 @@ fn export_base(
     let labels: Vec<&DefectLabel> = s
         .labels
         .iter()
-        .filter(|l| match (cfg.min_detectability, l.detectability) {
-            (Some(min), Some(d)) => d >= min,
-            _ => true,
-        })
+        .filter(|l| !l.hidden_by_noise(cfg.min_detectability))
         .collect();
     let (w, h) = (s.image.width, s.image.height);
     let gray = s.to_u8();

@@ -13,8 +13,8 @@
 //! (Rose's constant, for a defect whose place is not known) a label asks for what the frame
 //! does not hold. `export --min-detectability` leaves such labels out.
 
-use super::scene::{self, DefectLabel};
-use super::{Synthesized, imaging};
+use super::scene::DefectLabel;
+use super::{Synthesized, imaging, render_signal};
 use crate::classes::DefectClass;
 
 /// Rose's criterion: the SNR a defect needs to be told from noise when its place is not known.
@@ -25,15 +25,12 @@ pub const ROSE_SNR: f64 = 5.0;
 pub fn label_snr(s: &Synthesized) -> Vec<Option<f64>> {
     let p = &s.params;
     let (w, h) = (p.width, p.height);
-    let spec = p.crystal.spec();
-    let bank = imaging::kernel_bank(&imaging::effective_probe(p), p.pixel_size_a());
-    let render = |sc: &scene::Scene| {
-        imaging::render_columns(&scene::scene_columns(&spec, sc, p), sc, &bank, w, h)
-    };
-    let with = render(&s.scene);
+    // render_scene does not keep its noiseless image (it would double every frame's memory),
+    // so it is rendered again here, on request only.
+    let with = render_signal(p, &s.scene);
     let mut bare = s.scene.clone();
     bare.defects.clear();
-    let without = render(&bare);
+    let without = render_signal(p, &bare);
     let mut quiet = p.clone();
     quiet.noise.enabled = false;
     quiet.scan.afterglow_px = 0.0;

@@ -60,19 +60,24 @@ pub fn render_scene(p: &SynthParams, scene: Scene) -> anyhow::Result<Synthesized
         scene.distortion.line_offsets.len(),
         p.height
     );
-    let spec = p.crystal.spec();
-    let columns = scene::scene_columns(&spec, &scene, p);
-    let bank = imaging::kernel_bank(&imaging::effective_probe(p), p.pixel_size_a());
-    let signal = imaging::render_columns(&columns, &scene, &bank, p.width, p.height);
+    let signal = render_signal(p, &scene);
     let mut image = imaging::detect(&signal, &scene, p);
     imaging::gaussian_blur(&mut image, p.noise.lowpass_sigma_px);
-    let labels = scene::scene_labels(&spec, &scene, p);
+    let labels = scene::scene_labels(&p.crystal.spec(), &scene, p);
     Ok(Synthesized {
         image,
         labels,
         scene,
         params: p.clone(),
     })
+}
+
+/// The noiseless column image of `scene` (relative intensity, scan distortions included):
+/// what the detector sees before background, dose and noise.
+pub(crate) fn render_signal(p: &SynthParams, scene: &Scene) -> ImageF32 {
+    let columns = scene::scene_columns(&p.crystal.spec(), scene, p);
+    let bank = imaging::kernel_bank(&imaging::effective_probe(p), p.pixel_size_a());
+    imaging::render_columns(&columns, scene, &bank, p.width, p.height)
 }
 
 impl Synthesized {

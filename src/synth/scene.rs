@@ -318,6 +318,14 @@ pub struct DefectLabel {
     pub detectability: Option<f64>,
 }
 
+impl DefectLabel {
+    /// True for a point defect whose measured `detectability` is below `min` (`None`: no
+    /// minimum): left out of the labels by `export --min-detectability`.
+    pub fn hidden_by_noise(&self, min: Option<f64>) -> bool {
+        min.is_some_and(|m| self.detectability.is_some_and(|d| d < m))
+    }
+}
+
 /// The fixed geometry every draw needs.
 struct Ctx<'a> {
     p: &'a SynthParams,
