@@ -5,6 +5,7 @@
 
 use crate::detect::combine::{DetectMethod, join};
 use crate::detect::{DetectOptions, Detection, DetectionResult, Detector};
+use crate::lattice::cells::{CellFitParams, fit_point_box};
 use crate::raster::{ImageF32, PixelSize};
 use crate::synth::crystal::{CrystalSpec, Preset};
 
@@ -15,6 +16,9 @@ pub struct LatticeUse {
     /// Take the pixel size of files without one from their lattice.
     pub calibrate: bool,
     pub method: DetectMethod,
+    /// Fit the model's point-defect boxes to the lattice around them
+    /// ([`crate::lattice::cells`]); `None` keeps the boxes as the model drew them.
+    pub fit_cells: Option<CellFitParams>,
 }
 
 impl Default for LatticeUse {
@@ -23,8 +27,33 @@ impl Default for LatticeUse {
             crystal: Preset::Cdte110.spec(),
             calibrate: true,
             method: Default::default(),
+            fit_cells: Some(CellFitParams::default()),
         }
     }
+}
+
+/// Fits the model's point-defect boxes (every class but the boundary class of `names`) to
+/// the lattice around them; boxes where the lattice is too faint stay as they are. Boxes of
+/// the lattice analysis already sit on its sites. Returns how many were fitted.
+pub fn fit_point_cells(
+    img: &ImageF32,
+    dets: &mut [Detection],
+    names: &[String],
+    params: &CellFitParams,
+) -> usize {
+    use crate::detect::DetectionSource;
+    let line = crate::detect::line_class(names);
+    let mut n = 0;
+    for d in dets.iter_mut() {
+        if Some(d.class) == line || d.source == DetectionSource::Lattice {
+            continue;
+        }
+        if let Some(f) = fit_point_box(img, &d.obb, params) {
+            d.obb = crate::detect::post::regularize(&f.obb);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Where the pixel size used for a frame came from.
@@ -98,17 +127,93 @@ pub fn detect_frame(
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         }
     };
-    let detections = join(
+    let mut detections = join(
         lattice.method,
         result.filtered(conf, iou),
         &other,
         conf,
         &result.class_names,
     );
+    if let Some(p) = &lattice.fit_cells {
+        fit_point_cells(img, &mut detections, &result.class_names, p);
+    }
     Ok(FrameDetections {
         result,
         detections,
         calibration,
         lattice_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classes::DefectClass;
+    use crate::detect::DetectionSource;
+    use crate::geometry::OrientedBox;
+    use crate::synth::{SynthParams, generate};
+
+    fn detection(l: &crate::synth::scene::DefectLabel, source: DetectionSource) -> Detection {
+        let t = l.obb;
+        // Off by a detector's typical error: 1.5 px along the short side, 4 %, 3°.
+        let (sn, cs) = t.angle.sin_cos();
+        Detection {
+            class: l.class.id(),
+            class_name: l.class.name().into(),
+            confidence: 0.9,
+            obb: OrientedBox::new(
+                t.cx + 1.5 * cs,
+                t.cy + 1.5 * sn,
+                t.w * 1.04,
+                t.h * 1.04,
+                t.angle + 3f64.to_radians(),
+            ),
+            source,
+        }
+    }
+
+    #[test]
+    fn only_the_models_point_boxes_are_fitted() {
+        let s = generate(&SynthParams {
+            seed: 11,
+            ..Default::default()
+        })
+        .unwrap();
+        let names: Vec<String> = DefectClass::ALL
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let mut dets: Vec<Detection> = s
+            .labels
+            .iter()
+            .map(|l| detection(l, DetectionSource::Model))
+            .collect();
+        let points = s
+            .labels
+            .iter()
+            .filter(|l| l.class != DefectClass::GrainBoundary)
+            .count();
+        assert!(points >= 2, "{points} point defects");
+        // A box the lattice analysis placed is left where it put it.
+        let lattice_box = detection(&s.labels[0], DetectionSource::Lattice);
+        dets.push(lattice_box.clone());
+        let before = dets.clone();
+        let n = fit_point_cells(&s.image, &mut dets, &names, &CellFitParams::default());
+        assert_eq!(n, points);
+        for ((d, b), l) in dets.iter().zip(&before).zip(&s.labels) {
+            let iou = |o: &OrientedBox| crate::geometry::polygon_iou(&l.obb, o);
+            if l.class == DefectClass::GrainBoundary {
+                assert_eq!(d, b);
+            } else {
+                assert!(
+                    iou(&d.obb) > iou(&b.obb) + 0.05,
+                    "{:?}: {:.3} -> {:.3}",
+                    l.class,
+                    iou(&b.obb),
+                    iou(&d.obb)
+                );
+            }
+        }
+        assert_eq!(dets.last(), Some(&lattice_box));
+    }
 }

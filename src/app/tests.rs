@@ -463,3 +463,18 @@ fn viewer_docks_the_lattice_detections_without_a_model_and_d_hides_the_panel() {
     assert!(!h.state().viewer.settings.show_detections_panel);
     assert!(h.query_by_label("Save detections").is_none());
 }
+
+#[test]
+fn fitting_point_boxes_to_the_lattice_can_be_switched_off() {
+    let (_dir, tif) = twin_frame();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    h.step();
+    assert!(h.state().viewer.settings.fit_cells, "on by default");
+    h.get_by_label("fit point boxes to the lattice").click();
+    h.step();
+    assert!(!h.state().viewer.settings.fit_cells);
+}

@@ -23,6 +23,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// What the shown detections were filtered with: a change re-filters them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct FilterKey {
+    conf: f32,
+    iou: f64,
+    candidates: usize,
+    lattice_version: usize,
+    method: defect_detector::detect::combine::DetectMethod,
+    fit_cells: bool,
+}
+
 /// What is remembered between runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -53,6 +64,8 @@ pub struct ViewerSettings {
     pub lattice_map_opacity: f32,
     /// The detections (counts, timings, table) in their own panel right of the image.
     pub show_detections_panel: bool,
+    /// Fit the model's point-defect boxes to the lattice around them.
+    pub fit_cells: bool,
 }
 
 impl Default for ViewerSettings {
@@ -80,6 +93,7 @@ impl Default for ViewerSettings {
             lattice_map: None,
             lattice_map_opacity: 0.5,
             show_detections_panel: true,
+            fit_cells: true,
         }
     }
 }
@@ -114,13 +128,7 @@ pub struct ViewerTab {
     detection: DetectionJob,
     pub result: Option<DetectionResult>,
     pub filtered: Vec<Detection>,
-    filtered_for: Option<(
-        f32,
-        f64,
-        usize,
-        usize,
-        defect_detector::detect::combine::DetectMethod,
-    )>,
+    filtered_for: Option<FilterKey>,
     /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
     pub(crate) lattice: LatticeJob,
     /// "Label with lattice analysis" was pressed and waits for the analysis.
@@ -510,13 +518,14 @@ impl ViewerTab {
         if let Some(res) = &self.result {
             use defect_detector::detect::combine::join;
             let m = self.settings.method;
-            let key = (
-                self.settings.conf,
-                self.settings.iou,
-                res.candidates.len(),
-                self.lattice.version,
-                m,
-            );
+            let key = FilterKey {
+                conf: self.settings.conf,
+                iou: self.settings.iou,
+                candidates: res.candidates.len(),
+                lattice_version: self.lattice.version,
+                method: m,
+                fit_cells: self.settings.fit_cells,
+            };
             if self.filtered_for != Some(key) {
                 self.filtered = join(
                     m,
@@ -525,6 +534,14 @@ impl ViewerTab {
                     self.settings.conf,
                     &res.class_names,
                 );
+                if let (true, Some(cur)) = (self.settings.fit_cells, &self.current) {
+                    defect_detector::frame::fit_point_cells(
+                        &cur.image,
+                        &mut self.filtered,
+                        &res.class_names,
+                        &Default::default(),
+                    );
+                }
                 self.filtered_for = Some(key);
                 self.sort_table();
             }
@@ -1069,6 +1086,15 @@ impl ViewerTab {
             }
         }
         ui.checkbox(&mut self.settings.show_boxes, "show boxes");
+        ui.checkbox(
+            &mut self.settings.fit_cells,
+            "fit point boxes to the lattice",
+        )
+        .on_hover_text(
+            "Align each vacancy and interstitial box with the lattice around it: its angle \
+                 and size from the local {111} reflections, its centre moved across onto the \
+                 nearest row of columns. Boxes where the lattice is too faint stay as drawn.",
+        );
         ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
         ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));
         if self.detection.is_busy() || self.model.is_loading() {

@@ -12,6 +12,10 @@ pub struct CalibrationArgs {
     /// their own scale instead.
     #[arg(long)]
     pub no_lattice_calibration: bool,
+    /// Keep the model's point-defect boxes as it drew them instead of fitting each to the
+    /// lattice around it (angle, size, and centre across the rows of columns).
+    #[arg(long)]
+    pub no_cell_fit: bool,
 }
 
 impl CalibrationArgs {
@@ -29,6 +33,8 @@ impl CalibrationArgs {
             crystal: self.crystal()?,
             calibrate: !self.no_lattice_calibration,
             method,
+            fit_cells: (!self.no_cell_fit)
+                .then(defect_detector::lattice::cells::CellFitParams::default),
         })
     }
 }

@@ -31,6 +31,10 @@ pub struct EvalArgs {
     /// Ultralytics' `val` post-processing).
     #[arg(long)]
     merge_boundaries: bool,
+    /// Fit point-defect boxes to the lattice around them, as `detect` and the app do (off:
+    /// exactly Ultralytics' `val` post-processing)
+    #[arg(long)]
+    fit_cells: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -57,6 +61,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         iou: a.iou,
         max_det: a.max_det,
         merge_boundaries: a.merge_boundaries,
+        fit_cells: a.fit_cells.then(Default::default),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -72,6 +77,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "conf": a.conf,
             "iou": a.iou,
             "merge_boundaries": a.merge_boundaries,
+            "fit_cells": a.fit_cells,
             "report": report.to_json(),
         });
         defect_detector::fsio::set_json_key(card, &a.card_key, entry)?;

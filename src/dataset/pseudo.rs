@@ -217,6 +217,7 @@ fn label_frame(
         crystal: opts.crystal.clone(),
         calibrate: true,
         method: crate::detect::combine::DetectMethod::Lattice,
+        fit_cells: None,
     };
     let cal = calibrate(&s.image, s.pixel_size, &lattice);
     let (img, px) = match (cal.pixel_size(), opts.nm_per_px) {

@@ -35,6 +35,9 @@ pub struct EvalOptions {
     /// Join boundary boxes along one line ([`crate::detect::merge_line_boxes`]) as `detect`
     /// does; off reproduces Ultralytics' `val` exactly.
     pub merge_boundaries: bool,
+    /// Fit point-defect boxes to the lattice around them as `detect` does
+    /// ([`crate::frame::fit_point_cells`]); `None` reproduces Ultralytics' `val`.
+    pub fit_cells: Option<crate::lattice::cells::CellFitParams>,
 }
 
 impl Default for EvalOptions {
@@ -45,6 +48,7 @@ impl Default for EvalOptions {
             iou: VAL_IOU,
             max_det: VAL_MAX_DET,
             merge_boundaries: false,
+            fit_cells: None,
         }
     }
 }
@@ -146,7 +150,7 @@ pub fn evaluate(
             .detect(&img, None, &dopts)
             .with_context(|| format!("detecting in {}", img_path.display()))?;
         let t = std::time::Instant::now();
-        let dets = filter_with(
+        let mut dets = filter_with(
             &r.candidates,
             &FilterOptions {
                 conf: opts.conf,
@@ -160,6 +164,9 @@ pub fn evaluate(
                 },
             },
         );
+        if let Some(p) = &opts.fit_cells {
+            crate::frame::fit_point_cells(&img, &mut dets, det.class_names(), p);
+        }
         pre += r.timings.preprocess_ms;
         inf += r.timings.inference_ms;
         post += r.timings.postprocess_ms + t.elapsed().as_secs_f64() * 1e3;

@@ -395,6 +395,7 @@ pub fn evaluate_real(
                 crystal,
                 calibrate: true,
                 method: opts.method,
+                ..Default::default()
             };
             let frame = detect_frame(
                 det,

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod boundaries;
+pub mod cells;
 pub mod maps;
 pub mod points;
 pub mod render;
