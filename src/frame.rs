@@ -32,6 +32,25 @@ impl Default for LatticeUse {
     }
 }
 
+/// The geometry every front end gives its final boxes, whichever detector drew them:
+/// boundary boxes end inside the frame, as the labels do
+/// ([`crate::detect::post::clip_line_boxes`]), and, with `fit`, the model's point-defect boxes
+/// are fitted to the lattice around them ([`fit_point_cells`]).
+pub fn finish_boxes(
+    img: &ImageF32,
+    dets: &mut [Detection],
+    names: &[String],
+    fit: Option<&CellFitParams>,
+) {
+    if let Some(c) = crate::detect::line_class(names) {
+        let (w, h) = (img.width as f64, img.height as f64);
+        crate::detect::post::clip_line_boxes(dets, c, w, h);
+    }
+    if let Some(p) = fit {
+        fit_point_cells(img, dets, names, p);
+    }
+}
+
 /// Fits the model's point-defect boxes (every class but the boundary class of `names`) to
 /// the lattice around them; boxes where the lattice is too faint stay as they are. Boxes of
 /// the lattice analysis already sit on its sites. Returns how many were fitted.
@@ -134,9 +153,12 @@ pub fn detect_frame(
         conf,
         &result.class_names,
     );
-    if let Some(p) = &lattice.fit_cells {
-        fit_point_cells(img, &mut detections, &result.class_names, p);
-    }
+    finish_boxes(
+        img,
+        &mut detections,
+        &result.class_names,
+        lattice.fit_cells.as_ref(),
+    );
     Ok(FrameDetections {
         result,
         detections,

@@ -534,12 +534,13 @@ impl ViewerTab {
                     self.settings.conf,
                     &res.class_names,
                 );
-                if let (true, Some(cur)) = (self.settings.fit_cells, &self.current) {
-                    defect_detector::frame::fit_point_cells(
+                if let Some(cur) = &self.current {
+                    let fit = defect_detector::lattice::cells::CellFitParams::default();
+                    defect_detector::frame::finish_boxes(
                         &cur.image,
                         &mut self.filtered,
                         &res.class_names,
-                        &Default::default(),
+                        self.settings.fit_cells.then_some(&fit),
                     );
                 }
                 self.filtered_for = Some(key);

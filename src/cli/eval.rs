@@ -35,6 +35,10 @@ pub struct EvalArgs {
     /// exactly Ultralytics' `val` post-processing)
     #[arg(long)]
     fit_cells: bool,
+    /// Cut boundary boxes at the frame's edges as the labels are, as `detect` and the app do
+    /// (off: exactly Ultralytics' `val` post-processing)
+    #[arg(long)]
+    clip_boundaries: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -62,6 +66,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         max_det: a.max_det,
         merge_boundaries: a.merge_boundaries,
         fit_cells: a.fit_cells.then(Default::default),
+        clip_boundaries: a.clip_boundaries,
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -78,6 +83,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "iou": a.iou,
             "merge_boundaries": a.merge_boundaries,
             "fit_cells": a.fit_cells,
+            "clip_boundaries": a.clip_boundaries,
             "report": report.to_json(),
         });
         defect_detector::fsio::set_json_key(card, &a.card_key, entry)?;

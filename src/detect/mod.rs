@@ -168,17 +168,23 @@ pub struct DetectionResult {
 
 impl DetectionResult {
     /// Final detections: confidence threshold, class-wise rotated NMS, then boundary boxes
-    /// along one line joined into one ([`merge_line_boxes`]).
+    /// along one line joined into one ([`merge_line_boxes`]) and cut at the frame's edges
+    /// ([`post::clip_line_boxes`]).
     pub fn filtered(&self, conf: f32, iou: f64) -> Vec<Detection> {
-        filter_with(
+        let line = line_class(&self.class_names);
+        let mut dets = filter_with(
             &self.candidates,
             &FilterOptions {
                 conf,
                 iou,
-                merge_lines: line_class(&self.class_names),
+                merge_lines: line,
                 ..Default::default()
             },
-        )
+        );
+        if let Some(c) = line {
+            post::clip_line_boxes(&mut dets, c, self.width as f64, self.height as f64);
+        }
+        dets
     }
 }
 

@@ -309,6 +309,36 @@ fn line_frame(b: &OrientedBox) -> ([f64; 2], f64, f64) {
     }
 }
 
+/// Shortens each box of the line-defect class `class` along its long axis until all four
+/// corners lie inside the `w × h` frame: the rule the labels follow
+/// ([`crate::synth::scene::boundary_box`]), since a boundary seen in a frame ends at its edge.
+/// The width and angle stay; a box whose centre line misses the frame stays as it was.
+pub fn clip_line_boxes(dets: &mut [Detection], class: usize, w: f64, h: f64) {
+    for d in dets.iter_mut().filter(|d| d.class == class) {
+        let (u, len, width) = line_frame(&d.obb);
+        let (hx, hy) = (width / 2.0 * u[1].abs(), width / 2.0 * u[0].abs());
+        if 2.0 * hx >= w || 2.0 * hy >= h {
+            continue;
+        }
+        let c = d.obb.center();
+        let Some((t0, t1)) = crate::geometry::clip_line(c, u, [hx, hy], [w - hx, h - hy]) else {
+            continue;
+        };
+        let (t0, t1) = (t0.max(-len / 2.0), t1.min(len / 2.0));
+        if t1 <= t0 {
+            continue;
+        }
+        let tm = 0.5 * (t0 + t1);
+        d.obb = regularize(&OrientedBox::new(
+            c[0] + tm * u[0],
+            c[1] + tm * u[1],
+            t1 - t0,
+            width,
+            u[1].atan2(u[0]),
+        ));
+    }
+}
+
 /// Joins boxes of one line-defect class that lie along the same line. A boundary crossing the
 /// field is often seen as two or more shorter, overlapping boxes whose ProbIoU is too low for
 /// NMS (a short box inside a long one); a microscopist sees one boundary. A box joins a more
@@ -395,6 +425,53 @@ pub fn filter_with(cands: &[Detection], o: &FilterOptions) -> Vec<Detection> {
 mod tests {
     use super::*;
     use crate::geometry::probiou;
+
+    #[test]
+    fn boundary_boxes_end_at_the_frame_as_labels_do() {
+        let n = names();
+        let det = |class: usize, obb: OrientedBox| Detection {
+            class,
+            class_name: n[class].clone(),
+            confidence: 0.9,
+            obb,
+            source: DetectionSource::Model,
+        };
+        // A horizontal boundary box 20 px wide overshooting a 100 x 80 frame on both sides,
+        // one tilted by 30° overshooting on the right, one inside, and a vacancy box outside.
+        let mut dets = vec![
+            det(0, OrientedBox::new(50.0, 40.0, 160.0, 20.0, 0.0)),
+            det(
+                0,
+                OrientedBox::new(70.0, 40.0, 80.0, 10.0, 30f64.to_radians()),
+            ),
+            det(0, OrientedBox::new(50.0, 40.0, 40.0, 10.0, 0.0)),
+            det(1, OrientedBox::new(95.0, 40.0, 30.0, 20.0, 0.0)),
+        ];
+        let before = dets.clone();
+        clip_line_boxes(&mut dets, 0, 100.0, 80.0);
+        let b = dets[0].obb;
+        assert!(
+            (b.cx - 50.0).abs() < 1e-9 && (b.w - 100.0).abs() < 1e-9,
+            "{b:?}"
+        );
+        for d in &dets[..2] {
+            for p in d.obb.corners() {
+                assert!(
+                    (-1e-9..=100.0 + 1e-9).contains(&p[0]) && (-1e-9..=80.0 + 1e-9).contains(&p[1]),
+                    "{:?} leaves the frame at {p:?}",
+                    d.obb
+                );
+            }
+        }
+        // Shortened along its own line only: same angle and width, centre on the same line.
+        let (t, o) = (dets[1].obb, before[1].obb);
+        assert!((t.h.min(t.w) - 10.0).abs() < 1e-9 && t.w.max(t.h) < 80.0);
+        assert!((probiou(&t, &o) - 1.0).abs() > 1e-3);
+        let off = (t.cy - o.cy) * o.angle.cos() - (t.cx - o.cx) * o.angle.sin();
+        assert!(off.abs() < 1e-9, "moved off its line by {off}");
+        assert_eq!(dets[2], before[2]);
+        assert_eq!(dets[3], before[3]);
+    }
 
     fn names() -> Vec<Arc<str>> {
         ["grain_boundary", "vacancy", "interstitial"]

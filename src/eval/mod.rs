@@ -38,6 +38,9 @@ pub struct EvalOptions {
     /// Fit point-defect boxes to the lattice around them as `detect` does
     /// ([`crate::frame::fit_point_cells`]); `None` reproduces Ultralytics' `val`.
     pub fit_cells: Option<crate::lattice::cells::CellFitParams>,
+    /// Cut boundary boxes at the frame's edges as `detect` does
+    /// ([`crate::detect::post::clip_line_boxes`]); off reproduces Ultralytics' `val`.
+    pub clip_boundaries: bool,
 }
 
 impl Default for EvalOptions {
@@ -49,6 +52,7 @@ impl Default for EvalOptions {
             max_det: VAL_MAX_DET,
             merge_boundaries: false,
             fit_cells: None,
+            clip_boundaries: false,
         }
     }
 }
@@ -164,6 +168,13 @@ pub fn evaluate(
                 },
             },
         );
+        if let (true, Some(c)) = (
+            opts.clip_boundaries,
+            crate::detect::line_class(det.class_names()),
+        ) {
+            let (w, h) = (img.width as f64, img.height as f64);
+            crate::detect::post::clip_line_boxes(&mut dets, c, w, h);
+        }
         if let Some(p) = &opts.fit_cells {
             crate::frame::fit_point_cells(&img, &mut dets, det.class_names(), p);
         }
