@@ -5,6 +5,7 @@
 
 use crate::detect::combine::{DetectMethod, join};
 use crate::detect::{DetectOptions, Detection, DetectionResult, Detector};
+use crate::geometry::OrientedBox;
 use crate::lattice::cells::{CellFitParams, fit_point_box};
 use crate::raster::{ImageF32, PixelSize};
 use crate::synth::crystal::{CrystalSpec, Preset};
@@ -42,12 +43,23 @@ pub fn finish_boxes(
     names: &[String],
     fit: Option<&CellFitParams>,
 ) {
+    finish_boxes_cached(img, dets, names, fit, &mut CellFitCache::default());
+}
+
+/// [`finish_boxes`] with the point fits kept in `cache` (see [`CellFitCache`]).
+pub fn finish_boxes_cached(
+    img: &ImageF32,
+    dets: &mut [Detection],
+    names: &[String],
+    fit: Option<&CellFitParams>,
+    cache: &mut CellFitCache,
+) {
     if let Some(c) = crate::detect::line_class(names) {
         let (w, h) = (img.width as f64, img.height as f64);
         crate::detect::post::clip_line_boxes(dets, c, w, h);
     }
     if let Some(p) = fit {
-        fit_point_cells(img, dets, names, p);
+        fit_point_cells_cached(img, dets, names, p, cache);
     }
 }
 
@@ -60,6 +72,28 @@ pub fn fit_point_cells(
     names: &[String],
     params: &CellFitParams,
 ) -> usize {
+    fit_point_cells_cached(img, dets, names, params, &mut CellFitCache::default())
+}
+
+/// Fitted boxes of one image, keyed by the box as drawn: a fit costs milliseconds, and the
+/// Viewer re-filters the same candidates on every slider step. Clear it when the image changes.
+#[derive(Debug, Default)]
+pub struct CellFitCache(std::collections::HashMap<[u64; 5], Option<OrientedBox>>);
+
+impl CellFitCache {
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// [`fit_point_cells`], reusing the fits in `cache` (which must belong to `img` and `params`).
+pub fn fit_point_cells_cached(
+    img: &ImageF32,
+    dets: &mut [Detection],
+    names: &[String],
+    params: &CellFitParams,
+    cache: &mut CellFitCache,
+) -> usize {
     use crate::detect::DetectionSource;
     let line = crate::detect::line_class(names);
     let mut n = 0;
@@ -67,8 +101,13 @@ pub fn fit_point_cells(
         if Some(d.class) == line || d.source == DetectionSource::Lattice {
             continue;
         }
-        if let Some(f) = fit_point_box(img, &d.obb, params) {
-            d.obb = crate::detect::post::regularize(&f.obb);
+        let b = d.obb;
+        let key = [b.cx, b.cy, b.w, b.h, b.angle].map(f64::to_bits);
+        let fitted = *cache.0.entry(key).or_insert_with(|| {
+            fit_point_box(img, &b, params).map(|f| crate::detect::post::regularize(&f.obb))
+        });
+        if let Some(obb) = fitted {
+            d.obb = obb;
             n += 1;
         }
     }
@@ -237,5 +276,19 @@ mod tests {
             }
         }
         assert_eq!(dets.last(), Some(&lattice_box));
+        // The Viewer's cache gives the same boxes, the second time from memory.
+        let mut cache = CellFitCache::default();
+        for _ in 0..2 {
+            let mut again = before.clone();
+            let m = fit_point_cells_cached(
+                &s.image,
+                &mut again,
+                &names,
+                &CellFitParams::default(),
+                &mut cache,
+            );
+            assert_eq!((m, &again), (n, &dets));
+        }
+        assert_eq!(cache.0.len(), points);
     }
 }

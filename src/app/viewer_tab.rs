@@ -129,6 +129,8 @@ pub struct ViewerTab {
     pub result: Option<DetectionResult>,
     pub filtered: Vec<Detection>,
     filtered_for: Option<FilterKey>,
+    /// Point boxes fitted to the current image's lattice (slider steps re-filter the same boxes).
+    cell_fits: defect_detector::frame::CellFitCache,
     /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
     pub(crate) lattice: LatticeJob,
     /// "Label with lattice analysis" was pressed and waits for the analysis.
@@ -171,6 +173,7 @@ impl ViewerTab {
             result: None,
             filtered: Vec::new(),
             filtered_for: None,
+            cell_fits: Default::default(),
             lattice: LatticeJob::new(notify.clone()),
             label_with_lattice: false,
             layer_for: None,
@@ -317,6 +320,7 @@ impl ViewerTab {
         self.result = None;
         self.filtered.clear();
         self.filtered_for = None;
+        self.cell_fits.clear();
         self.spectrum.shown = None;
         self.error = None;
         self.current = Some(img);
@@ -536,11 +540,12 @@ impl ViewerTab {
                 );
                 if let Some(cur) = &self.current {
                     let fit = defect_detector::lattice::cells::CellFitParams::default();
-                    defect_detector::frame::finish_boxes(
+                    defect_detector::frame::finish_boxes_cached(
                         &cur.image,
                         &mut self.filtered,
                         &res.class_names,
                         self.settings.fit_cells.then_some(&fit),
+                        &mut self.cell_fits,
                     );
                 }
                 self.filtered_for = Some(key);

@@ -168,15 +168,11 @@ pub fn evaluate(
                 },
             },
         );
-        if let (true, Some(c)) = (
-            opts.clip_boundaries,
-            crate::detect::line_class(det.class_names()),
-        ) {
-            let (w, h) = (img.width as f64, img.height as f64);
-            crate::detect::post::clip_line_boxes(&mut dets, c, w, h);
-        }
-        if let Some(p) = &opts.fit_cells {
-            crate::frame::fit_point_cells(&img, &mut dets, det.class_names(), p);
+        let names = det.class_names();
+        if opts.clip_boundaries {
+            crate::frame::finish_boxes(&img, &mut dets, names, opts.fit_cells.as_ref());
+        } else if let Some(p) = &opts.fit_cells {
+            crate::frame::fit_point_cells(&img, &mut dets, names, p);
         }
         pre += r.timings.preprocess_ms;
         inf += r.timings.inference_ms;
