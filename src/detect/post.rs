@@ -312,7 +312,8 @@ fn line_frame(b: &OrientedBox) -> ([f64; 2], f64, f64) {
 /// Shortens each box of the line-defect class `class` along its long axis until all four
 /// corners lie inside the `w × h` frame: the rule the labels follow
 /// ([`crate::synth::scene::boundary_box`]), since a boundary seen in a frame ends at its edge.
-/// The width and angle stay; a box whose centre line misses the frame stays as it was.
+/// The width and angle stay; a box inside the frame, or whose centre line misses it, stays
+/// as it was.
 pub fn clip_line_boxes(dets: &mut [Detection], class: usize, w: f64, h: f64) {
     for d in dets.iter_mut().filter(|d| d.class == class) {
         let (u, len, width) = line_frame(&d.obb);
@@ -325,17 +326,20 @@ pub fn clip_line_boxes(dets: &mut [Detection], class: usize, w: f64, h: f64) {
             continue;
         };
         let (t0, t1) = (t0.max(-len / 2.0), t1.min(len / 2.0));
-        if t1 <= t0 {
+        if t1 <= t0 || (t0 == -len / 2.0 && t1 == len / 2.0) {
             continue;
         }
         let tm = 0.5 * (t0 + t1);
-        d.obb = regularize(&OrientedBox::new(
-            c[0] + tm * u[0],
-            c[1] + tm * u[1],
-            t1 - t0,
-            width,
-            u[1].atan2(u[0]),
-        ));
+        // Same angle and the same side along the line as before: the lattice analysis's
+        // boxes keep their long-axis angle (what the table shows), the model's their
+        // Ultralytics form.
+        let b = &mut d.obb;
+        (b.cx, b.cy) = (c[0] + tm * u[0], c[1] + tm * u[1]);
+        if b.w >= b.h {
+            b.w = t1 - t0;
+        } else {
+            b.h = t1 - t0;
+        }
     }
 }
 
