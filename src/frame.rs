@@ -78,7 +78,7 @@ pub fn fit_point_cells(
 /// Fitted boxes of one image, keyed by the box as drawn: a fit costs milliseconds, and the
 /// Viewer re-filters the same candidates on every slider step. Clear it when the image changes.
 #[derive(Debug, Default)]
-pub struct CellFitCache(std::collections::HashMap<[u64; 5], Option<OrientedBox>>);
+pub struct CellFitCache(std::collections::HashMap<([u64; 5], usize), Option<OrientedBox>>);
 
 impl CellFitCache {
     pub fn clear(&mut self) {
@@ -102,9 +102,13 @@ pub fn fit_point_cells_cached(
             continue;
         }
         let b = d.obb;
-        let key = [b.cx, b.cy, b.w, b.h, b.angle].map(f64::to_bits);
+        let key = ([b.cx, b.cy, b.w, b.h, b.angle].map(f64::to_bits), d.class);
+        let sites = params
+            .sites
+            .as_ref()
+            .and_then(|s| s.for_class(names.get(d.class).map_or("", String::as_str)));
         let fitted = *cache.0.entry(key).or_insert_with(|| {
-            fit_point_box(img, &b, params).map(|f| crate::detect::post::regularize(&f.obb))
+            fit_point_box(img, &b, params, sites).map(|f| crate::detect::post::regularize(&f.obb))
         });
         if let Some(obb) = fitted {
             d.obb = obb;

@@ -539,7 +539,9 @@ impl ViewerTab {
                     &res.class_names,
                 );
                 if let Some(cur) = &self.current {
-                    let fit = defect_detector::lattice::cells::CellFitParams::default();
+                    let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
+                        &self.settings.crystal.spec(),
+                    );
                     defect_detector::frame::finish_boxes_cached(
                         &cur.image,
                         &mut self.filtered,
@@ -841,6 +843,9 @@ impl ViewerTab {
                         });
                     if before != self.settings.crystal {
                         self.request_realism();
+                        // Point boxes snap to the crystal's sites.
+                        self.cell_fits.clear();
+                        self.filtered_for = None;
                     }
                 });
                 let path = self.current.as_ref().map(|c| c.path.clone());

@@ -29,12 +29,13 @@ impl CalibrationArgs {
         &self,
         method: defect_detector::detect::combine::DetectMethod,
     ) -> anyhow::Result<defect_detector::frame::LatticeUse> {
+        let crystal = self.crystal()?;
         Ok(defect_detector::frame::LatticeUse {
-            crystal: self.crystal()?,
+            fit_cells: (!self.no_cell_fit)
+                .then(|| defect_detector::lattice::cells::CellFitParams::for_crystal(&crystal)),
+            crystal,
             calibrate: !self.no_lattice_calibration,
             method,
-            fit_cells: (!self.no_cell_fit)
-                .then(defect_detector::lattice::cells::CellFitParams::default),
         })
     }
 }

@@ -39,6 +39,10 @@ pub struct EvalArgs {
     /// (off: exactly Ultralytics' `val` post-processing)
     #[arg(long)]
     clip_boundaries: bool,
+    /// Which detectors score: the model alone (Ultralytics' `val`), the training-free
+    /// lattice analysis, or both joined as `detect` joins them.
+    #[arg(long, value_enum, default_value = "model")]
+    method: super::detect::Method,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,6 +71,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         merge_boundaries: a.merge_boundaries,
         fit_cells: a.fit_cells.then(Default::default),
         clip_boundaries: a.clip_boundaries,
+        method: a.method.into(),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -84,6 +89,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "merge_boundaries": a.merge_boundaries,
             "fit_cells": a.fit_cells,
             "clip_boundaries": a.clip_boundaries,
+            "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),
         });
         defect_detector::fsio::set_json_key(card, &a.card_key, entry)?;

@@ -7,6 +7,7 @@
 //! 8.3), class-aware Fast-NMS with ProbIoU at `iou` 0.7, at most 300 detections, matching by
 //! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
 
+pub mod box_errors;
 pub mod metrics;
 pub mod real;
 
@@ -41,6 +42,9 @@ pub struct EvalOptions {
     /// Cut boundary boxes at the frame's edges as `detect` does
     /// ([`crate::detect::post::clip_line_boxes`]); off reproduces Ultralytics' `val`.
     pub clip_boundaries: bool,
+    /// Which detectors score: the model alone (Ultralytics' `val`), the training-free lattice
+    /// analysis, or both joined as `detect` joins them.
+    pub method: crate::detect::combine::DetectMethod,
 }
 
 impl Default for EvalOptions {
@@ -53,6 +57,7 @@ impl Default for EvalOptions {
             merge_boundaries: false,
             fit_cells: None,
             clip_boundaries: false,
+            method: crate::detect::combine::DetectMethod::Model,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct EvalReport {
     pub per_class: Vec<ClassRow>,
     pub ap: ApResult,
     pub confusion: ConfusionMatrix,
+    /// Geometry of the boxes found, against their labels.
+    pub box_errors: Vec<box_errors::ClassBoxErrors>,
     pub provider: String,
     /// Mean milliseconds per image.
     pub preprocess_ms: f64,
@@ -131,6 +138,7 @@ pub fn evaluate(
     let mut target_cls: Vec<usize> = Vec::new();
     let mut per_image_classes = vec![0usize; nc];
     let mut cm = ConfusionMatrix::for_val_conf(nc, opts.conf);
+    let mut geometry = box_errors::BoxErrorTally::new(nc);
     let (mut pre, mut inf, mut post) = (0.0, 0.0, 0.0);
     let mut provider = det.provider().to_string();
     for (k, img_path) in images.iter().enumerate() {
@@ -169,6 +177,17 @@ pub fn evaluate(
             },
         );
         let names = det.class_names();
+        if opts.method != crate::detect::combine::DetectMethod::Model {
+            // Frames of a dataset carry no pixel size: the analysis reads its own scale.
+            let params = crate::lattice::LatticeParams::new(
+                crate::synth::crystal::Preset::Cdte110.spec(),
+                None,
+            );
+            let other = crate::lattice::analyse(&img, &params)
+                .map(|l| l.detections())
+                .unwrap_or_default();
+            dets = crate::detect::combine::join(opts.method, dets, &other, opts.conf, names);
+        }
         if opts.clip_boundaries {
             crate::frame::finish_boxes(&img, &mut dets, names, opts.fit_cells.as_ref());
         } else if let Some(p) = &opts.fit_cells {
@@ -224,6 +243,11 @@ pub fn evaluate(
             })
             .collect();
         cm.process_batch(&scored, &gts);
+        let found: Vec<(OrientedBox, f32, usize)> = dets
+            .iter()
+            .map(|d| (d.obb, d.confidence, d.class))
+            .collect();
+        geometry.add_image(&found, &gts);
     }
     let ap = metrics::ap_per_class(&tp, &conf, &pred_cls, &target_cls);
     let n_img = images.len() as f64;
@@ -259,6 +283,7 @@ pub fn evaluate(
         per_class,
         ap,
         confusion: cm,
+        box_errors: geometry.summary(det.class_names()),
         provider,
         preprocess_ms: pre / n_img,
         inference_ms: inf / n_img,
@@ -320,6 +345,7 @@ impl EvalReport {
             }
             s.push('\n');
         }
+        s += &box_errors::table(&self.box_errors);
         s += &format!(
             "Speed: {:.1}ms preprocess, {:.1}ms inference, {:.1}ms postprocess per image ({})\n",
             self.preprocess_ms, self.inference_ms, self.postprocess_ms, self.provider
@@ -355,6 +381,7 @@ impl EvalReport {
                 "iou": self.confusion.iou_thres,
                 "matrix": self.confusion.matrix,
             },
+            "box_geometry": self.box_errors,
             "provider": self.provider,
             "speed_ms_per_image": {
                 "preprocess": self.preprocess_ms,

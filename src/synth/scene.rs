@@ -1296,61 +1296,116 @@ pub fn scene_columns(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<
 /// intensity in a band along it (see [`super::params::BoundaryStructure`]). Deterministic:
 /// the random displacements are hashed from the boundary's seed and the column's position.
 fn apply_boundary_structure(cols: &mut [Column], scene: &Scene, p: &SynthParams) {
-    let bs = &p.defects.boundary_structure;
-    let px = p.pixel_size_a();
-    for b in &scene.boundaries {
-        let f = match b.kind {
-            BoundaryKind::Twin => bs.twin_factor,
-            BoundaryKind::Tilt { .. } => 1.0,
-        };
-        let strain = bs.strain_a * f / px;
-        let disorder = bs.core_disorder_a * f / px;
-        let dech = bs.dechannelling * f;
-        if strain == 0.0 && disorder == 0.0 && dech == 0.0 {
-            continue;
-        }
-        let decay = (bs.strain_decay_nm * 10.0 / px).max(1e-6);
-        let core = (bs.core_width_a / px).max(1e-6);
-        let band = (bs.dechannelling_width_a / px).max(1e-6);
-        let reach = (6.0 * decay).max(4.0 * core).max(4.0 * band);
-        let fade = decay.max(band);
-        // The bending's sense along the line is part of the draw.
-        let sense = if b.disorder_seed & 1 == 0 { 1.0 } else { -1.0 };
-        let (t, n) = (b.direction, b.normal());
-        for c in cols.iter_mut() {
-            let s = b.signed_distance(c.pos);
-            if s.abs() > reach {
+    let field = BoundaryStructureField::new(scene, p);
+    if field.is_empty() {
+        return;
+    }
+    for c in cols.iter_mut() {
+        c.pos = field.at(c.pos, &mut c.weight);
+    }
+}
+
+/// One boundary's structure, in pixels.
+struct BoundaryEffect<'a> {
+    b: &'a Boundary,
+    strain: f64,
+    disorder: f64,
+    dech: f64,
+    decay: f64,
+    core: f64,
+    band: f64,
+    reach: f64,
+    fade: f64,
+    sense: f64,
+}
+
+/// The displacement and intensity field of every boundary's structure.
+struct BoundaryStructureField<'a> {
+    effects: Vec<BoundaryEffect<'a>>,
+}
+
+impl<'a> BoundaryStructureField<'a> {
+    fn new(scene: &'a Scene, p: &SynthParams) -> Self {
+        let bs = &p.defects.boundary_structure;
+        let px = p.pixel_size_a();
+        let effects = scene
+            .boundaries
+            .iter()
+            .filter_map(|b| {
+                let f = match b.kind {
+                    BoundaryKind::Twin => bs.twin_factor,
+                    BoundaryKind::Tilt { .. } => 1.0,
+                };
+                let strain = bs.strain_a * f / px;
+                let disorder = bs.core_disorder_a * f / px;
+                let dech = bs.dechannelling * f;
+                if strain == 0.0 && disorder == 0.0 && dech == 0.0 {
+                    return None;
+                }
+                let decay = (bs.strain_decay_nm * 10.0 / px).max(1e-6);
+                let core = (bs.core_width_a / px).max(1e-6);
+                let band = (bs.dechannelling_width_a / px).max(1e-6);
+                Some(BoundaryEffect {
+                    b,
+                    strain,
+                    disorder,
+                    dech,
+                    decay,
+                    core,
+                    band,
+                    reach: (6.0 * decay).max(4.0 * core).max(4.0 * band),
+                    fade: decay.max(band),
+                    // The bending's sense along the line is part of the draw.
+                    sense: if b.disorder_seed & 1 == 0 { 1.0 } else { -1.0 },
+                })
+            })
+            .collect();
+        Self { effects }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// Where a column at `pos` is drawn; its intensity `weight` changes in the band.
+    fn at(&self, mut pos: Pt, weight: &mut f32) -> Pt {
+        for e in &self.effects {
+            let b = e.b;
+            let s = b.signed_distance(pos);
+            if s.abs() > e.reach {
                 continue;
             }
             // Effects fade out beyond the ends of a boundary that stops in the field.
             let taper = b.extent.map_or(1.0, |[t0, t1]| {
-                let a = b.along(c.pos);
-                let out = (t0 - a).max(a - t1).max(0.0) / fade;
+                let a = b.along(pos);
+                let out = (t0 - a).max(a - t1).max(0.0) / e.fade;
                 (-out * out).exp()
             });
             if taper < 1e-4 {
                 continue;
             }
-            let e = strain * (-s.abs() / decay).exp() * taper;
+            let (t, n) = (b.direction, b.normal());
+            let k = e.strain * (-s.abs() / e.decay).exp() * taper;
             // Shear along the line plus a slight opening across it at the core.
             let mut dx = [
-                sense * e * t[0] + 0.3 * e * s.signum() * n[0],
-                sense * e * t[1] + 0.3 * e * s.signum() * n[1],
+                e.sense * k * t[0] + 0.3 * k * s.signum() * n[0],
+                e.sense * k * t[1] + 0.3 * k * s.signum() * n[1],
             ];
-            if disorder > 0.0 {
-                let g = disorder * (-(s * s) / (2.0 * core * core)).exp() * taper;
+            if e.disorder > 0.0 {
+                let g = e.disorder * (-(s * s) / (2.0 * e.core * e.core)).exp() * taper;
                 let z = gaussian_pair(
-                    b.disorder_seed ^ c.pos[0].to_bits().rotate_left(17) ^ c.pos[1].to_bits(),
+                    b.disorder_seed ^ pos[0].to_bits().rotate_left(17) ^ pos[1].to_bits(),
                 );
                 dx[0] += g * z[0];
                 dx[1] += g * z[1];
             }
-            c.pos = [c.pos[0] + dx[0], c.pos[1] + dx[1]];
-            if dech != 0.0 {
-                let loss = dech * (-(s * s) / (2.0 * band * band)).exp() * taper;
-                c.weight *= (1.0 - loss).max(0.0) as f32;
+            pos = [pos[0] + dx[0], pos[1] + dx[1]];
+            if e.dech != 0.0 {
+                let loss = e.dech * (-(s * s) / (2.0 * e.band * e.band)).exp() * taper;
+                *weight *= (1.0 - loss).max(0.0) as f32;
             }
         }
+        pos
     }
 }
 
@@ -1402,9 +1457,13 @@ pub fn scene_labels(spec: &CrystalSpec, scene: &Scene, p: &SynthParams) -> Vec<D
             });
         }
     }
+    // A point defect is labelled where it is seen: its site moved as its column is (or, for
+    // a vacancy, as the missing column would be) by the boundaries' strain and core disorder.
+    let field = BoundaryStructureField::new(scene, p);
     for d in &scene.defects {
         let frame = &scene.grains[d.grain].frame;
-        let bx = point_defect_box_specimen(spec, p, frame, d.position);
+        let seen = field.at(d.position, &mut 1.0);
+        let bx = point_defect_box_specimen(spec, p, frame, seen);
         out.push(DefectLabel {
             class: d.class(),
             obb: bx.map(|q| scene.distortion.to_image(q)),
