@@ -10,7 +10,8 @@ use crate::lattice::cells::{CellFitParams, fit_point_box};
 use crate::raster::{ImageF32, PixelSize};
 use crate::synth::crystal::{CrystalSpec, Preset};
 
-/// How a frame's crystal lattice is used.
+/// How a frame becomes detections besides the model's single pass: its crystal lattice, and
+/// the model's test-time augmentation.
 #[derive(Clone, Debug)]
 pub struct LatticeUse {
     pub crystal: CrystalSpec,
@@ -20,6 +21,9 @@ pub struct LatticeUse {
     /// Fit the model's point-defect boxes to the lattice around them
     /// ([`crate::lattice::cells`]); `None` keeps the boxes as the model drew them.
     pub fit_cells: Option<CellFitParams>,
+    /// Run the model on these dihedral copies of the frame too and fuse their boxes
+    /// ([`crate::detect::tta`]): steadier boxes and confidences for one model run per copy.
+    pub tta: Option<Vec<crate::geometry::Dihedral>>,
 }
 
 impl Default for LatticeUse {
@@ -29,6 +33,7 @@ impl Default for LatticeUse {
             calibrate: true,
             method: Default::default(),
             fit_cells: Some(CellFitParams::default()),
+            tta: None,
         }
     }
 }
@@ -189,13 +194,33 @@ pub fn detect_frame(
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         }
     };
-    let mut detections = join(
-        lattice.method,
-        result.filtered(conf, iou),
-        &other,
-        conf,
-        &result.class_names,
-    );
+    let model = match &lattice.tta {
+        Some(copies) => {
+            let line = crate::detect::line_class(&result.class_names);
+            let filter = crate::detect::FilterOptions {
+                // Each copy keeps boxes down to half the threshold, so a box that every copy
+                // sees just below it can still fuse above it.
+                conf: conf * 0.5,
+                iou,
+                merge_lines: line,
+                ..Default::default()
+            };
+            let plan = crate::detect::tta::TtaPlan {
+                copies,
+                filter,
+                final_conf: conf,
+            };
+            let mut d = crate::detect::tta::detect_tta(det, img, px, opts, &plan, Some(&result))?
+                .detections;
+            if let Some(c) = line {
+                let (w, h) = (img.width as f64, img.height as f64);
+                crate::detect::post::clip_line_boxes(&mut d, c, w, h);
+            }
+            d
+        }
+        None => result.filtered(conf, iou),
+    };
+    let mut detections = join(lattice.method, model, &other, conf, &result.class_names);
     finish_boxes(
         img,
         &mut detections,

@@ -43,6 +43,10 @@ pub struct EvalArgs {
     /// lattice analysis, or both joined as `detect` joins them.
     #[arg(long, value_enum, default_value = "model")]
     method: super::detect::Method,
+    /// Test-time augmentation: run the model on the frame, its mirror image and their turns
+    /// (8 copies), and fuse the boxes (8 model runs per frame).
+    #[arg(long)]
+    tta: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -72,6 +76,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         fit_cells: a.fit_cells.then(Default::default),
         clip_boundaries: a.clip_boundaries,
         method: a.method.into(),
+        tta: a.tta.then(defect_detector::detect::tta::default_transforms),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -88,6 +93,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "iou": a.iou,
             "merge_boundaries": a.merge_boundaries,
             "fit_cells": a.fit_cells,
+            "tta": a.tta,
             "clip_boundaries": a.clip_boundaries,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),

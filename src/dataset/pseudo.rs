@@ -218,6 +218,7 @@ fn label_frame(
         calibrate: true,
         method: crate::detect::combine::DetectMethod::Lattice,
         fit_cells: None,
+        tta: None,
     };
     let cal = calibrate(&s.image, s.pixel_size, &lattice);
     let (img, px) = match (cal.pixel_size(), opts.nm_per_px) {

@@ -17,6 +17,7 @@ pub mod model;
 pub mod post;
 pub mod pre;
 pub mod runtime;
+pub mod tta;
 
 pub use model::{Detector, DetectorOptions, Device, ModelInfo};
 pub use post::{FilterOptions, filter, filter_with, line_class, merge_line_boxes};

