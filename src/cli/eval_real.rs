@@ -26,10 +26,16 @@ pub struct EvalRealArgs {
     conf: f32,
     #[arg(long, default_value_t = DEFAULT_IOU)]
     iou: f64,
+    /// Test-time augmentation: the model also runs on each frame's mirror image and turns
+    /// (8 copies) and the boxes are fused, as `detect --tta` (recorded in the card as
+    /// `real_frames_tta`).
+    #[arg(long)]
+    tta: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Record the report in this model card (`model.json`) as `real_frames`.
+    /// Record the report in this model card (`model.json`) as `real_frames` (with --tta:
+    /// `real_frames_tta`).
     #[arg(long, value_name = "MODEL.json")]
     write_card: Option<PathBuf>,
     /// Exit with status 1 when a target is not met.
@@ -49,6 +55,7 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
         conf: a.conf,
         iou: a.iou,
         samples: a.samples.clone(),
+        tta: a.tta.then(defect_detector::detect::tta::default_transforms),
     };
     let report = evaluate_real(&det, &a.set, &opts)?;
     print!("{}", report.table());
@@ -59,7 +66,12 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", p.display());
     }
     if let Some(card) = &a.write_card {
-        defect_detector::fsio::set_json_key(card, "real_frames", value)?;
+        let key = if a.tta {
+            "real_frames_tta"
+        } else {
+            "real_frames"
+        };
+        defect_detector::fsio::set_json_key(card, key, value)?;
         eprintln!("recorded in {}", card.display());
     }
     if a.check && !report.all_targets_met() {

@@ -128,6 +128,8 @@ pub struct RealReport {
     pub method: String,
     pub conf: f32,
     pub iou: f64,
+    /// Test-time augmentation: the model ran on the frame's dihedral copies too.
+    pub tta: bool,
     pub frames: Vec<FrameScore>,
     pub boundaries_labelled: usize,
     pub boundaries_found: usize,
@@ -339,6 +341,8 @@ pub struct RealOptions {
     pub iou: f64,
     /// The samples folder; `None` = the set file's `samples`.
     pub samples: Option<PathBuf>,
+    /// The model also runs on these dihedral copies of each frame ([`crate::detect::tta`]).
+    pub tta: Option<Vec<crate::geometry::Dihedral>>,
 }
 
 impl Default for RealOptions {
@@ -348,6 +352,7 @@ impl Default for RealOptions {
             conf: crate::detect::DEFAULT_CONF,
             iou: crate::detect::DEFAULT_IOU,
             samples: None,
+            tta: None,
         }
     }
 }
@@ -395,6 +400,7 @@ pub fn evaluate_real(
                 crystal,
                 calibrate: true,
                 method: opts.method,
+                tta: opts.tta.clone(),
                 ..Default::default()
             };
             let frame = detect_frame(
@@ -436,6 +442,7 @@ pub fn evaluate_real(
         method: opts.method.label().to_string(),
         conf: opts.conf,
         iou: opts.iou,
+        tta: opts.tta.is_some(),
         false_positives_per_frame: fps as f64 / frames.len().max(1) as f64,
         frames,
         boundaries_labelled,
@@ -629,5 +636,17 @@ mod tests {
             assert!(r.all_targets_met(), "{}", r.table());
             assert_eq!(r.boundaries_found, 2, "{}", r.table());
         }
+        // With test-time augmentation (`detect --tta`) the app's default still meets them.
+        let r = evaluate_real(
+            &det,
+            &set,
+            &RealOptions {
+                tta: Some(crate::detect::tta::default_transforms()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(r.tta && r.all_targets_met(), "{}", r.table());
+        assert_eq!(r.boundaries_found, 2, "{}", r.table());
     }
 }
