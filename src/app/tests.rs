@@ -478,3 +478,28 @@ fn fitting_point_boxes_to_the_lattice_can_be_switched_off() {
     h.step();
     assert!(!h.state().viewer.settings.fit_cells);
 }
+
+#[test]
+fn test_time_augmentation_can_be_switched_on_and_reruns_the_model() {
+    let (_dir, tif) = twin_frame();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let once = h
+        .state()
+        .viewer
+        .result
+        .as_ref()
+        .map(|r| r.tiles)
+        .expect("detected");
+    assert!(!h.state().viewer.settings.tta, "off by default");
+    h.get_by_label("test-time augmentation (8 model runs)")
+        .click();
+    h.step();
+    assert!(h.state().viewer.settings.tta);
+    settle_viewer(&mut h);
+    let r = h.state().viewer.result.as_ref().expect("detected again");
+    // Eight copies ran, and the fused boxes are the candidates the sliders filter.
+    assert_eq!(r.tiles, 8 * once);
+}

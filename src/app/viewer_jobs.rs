@@ -163,16 +163,47 @@ impl DetectionJob {
         }
     }
 
+    /// With `tta` the model also runs on the image's 7 other dihedral copies and the result's
+    /// candidates are the fused boxes (each copy kept down to the candidate floor, joined
+    /// along lines and de-duplicated at the default NMS IoU), so the sliders then filter those.
     pub fn request(
         &mut self,
         generation: usize,
         det: Arc<Detector>,
         img: ImageF32,
         px: Option<PixelSize>,
+        tta: bool,
     ) {
         self.generation = generation;
         self.job.request(move |c| {
-            det.detect_with_control(&img, px, &DetectOptions::default(), Some(c))
+            let opts = DetectOptions::default();
+            let mut r = det.detect_with_control(&img, px, &opts, Some(c))?;
+            if tta {
+                c.check()?;
+                let copies = defect_detector::detect::tta::default_transforms();
+                let plan = defect_detector::detect::tta::TtaPlan {
+                    copies: &copies,
+                    filter: defect_detector::detect::FilterOptions {
+                        conf: opts.floor_conf,
+                        iou: defect_detector::detect::DEFAULT_IOU,
+                        merge_lines: defect_detector::detect::line_class(&r.class_names),
+                        ..Default::default()
+                    },
+                    final_conf: 0.0,
+                };
+                let f = defect_detector::detect::tta::detect_tta(
+                    &det,
+                    &img,
+                    px,
+                    &opts,
+                    &plan,
+                    Some(&r),
+                )?;
+                r.candidates = f.detections;
+                r.timings = f.timings;
+                r.tiles *= copies.len();
+            }
+            Ok(r)
         });
     }
 
