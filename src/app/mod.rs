@@ -100,6 +100,8 @@ pub struct StartOptions {
     pub lattice_map: Option<defect_detector::lattice::render::MapKind>,
     /// Open the Viewer's power spectrum panel at start (`view --spectrum`).
     pub viewer_spectrum: bool,
+    /// Test-time augmentation on or off in the Viewer (`view --tta on|off`, remembered).
+    pub viewer_tta: Option<bool>,
 }
 
 pub struct DefectApp {
@@ -318,6 +320,9 @@ pub fn run_app(opts: StartOptions) -> anyhow::Result<()> {
             }
             if let Some(c) = opts.viewer_crystal {
                 persisted.viewer.crystal = c;
+            }
+            if let Some(t) = opts.viewer_tta {
+                persisted.viewer.tta = t;
             }
             if opts.lattice_map.is_some() {
                 persisted.viewer.lattice_map = opts.lattice_map;

@@ -48,6 +48,9 @@ enum Command {
         /// Open the power spectrum panel (zoomed to the lattice spots) at start.
         #[arg(long)]
         spectrum: bool,
+        /// Test-time augmentation: the model on 8 dihedral copies, boxes fused (remembered).
+        #[arg(long, value_parser = ["on", "off"])]
+        tta: Option<String>,
     },
     /// Synthesize one STEM image with its YOLO-OBB labels and a JSON sidecar.
     Synth(Box<synth::SynthArgs>),
@@ -163,6 +166,7 @@ pub fn run() -> anyhow::Result<()> {
             crystal,
             lattice_map,
             spectrum,
+            tta,
         }) => {
             anyhow::ensure!(path.exists(), "{} does not exist", path.display());
             use defect_detector::lattice::render::MapKind;
@@ -187,6 +191,7 @@ pub fn run() -> anyhow::Result<()> {
                     .transpose()?,
                 lattice_map,
                 viewer_spectrum: spectrum,
+                viewer_tta: tta.map(|t| t == "on"),
                 ..Default::default()
             })
         }
