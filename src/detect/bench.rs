@@ -82,6 +82,19 @@ pub fn bench_detect_with(
     // The same frame cut into tiles of the training size, as a fixed-size export must be.
     let (mut tiled, mut tiled_paired) = (vec![], vec![]);
     let mut tiled_count = 0;
+    // The model on the frame's 8 dihedral copies, boxes fused (`detect --tta`).
+    let copies = super::tta::default_transforms();
+    let tta_plan = super::tta::TtaPlan {
+        copies: &copies,
+        filter: super::FilterOptions {
+            conf: DEFAULT_CONF * 0.5,
+            iou: DEFAULT_IOU,
+            merge_lines: super::line_class(det.class_names()),
+            ..Default::default()
+        },
+        final_conf: DEFAULT_CONF,
+    };
+    let (mut tta, mut tta_paired) = (vec![], vec![]);
     let mut scratch = vec![0f32; n_in];
     let mut n_cands = 0;
     let mut n_final = 0;
@@ -108,6 +121,10 @@ pub fn bench_detect_with(
         } else {
             None
         };
+        let ta = Instant::now();
+        let ri = det.detect(&img, None, &opts)?;
+        let _ = super::tta::detect_tta(&det, &img, None, &opts, &tta_plan, Some(&ri))?;
+        let tta_ms = ta.elapsed().as_secs_f64() * 1e3;
         let tw = Instant::now();
         let qw = super::pre::Quantizer::for_image(&img, opts.intensity);
         let window_ms = tw.elapsed().as_secs_f64() * 1e3;
@@ -128,6 +145,8 @@ pub fn bench_detect_with(
                 tiled.push(t);
                 tiled_paired.push(t / total);
             }
+            tta.push(tta_ms);
+            tta_paired.push(tta_ms / total);
             n_cands = r.candidates.len();
             n_final = fin.len();
             tiles = r.tiles;
@@ -161,6 +180,12 @@ pub fn bench_detect_with(
             "speedup_one_pass": tiled_m / e2e_m,
             "speedup_paired_median": median(&mut tiled_paired),
         })},
+        // The frame, its mirror image and their quarter turns, boxes fused.
+        "tta": {
+            "copies": copies.len(),
+            "end_to_end_ms": median(&mut tta),
+            "over_one_pass_paired_median": median(&mut tta_paired),
+        },
         "stages_ms": {
             "preprocess": median(&mut pre),
             "preprocess_window": median(&mut window),

@@ -249,6 +249,13 @@ fn bench_reports_medians_and_ratio() {
     );
     assert!(w > 0.0 && f > 0.0, "{st}");
     assert_eq!(v["ort_spinning"], true);
+    // Test-time augmentation: eight copies, timed against the one pass.
+    assert_eq!(v["tta"]["copies"], 8);
+    assert!(v["tta"]["end_to_end_ms"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["tta"]["over_one_pass_paired_median"].as_f64().unwrap() > 1.0,
+        "{v}"
+    );
     assert!(
         v["tiled"].is_null(),
         "a fixed-size model has no one-pass comparison"
