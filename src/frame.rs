@@ -197,19 +197,8 @@ pub fn detect_frame(
     let model = match &lattice.tta {
         Some(copies) => {
             let line = crate::detect::line_class(&result.class_names);
-            let filter = crate::detect::FilterOptions {
-                // Each copy keeps boxes down to half the threshold, so a box that every copy
-                // sees just below it can still fuse above it.
-                conf: conf * 0.5,
-                iou,
-                merge_lines: line,
-                ..Default::default()
-            };
-            let plan = crate::detect::tta::TtaPlan {
-                copies,
-                filter,
-                final_conf: conf,
-            };
+            let plan =
+                crate::detect::tta::TtaPlan::at_threshold(copies, conf, iou, &result.class_names);
             let mut d = crate::detect::tta::detect_tta(det, img, px, opts, &plan, Some(&result))?
                 .detections;
             if let Some(c) = line {

@@ -84,16 +84,8 @@ pub fn bench_detect_with(
     let mut tiled_count = 0;
     // The model on the frame's 8 dihedral copies, boxes fused (`detect --tta`).
     let copies = super::tta::default_transforms();
-    let tta_plan = super::tta::TtaPlan {
-        copies: &copies,
-        filter: super::FilterOptions {
-            conf: DEFAULT_CONF * 0.5,
-            iou: DEFAULT_IOU,
-            merge_lines: super::line_class(det.class_names()),
-            ..Default::default()
-        },
-        final_conf: DEFAULT_CONF,
-    };
+    let tta_plan =
+        super::tta::TtaPlan::at_threshold(&copies, DEFAULT_CONF, DEFAULT_IOU, det.class_names());
     let (mut tta, mut tta_paired) = (vec![], vec![]);
     let mut scratch = vec![0f32; n_in];
     let mut n_cands = 0;

@@ -33,6 +33,29 @@ pub struct TtaPlan<'a> {
     pub final_conf: f32,
 }
 
+impl<'a> TtaPlan<'a> {
+    /// What `detect --tta` keeps at threshold `conf`: each copy's boxes down to half of it
+    /// (a box every copy sees just below it can still fuse above it), NMS at `iou`, boxes
+    /// along one line joined; fused boxes above `conf`.
+    pub fn at_threshold(
+        copies: &'a [Dihedral],
+        conf: f32,
+        iou: f64,
+        class_names: &[String],
+    ) -> Self {
+        Self {
+            copies,
+            filter: FilterOptions {
+                conf: conf * 0.5,
+                iou,
+                merge_lines: super::line_class(class_names),
+                ..Default::default()
+            },
+            final_conf: conf,
+        }
+    }
+}
+
 /// Runs `det` on each of the plan's copies of `img`, filters each copy's candidates, maps the
 /// boxes back to `img` and fuses them; at most `filter.max_det` are kept. `identity`: the
 /// model's result on `img` itself when the caller has it already (it is not run again).
