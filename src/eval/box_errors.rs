@@ -4,6 +4,8 @@
 //! thin label or 3° off in angle counts as found at 0.5 and missed at 0.8; these medians say
 //! which of the box's degrees of freedom to fix.
 
+use super::metrics::ScoredBox;
+use crate::bench::median;
 use crate::geometry::{OrientedBox, probiou};
 use std::f64::consts::PI;
 
@@ -53,16 +55,16 @@ impl BoxError {
 /// pairs of at least [`MATCH_IOU`] with detections of at least [`MATCH_CONF`]. Returns
 /// `(label index, detection index, error)`.
 pub fn match_boxes(
-    dets: &[(OrientedBox, f32, usize)],
+    dets: &[ScoredBox],
     labels: &[(OrientedBox, usize)],
 ) -> Vec<(usize, usize, BoxError)> {
     let mut pairs: Vec<(usize, usize, f64)> = Vec::new();
     for (l, (g, gc)) in labels.iter().enumerate() {
-        for (d, (b, conf, dc)) in dets.iter().enumerate() {
-            if dc != gc || *conf < MATCH_CONF {
+        for (d, b) in dets.iter().enumerate() {
+            if b.class != *gc || b.conf < MATCH_CONF {
                 continue;
             }
-            let iou = probiou(b, g);
+            let iou = probiou(&b.obb, g);
             if iou >= MATCH_IOU {
                 pairs.push((l, d, iou));
             }
@@ -78,7 +80,7 @@ pub fn match_boxes(
         }
         used_l[l] = true;
         used_d[d] = true;
-        let e = BoxError::between(&dets[d].0, &labels[l].0);
+        let e = BoxError::between(&dets[d].obb, &labels[l].0);
         out.push((l, d, e));
     }
     out
@@ -120,11 +122,7 @@ impl BoxErrorTally {
         }
     }
 
-    pub fn add_image(
-        &mut self,
-        dets: &[(OrientedBox, f32, usize)],
-        labels: &[(OrientedBox, usize)],
-    ) {
+    pub fn add_image(&mut self, dets: &[ScoredBox], labels: &[(OrientedBox, usize)]) {
         for (_, c) in labels {
             if let Some(n) = self.labels.get_mut(*c) {
                 *n += 1;
@@ -169,20 +167,6 @@ impl BoxErrorTally {
                 }
             })
             .collect()
-    }
-}
-
-/// NaN for no values (a class found nowhere).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 
@@ -262,17 +246,18 @@ mod tests {
         let near = OrientedBox::new(51.0, 50.0, 20.0, 14.0, 0.0);
         let nearer = OrientedBox::new(50.2, 50.0, 20.0, 14.0, 0.0);
         let labels = vec![(g, 1)];
+        let sb = |obb, conf, class| ScoredBox { obb, conf, class };
         // The better overlap wins; the other detection stays unmatched.
-        let m = match_boxes(&[(near, 0.9, 1), (nearer, 0.5, 1)], &labels);
+        let m = match_boxes(&[sb(near, 0.9, 1), sb(nearer, 0.5, 1)], &labels);
         assert_eq!(m.len(), 1);
         assert_eq!((m[0].0, m[0].1), (0, 1));
         // Wrong class, low confidence, or a box elsewhere: no match.
-        assert!(match_boxes(&[(nearer, 0.9, 2)], &labels).is_empty());
-        assert!(match_boxes(&[(nearer, 0.1, 1)], &labels).is_empty());
+        assert!(match_boxes(&[sb(nearer, 0.9, 2)], &labels).is_empty());
+        assert!(match_boxes(&[sb(nearer, 0.1, 1)], &labels).is_empty());
         let far = OrientedBox::new(90.0, 50.0, 20.0, 14.0, 0.0);
-        assert!(match_boxes(&[(far, 0.9, 1)], &labels).is_empty());
+        assert!(match_boxes(&[sb(far, 0.9, 1)], &labels).is_empty());
         let mut t = BoxErrorTally::new(3);
-        t.add_image(&[(near, 0.9, 1)], &labels);
+        t.add_image(&[sb(near, 0.9, 1)], &labels);
         t.add_image(&[], &labels);
         let rows = t.summary(&["gb".into(), "vac".into(), "int".into()]);
         assert_eq!(rows.len(), 1);

@@ -257,11 +257,7 @@ pub fn evaluate(
             })
             .collect();
         cm.process_batch(&scored, &gts);
-        let found: Vec<(OrientedBox, f32, usize)> = dets
-            .iter()
-            .map(|d| (d.obb, d.confidence, d.class))
-            .collect();
-        geometry.add_image(&found, &gts);
+        geometry.add_image(&scored, &gts);
     }
     let ap = metrics::ap_per_class(&tp, &conf, &pred_cls, &target_cls);
     let n_img = images.len() as f64;
