@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// (8 copies), and fuse the boxes (8 model runs per frame).
     #[arg(long)]
     tta: bool,
+    /// Crystal and zone axis the lattice analysis (`--method lattice|both`) assumes for frames
+    /// without a sidecar (cdte110, si110, gaas110); a synthetic frame's own sidecar wins.
+    #[arg(long, default_value = "cdte110")]
+    crystal: String,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -77,6 +81,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         clip_boundaries: a.clip_boundaries,
         method: a.method.into(),
         tta: a.tta.then(defect_detector::detect::tta::default_transforms),
+        crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());

@@ -48,6 +48,10 @@ pub struct EvalOptions {
     /// Run the model on these dihedral copies of each frame and fuse their boxes
     /// ([`crate::detect::tta`]); `None`: one pass, as Ultralytics' `val`.
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
+    /// The crystal the lattice analysis (`method` lattice or both) assumes for frames whose
+    /// own crystal is unknown; a synthetic frame's sidecar (through the dataset's
+    /// `manifest.json`) names its own.
+    pub crystal: crate::synth::crystal::CrystalSpec,
 }
 
 impl Default for EvalOptions {
@@ -62,8 +66,43 @@ impl Default for EvalOptions {
             clip_boundaries: false,
             method: crate::detect::combine::DetectMethod::Model,
             tta: None,
+            crystal: crate::synth::crystal::Preset::Cdte110.spec(),
         }
     }
+}
+
+/// The crystal of each synthetic frame of a dataset folder, keyed by image path: the manifest
+/// names each image's sidecar, whose parameters name the crystal. Empty when the folder has no
+/// manifest (a dataset not written by `export`); a sidecar that cannot be read is skipped, and
+/// its frames fall back to [`EvalOptions::crystal`].
+pub fn frame_crystals(
+    dir: &Path,
+) -> std::collections::HashMap<PathBuf, crate::synth::crystal::CrystalSpec> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(m) = crate::dataset::export::Manifest::read(dir) else {
+        return out;
+    };
+    let mut by_sidecar = std::collections::HashMap::new();
+    for rec in &m.images {
+        let spec = by_sidecar
+            .entry(rec.sidecar.clone())
+            .or_insert_with(|| {
+                crate::synth::read_sidecar(&dir.join(&rec.sidecar))
+                    .map_err(|e| tracing::warn!("{e:#}"))
+                    .ok()
+                    .map(|sc| sc.params.crystal.spec())
+            })
+            .clone();
+        if let Some(spec) = spec {
+            out.insert(same_file_key(&dir.join(&rec.file)), spec);
+        }
+    }
+    out
+}
+
+/// One key per file however its path was spelled (`./`, `..`, links).
+fn same_file_key(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// One class row of the report.
@@ -132,6 +171,11 @@ pub fn evaluate(
         );
     }
     let images = spec.images(&opts.split)?;
+    let crystals = if opts.method == crate::detect::combine::DetectMethod::Model {
+        Default::default()
+    } else {
+        frame_crystals(spec.yaml.parent().unwrap_or(Path::new(".")))
+    };
     let validation = Validation {
         num_classes: nc,
         ..Default::default()
@@ -193,10 +237,10 @@ pub fn evaluate(
         let names = det.class_names();
         if opts.method != crate::detect::combine::DetectMethod::Model {
             // Frames of a dataset carry no pixel size: the analysis reads its own scale.
-            let params = crate::lattice::LatticeParams::new(
-                crate::synth::crystal::Preset::Cdte110.spec(),
-                None,
-            );
+            let crystal = crystals
+                .get(&same_file_key(img_path))
+                .unwrap_or(&opts.crystal);
+            let params = crate::lattice::LatticeParams::new(crystal.clone(), None);
             let other = crate::lattice::analyse(&img, &params)
                 .map(|l| l.detections())
                 .unwrap_or_default();
@@ -549,6 +593,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("no 'val' split"), "{e}");
+    }
+
+    /// The lattice analysis of `eval --method lattice|both` reads each synthetic frame as the
+    /// crystal its sidecar names (the realistic recipe mixes CdTe, Si and GaAs).
+    #[test]
+    fn frame_crystals_come_from_each_frames_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ds");
+        let cfg = crate::dataset::export::DatasetConfig {
+            n: 6,
+            seed: 11,
+            size: 96,
+            augment: vec!["r0".into(), "r90".into()],
+            ..Default::default()
+        };
+        crate::dataset::export::export(
+            &cfg,
+            &out,
+            &Default::default(),
+            &crate::jobs::JobControl::detached(),
+        )
+        .unwrap();
+        let m = crate::dataset::export::Manifest::read(&out).unwrap();
+        // Reached through a spelling of the folder other than the manifest's.
+        let crystals = frame_crystals(&out.join("images").join(".."));
+        assert_eq!(crystals.len(), m.images.len());
+        let mut names = std::collections::BTreeSet::new();
+        for rec in &m.images {
+            let base = &m.base_images[rec.base_index];
+            let preset = crate::synth::crystal::Preset::named_crystal(&base.preset)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let got = &crystals[&same_file_key(&out.join(&rec.file))];
+            assert_eq!(got, &preset.spec(), "{}", rec.file);
+            names.insert(got.name.clone());
+        }
+        assert!(names.len() > 1, "one crystal only: {names:?}");
+        assert!(frame_crystals(dir.path()).is_empty());
     }
 
     #[test]

@@ -221,6 +221,12 @@ pub fn write_outputs(
 
 /// Reads a sidecar and regenerates its image exactly.
 pub fn regenerate_from_sidecar(path: &Path) -> anyhow::Result<Synthesized> {
+    let sc = read_sidecar(path)?;
+    render_scene(&sc.params, sc.scene)
+}
+
+/// Reads a sidecar (version 1 sidecars are upgraded to today's parameters).
+pub fn read_sidecar(path: &Path) -> anyhow::Result<Sidecar> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut v: serde_json::Value = serde_json::from_str(&text)
@@ -234,9 +240,7 @@ pub fn regenerate_from_sidecar(path: &Path) -> anyhow::Result<Synthesized> {
     if version == 1 {
         upgrade_v1_params(&mut v);
     }
-    let sc: Sidecar = serde_json::from_value(v)
-        .with_context(|| format!("{} is not a valid sidecar", path.display()))?;
-    render_scene(&sc.params, sc.scene)
+    serde_json::from_value(v).with_context(|| format!("{} is not a valid sidecar", path.display()))
 }
 
 /// Version 1 had none of the version 2 knobs: switch them off so the image comes out as it
