@@ -4,19 +4,7 @@
 use serde_json::json;
 use std::time::Instant;
 
-/// Median of a sample (ms).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
+pub use crate::raster::median;
 
 /// Times `f` `runs` times after one warm-up; returns the samples in ms.
 pub fn time_ms(runs: usize, mut f: impl FnMut()) -> Vec<f64> {

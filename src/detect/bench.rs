@@ -2,22 +2,10 @@
 
 use super::{DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions};
 use crate::raster::ImageF32;
+use crate::raster::median;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Instant;
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
 
 /// A deterministic lattice-like test image (bright columns on a dark background, a missing
 /// column as a vacancy) so the model produces realistic candidate counts.
@@ -144,9 +132,9 @@ pub fn bench_detect_with(
             tiles = r.tiles;
         }
     }
-    let e2e_m = median(&mut e2e);
-    let bare_m = median(&mut bare);
-    let tiled_m = median(&mut tiled);
+    let e2e_m = median(e2e);
+    let bare_m = median(bare);
+    let tiled_m = median(tiled.clone());
     Ok(json!({
         "job": "detect",
         "model": model.display().to_string(),
@@ -164,27 +152,27 @@ pub fn bench_detect_with(
         "ratio": e2e_m / bare_m,
         // Each end-to-end run over the bare run just before it: less sensitive to drifts in
         // machine load than the ratio of the two medians.
-        "ratio_paired_median": median(&mut paired),
+        "ratio_paired_median": median(paired),
         // Only for a dynamic-input model: the same frame in tiles of the training size.
         "tiled": if tiled.is_empty() { Value::Null } else { json!({
             "tiles": tiled_count,
             "end_to_end_ms": tiled_m,
             "speedup_one_pass": tiled_m / e2e_m,
-            "speedup_paired_median": median(&mut tiled_paired),
+            "speedup_paired_median": median(tiled_paired),
         })},
         // The frame, its mirror image and their quarter turns, boxes fused.
         "tta": {
             "copies": copies.len(),
-            "end_to_end_ms": median(&mut tta),
-            "over_one_pass_paired_median": median(&mut tta_paired),
+            "end_to_end_ms": median(tta),
+            "over_one_pass_paired_median": median(tta_paired),
         },
         "stages_ms": {
-            "preprocess": median(&mut pre),
-            "preprocess_window": median(&mut window),
-            "preprocess_fill": median(&mut fill),
-            "inference": median(&mut inf),
-            "postprocess": median(&mut post),
-            "filter": median(&mut filt),
+            "preprocess": median(pre),
+            "preprocess_window": median(window),
+            "preprocess_fill": median(fill),
+            "inference": median(inf),
+            "postprocess": median(post),
+            "filter": median(filt),
         },
         "candidates": n_cands,
         "detections": n_final,
@@ -250,7 +238,7 @@ pub fn bench_throughput(
         }
         rates.push(files.len() as f64 / t_pass.elapsed().as_secs_f64());
     }
-    let ips = median(&mut rates);
+    let ips = median(rates);
     Ok(json!({
         "job": "throughput",
         "model": model.display().to_string(),
@@ -262,9 +250,9 @@ pub fn bench_throughput(
         "images_per_s": ips,
         "ms_per_image": 1e3 / ips,
         "per_image_ms": {
-            "load": median(&mut load),
-            "detect": median(&mut detect),
-            "write": median(&mut write),
+            "load": median(load),
+            "detect": median(detect),
+            "write": median(write),
         },
         "detections_per_image": n_dets,
     }))

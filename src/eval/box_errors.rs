@@ -5,8 +5,8 @@
 //! which of the box's degrees of freedom to fix.
 
 use super::metrics::ScoredBox;
-use crate::bench::median;
 use crate::geometry::{OrientedBox, probiou};
+use crate::raster::median;
 use std::f64::consts::PI;
 
 /// Detections below this confidence are not matched (the confusion matrix's threshold: what a

@@ -21,7 +21,7 @@
 use super::{LatticeBoundary, LatticeMaps, LatticeParams, LatticePointDefect};
 use crate::classes::DefectClass;
 use crate::geometry::OrientedBox;
-use crate::raster::ImageF32;
+use crate::raster::{ImageF32, median};
 
 /// An interstitial is at least this many times brighter (above background) than the same
 /// place one lattice vector away.
@@ -165,19 +165,6 @@ fn sample(s: &ImageF32, p: [f64; 2]) -> f64 {
         + ty * ((1.0 - tx) * g(x0, y1) + tx * g(x1, y1))
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// The local lattice at a point: the four neighbour vectors and the `u` direction (radians).
 fn local_lattice(maps: &LatticeMaps, p: [f64; 2]) -> Option<([[f64; 2]; 4], f64)> {
     let (c, r) = maps.cell_at(p)?;
@@ -238,7 +225,7 @@ pub(crate) fn find(
     if t_len.is_empty() {
         return Vec::new();
     }
-    let t_min = median(&mut t_len.clone());
+    let t_min = median(t_len.clone());
     // Judged only well inside the frame and away from boundaries (their translates differ).
     let margin = 1.5 * t_min;
     let near_boundary = |p: [f64; 2]| {
@@ -268,7 +255,7 @@ pub(crate) fn find(
             && !near_boundary(p)
             && calm(p)
     };
-    let median_height = median(&mut heights.clone());
+    let median_height = median(heights.clone());
     if median_height.is_nan() || median_height <= 0.0 {
         return Vec::new();
     }
@@ -317,13 +304,13 @@ pub(crate) fn find(
     // The noise of the residual (robust: defects are a few pixels among all): a defect must
     // stand out of it, or shot noise at low dose makes every dark channel pixel a "vacancy".
     let sigma_r = {
-        let mut a: Vec<f64> = residual
+        let a: Vec<f64> = residual
             .iter()
             .step_by(3)
             .filter(|v| v.is_finite())
             .map(|v| v.abs() as f64)
             .collect();
-        1.4826 * median(&mut a)
+        1.4826 * median(a)
     };
     let significant = |r: f64| r.abs() >= RESIDUAL_SIGMAS * sigma_r;
     let extremum = |x: usize, y: usize, sign: f32| -> bool {

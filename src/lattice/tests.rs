@@ -421,7 +421,7 @@ fn report(st: &GbStats) {
         e.len(),
         st.twin_labelled_twin,
         st.twin_truth,
-        crate::bench::median(st.ms.clone()),
+        crate::raster::median(st.ms.clone()),
     );
 }
 

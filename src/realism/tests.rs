@@ -552,6 +552,6 @@ fn lattice_estimate_is_unbiased_on_frames_matched_to_the_cdte_dm3() {
     }
     eprintln!("relative errors of the matched frames: {errs:.4?}");
     assert!(errs.iter().all(|e| e.abs() < 0.015), "{errs:?}");
-    let median = crate::bench::median(errs);
+    let median = crate::raster::median(errs);
     assert!(median.abs() < 0.005, "median {median}");
 }
