@@ -181,16 +181,12 @@ impl DetectionJob {
             if tta {
                 c.check()?;
                 let copies = defect_detector::detect::tta::default_transforms();
-                let plan = defect_detector::detect::tta::TtaPlan {
-                    copies: &copies,
-                    filter: defect_detector::detect::FilterOptions {
-                        conf: opts.floor_conf,
-                        iou: defect_detector::detect::DEFAULT_IOU,
-                        merge_lines: defect_detector::detect::line_class(&r.class_names),
-                        ..Default::default()
-                    },
-                    final_conf: 0.0,
-                };
+                let plan = defect_detector::detect::tta::TtaPlan::candidates(
+                    &copies,
+                    opts.floor_conf,
+                    defect_detector::detect::DEFAULT_IOU,
+                    &r.class_names,
+                );
                 let f = defect_detector::detect::tta::detect_tta(
                     &det,
                     &img,

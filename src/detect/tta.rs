@@ -54,6 +54,27 @@ impl<'a> TtaPlan<'a> {
             final_conf: conf,
         }
     }
+
+    /// Every fused box down to the candidate floor `floor_conf` (NMS at `iou`, boxes along
+    /// one line joined), none dropped after fusion: for a view whose confidence slider
+    /// filters afterwards, as it filters one pass's candidates.
+    pub fn candidates(
+        copies: &'a [Dihedral],
+        floor_conf: f32,
+        iou: f64,
+        class_names: &[String],
+    ) -> Self {
+        Self {
+            copies,
+            filter: FilterOptions {
+                conf: floor_conf,
+                iou,
+                merge_lines: super::line_class(class_names),
+                ..Default::default()
+            },
+            final_conf: 0.0,
+        }
+    }
 }
 
 /// Runs `det` on each of the plan's copies of `img`, filters each copy's candidates, maps the
