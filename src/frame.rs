@@ -17,6 +17,9 @@ pub struct LatticeUse {
     pub crystal: CrystalSpec,
     /// Take the pixel size of files without one from their lattice.
     pub calibrate: bool,
+    /// Check a file's calibration against its lattice and use the lattice's when the two
+    /// clearly disagree ([`check_file_calibration`]). Off for a pixel size the user gave.
+    pub check_file_calibration: bool,
     pub method: DetectMethod,
     /// Fit the model's point-defect boxes to the lattice around them
     /// ([`crate::lattice::cells`]); `None` keeps the boxes as the model drew them.
@@ -31,6 +34,7 @@ impl Default for LatticeUse {
         Self {
             crystal: Preset::Cdte110.spec(),
             calibrate: true,
+            check_file_calibration: true,
             method: Default::default(),
             fit_cells: Some(CellFitParams::default()),
             tta: None,
@@ -130,23 +134,115 @@ pub enum Calibration {
     Given(PixelSize),
     /// Estimated from the lattice of the named crystal (the file had none).
     Lattice(PixelSize),
+    /// The file's calibration contradicted by its lattice: the lattice's is used.
+    Corrected(CalibrationConflict),
     /// None known: the frame is used at its own scale.
     None,
 }
 
 impl Calibration {
+    /// Where the pixel size came from, in words for reports.
+    pub fn source(self) -> &'static str {
+        match self {
+            Calibration::Given(_) => "file",
+            Calibration::Lattice(_) => "lattice",
+            Calibration::Corrected(_) => "lattice, not the file's",
+            Calibration::None => "none",
+        }
+    }
+
     pub fn pixel_size(self) -> Option<PixelSize> {
         match self {
             Calibration::Given(p) | Calibration::Lattice(p) => Some(p),
+            Calibration::Corrected(c) => Some(c.lattice),
             Calibration::None => None,
         }
     }
 }
 
-/// The calibration of a frame: `given` when known, else (if `lattice.calibrate`) the lattice
-/// estimate.
+/// A file's calibration that the frame's own lattice contradicts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CalibrationConflict {
+    /// What the file says.
+    pub file: PixelSize,
+    /// What the lattice of the crystal measures.
+    pub lattice: PixelSize,
+}
+
+impl CalibrationConflict {
+    /// Lattice over file, e.g. 1.45 for a lattice 45 % coarser than the file claims.
+    pub fn ratio(&self) -> f64 {
+        self.lattice.nm_per_px / self.file.nm_per_px
+    }
+
+    /// One line for logs and the Viewer.
+    pub fn describe(&self, crystal: &str) -> String {
+        format!(
+            "the file says {:.2} pm/px, but no {crystal} lattice is near that scale; the lattice \
+             measures {:.2} pm/px ({:+.0} %)",
+            self.file.nm_per_px * 1e3,
+            self.lattice.nm_per_px * 1e3,
+            (self.ratio() - 1.0) * 100.0
+        )
+    }
+}
+
+/// How far a lattice must lie from a file's calibration before the file is called wrong. The
+/// zinc-blende [110] crystals here differ in scale by at most 19 % (CdTe against Si), so a
+/// wrong crystal preset on a correctly calibrated frame is never taken for a wrong file.
+pub const CALIBRATION_CONFLICT_RATIO: f64 = 1.25;
+
+/// How closely the two independent lattice measures must agree for a conflict: the crystal
+/// fit to the spectrum's peaks and the {111} ring of the radial spectrum.
+const LATTICE_MEASURES_AGREE: f64 = 0.05;
+
+/// Checks a file's calibration against the frame's lattice of `crystal`. A conflict needs all
+/// of: a clear lattice found without the file's hint ([`crate::realism::estimate_lattice`])
+/// more than [`CALIBRATION_CONFLICT_RATIO`] from the file's scale; the {111} ring of the
+/// power spectrum ([`crate::lattice::maps::estimate_d111_px`]) confirming it within 5 %; and
+/// no lattice within ±15 % of the file's scale scoring as well. A DM calibration taken from the wrong magnification
+/// is such a case (the Si tilt frame of `../shared/samples`: 16.4 pm/px in the file, its
+/// lattice 24 pm/px, and the model finds its boundary only at the lattice's scale).
+pub fn check_file_calibration(
+    img: &ImageF32,
+    crystal: &CrystalSpec,
+    file: PixelSize,
+) -> Option<CalibrationConflict> {
+    let free = crate::realism::estimate_lattice(img, crystal, None).ok()?;
+    let conflict = CalibrationConflict {
+        file,
+        lattice: PixelSize {
+            nm_per_px: free.nm_per_px,
+        },
+    };
+    let r = conflict.ratio();
+    if (1.0 / CALIBRATION_CONFLICT_RATIO..=CALIBRATION_CONFLICT_RATIO).contains(&r) {
+        return None;
+    }
+    let ring_px = crate::lattice::maps::estimate_d111_px(img)?;
+    let d111_a = crate::lattice::LatticeParams::new(crystal.clone(), None).d111_a();
+    let ring_nm = d111_a / ring_px / 10.0;
+    if (ring_nm / free.nm_per_px - 1.0).abs() > LATTICE_MEASURES_AGREE {
+        return None;
+    }
+    // A search held near the file's scale can still fit something (an alias of the lattice,
+    // a texture); it must score below the free fit.
+    match crate::realism::estimate_lattice(img, crystal, Some(file.nm_per_px)) {
+        Ok(near) if near.score >= free.score => None,
+        _ => Some(conflict),
+    }
+}
+
+/// The calibration of a frame: `given` when known (unless `lattice.check_file_calibration`
+/// finds the lattice contradicting it), else (if `lattice.calibrate`) the lattice estimate.
 pub fn calibrate(img: &ImageF32, given: Option<PixelSize>, lattice: &LatticeUse) -> Calibration {
     match given {
+        Some(p) if lattice.check_file_calibration => {
+            match check_file_calibration(img, &lattice.crystal, p) {
+                Some(c) => Calibration::Corrected(c),
+                None => Calibration::Given(p),
+            }
+        }
         Some(p) => Calibration::Given(p),
         None if lattice.calibrate => {
             match crate::realism::lattice_pixel_size(img, &lattice.crystal) {
@@ -308,5 +404,77 @@ mod tests {
             assert_eq!((m, &again), (n, &dets));
         }
         assert_eq!(cache.0.len(), points);
+    }
+
+    /// A file calibration off by 50 % is caught and replaced by the lattice's; one within
+    /// the lattice's reach, or off by the scale of another zinc-blende crystal (a wrong
+    /// preset, not a wrong file), stands.
+    #[test]
+    fn file_calibrations_the_lattice_contradicts_are_caught() {
+        let p = SynthParams {
+            width: 384,
+            height: 384,
+            pixel_size_pm: 16.0,
+            ..Default::default()
+        };
+        let img = generate(&p).unwrap().image;
+        let cdte = Preset::Cdte110.spec();
+        let at = |pm: f64| PixelSize {
+            nm_per_px: pm / 1000.0,
+        };
+        let c = check_file_calibration(&img, &cdte, at(24.0)).expect("24 pm/px is wrong");
+        assert!((c.lattice.nm_per_px / 0.016 - 1.0).abs() < 0.03, "{c:?}");
+        assert!((c.ratio() - 16.0 / 24.0).abs() < 0.03, "{c:?}");
+        assert!(
+            c.describe("CdTe [110]").contains("24.00 pm/px"),
+            "{}",
+            c.describe("")
+        );
+        assert_eq!(check_file_calibration(&img, &cdte, at(16.8)), None);
+        assert_eq!(check_file_calibration(&img, &cdte, at(12.0)), None);
+        // Read as Si, a correctly calibrated CdTe frame is 19 % off: a wrong preset.
+        assert_eq!(
+            check_file_calibration(&img, &Preset::Si110.spec(), at(16.0)),
+            None
+        );
+        // `calibrate` uses it unless told not to; a frame without a file calibration is
+        // calibrated from its lattice as before.
+        let mut use_ = LatticeUse::default();
+        let cal = calibrate(&img, Some(at(24.0)), &use_);
+        assert!(matches!(cal, Calibration::Corrected(_)), "{cal:?}");
+        assert_eq!(cal.pixel_size(), Some(c.lattice));
+        use_.check_file_calibration = false;
+        assert_eq!(
+            calibrate(&img, Some(at(24.0)), &use_),
+            Calibration::Given(at(24.0))
+        );
+        assert!(matches!(
+            calibrate(&img, None, &use_),
+            Calibration::Lattice(_)
+        ));
+    }
+
+    /// The real frames: the Si tilt frame's DM calibration (16.4 pm/px) fits no Si lattice,
+    /// which both measures put at ~24 pm/px; the CdTe frame's fits its lattice.
+    #[test]
+    fn the_si_tilt_frames_file_calibration_is_contradicted_by_its_lattice() {
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+        if !samples.is_dir() {
+            eprintln!("skipped: ../shared/samples is absent (the real frames live there)");
+            return;
+        }
+        let si =
+            crate::formats::load(&samples.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
+        let file = si.pixel_size.expect("the DM3 is calibrated");
+        let c =
+            check_file_calibration(&si.image, &Preset::Si110.spec(), file).expect("contradicted");
+        assert!((1.35..1.55).contains(&c.ratio()), "{c:?}");
+        let cdte =
+            crate::formats::load(&samples.join("CdTe110_tilt-GB_HAADF149_ingrained.dm3")).unwrap();
+        let file = cdte.pixel_size.expect("the DM3 is calibrated");
+        assert_eq!(
+            check_file_calibration(&cdte.image, &Preset::Cdte110.spec(), file),
+            None
+        );
     }
 }

@@ -242,6 +242,51 @@ fn viewer_calibrates_an_uncalibrated_png_from_its_lattice_and_warns_outside_the_
     assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.02);
 }
 
+/// A TIFF whose calibration is 50 % off its lattice: the Viewer detects at the lattice's pixel
+/// size and says so; unticking "use the lattice's pixel size" goes back to the file's.
+#[test]
+fn viewer_uses_the_lattices_pixel_size_where_the_files_calibration_is_wrong() {
+    use defect_detector::synth::{self, ImageFormat, SynthParams};
+    let dir = tempfile::tempdir().unwrap();
+    let p = SynthParams {
+        width: 384,
+        height: 384,
+        pixel_size_pm: 16.0,
+        ..Default::default()
+    };
+    let mut s = synth::generate(&p).unwrap();
+    // The file claims 24 pm/px (the TIFF's calibration comes from the parameters).
+    s.params.pixel_size_pm = 24.0;
+    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let v = &h.state().viewer;
+    let file = v.current.as_ref().unwrap().pixel_size.unwrap().nm_per_px;
+    assert!((file - 0.024).abs() < 1e-6, "{file}");
+    let c = v.file_conflict().expect("the lattice contradicts the file");
+    let px = v.pixel_size().unwrap().nm_per_px;
+    assert_eq!(px, c.lattice.nm_per_px);
+    assert!((px / 0.016 - 1.0).abs() < 0.03, "{px}");
+    h.get_by_label_contains("Calibration: the file says 24.00 pm/px");
+    h.get_by_label_contains("from the lattice: the file's 24.00");
+    h.get_by_label("use the lattice's pixel size").click();
+    h.run_steps(2);
+    let v = &h.state().viewer;
+    assert!(!v.settings.check_file_calibration);
+    assert!(v.file_conflict().is_none());
+    assert_eq!(v.pixel_size().unwrap().nm_per_px, file);
+    assert!(
+        h.query_by_label_contains("Calibration: the file says")
+            .is_none(),
+        "no banner once the file's calibration is chosen"
+    );
+}
+
 #[test]
 fn viewer_contrast_controls_change_the_display() {
     let (_dir, tif, _png) = two_images();

@@ -5,8 +5,9 @@
 
 use defect_detector::dataset::export::{DatasetConfig, ExportSummary, ExportTarget};
 use defect_detector::dataset::randomize::DomainRandomization;
+use defect_detector::frame::CalibrationConflict;
 use defect_detector::jobs::{Job, Latest, Notify};
-use defect_detector::raster::ImageF32;
+use defect_detector::raster::{ImageF32, PixelSize};
 use defect_detector::realism::{self, CalibrationSource, Outside, RealismStats, TrainingRealism};
 use defect_detector::synth::crystal::Preset;
 use egui::Color32;
@@ -16,10 +17,12 @@ use std::path::{Path, PathBuf};
 const MATCHED_BASE_IMAGES: usize = 100;
 
 pub struct RealismPanel {
-    job: Latest<RealismStats>,
+    job: Latest<(RealismStats, Option<CalibrationConflict>)>,
     /// The image generation the last request was for, and the result for it.
     requested_for: usize,
     pub result: Option<(usize, Result<RealismStats, String>)>,
+    /// A file calibration the frame's lattice contradicts, for the image generation measured.
+    conflict: Option<(usize, CalibrationConflict)>,
     /// The loaded model's training ranges (None: the card has none, so no warning).
     card_for: String,
     card: Result<Option<TrainingRealism>, String>,
@@ -34,6 +37,7 @@ impl RealismPanel {
             job: Latest::new("realism", notify.clone()),
             requested_for: 0,
             result: None,
+            conflict: None,
             card_for: String::new(),
             card: Ok(None),
             match_job: None,
@@ -57,16 +61,36 @@ impl RealismPanel {
     ) {
         self.requested_for = generation;
         self.result = None;
+        self.conflict = None;
         let img = img.clone();
-        self.job
-            .request(move |_| realism::measure(&img, &crystal.spec(), file_nm, user_nm));
+        self.job.request(move |_| {
+            let spec = crystal.spec();
+            let stats = realism::measure(&img, &spec, file_nm, user_nm)?;
+            // The file's calibration is checked against the lattice; a typed one is the
+            // user's word.
+            let conflict = match (file_nm, user_nm) {
+                (Some(nm_per_px), None) => defect_detector::frame::check_file_calibration(
+                    &img,
+                    &spec,
+                    PixelSize { nm_per_px },
+                ),
+                _ => None,
+            };
+            Ok((stats, conflict))
+        });
     }
 
     /// Call each frame; true when a new measurement arrived.
     pub fn poll(&mut self) -> bool {
         let mut arrived = false;
         if let Some(r) = self.job.poll() {
-            self.result = Some((self.requested_for, r.map_err(|e| format!("{e:#}"))));
+            let g = self.requested_for;
+            let (stats, conflict) = match r {
+                Ok((s, c)) => (Ok(s), c),
+                Err(e) => (Err(format!("{e:#}")), None),
+            };
+            self.result = Some((g, stats));
+            self.conflict = conflict.map(|c| (g, c));
             arrived = true;
         }
         if let Some(job) = self.match_job.take() {
@@ -103,6 +127,13 @@ impl RealismPanel {
         self.stats(generation)
             .filter(|s| s.nm_per_px_source == CalibrationSource::Lattice)
             .map(|s| s.nm_per_px)
+    }
+
+    /// The file calibration of image `generation` that its lattice contradicts, if any.
+    pub fn conflict(&self, generation: usize) -> Option<CalibrationConflict> {
+        self.conflict
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| c)
     }
 
     /// Whether an uncalibrated image is still waiting for its lattice estimate.

@@ -69,6 +69,9 @@ pub struct ViewerSettings {
     pub fit_cells: bool,
     /// Test-time augmentation: the model on the image's 8 dihedral copies, boxes fused.
     pub tta: bool,
+    /// Check a file's calibration against its lattice and use the lattice's pixel size when
+    /// the two clearly disagree ([`defect_detector::frame::check_file_calibration`]).
+    pub check_file_calibration: bool,
 }
 
 impl Default for ViewerSettings {
@@ -98,6 +101,7 @@ impl Default for ViewerSettings {
             show_detections_panel: true,
             fit_cells: true,
             tta: false,
+            check_file_calibration: true,
         }
     }
 }
@@ -266,18 +270,28 @@ impl ViewerTab {
     }
 
     /// The image's pixel size: one the user set for this file (typed, or calibrated from a
-    /// spectrum spot: a file's calibration can be wrong), else the file's own, else the one
+    /// spectrum spot: a file's calibration can be wrong), else the lattice's where it
+    /// contradicts the file's ([`Self::file_conflict`]), else the file's own, else the one
     /// its lattice gives.
     pub fn pixel_size(&self) -> Option<PixelSize> {
         let cur = self.current.as_ref()?;
         self.typed_pixel_size()
             .map(|nm| PixelSize { nm_per_px: nm })
+            .or_else(|| self.file_conflict().map(|c| c.lattice))
             .or(cur.pixel_size)
             .or_else(|| {
                 self.realism
                     .lattice_nm_per_px(self.generation)
                     .map(|nm| PixelSize { nm_per_px: nm })
             })
+    }
+
+    /// The current file's calibration where its lattice contradicts it and the check is on.
+    pub fn file_conflict(&self) -> Option<defect_detector::frame::CalibrationConflict> {
+        if !self.settings.check_file_calibration || self.typed_pixel_size().is_some() {
+            return None;
+        }
+        self.realism.conflict(self.generation)
     }
 
     /// The current frame's pixel size from its lattice (only for files without one).
@@ -455,17 +469,20 @@ impl ViewerTab {
 
     fn poll_realism(&mut self) {
         self.realism.set_model(&self.settings.model_path);
-        if self.realism.poll()
-            && self.settings.auto_detect
-            && !self.settings.model_path.is_empty()
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.pixel_size.is_none())
-            && self.typed_pixel_size().is_none()
-            && self.detection.generation() != self.generation
+        if !self.realism.poll() || !self.settings.auto_detect || self.settings.model_path.is_empty()
         {
+            return;
+        }
+        let uncalibrated = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.pixel_size.is_none())
+            && self.typed_pixel_size().is_none();
+        if uncalibrated && self.detection.generation() != self.generation {
             // The lattice has calibrated an uncalibrated frame: detect at that pixel size.
+            self.run_detection();
+        } else if self.file_conflict().is_some() {
+            // The frame was detected at the file's pixel size, which its lattice contradicts.
             self.run_detection();
         }
     }
@@ -790,13 +807,49 @@ impl ViewerTab {
             let lattice = self.lattice_pixel_size();
             let mut remeasure = false;
             let file_nm = cur.pixel_size.map(|p| p.nm_per_px);
+            let conflict = self.realism.conflict(self.generation);
             match cur.pixel_size {
                 Some(p) if self.typed_pixel_size().is_none() => {
-                    ui.label(format!(
-                        "Pixel size {:.2} pm/px ({} in file)",
-                        p.nm_per_px * 1000.0,
-                        cur.original_unit.clone().unwrap_or_else(|| "nm".into())
-                    ));
+                    match conflict.filter(|_| self.settings.check_file_calibration) {
+                        Some(c) => {
+                            ui.colored_label(
+                                Color32::from_rgb(230, 159, 0),
+                                format!(
+                                    "Pixel size {:.2} pm/px from the lattice: the file's {:.2} \
+                                     pm/px ({}) fits no {} lattice",
+                                    c.lattice.nm_per_px * 1000.0,
+                                    p.nm_per_px * 1000.0,
+                                    cur.original_unit.clone().unwrap_or_else(|| "nm".into()),
+                                    self.settings.crystal.label()
+                                ),
+                            );
+                        }
+                        None => {
+                            ui.label(format!(
+                                "Pixel size {:.2} pm/px ({} in file)",
+                                p.nm_per_px * 1000.0,
+                                cur.original_unit.clone().unwrap_or_else(|| "nm".into())
+                            ));
+                        }
+                    }
+                    if conflict.is_some()
+                        && ui
+                            .checkbox(
+                                &mut self.settings.check_file_calibration,
+                                "use the lattice's pixel size",
+                            )
+                            .on_hover_text(
+                                "The file's calibration lies more than 25 % from this crystal's \
+                                 lattice, and no lattice is near it (two independent measures \
+                                 agree on the lattice's scale). A calibration from the wrong \
+                                 magnification, or a rebinned frame, does this. Untick to \
+                                 detect at the file's pixel size; the crystal is set under \
+                                 Realism.",
+                            )
+                            .changed()
+                    {
+                        self.run_detection();
+                    }
                 }
                 _ => {
                     ui.horizontal(|ui| {
@@ -1528,6 +1581,16 @@ impl ViewerTab {
             ui.separator();
             ui.label(&self.readout);
         });
+        if let Some(c) = self.file_conflict() {
+            ui.colored_label(
+                Color32::from_rgb(230, 159, 0),
+                format!(
+                    "Calibration: {}. Detecting at the lattice's pixel size (File, left: \
+                     untick to use the file's).",
+                    c.describe(self.settings.crystal.label())
+                ),
+            );
+        }
         let unlike = self.unlike_training();
         super::viewer_realism::RealismPanel::banner(ui, &unlike);
         let r = if self.labels.enabled && self.current.is_some() {

@@ -12,6 +12,11 @@ pub struct CalibrationArgs {
     /// their own scale instead.
     #[arg(long)]
     pub no_lattice_calibration: bool,
+    /// Use each file's own calibration even where its lattice contradicts it (by default a
+    /// file whose crystal lattice lies more than 25 % from its stated scale, and nowhere near
+    /// it, is detected at the lattice's pixel size, and a message says so).
+    #[arg(long)]
+    pub trust_file_calibration: bool,
     /// Keep the model's point-defect boxes as it drew them instead of fitting each to the
     /// lattice around it (angle, size, and centre across the rows of columns).
     #[arg(long)]
@@ -40,6 +45,7 @@ impl CalibrationArgs {
                 .then(|| defect_detector::lattice::cells::CellFitParams::for_crystal(&crystal)),
             crystal,
             calibrate: !self.no_lattice_calibration,
+            check_file_calibration: !self.trust_file_calibration,
             method,
             tta: self
                 .tta

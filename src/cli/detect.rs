@@ -192,7 +192,9 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let names = det.class_names().to_vec();
-    let lattice = a.calibration.lattice_use(a.method.into())?;
+    let mut lattice = a.calibration.lattice_use(a.method.into())?;
+    // A pixel size the user typed is what they mean.
+    lattice.check_file_calibration &= a.nm_per_px.is_none();
     let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
@@ -208,6 +210,12 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                     img_path.display(),
                     p.nm_per_px * 1000.0,
                     lattice.crystal.name
+                ),
+                Calibration::Corrected(c) => eprintln!(
+                    "{}: {}: detected at the lattice's scale (--trust-file-calibration keeps the \
+                     file's, --nm-per-px sets one)",
+                    img_path.display(),
+                    c.describe(&lattice.crystal.name)
                 ),
                 Calibration::None if given.is_none() && lattice.calibrate => eprintln!(
                     "{}: no calibration in the file and no clear {} lattice: used at its own scale",

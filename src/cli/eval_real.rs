@@ -31,6 +31,10 @@ pub struct EvalRealArgs {
     /// `real_frames_tta`).
     #[arg(long)]
     tta: bool,
+    /// Use each file's own calibration even where its lattice contradicts it (as
+    /// `detect --trust-file-calibration`).
+    #[arg(long)]
+    trust_file_calibration: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -56,6 +60,7 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
         iou: a.iou,
         samples: a.samples.clone(),
         tta: a.tta.then(defect_detector::detect::tta::default_transforms),
+        check_file_calibration: !a.trust_file_calibration,
     };
     let report = evaluate_real(&det, &a.set, &opts)?;
     print!("{}", report.table());

@@ -12,7 +12,7 @@
 
 use super::yolo::{ObbLabel, format_labels};
 use crate::classes::DefectClass;
-use crate::frame::{Calibration, LatticeUse, calibrate};
+use crate::frame::{LatticeUse, calibrate};
 use crate::raster::PixelSize;
 use crate::synth::crystal::CrystalSpec;
 use anyhow::Context;
@@ -219,6 +219,7 @@ fn label_frame(
         method: crate::detect::combine::DetectMethod::Lattice,
         fit_cells: None,
         tta: None,
+        ..Default::default()
     };
     let cal = calibrate(&s.image, s.pixel_size, &lattice);
     let (img, px) = match (cal.pixel_size(), opts.nm_per_px) {
@@ -278,11 +279,7 @@ fn label_frame(
         width: w,
         height: h,
         source_nm_per_px: cal.pixel_size().map(|p| p.nm_per_px),
-        calibration: match cal {
-            Calibration::Given(_) => "file",
-            Calibration::Lattice(_) => "lattice",
-            Calibration::None => "none",
-        },
+        calibration: cal.source(),
         nm_per_px: px.map(|p| p.nm_per_px),
         labels: counts,
         error: None,

@@ -93,6 +93,10 @@ pub struct FrameScore {
     pub width: usize,
     pub height: usize,
     pub nm_per_px: Option<f64>,
+    /// Where `nm_per_px` came from: "file", "lattice" (the file had none), "lattice, not the
+    /// file's" (the file's contradicted by the lattice, see
+    /// [`crate::frame::check_file_calibration`]) or "none".
+    pub calibration: &'static str,
     pub boundaries: Vec<BoundaryMatch>,
     /// Boundary boxes on no labelled boundary.
     pub boundary_false_positives: usize,
@@ -155,8 +159,8 @@ impl RealReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<44} {:>6} {:>10} {:>6} {:>4}  unscored",
-            "frame", "found", "extra GB", "FP", "all"
+            "{:<44} {:>6} {:>10} {:>6} {:>4} {:>8}  unscored",
+            "frame", "found", "extra GB", "FP", "all", "pm/px"
         );
         for f in &self.frames {
             if let Some(e) = &f.error {
@@ -164,14 +168,21 @@ impl RealReport {
                 continue;
             }
             let uns: Vec<String> = f.unscored.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let px = match f.nm_per_px {
+                Some(nm) if f.calibration == "file" => format!("{:.2}", nm * 1e3),
+                // Marked: not the file's own.
+                Some(nm) => format!("{:.2}*", nm * 1e3),
+                None => "-".into(),
+            };
             let _ = writeln!(
                 s,
-                "{:<44} {:>6} {:>10} {:>6} {:>4}  {}",
+                "{:<44} {:>6} {:>10} {:>6} {:>4} {:>8}  {}",
                 f.image,
                 format!("{}/{}", f.found(), f.boundaries.len()),
                 f.extra_boundary_boxes(),
                 f.false_positives,
                 f.detections,
+                px,
                 if uns.is_empty() {
                     "-".to_string()
                 } else {
@@ -322,6 +333,7 @@ pub fn score_frame(
         width,
         height,
         nm_per_px: None,
+        calibration: "none",
         boundaries,
         boundary_false_positives: boundary_fp,
         false_positives: fp,
@@ -343,6 +355,9 @@ pub struct RealOptions {
     pub samples: Option<PathBuf>,
     /// The model also runs on these dihedral copies of each frame ([`crate::detect::tta`]).
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
+    /// Check each file's calibration against its lattice, as `detect` does
+    /// ([`crate::frame::check_file_calibration`]).
+    pub check_file_calibration: bool,
 }
 
 impl Default for RealOptions {
@@ -353,6 +368,7 @@ impl Default for RealOptions {
             iou: crate::detect::DEFAULT_IOU,
             samples: None,
             tta: None,
+            check_file_calibration: true,
         }
     }
 }
@@ -399,6 +415,7 @@ pub fn evaluate_real(
             let lattice = LatticeUse {
                 crystal,
                 calibrate: true,
+                check_file_calibration: opts.check_file_calibration,
                 method: opts.method,
                 tta: opts.tta.clone(),
                 ..Default::default()
@@ -415,6 +432,7 @@ pub fn evaluate_real(
             let mut score =
                 score_frame(&f.image, w, h, &labels, &f.complete_for, &frame.detections);
             score.nm_per_px = frame.calibration.pixel_size().map(|p| p.nm_per_px);
+            score.calibration = frame.calibration.source();
             Ok(score)
         })();
         frames.push(scored.unwrap_or_else(|e| FrameScore {
@@ -422,6 +440,7 @@ pub fn evaluate_real(
             width: 0,
             height: 0,
             nm_per_px: None,
+            calibration: "none",
             boundaries: Vec::new(),
             boundary_false_positives: 0,
             false_positives: 0,
