@@ -202,6 +202,10 @@ pub struct ImageDetections {
     pub height: usize,
     pub counts: Vec<usize>,
     pub detections: Vec<Detection>,
+    /// The pixel size detection used, and where it came from
+    /// ([`crate::frame::Calibration::source`], or "user" for one typed in the Viewer).
+    pub nm_per_px: Option<f64>,
+    pub calibration: &'static str,
     pub load_ms: f64,
     pub detect: crate::detect::StageTimings,
 }
@@ -236,6 +240,8 @@ impl WatchRecord {
                 v["width"] = json!(r.width);
                 v["height"] = json!(r.height);
                 v["counts"] = Value::Object(counts);
+                v["nm_per_px"] = json!(r.nm_per_px);
+                v["calibration"] = json!(r.calibration);
                 v["detections"] = r
                     .detections
                     .iter()
@@ -401,6 +407,8 @@ pub fn process_file(
             height: r.height,
             counts: crate::detect::export::class_counts(&detections, r.class_names.len()),
             detections,
+            nm_per_px: frame.calibration.pixel_size().map(|p| p.nm_per_px),
+            calibration: frame.calibration.source(),
             load_ms,
             detect: r.timings,
         })

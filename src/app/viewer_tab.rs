@@ -286,6 +286,25 @@ impl ViewerTab {
             })
     }
 
+    /// Where [`Self::pixel_size`] comes from, in the words of
+    /// [`defect_detector::frame::Calibration::source`] ("user" for a typed one).
+    pub fn calibration_source(&self) -> &'static str {
+        let Some(cur) = self.current.as_ref() else {
+            return "none";
+        };
+        if self.typed_pixel_size().is_some() {
+            "user"
+        } else if self.file_conflict().is_some() {
+            "lattice, not the file's"
+        } else if cur.pixel_size.is_some() {
+            "file"
+        } else if self.lattice_pixel_size().is_some() {
+            "lattice"
+        } else {
+            "none"
+        }
+    }
+
     /// The current file's calibration where its lattice contradicts it and the check is on.
     pub fn file_conflict(&self) -> Option<defect_detector::frame::CalibrationConflict> {
         if !self.settings.check_file_calibration || self.typed_pixel_size().is_some() {

@@ -193,6 +193,10 @@ impl ViewerTab {
                 Ok(r) => r.class_names.clone(),
                 Err(_) => Vec::new(),
             };
+            let (nm_per_px, calibration) = (
+                self.pixel_size().map(|p| p.nm_per_px),
+                self.calibration_source(),
+            );
             let outcome = outcome.map(|r| {
                 let detections = r.filtered(self.settings.conf, self.settings.iou);
                 ImageDetections {
@@ -200,6 +204,8 @@ impl ViewerTab {
                     height: r.height,
                     counts: class_counts(&detections, r.class_names.len()),
                     detections,
+                    nm_per_px,
+                    calibration,
                     load_ms: 0.0,
                     detect: r.timings,
                 }

@@ -51,8 +51,13 @@ fn print_record(r: &WatchRecord, names: &[String]) {
                 .zip(&d.counts)
                 .map(|(n, c)| format!("{n} {c}"))
                 .collect();
+            // A pixel size that is not the file's own is worth a word.
+            let scale = match (d.calibration, d.nm_per_px) {
+                ("file", _) | (_, None) => String::new(),
+                (how, Some(nm)) => format!(" at {:.2} pm/px ({how})", nm * 1e3),
+            };
             println!(
-                "{ts} {}: {} detections ({}) in {:.1} ms",
+                "{ts} {}: {} detections ({}) in {:.1} ms{scale}",
                 r.key.path.display(),
                 d.detections.len(),
                 parts.join(", "),

@@ -175,6 +175,11 @@ fn corrupt_file_is_logged_and_restart_does_not_reprocess() {
     assert!(good["counts"].is_object());
     assert!(good["detections"].is_array());
     assert!(good["timings_ms"]["total"].as_f64().unwrap() > 0.0);
+    // The pixel size used and where it came from (this PNG has none; its pattern may or may
+    // not read as a lattice).
+    let how = good["calibration"].as_str().unwrap();
+    assert!(["none", "lattice"].contains(&how), "{good}");
+    assert_eq!(good["nm_per_px"].is_null(), how == "none", "{good}");
     assert!(good["timestamp"].as_str().unwrap().ends_with('Z'));
     let csv = std::fs::read_to_string(out.path().join(CSV_NAME)).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
