@@ -654,6 +654,22 @@ mod tests {
             .unwrap();
             assert!(r.all_targets_met(), "{}", r.table());
             assert_eq!(r.boundaries_found, 2, "{}", r.table());
+            // The Si tilt DM3's calibration is contradicted by its lattice; the CdTe one's is
+            // not (see `frame::check_file_calibration`).
+            let how = |name: &str| {
+                r.frames
+                    .iter()
+                    .find(|f| f.image.starts_with(name))
+                    .map(|f| f.calibration)
+            };
+            assert_eq!(
+                how("Si011"),
+                Some("lattice, not the file's"),
+                "{}",
+                r.table()
+            );
+            assert_eq!(how("CdTe110"), Some("file"), "{}", r.table());
+            assert_eq!(how("Si110_bulk"), Some("lattice"), "{}", r.table());
         }
         // With test-time augmentation (`detect --tta`) the app's default still meets them.
         let r = evaluate_real(
