@@ -200,6 +200,31 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
         None => serde_json::Value::Null,
     };
     let low_ok = low["meets_target"].as_bool().unwrap_or(true);
+    // What `detect` adds per calibrated file: checking its calibration against the lattice
+    // (`frame::check_file_calibration`), for a right one and for one 50 % off.
+    let spec = p.crystal.spec();
+    let file = |f: f64| crate::raster::PixelSize {
+        nm_per_px: p.pixel_size_pm / 1000.0 * f,
+    };
+    let (mut right, mut wrong) = (None, None);
+    let check_right = pool.install(|| {
+        time_ms(runs, || {
+            right = Some(crate::frame::check_file_calibration(
+                &s.image,
+                &spec,
+                file(1.0),
+            ));
+        })
+    });
+    let check_wrong = pool.install(|| {
+        time_ms(runs, || {
+            wrong = Some(crate::frame::check_file_calibration(
+                &s.image,
+                &spec,
+                file(1.5),
+            ));
+        })
+    });
     Ok(json!({
         "job": "lattice",
         "image_size": size,
@@ -219,6 +244,11 @@ pub fn bench_lattice(runs: usize, size: usize) -> anyhow::Result<serde_json::Val
         "point_defects_found": n_points,
         "point_defects_true": s.labels.iter().filter(|l| l.class != crate::classes::DefectClass::GrainBoundary).count(),
         "low_visibility_frame": low,
+        "calibration_check_ms": {
+            "file_right": median(check_right),
+            "file_50_percent_off": median(check_wrong),
+            "caught": right.flatten().is_none() && wrong.flatten().is_some(),
+        },
         "target_ms": 150.0,
         "meets_target": med <= 150.0 && low_ok,
     }))

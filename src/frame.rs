@@ -197,34 +197,39 @@ pub const CALIBRATION_CONFLICT_RATIO: f64 = 1.25;
 const LATTICE_MEASURES_AGREE: f64 = 0.05;
 
 /// Checks a file's calibration against the frame's lattice of `crystal`. A conflict needs all
-/// of: a clear lattice found without the file's hint ([`crate::realism::estimate_lattice`])
-/// more than [`CALIBRATION_CONFLICT_RATIO`] from the file's scale; the {111} ring of the
-/// power spectrum ([`crate::lattice::maps::estimate_d111_px`]) confirming it within 5 %; and
-/// no lattice within ±15 % of the file's scale scoring as well. A DM calibration taken from the wrong magnification
-/// is such a case (the Si tilt frame of `../shared/samples`: 16.4 pm/px in the file, its
-/// lattice 24 pm/px, and the model finds its boundary only at the lattice's scale).
+/// of: the {111} ring of the power spectrum ([`crate::lattice::maps::estimate_d111_px`]) and a
+/// clear lattice fit without the file's hint ([`crate::realism::estimate_lattice`]) agreeing
+/// within 5 %, more than [`CALIBRATION_CONFLICT_RATIO`] from the file's scale; and no lattice
+/// within ±15 % of the file's scale scoring as well. A DM calibration taken from the wrong
+/// magnification is such a case (the Si tilt frame of `../shared/samples`: 16.4 pm/px in the
+/// file, its lattice 24 pm/px, and the model finds its boundary only at the lattice's scale).
 pub fn check_file_calibration(
     img: &ImageF32,
     crystal: &CrystalSpec,
     file: PixelSize,
 ) -> Option<CalibrationConflict> {
+    // The ring first: one spectrum, where the crystal fit may try five; most files agree
+    // with their lattice and stop here.
+    let ring_px = crate::lattice::maps::estimate_d111_px(img)?;
+    let d111_a = crate::lattice::LatticeParams::new(crystal.clone(), None).d111_a();
+    let ring_nm = d111_a / ring_px / 10.0;
+    let agrees = |nm: f64| {
+        (1.0 / CALIBRATION_CONFLICT_RATIO..=CALIBRATION_CONFLICT_RATIO)
+            .contains(&(nm / file.nm_per_px))
+    };
+    if agrees(ring_nm) {
+        return None;
+    }
     let free = crate::realism::estimate_lattice(img, crystal, None).ok()?;
+    if agrees(free.nm_per_px) || (ring_nm / free.nm_per_px - 1.0).abs() > LATTICE_MEASURES_AGREE {
+        return None;
+    }
     let conflict = CalibrationConflict {
         file,
         lattice: PixelSize {
             nm_per_px: free.nm_per_px,
         },
     };
-    let r = conflict.ratio();
-    if (1.0 / CALIBRATION_CONFLICT_RATIO..=CALIBRATION_CONFLICT_RATIO).contains(&r) {
-        return None;
-    }
-    let ring_px = crate::lattice::maps::estimate_d111_px(img)?;
-    let d111_a = crate::lattice::LatticeParams::new(crystal.clone(), None).d111_a();
-    let ring_nm = d111_a / ring_px / 10.0;
-    if (ring_nm / free.nm_per_px - 1.0).abs() > LATTICE_MEASURES_AGREE {
-        return None;
-    }
     // A search held near the file's scale can still fit something (an alias of the lattice,
     // a texture); it must score below the free fit.
     match crate::realism::estimate_lattice(img, crystal, Some(file.nm_per_px)) {
