@@ -272,6 +272,16 @@ fn viewer_uses_the_lattices_pixel_size_where_the_files_calibration_is_wrong() {
     let px = v.pixel_size().unwrap().nm_per_px;
     assert_eq!(px, c.lattice.nm_per_px);
     assert!((px / 0.016 - 1.0).abs() < 0.03, "{px}");
+    // A scale read from the lattice rests on the crystal: the model runs at each preset's.
+    assert_eq!(v.model_scales().len(), 3);
+    h.get_by_label("lattice scale: fuse all crystals' readings")
+        .click();
+    h.run_steps(2);
+    assert_eq!(h.state().viewer.model_scales(), vec![1.0]);
+    h.get_by_label("lattice scale: fuse all crystals' readings")
+        .click();
+    h.run_steps(2);
+    assert_eq!(h.state().viewer.model_scales().len(), 3);
     h.get_by_label_contains("Calibration: the file says 24.00 pm/px");
     h.get_by_label_contains("from the lattice: the file's 24.00");
     h.get_by_label("use the lattice's pixel size").click();
@@ -280,6 +290,7 @@ fn viewer_uses_the_lattices_pixel_size_where_the_files_calibration_is_wrong() {
     assert!(!v.settings.check_file_calibration);
     assert!(v.file_conflict().is_none());
     assert_eq!(v.pixel_size().unwrap().nm_per_px, file);
+    assert_eq!(v.model_scales(), vec![1.0]);
     assert!(
         h.query_by_label_contains("Calibration: the file says")
             .is_none(),

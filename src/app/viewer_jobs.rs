@@ -163,9 +163,11 @@ impl DetectionJob {
         }
     }
 
-    /// With `tta` the model also runs on the image's 7 other dihedral copies and the result's
-    /// candidates are the fused boxes (each copy kept down to the candidate floor, joined
-    /// along lines and de-duplicated at the default NMS IoU), so the sliders then filter those.
+    /// With `tta` the model also runs on the image's 7 other dihedral copies, and with more
+    /// than one of `scales` at each of them ([`defect_detector::frame::crystal_scales`]); the
+    /// result's candidates are then the fused boxes (each run kept down to the candidate
+    /// floor, joined along lines and de-duplicated at the default NMS IoU), so the sliders
+    /// filter those.
     pub fn request(
         &mut self,
         generation: usize,
@@ -173,20 +175,28 @@ impl DetectionJob {
         img: ImageF32,
         px: Option<PixelSize>,
         tta: bool,
+        scales: Vec<f64>,
     ) {
         self.generation = generation;
         self.job.request(move |c| {
             let opts = DetectOptions::default();
             let mut r = det.detect_with_control(&img, px, &opts, Some(c))?;
-            if tta {
+            if tta || scales.len() > 1 {
                 c.check()?;
-                let copies = defect_detector::detect::tta::default_transforms();
-                let plan = defect_detector::detect::tta::TtaPlan::candidates(
-                    &copies,
-                    opts.floor_conf,
-                    defect_detector::detect::DEFAULT_IOU,
-                    &r.class_names,
-                );
+                let copies = if tta {
+                    defect_detector::detect::tta::default_transforms()
+                } else {
+                    vec![defect_detector::geometry::Dihedral::IDENTITY]
+                };
+                let plan = defect_detector::detect::tta::TtaPlan {
+                    scales: &scales,
+                    ..defect_detector::detect::tta::TtaPlan::candidates(
+                        &copies,
+                        opts.floor_conf,
+                        defect_detector::detect::DEFAULT_IOU,
+                        &r.class_names,
+                    )
+                };
                 let f = defect_detector::detect::tta::detect_tta(
                     &det,
                     &img,
@@ -197,7 +207,7 @@ impl DetectionJob {
                 )?;
                 r.candidates = f.detections;
                 r.timings = f.timings;
-                r.tiles *= copies.len();
+                r.tiles *= copies.len() * scales.len().max(1);
             }
             Ok(r)
         });

@@ -72,6 +72,9 @@ pub struct ViewerSettings {
     /// Check a file's calibration against its lattice and use the lattice's pixel size when
     /// the two clearly disagree ([`defect_detector::frame::check_file_calibration`]).
     pub check_file_calibration: bool,
+    /// Where the pixel size comes from the lattice, run the model at every preset crystal's
+    /// reading of it and fuse the boxes ([`defect_detector::frame::crystal_scales`]).
+    pub hedge_lattice_scale: bool,
 }
 
 impl Default for ViewerSettings {
@@ -102,6 +105,7 @@ impl Default for ViewerSettings {
             fit_cells: true,
             tta: false,
             check_file_calibration: true,
+            hedge_lattice_scale: true,
         }
     }
 }
@@ -393,10 +397,25 @@ impl ViewerTab {
         };
         let img = cur.image.clone();
         let px = self.pixel_size();
+        let scales = self.model_scales();
         self.lattice.clear();
         self.request_lattice();
         self.detection
-            .request(self.generation, det, img, px, self.settings.tta);
+            .request(self.generation, det, img, px, self.settings.tta, scales);
+    }
+
+    /// The scales the model runs at on the current image: every preset crystal's reading of
+    /// a pixel size taken from the lattice (as `detect` does), else the image's own.
+    pub fn model_scales(&self) -> Vec<f64> {
+        let from_lattice = matches!(
+            self.calibration_source(),
+            "lattice" | "lattice, not the file's"
+        );
+        if self.settings.hedge_lattice_scale && from_lattice {
+            defect_detector::frame::crystal_scales(&self.settings.crystal.spec())
+        } else {
+            vec![1.0]
+        }
     }
 
     /// Starts the lattice analysis of the current image when its boxes or maps are shown.
@@ -1200,6 +1219,22 @@ impl ViewerTab {
         {
             self.run_detection();
         }
+        if ui
+            .checkbox(
+                &mut self.settings.hedge_lattice_scale,
+                "lattice scale: fuse all crystals' readings",
+            )
+            .on_hover_text(
+                "Where the pixel size is read from the lattice (a file without one, or one the \
+                 lattice contradicts), it is only as right as the crystal chosen: Si read as \
+                 CdTe comes out 19 % coarse. Run the model at the scale each preset crystal \
+                 would give too (3 model runs) and fuse the boxes, so a box seen at one \
+                 reading only ranks low.",
+            )
+            .changed()
+        {
+            self.run_detection();
+        }
         ui.add(Slider::new(&mut self.settings.conf, 0.01..=1.0).text("confidence"));
         ui.add(Slider::new(&mut self.settings.iou, 0.05..=0.95).text("NMS IoU"));
         if self.detection.is_busy() || self.model.is_loading() {
@@ -1271,7 +1306,7 @@ impl ViewerTab {
             ui.label(&res.provider);
         } else {
             ui.label(format!(
-                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} tile{}{}",
+                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} tile{}{}{}",
                 res.provider,
                 res.timings.preprocess_ms,
                 res.timings.inference_ms,
@@ -1282,6 +1317,10 @@ impl ViewerTab {
                     format!(" · resampled ×{:.2}", res.scale)
                 } else {
                     String::new()
+                },
+                match self.model_scales().len() {
+                    n if n > 1 => format!(" · fused over {n} crystals' lattice scales"),
+                    _ => String::new(),
                 }
             ));
         }

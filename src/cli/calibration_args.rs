@@ -17,6 +17,12 @@ pub struct CalibrationArgs {
     /// it, is detected at the lattice's pixel size, and a message says so).
     #[arg(long)]
     pub trust_file_calibration: bool,
+    /// Where the pixel size is read from the lattice (a file without one, or one the lattice
+    /// contradicts), run the model at that scale only, as `--crystal` reads it. By default it
+    /// also runs at the scales the other preset crystals would give and the boxes are fused:
+    /// a lattice tells the period, not which crystal it is.
+    #[arg(long)]
+    pub single_lattice_scale: bool,
     /// Keep the model's point-defect boxes as it drew them instead of fitting each to the
     /// lattice around it (angle, size, and centre across the rows of columns).
     #[arg(long)]
@@ -50,6 +56,7 @@ impl CalibrationArgs {
             tta: self
                 .tta
                 .then(defect_detector::detect::tta::default_transforms),
+            hedge_lattice_scale: !self.single_lattice_scale,
         })
     }
 }

@@ -204,16 +204,25 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             let (img, px) = load_image_for_detection(img_path)?;
             let given = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
             let frame = detect_frame(&det, &img, given, &lattice, &opts, a.conf, a.iou)?;
+            let hedge = if lattice.model_scales(frame.calibration).len() > 1 {
+                format!(
+                    "; the model ran at the scales of {} and fused them (a lattice gives the \
+                     period, not the crystal: --crystal names it, --single-lattice-scale runs one)",
+                    defect_detector::frame::crystal_scale_names(&lattice.crystal)
+                )
+            } else {
+                String::new()
+            };
             match frame.calibration {
                 Calibration::Lattice(p) => eprintln!(
-                    "{}: no calibration in the file; {:.2} pm/px estimated from the {} lattice",
+                    "{}: no calibration in the file; {:.2} pm/px estimated from the {} lattice{hedge}",
                     img_path.display(),
                     p.nm_per_px * 1000.0,
                     lattice.crystal.name
                 ),
                 Calibration::Corrected(c) => eprintln!(
                     "{}: {}: detected at the lattice's scale (--trust-file-calibration keeps the \
-                     file's, --nm-per-px sets one)",
+                     file's, --nm-per-px sets one){hedge}",
                     img_path.display(),
                     c.describe(&lattice.crystal.name)
                 ),

@@ -47,6 +47,15 @@ pub struct EvalArgs {
     /// (8 copies), and fuse the boxes (8 model runs per frame).
     #[arg(long)]
     tta: bool,
+    /// With --tta: the scales each copy also runs at, e.g. `1,0.85,1.15` (1: the frame as it
+    /// is). `1,0.838,0.872` are the readings `detect` fuses where a CdTe frame's pixel size
+    /// came from its lattice (CdTe, Si, GaAs; `frame::crystal_scales`).
+    #[arg(long, value_delimiter = ',', default_value = "1", requires = "tta")]
+    tta_scales: Vec<f64>,
+    /// With --tta: which dihedral copies run: all eight, or the frame alone (with
+    /// --tta-scales, to score scales without the turns and mirrors).
+    #[arg(long, value_enum, default_value = "all", requires = "tta")]
+    tta_copies: TtaCopies,
     /// Crystal and zone axis the lattice analysis (`--method lattice|both`) assumes for frames
     /// without a sidecar (cdte110, si110, gaas110); a synthetic frame's own sidecar wins.
     #[arg(long, default_value = "cdte110")]
@@ -66,6 +75,12 @@ pub struct EvalArgs {
     runtime: RuntimeArgs,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TtaCopies {
+    All,
+    Frame,
+}
+
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
         anyhow::bail!("--conf and --iou must be between 0 and 1");
@@ -80,7 +95,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         fit_cells: a.fit_cells.then(Default::default),
         clip_boundaries: a.clip_boundaries,
         method: a.method.into(),
-        tta: a.tta.then(defect_detector::detect::tta::default_transforms),
+        tta: a.tta.then(|| match a.tta_copies {
+            TtaCopies::All => defect_detector::detect::tta::default_transforms(),
+            TtaCopies::Frame => vec![defect_detector::geometry::Dihedral::IDENTITY],
+        }),
+        tta_scales: a.tta_scales.clone(),
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
@@ -99,6 +118,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "merge_boundaries": a.merge_boundaries,
             "fit_cells": a.fit_cells,
             "tta": a.tta,
+            "tta_scales": a.tta_scales,
+            "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),

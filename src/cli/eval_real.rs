@@ -35,6 +35,14 @@ pub struct EvalRealArgs {
     /// `detect --trust-file-calibration`).
     #[arg(long)]
     trust_file_calibration: bool,
+    /// Read every frame as this crystal (cdte110, si110, gaas110) instead of the set's own,
+    /// e.g. `cdte110` to score what `detect` gives without `--crystal` (recorded in the card
+    /// as `real_frames_as_<crystal>`).
+    #[arg(long)]
+    crystal: Option<String>,
+    /// Run the model at the lattice's scale only, as `detect --single-lattice-scale`.
+    #[arg(long)]
+    single_lattice_scale: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -61,6 +69,12 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
         samples: a.samples.clone(),
         tta: a.tta.then(defect_detector::detect::tta::default_transforms),
         check_file_calibration: !a.trust_file_calibration,
+        crystal: a
+            .crystal
+            .as_deref()
+            .map(defect_detector::synth::crystal::Preset::named_crystal)
+            .transpose()?,
+        hedge_lattice_scale: !a.single_lattice_scale,
     };
     let report = evaluate_real(&det, &a.set, &opts)?;
     print!("{}", report.table());
@@ -71,12 +85,15 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", p.display());
     }
     if let Some(card) = &a.write_card {
-        let key = if a.tta {
-            "real_frames_tta"
-        } else {
-            "real_frames"
-        };
-        defect_detector::fsio::set_json_key(card, key, value)?;
+        let mut key = "real_frames".to_string();
+        if let Some(c) = &opts.crystal {
+            key += "_as_";
+            key += c.cli_name();
+        }
+        if a.tta {
+            key += "_tta";
+        }
+        defect_detector::fsio::set_json_key(card, &key, value)?;
         eprintln!("recorded in {}", card.display());
     }
     if a.check && !report.all_targets_met() {

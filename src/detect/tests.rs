@@ -428,3 +428,51 @@ fn a_fixed_size_model_refuses_other_input_sizes() {
         .to_string();
     assert!(e.contains("any multiple of 32"), "{e}");
 }
+
+#[test]
+fn copies_run_at_other_scales_map_back_to_the_frame() {
+    let d = tiny_dynamic();
+    let img = blocks(150, 100, &[[59, 91, 18, 50]]);
+    let opts = DetectOptions {
+        match_model_scale: false,
+        ..Default::default()
+    };
+    let names = d.class_names().to_vec();
+    let one = [crate::geometry::Dihedral::IDENTITY];
+    for scales in [&[2.0][..], &[1.0, 2.0], &[0.5, 1.0, 2.0]] {
+        let plan = tta::TtaPlan {
+            scales,
+            ..tta::TtaPlan::at_threshold(&one, 0.25, DEFAULT_IOU, &names)
+        };
+        let f = tta::detect_tta(&d, &img, None, &opts, &plan, None).unwrap();
+        let best = &f.detections[0];
+        // The block's centre, wherever the copy's pixels were.
+        assert!(
+            (best.obb.cx - 75.0).abs() <= 2.0 && (best.obb.cy - 34.0).abs() <= 2.0,
+            "{scales:?}: {:?}",
+            f.detections
+        );
+    }
+    // A calibrated frame is scaled through its pixel size, in one resampling; boxes come back
+    // in the frame's pixels all the same.
+    let model_nm = d.info().nm_per_px;
+    let plan = tta::TtaPlan {
+        scales: &[1.0, 2.0],
+        ..tta::TtaPlan::at_threshold(&one, 0.25, DEFAULT_IOU, &names)
+    };
+    let px = model_nm.map(|nm_per_px| crate::raster::PixelSize { nm_per_px });
+    let f = tta::detect_tta(&d, &img, px, &DetectOptions::default(), &plan, None).unwrap();
+    let best = &f.detections[0];
+    assert!(
+        (best.obb.cx - 75.0).abs() <= 2.0 && (best.obb.cy - 34.0).abs() <= 2.0,
+        "{:?}",
+        f.detections
+    );
+    // Scales outside 1/4..4 are refused.
+    let bad = tta::TtaPlan {
+        scales: &[8.0],
+        ..tta::TtaPlan::at_threshold(&one, 0.25, DEFAULT_IOU, &names)
+    };
+    let e = tta::detect_tta(&d, &img, None, &opts, &bad, None).unwrap_err();
+    assert!(e.to_string().contains("between 0.25 and 4"), "{e}");
+}

@@ -23,10 +23,15 @@ pub fn default_transforms() -> Vec<Dihedral> {
     Dihedral::all().to_vec()
 }
 
+/// The frame at its own scale only.
+pub const ONE_SCALE: &[f64] = &[1.0];
+
 /// Which copies are run and how their boxes are kept.
 #[derive(Clone, Debug)]
 pub struct TtaPlan<'a> {
     pub copies: &'a [Dihedral],
+    /// Scales each copy is also run at (1: as the frame is); every copy runs at every scale.
+    pub scales: &'a [f64],
     /// Applied to each copy's candidates before fusion.
     pub filter: FilterOptions,
     /// Fused boxes at or below this confidence are dropped.
@@ -45,6 +50,7 @@ impl<'a> TtaPlan<'a> {
     ) -> Self {
         Self {
             copies,
+            scales: ONE_SCALE,
             filter: FilterOptions {
                 conf: conf * 0.5,
                 iou,
@@ -66,6 +72,7 @@ impl<'a> TtaPlan<'a> {
     ) -> Self {
         Self {
             copies,
+            scales: ONE_SCALE,
             filter: FilterOptions {
                 conf: floor_conf,
                 iou,
@@ -90,28 +97,64 @@ pub fn detect_tta(
 ) -> anyhow::Result<TtaResult> {
     let (filter, final_conf, transforms) = (&plan.filter, plan.final_conf, plan.copies);
     let (w, h) = (img.width, img.height);
-    let mut sets = Vec::with_capacity(transforms.len());
+    let scales = if plan.scales.is_empty() {
+        ONE_SCALE
+    } else {
+        plan.scales
+    };
+    let mut sets = Vec::with_capacity(transforms.len() * scales.len());
     let mut timings = StageTimings::default();
-    for t in transforms {
-        let (ow, oh) = t.output_size(w, h);
-        let own;
-        let r = match identity {
-            Some(r) if *t == Dihedral::IDENTITY => r,
-            _ => {
-                let copy = ImageF32::from_vec(ow, oh, t.apply_image(&img.data, w, h));
-                own = det.detect(&copy, pixel_size, opts)?;
-                &own
-            }
+    for &s in scales {
+        anyhow::ensure!(
+            s.is_finite() && (0.25..=4.0).contains(&s),
+            "a test-time scale must lie between 0.25 and 4 (got {s})"
+        );
+        let unscaled = (s - 1.0).abs() < 1e-9;
+        // A calibrated frame is scaled by telling the detector a pixel size `s` times the
+        // true one (one resampling); an uncalibrated one is resampled here.
+        let by_calibration = match (pixel_size, det.info().nm_per_px) {
+            (Some(p), Some(_)) if opts.match_model_scale && p.nm_per_px > 0.0 => Some(PixelSize {
+                nm_per_px: p.nm_per_px * s,
+            }),
+            _ => None,
         };
-        timings.preprocess_ms += r.timings.preprocess_ms;
-        timings.inference_ms += r.timings.inference_ms;
-        timings.postprocess_ms += r.timings.postprocess_ms;
-        let inv = t.inverse();
-        let mut dets = filter_with(&r.candidates, filter);
-        for d in &mut dets {
-            d.obb = regularize(&d.obb.map(|p| inv.map_point(p, ow as f64, oh as f64)));
+        let scaled;
+        let (base, px, back) = if unscaled {
+            (img, pixel_size, [1.0, 1.0])
+        } else if let Some(px) = by_calibration {
+            (img, Some(px), [1.0, 1.0])
+        } else {
+            let nw = ((w as f64 * s).round() as usize).max(1);
+            let nh = ((h as f64 * s).round() as usize).max(1);
+            let (fx, fy) = (nw as f64 / w as f64, nh as f64 / h as f64);
+            scaled = super::pre::resample(img, nw, nh, fx, fy);
+            (&scaled, pixel_size, [1.0 / fx, 1.0 / fy])
+        };
+        let (bw, bh) = (base.width, base.height);
+        for t in transforms {
+            let (ow, oh) = t.output_size(bw, bh);
+            let own;
+            let r = match identity {
+                Some(r) if *t == Dihedral::IDENTITY && unscaled => r,
+                _ => {
+                    let copy = ImageF32::from_vec(ow, oh, t.apply_image(&base.data, bw, bh));
+                    own = det.detect(&copy, px, opts)?;
+                    &own
+                }
+            };
+            timings.preprocess_ms += r.timings.preprocess_ms;
+            timings.inference_ms += r.timings.inference_ms;
+            timings.postprocess_ms += r.timings.postprocess_ms;
+            let inv = t.inverse();
+            let mut dets = filter_with(&r.candidates, filter);
+            for d in &mut dets {
+                d.obb = regularize(&d.obb.map(|p| {
+                    let q = inv.map_point(p, ow as f64, oh as f64);
+                    [q[0] * back[0], q[1] * back[1]]
+                }));
+            }
+            sets.push(dets);
         }
-        sets.push(dets);
     }
     let mut detections = fuse(&sets, FUSE_IOU);
     detections.retain(|d| d.confidence > final_conf);

@@ -48,6 +48,8 @@ pub struct EvalOptions {
     /// Run the model on these dihedral copies of each frame and fuse their boxes
     /// ([`crate::detect::tta`]); `None`: one pass, as Ultralytics' `val`.
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
+    /// With `tta`: the scales every copy also runs at (`[1.0]`: the frame's own only).
+    pub tta_scales: Vec<f64>,
     /// The crystal the lattice analysis (`method` lattice or both) assumes for frames whose
     /// own crystal is unknown; a synthetic frame's sidecar (through the dataset's
     /// `manifest.json`) names its own.
@@ -66,6 +68,7 @@ impl Default for EvalOptions {
             clip_boundaries: false,
             method: crate::detect::combine::DetectMethod::Model,
             tta: None,
+            tta_scales: vec![1.0],
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
         }
     }
@@ -224,6 +227,7 @@ pub fn evaluate(
             Some(copies) => {
                 let plan = crate::detect::tta::TtaPlan {
                     copies,
+                    scales: &opts.tta_scales,
                     filter,
                     final_conf: 0.0,
                 };

@@ -134,6 +134,11 @@ pub struct RealReport {
     pub iou: f64,
     /// Test-time augmentation: the model ran on the frame's dihedral copies too.
     pub tta: bool,
+    /// Every frame read as this crystal instead of the set's own (`eval-real --crystal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<String>,
+    /// The model also ran at every preset crystal's reading of a lattice-derived scale.
+    pub hedge_lattice_scale: bool,
     pub frames: Vec<FrameScore>,
     pub boundaries_labelled: usize,
     pub boundaries_found: usize,
@@ -358,6 +363,11 @@ pub struct RealOptions {
     /// Check each file's calibration against its lattice, as `detect` does
     /// ([`crate::frame::check_file_calibration`]).
     pub check_file_calibration: bool,
+    /// Read every frame as this crystal instead of the set's own (`None`: the set's).
+    pub crystal: Option<Preset>,
+    /// Fuse the model's runs at every preset crystal's reading of a lattice-derived scale
+    /// ([`crate::frame::LatticeUse::hedge_lattice_scale`]).
+    pub hedge_lattice_scale: bool,
 }
 
 impl Default for RealOptions {
@@ -369,6 +379,8 @@ impl Default for RealOptions {
             samples: None,
             tta: None,
             check_file_calibration: true,
+            crystal: None,
+            hedge_lattice_scale: true,
         }
     }
 }
@@ -402,7 +414,10 @@ pub fn evaluate_real(
     let mut frames = Vec::new();
     for f in &set.frames {
         let scored = (|| -> anyhow::Result<FrameScore> {
-            let crystal = Preset::named_crystal(&f.crystal)?.spec();
+            let crystal = match opts.crystal {
+                Some(p) => p.spec(),
+                None => Preset::named_crystal(&f.crystal)?.spec(),
+            };
             let s = crate::formats::load(&samples.join(&f.image))?;
             let (w, h) = (s.image.width, s.image.height);
             let labels = read_labels(&set_dir.join(&f.labels), &Validation::default())?
@@ -418,6 +433,7 @@ pub fn evaluate_real(
                 check_file_calibration: opts.check_file_calibration,
                 method: opts.method,
                 tta: opts.tta.clone(),
+                hedge_lattice_scale: opts.hedge_lattice_scale,
                 ..Default::default()
             };
             let frame = detect_frame(
@@ -462,6 +478,8 @@ pub fn evaluate_real(
         conf: opts.conf,
         iou: opts.iou,
         tta: opts.tta.is_some(),
+        read_as: opts.crystal.map(|p| p.cli_name().to_string()),
+        hedge_lattice_scale: opts.hedge_lattice_scale,
         false_positives_per_frame: fps as f64 / frames.len().max(1) as f64,
         frames,
         boundaries_labelled,
@@ -672,6 +690,21 @@ mod tests {
             );
             assert_eq!(how("CdTe110"), Some("file"), "{}", r.table());
             assert_eq!(how("Si110_bulk"), Some("lattice"), "{}", r.table());
+            // What `detect` gives without `--crystal`: every frame read as CdTe, the Si ones
+            // too (their lattice-derived scales 19 % coarse; the model's runs at every preset
+            // crystal's reading fused, `frame::crystal_scales`).
+            let r = evaluate_real(
+                &det,
+                &set,
+                &RealOptions {
+                    method,
+                    crystal: Some(Preset::Cdte110),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(r.all_targets_met(), "read as CdTe: {}", r.table());
+            assert_eq!(r.boundaries_found, 2, "read as CdTe: {}", r.table());
         }
         // With test-time augmentation (`detect --tta`) the app's default still meets them.
         let r = evaluate_real(
