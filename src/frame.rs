@@ -29,7 +29,7 @@ pub struct LatticeUse {
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
     /// Where the pixel size was read from the lattice ([`Calibration::from_lattice`]), run the
     /// model at the scale each preset crystal's lattice would give too and fuse the boxes
-    /// ([`crystal_scales`]): such a scale is only as right as the crystal assumed.
+    /// ([`CrystalSpec::preset_scales`]): such a scale is only as right as the crystal assumed.
     pub hedge_lattice_scale: bool,
 }
 
@@ -49,51 +49,15 @@ impl Default for LatticeUse {
 
 impl LatticeUse {
     /// The scales the model runs at on a frame of this calibration: the presets' readings of
-    /// its lattice ([`crystal_scales`]) where the pixel size came from the lattice and
+    /// its lattice ([`CrystalSpec::preset_scales`]) where the pixel size came from the lattice and
     /// hedging is on; the frame's own scale alone otherwise.
     pub fn model_scales(&self, calibration: Calibration) -> Vec<f64> {
         if self.hedge_lattice_scale && calibration.from_lattice() {
-            crystal_scales(&self.crystal)
+            self.crystal.preset_scales()
         } else {
             vec![1.0]
         }
     }
-}
-
-/// The crystals whose readings of a lattice-derived scale [`crystal_scales`] fuses, in its
-/// order, for messages: "CdTe [110], Si [110], GaAs [110]".
-pub fn crystal_scale_names(crystal: &CrystalSpec) -> String {
-    let mut names = vec![crystal.name.clone()];
-    for p in Preset::NAMED {
-        let r = p.spec().b_v / crystal.b_v;
-        if (r - 1.0).abs() > 0.01 {
-            names.push(p.label().to_string());
-        }
-    }
-    names.join(", ")
-}
-
-/// Relative scales at which a frame whose pixel size was read from its lattice as `crystal`
-/// would be read as each preset crystal: 1 first (the crystal assumed), then every preset of
-/// another cell size, as the ratio of cell edges (Si read as CdTe: 6.48/5.43 = 1.19). A
-/// lattice gives the period in pixels, not which crystal it is; a model whose boxes depend on
-/// the scale by more than the presets differ is hedged by fusing its runs at all of them (a
-/// box seen at one scale only keeps a third of its confidence). On the real Si tilt frame
-/// read as CdTe (no `--crystal`), the model drew a false grain boundary at the CdTe reading
-/// (0.51) that neither the Si nor the GaAs reading showed. Where the crystal assumed is right
-/// the hedge costs little: on the realistic synthetic test set, one pass at the scales 1,
-/// 0.838, 0.872 (CdTe's hedge) or 1, 1.193, 1.041 (Si's) scored mAP50 0.912 / mAP50-95 0.805
-/// either way, against 0.914 / 0.807 at the frame's own scale alone (fitted boxes; `eval
-/// --tta --tta-copies frame --tta-scales ...`).
-pub fn crystal_scales(crystal: &CrystalSpec) -> Vec<f64> {
-    let mut out = vec![1.0];
-    for p in Preset::NAMED {
-        let r = p.spec().b_v / crystal.b_v;
-        if r.is_finite() && r > 0.0 && out.iter().all(|o| (o - r).abs() > 0.01) {
-            out.push(r);
-        }
-    }
-    out
 }
 
 /// The geometry every front end gives its final boxes, whichever detector drew them:
@@ -489,16 +453,16 @@ mod tests {
     /// preset, not a wrong file), stands.
     #[test]
     fn lattice_derived_scales_are_hedged_over_the_preset_crystals() {
-        let cdte = crystal_scales(&Preset::Cdte110.spec());
+        let cdte = Preset::Cdte110.spec().preset_scales();
         // CdTe 6.481 Å, Si 5.431 Å, GaAs 5.653 Å.
         assert_eq!(cdte.len(), 3);
         assert_eq!(cdte[0], 1.0);
         assert!((cdte[1] - 5.431 / 6.481).abs() < 2e-3, "{cdte:?}");
         assert!((cdte[2] - 5.653 / 6.481).abs() < 2e-3, "{cdte:?}");
-        let si = crystal_scales(&Preset::Si110.spec());
+        let si = Preset::Si110.spec().preset_scales();
         assert!((si[1] - 6.481 / 5.431).abs() < 2e-3, "{si:?}");
         assert_eq!(
-            crystal_scale_names(&Preset::Si110.spec()),
+            Preset::Si110.spec().preset_scale_names(),
             "Si [110], CdTe [110], GaAs [110]"
         );
         let px = PixelSize { nm_per_px: 0.02 };

@@ -164,7 +164,7 @@ impl DetectionJob {
     }
 
     /// With `tta` the model also runs on the image's 7 other dihedral copies, and with more
-    /// than one of `scales` at each of them ([`defect_detector::frame::crystal_scales`]); the
+    /// than one of `scales` at each of them ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]); the
     /// result's candidates are then the fused boxes (each run kept down to the candidate
     /// floor, joined along lines and de-duplicated at the default NMS IoU), so the sliders
     /// filter those.

@@ -73,7 +73,7 @@ pub struct ViewerSettings {
     /// the two clearly disagree ([`defect_detector::frame::check_file_calibration`]).
     pub check_file_calibration: bool,
     /// Where the pixel size comes from the lattice, run the model at every preset crystal's
-    /// reading of it and fuse the boxes ([`defect_detector::frame::crystal_scales`]).
+    /// reading of it and fuse the boxes ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]).
     pub hedge_lattice_scale: bool,
 }
 
@@ -412,7 +412,7 @@ impl ViewerTab {
             "lattice" | "lattice, not the file's"
         );
         if self.settings.hedge_lattice_scale && from_lattice {
-            defect_detector::frame::crystal_scales(&self.settings.crystal.spec())
+            self.settings.crystal.spec().preset_scales()
         } else {
             vec![1.0]
         }

@@ -208,7 +208,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 format!(
                     "; the model ran at the scales of {} and fused them (a lattice gives the \
                      period, not the crystal: --crystal names it, --single-lattice-scale runs one)",
-                    defect_detector::frame::crystal_scale_names(&lattice.crystal)
+                    lattice.crystal.preset_scale_names()
                 )
             } else {
                 String::new()

@@ -49,7 +49,7 @@ pub struct EvalArgs {
     tta: bool,
     /// With --tta: the scales each copy also runs at, e.g. `1,0.85,1.15` (1: the frame as it
     /// is). `1,0.838,0.872` are the readings `detect` fuses where a CdTe frame's pixel size
-    /// came from its lattice (CdTe, Si, GaAs; `frame::crystal_scales`).
+    /// came from its lattice (CdTe, Si, GaAs; `CrystalSpec::preset_scales`).
     #[arg(long, value_delimiter = ',', default_value = "1", requires = "tta")]
     tta_scales: Vec<f64>,
     /// With --tta: which dihedral copies run: all eight, or the frame alone (with

@@ -75,6 +75,17 @@ pub fn bench_detect_with(
     let tta_plan =
         super::tta::TtaPlan::at_threshold(&copies, DEFAULT_CONF, DEFAULT_IOU, det.class_names());
     let (mut tta, mut tta_paired) = (vec![], vec![]);
+    // A frame whose pixel size was read from its lattice as CdTe: the model at the CdTe, Si
+    // and GaAs readings, boxes fused (`frame::LatticeUse::hedge_lattice_scale`).
+    let hedge_scales = crate::synth::crystal::Preset::Cdte110
+        .spec()
+        .preset_scales();
+    let identity = [crate::geometry::Dihedral::IDENTITY];
+    let hedge_plan = super::tta::TtaPlan {
+        scales: &hedge_scales,
+        ..super::tta::TtaPlan::at_threshold(&identity, DEFAULT_CONF, DEFAULT_IOU, det.class_names())
+    };
+    let (mut hedge, mut hedge_paired) = (vec![], vec![]);
     let mut scratch = vec![0f32; n_in];
     let mut n_cands = 0;
     let mut n_final = 0;
@@ -105,6 +116,10 @@ pub fn bench_detect_with(
         let ri = det.detect(&img, None, &opts)?;
         let _ = super::tta::detect_tta(&det, &img, None, &opts, &tta_plan, Some(&ri))?;
         let tta_ms = ta.elapsed().as_secs_f64() * 1e3;
+        let th = Instant::now();
+        let rh = det.detect(&img, None, &opts)?;
+        let _ = super::tta::detect_tta(&det, &img, None, &opts, &hedge_plan, Some(&rh))?;
+        let hedge_ms = th.elapsed().as_secs_f64() * 1e3;
         let tw = Instant::now();
         let qw = super::pre::Quantizer::for_image(&img, opts.intensity);
         let window_ms = tw.elapsed().as_secs_f64() * 1e3;
@@ -127,6 +142,8 @@ pub fn bench_detect_with(
             }
             tta.push(tta_ms);
             tta_paired.push(tta_ms / total);
+            hedge.push(hedge_ms);
+            hedge_paired.push(hedge_ms / total);
             n_cands = r.candidates.len();
             n_final = fin.len();
             tiles = r.tiles;
@@ -165,6 +182,12 @@ pub fn bench_detect_with(
             "copies": copies.len(),
             "end_to_end_ms": median(tta),
             "over_one_pass_paired_median": median(tta_paired),
+        },
+        // A frame scaled by its lattice: one run per preset crystal's reading, fused.
+        "lattice_scale_hedge": {
+            "scales": hedge_scales,
+            "end_to_end_ms": median(hedge),
+            "over_one_pass_paired_median": median(hedge_paired),
         },
         "stages_ms": {
             "preprocess": median(pre),

@@ -256,6 +256,18 @@ fn bench_reports_medians_and_ratio() {
         v["tta"]["over_one_pass_paired_median"].as_f64().unwrap() > 1.0,
         "{v}"
     );
+    // A lattice-scaled frame: three readings, timed against the one pass.
+    assert_eq!(
+        v["lattice_scale_hedge"]["scales"].as_array().unwrap().len(),
+        3
+    );
+    assert!(
+        v["lattice_scale_hedge"]["over_one_pass_paired_median"]
+            .as_f64()
+            .unwrap()
+            > 1.0,
+        "{v}"
+    );
     assert!(
         v["tiled"].is_null(),
         "a fixed-size model has no one-pass comparison"

@@ -692,7 +692,7 @@ mod tests {
             assert_eq!(how("Si110_bulk"), Some("lattice"), "{}", r.table());
             // What `detect` gives without `--crystal`: every frame read as CdTe, the Si ones
             // too (their lattice-derived scales 19 % coarse; the model's runs at every preset
-            // crystal's reading fused, `frame::crystal_scales`).
+            // crystal's reading fused, `CrystalSpec::preset_scales`).
             let r = evaluate_real(
                 &det,
                 &set,
