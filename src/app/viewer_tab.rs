@@ -1644,8 +1644,17 @@ impl ViewerTab {
                 Color32::from_rgb(230, 159, 0),
                 format!(
                     "Calibration: {}. Detecting at the lattice's pixel size (File, left: \
-                     untick to use the file's).",
-                    c.describe(self.settings.crystal.label())
+                     untick to use the file's){}.",
+                    c.describe(self.settings.crystal.label()),
+                    if self.model_scales().len() > 1 {
+                        format!(
+                            ", and at the other crystals' readings of it, fused (the crystal, \
+                             {}, is set under Realism)",
+                            self.settings.crystal.label()
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             );
         }
