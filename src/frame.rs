@@ -31,6 +31,10 @@ pub struct LatticeUse {
     /// model at the scale each preset crystal's lattice would give too and fuse the boxes
     /// ([`CrystalSpec::preset_scales`]): such a scale is only as right as the crystal assumed.
     pub hedge_lattice_scale: bool,
+    /// Drop point-defect boxes centred inside a boundary box
+    /// ([`crate::detect::post::drop_points_on_lines`]): a defect on a boundary is neither bulk
+    /// nor boundary, as the labels have it.
+    pub points_off_boundaries: bool,
 }
 
 impl Default for LatticeUse {
@@ -43,6 +47,7 @@ impl Default for LatticeUse {
             fit_cells: Some(CellFitParams::default()),
             tta: None,
             hedge_lattice_scale: true,
+            points_off_boundaries: true,
         }
     }
 }
@@ -87,6 +92,14 @@ pub fn finish_boxes_cached(
     }
     if let Some(p) = fit {
         fit_point_cells_cached(img, dets, names, p, cache);
+    }
+}
+
+/// Drops the point-defect boxes centred inside any of `dets`' boundary boxes (all of them
+/// shown, so above the run's confidence threshold): [`crate::detect::post::drop_points_on_lines`].
+pub fn drop_points_on_boundaries(dets: &mut Vec<Detection>, names: &[String]) {
+    if let Some(c) = crate::detect::line_class(names) {
+        crate::detect::post::drop_points_on_lines(dets, c, 0.0);
     }
 }
 
@@ -354,6 +367,9 @@ pub fn detect_frame(
         &result.class_names,
         lattice.fit_cells.as_ref(),
     );
+    if lattice.points_off_boundaries {
+        drop_points_on_boundaries(&mut detections, &result.class_names);
+    }
     Ok(FrameDetections {
         result,
         detections,

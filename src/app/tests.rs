@@ -559,3 +559,58 @@ fn test_time_augmentation_can_be_switched_on_and_reruns_the_model() {
     // Eight copies ran, and the fused boxes are the candidates the sliders filter.
     assert_eq!(r.tiles, 8 * once);
 }
+
+#[test]
+fn point_boxes_on_a_boundary_are_dropped_unless_asked_to_keep_them() {
+    let (_dir, tif) = twin_frame();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let gb = h
+        .state()
+        .viewer
+        .filtered
+        .iter()
+        .find(|d| d.class == 0)
+        .cloned()
+        .expect("the twin boundary is found");
+    // A vacancy candidate on the boundary's centre line, as a disordered core can draw one.
+    let on_core = defect_detector::detect::Detection {
+        class: 1,
+        class_name: "vacancy".into(),
+        confidence: 0.95,
+        obb: defect_detector::geometry::OrientedBox::new(gb.obb.cx, gb.obb.cy, 12.0, 8.0, 0.0),
+        source: defect_detector::detect::DetectionSource::Model,
+    };
+    h.state_mut()
+        .viewer
+        .result
+        .as_mut()
+        .unwrap()
+        .candidates
+        .push(on_core.clone());
+    h.step();
+    let listed = |h: &Harness<'static, DefectApp>| {
+        h.state()
+            .viewer
+            .filtered
+            .iter()
+            .any(|d| d.class == 1 && d.confidence == 0.95)
+    };
+    assert!(
+        h.state().viewer.settings.points_off_boundaries,
+        "on by default"
+    );
+    assert!(
+        !listed(&h),
+        "a point box on the boundary is not a point defect"
+    );
+    h.get_by_label("no point boxes on boundaries").click();
+    h.run_steps(2);
+    assert!(!h.state().viewer.settings.points_off_boundaries);
+    assert!(listed(&h), "kept when asked");
+    h.get_by_label("no point boxes on boundaries").click();
+    h.run_steps(2);
+    assert!(!listed(&h), "dropped again");
+}

@@ -33,6 +33,7 @@ struct FilterKey {
     method: defect_detector::detect::combine::DetectMethod,
     fit_cells: bool,
     tta: bool,
+    points_off_boundaries: bool,
 }
 
 /// What is remembered between runs.
@@ -75,6 +76,8 @@ pub struct ViewerSettings {
     /// Where the pixel size comes from the lattice, run the model at every preset crystal's
     /// reading of it and fuse the boxes ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]).
     pub hedge_lattice_scale: bool,
+    /// Drop point-defect boxes centred inside a boundary box, as `detect` does.
+    pub points_off_boundaries: bool,
 }
 
 impl Default for ViewerSettings {
@@ -106,6 +109,7 @@ impl Default for ViewerSettings {
             tta: false,
             check_file_calibration: true,
             hedge_lattice_scale: true,
+            points_off_boundaries: true,
         }
     }
 }
@@ -590,6 +594,7 @@ impl ViewerTab {
                 method: m,
                 fit_cells: self.settings.fit_cells,
                 tta: self.settings.tta,
+                points_off_boundaries: self.settings.points_off_boundaries,
             };
             if self.filtered_for != Some(key) {
                 self.filtered = join(
@@ -609,6 +614,12 @@ impl ViewerTab {
                         &res.class_names,
                         self.settings.fit_cells.then_some(&fit),
                         &mut self.cell_fits,
+                    );
+                }
+                if self.settings.points_off_boundaries {
+                    defect_detector::frame::drop_points_on_boundaries(
+                        &mut self.filtered,
+                        &res.class_names,
                     );
                 }
                 self.filtered_for = Some(key);
@@ -1203,6 +1214,16 @@ impl ViewerTab {
                  and size from the local {111} reflections, its centre moved to the nearest \
                  site of its class (a column or dumbbell centre for a vacancy, a channel for \
                  an interstitial). Boxes where the lattice is too faint stay as drawn.",
+        );
+        ui.checkbox(
+            &mut self.settings.points_off_boundaries,
+            "no point boxes on boundaries",
+        )
+        .on_hover_text(
+            "Drop vacancy and interstitial boxes centred inside a grain-boundary box: a \
+             boundary's disordered core shows gaps and extra spots of its own, and a defect on \
+             a boundary is neither bulk nor boundary (as the training labels have it). On the \
+             realistic synthetic test set vacancy false positives fell by a third.",
         );
         if ui
             .checkbox(

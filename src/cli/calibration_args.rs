@@ -23,6 +23,11 @@ pub struct CalibrationArgs {
     /// a lattice tells the period, not which crystal it is.
     #[arg(long)]
     pub single_lattice_scale: bool,
+    /// Keep point-defect boxes centred inside a grain-boundary box (by default they are
+    /// dropped: a defect on a boundary is neither bulk nor boundary, as the training labels
+    /// have it, and a boundary's core shows gaps and extra spots of its own).
+    #[arg(long)]
+    pub keep_points_on_boundaries: bool,
     /// Keep the model's point-defect boxes as it drew them instead of fitting each to the
     /// lattice around it (angle, size, and centre across the rows of columns).
     #[arg(long)]
@@ -57,6 +62,7 @@ impl CalibrationArgs {
                 .tta
                 .then(defect_detector::detect::tta::default_transforms),
             hedge_lattice_scale: !self.single_lattice_scale,
+            points_off_boundaries: !self.keep_points_on_boundaries,
         })
     }
 }

@@ -56,6 +56,10 @@ pub struct EvalArgs {
     /// --tta-scales, to score scales without the turns and mirrors).
     #[arg(long, value_enum, default_value = "all", requires = "tta")]
     tta_copies: TtaCopies,
+    /// Drop point-defect boxes centred inside a grain-boundary box of at least this
+    /// confidence, as `detect` does (a defect on a boundary is neither bulk nor boundary).
+    #[arg(long, value_name = "CONF")]
+    points_off_boundaries: Option<f32>,
     /// Crystal and zone axis the lattice analysis (`--method lattice|both`) assumes for frames
     /// without a sidecar (cdte110, si110, gaas110); a synthetic frame's own sidecar wins.
     #[arg(long, default_value = "cdte110")]
@@ -100,6 +104,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             TtaCopies::Frame => vec![defect_detector::geometry::Dihedral::IDENTITY],
         }),
         tta_scales: a.tta_scales.clone(),
+        points_off_boundaries: a.points_off_boundaries,
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
@@ -119,6 +124,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "fit_cells": a.fit_cells,
             "tta": a.tta,
             "tta_scales": a.tta_scales,
+            "points_off_boundaries": a.points_off_boundaries,
             "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),

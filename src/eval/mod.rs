@@ -50,6 +50,9 @@ pub struct EvalOptions {
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
     /// With `tta`: the scales every copy also runs at (`[1.0]`: the frame's own only).
     pub tta_scales: Vec<f64>,
+    /// Drop point boxes centred inside a boundary box of at least this confidence
+    /// ([`crate::detect::post::drop_points_on_lines`]).
+    pub points_off_boundaries: Option<f32>,
     /// The crystal the lattice analysis (`method` lattice or both) assumes for frames whose
     /// own crystal is unknown; a synthetic frame's sidecar (through the dataset's
     /// `manifest.json`) names its own.
@@ -69,6 +72,7 @@ impl Default for EvalOptions {
             method: crate::detect::combine::DetectMethod::Model,
             tta: None,
             tta_scales: vec![1.0],
+            points_off_boundaries: None,
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
         }
     }
@@ -254,6 +258,11 @@ pub fn evaluate(
             crate::frame::finish_boxes(&img, &mut dets, names, opts.fit_cells.as_ref());
         } else if let Some(p) = &opts.fit_cells {
             crate::frame::fit_point_cells(&img, &mut dets, names, p);
+        }
+        if let (Some(min), Some(line)) =
+            (opts.points_off_boundaries, crate::detect::line_class(names))
+        {
+            crate::detect::post::drop_points_on_lines(&mut dets, line, min);
         }
         pre += timings.preprocess_ms;
         inf += timings.inference_ms;
