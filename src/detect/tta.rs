@@ -1,5 +1,7 @@
 //! Test-time augmentation: the model run on dihedral copies of the frame (the symmetries its
-//! training data was augmented with), every copy's boxes mapped back and fused.
+//! training data was augmented with), optionally each at several scales (the preset crystals'
+//! readings of a lattice-derived pixel size, [`crate::synth::crystal::CrystalSpec::preset_scales`]),
+//! every copy's boxes mapped back and fused.
 //!
 //! Fusion follows weighted box fusion (Solovyev et al. 2021) for oriented boxes: boxes of one
 //! class from different copies that overlap (ProbIoU ≥ [`FUSE_IOU`]) form a cluster with at
