@@ -89,7 +89,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&a.conf) || !(0.0..=1.0).contains(&a.iou) {
         anyhow::bail!("--conf and --iou must be between 0 and 1");
     }
-    if a.points_off_boundaries.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+    if a.points_off_boundaries
+        .is_some_and(|c| !(0.0..=1.0).contains(&c))
+    {
         anyhow::bail!("--points-off-boundaries is a confidence between 0 and 1");
     }
     let det = Detector::load(&a.model, &a.runtime.detector_options())?;
