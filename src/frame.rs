@@ -57,11 +57,22 @@ impl LatticeUse {
     /// its lattice ([`CrystalSpec::preset_scales`]) where the pixel size came from the lattice and
     /// hedging is on; the frame's own scale alone otherwise.
     pub fn model_scales(&self, calibration: Calibration) -> Vec<f64> {
-        if self.hedge_lattice_scale && calibration.from_lattice() {
-            self.crystal.preset_scales()
-        } else {
-            vec![1.0]
-        }
+        model_scales(
+            &self.crystal,
+            self.hedge_lattice_scale,
+            calibration.from_lattice(),
+        )
+    }
+}
+
+/// The scales the model runs at: `crystal`'s preset readings
+/// ([`CrystalSpec::preset_scales`]) where the pixel size was read from the lattice and
+/// `hedge` is on, else the frame's own scale alone. One rule for `detect` and the Viewer.
+pub fn model_scales(crystal: &CrystalSpec, hedge: bool, from_lattice: bool) -> Vec<f64> {
+    if hedge && from_lattice {
+        crystal.preset_scales()
+    } else {
+        vec![1.0]
     }
 }
 
@@ -464,9 +475,6 @@ mod tests {
         assert_eq!(cache.0.len(), points);
     }
 
-    /// A file calibration off by 50 % is caught and replaced by the lattice's; one within
-    /// the lattice's reach, or off by the scale of another zinc-blende crystal (a wrong
-    /// preset, not a wrong file), stands.
     #[test]
     fn lattice_derived_scales_are_hedged_over_the_preset_crystals() {
         let cdte = Preset::Cdte110.spec().preset_scales();
@@ -496,6 +504,9 @@ mod tests {
         assert_eq!(use_.model_scales(Calibration::Lattice(px)), vec![1.0]);
     }
 
+    /// A file calibration off by 50 % is caught and replaced by the lattice's; one within
+    /// the lattice's reach, or off by the scale of another zinc-blende crystal (a wrong
+    /// preset, not a wrong file), stands.
     #[test]
     fn file_calibrations_the_lattice_contradicts_are_caught() {
         let p = SynthParams {

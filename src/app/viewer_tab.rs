@@ -415,11 +415,11 @@ impl ViewerTab {
             self.calibration_source(),
             "lattice" | "lattice, not the file's"
         );
-        if self.settings.hedge_lattice_scale && from_lattice {
-            self.settings.crystal.spec().preset_scales()
-        } else {
-            vec![1.0]
-        }
+        defect_detector::frame::model_scales(
+            &self.settings.crystal.spec(),
+            self.settings.hedge_lattice_scale,
+            from_lattice,
+        )
     }
 
     /// Starts the lattice analysis of the current image when its boxes or maps are shown.
