@@ -64,6 +64,12 @@ pub struct EvalArgs {
     /// without a sidecar (cdte110, si110, gaas110); a synthetic frame's own sidecar wins.
     #[arg(long, default_value = "cdte110")]
     crystal: String,
+    /// Leave out of the scoring the detections on point defects the dataset hides (a set
+    /// exported with `--min-detectability`: its sidecars still hold them): neither true nor
+    /// false, as KITTI's DontCare boxes. Off: Ultralytics' `val`, which counts them as false
+    /// positives although the defect is in the crystal.
+    #[arg(long)]
+    hidden_dont_care: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,6 +117,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         tta_scales: a.tta_scales.clone(),
         points_off_boundaries: a.points_off_boundaries,
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
+        hidden_dont_care: a.hidden_dont_care,
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -132,6 +139,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "points_off_boundaries": a.points_off_boundaries,
             "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,
+            "hidden_dont_care": a.hidden_dont_care,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),
         });

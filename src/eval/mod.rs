@@ -8,6 +8,7 @@
 //! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
 
 pub mod box_errors;
+pub mod dont_care;
 pub mod metrics;
 pub mod real;
 
@@ -57,6 +58,10 @@ pub struct EvalOptions {
     /// own crystal is unknown; a synthetic frame's sidecar (through the dataset's
     /// `manifest.json`) names its own.
     pub crystal: crate::synth::crystal::CrystalSpec,
+    /// Leave out of the scoring the detections on the point defects the dataset hides
+    /// (`export --min-detectability`; [`dont_care`]); off: Ultralytics' `val`, which scores
+    /// them as false positives.
+    pub hidden_dont_care: bool,
 }
 
 impl Default for EvalOptions {
@@ -74,6 +79,7 @@ impl Default for EvalOptions {
             tta_scales: vec![1.0],
             points_off_boundaries: None,
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
+            hidden_dont_care: false,
         }
     }
 }
@@ -145,11 +151,24 @@ pub struct EvalReport {
     pub confusion: ConfusionMatrix,
     /// Geometry of the boxes found, against their labels.
     pub box_errors: Vec<box_errors::ClassBoxErrors>,
+    /// With [`EvalOptions::hidden_dont_care`]: what was left out of the scoring.
+    pub dont_care: Option<DontCareSummary>,
     pub provider: String,
     /// Mean milliseconds per image.
     pub preprocess_ms: f64,
     pub inference_ms: f64,
     pub postprocess_ms: f64,
+}
+
+/// What the don't-care regions of a run held and took out of the scoring.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct DontCareSummary {
+    /// The dataset hid point defects below this detectability (`export --min-detectability`).
+    pub min_detectability: f64,
+    /// Hidden point defects in the images scored.
+    pub hidden_defects: usize,
+    /// Detections (above the candidate floor `conf`) left out because they matched one.
+    pub detections_left_out: usize,
 }
 
 /// Runs the detector over a split and computes the metrics.
@@ -183,6 +202,18 @@ pub fn evaluate(
     } else {
         frame_crystals(spec.yaml.parent().unwrap_or(Path::new(".")))
     };
+    let dont_care = if opts.hidden_dont_care {
+        Some(dont_care::DontCare::read(
+            spec.yaml.parent().unwrap_or(Path::new(".")),
+        )?)
+    } else {
+        None
+    };
+    let mut dc_summary = dont_care.as_ref().map(|d| DontCareSummary {
+        min_detectability: d.min_detectability,
+        hidden_defects: 0,
+        detections_left_out: 0,
+    });
     let validation = Validation {
         num_classes: nc,
         ..Default::default()
@@ -280,6 +311,11 @@ pub fn evaluate(
             .iter()
             .map(|l| (l.to_box_px(w, h), l.class))
             .collect();
+        if let (Some(dc), Some(sum)) = (&dont_care, dc_summary.as_mut()) {
+            let hidden = dc.of(img_path);
+            sum.hidden_defects += hidden.len();
+            sum.detections_left_out += dont_care::drop_dont_care(&mut dets, &gts, hidden);
+        }
         let mut seen = vec![false; nc];
         for (_, c) in &gts {
             target_cls.push(*c);
@@ -351,6 +387,7 @@ pub fn evaluate(
         ap,
         confusion: cm,
         box_errors: geometry.summary(det.class_names()),
+        dont_care: dc_summary,
         provider,
         preprocess_ms: pre / n_img,
         inference_ms: inf / n_img,
@@ -413,6 +450,13 @@ impl EvalReport {
             s.push('\n');
         }
         s += &box_errors::table(&self.box_errors);
+        if let Some(d) = &self.dont_care {
+            s += &format!(
+                "Don't care: {} detections on {} point defects hidden below d′ {} left out of the \
+                 scoring (neither true nor false)\n",
+                d.detections_left_out, d.hidden_defects, d.min_detectability
+            );
+        }
         s += &format!(
             "Speed: {:.1}ms preprocess, {:.1}ms inference, {:.1}ms postprocess per image ({})\n",
             self.preprocess_ms, self.inference_ms, self.postprocess_ms, self.provider
@@ -449,6 +493,7 @@ impl EvalReport {
                 "matrix": self.confusion.matrix,
             },
             "box_geometry": self.box_errors,
+            "dont_care": self.dont_care,
             "provider": self.provider,
             "speed_ms_per_image": {
                 "preprocess": self.preprocess_ms,
@@ -606,6 +651,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("no 'val' split"), "{e}");
+        // Don't-care regions come from an export's manifest; a hand-made set has none to read.
+        let e = evaluate(
+            &det,
+            d,
+            &EvalOptions {
+                hidden_dont_care: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("manifest.json"), "{e:#}");
     }
 
     /// The lattice analysis of `eval --method lattice|both` reads each synthetic frame as the

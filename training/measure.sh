@@ -1,0 +1,27 @@
+#!/bin/bash
+# Records the model card's post-processed keys with the app's own `eval` and `eval-real`, so no
+# figure in the card is typed by hand (train.py writes the rest when it finalizes a model):
+#   *_fitted, *_tta_fitted   the test sets with the boxes finished as `detect` finishes them
+#   synthetic_test_detectable[_tta]_fitted_dont_care   d' >= 5 labels, hidden defects unscored
+#   real_frames*             assets/real-set, with the set's crystals and read as CdTe
+# then prints the real-frame results of the model alone and of the lattice analysis.
+# Usage: training/measure.sh MODEL.onnx CARD.json   (from the repository root, after a release
+# build; the test sets under .work/ as training/README.md exports them)
+set -e
+M=$1; C=$2
+B=target/release/defect-detector
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
+F="--fit-cells --clip-boundaries --points-off-boundaries 0.25"
+for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable" "test-v2:synthetic_test_previous_recipe"; do
+  d=${pair%%:*}; k=${pair##*:}
+  echo "== $d fitted"; $B eval .work/$d --model $M $F --write-card $C --card-key ${k}_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
+  echo "== $d tta fitted"; $B eval .work/$d --model $M $F --tta --write-card $C --card-key ${k}_tta_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
+done
+echo "== test-r3-d5 fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
+echo "== test-r3-d5 tta fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --tta --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_tta_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
+for a in "" "--tta" "--crystal cdte110" "--crystal cdte110 --tta"; do
+  echo "== real $a"; $B eval-real --model $M $a --write-card $C 2>&1 | grep -E "^(Si0|CdTe|Si1|bound)"
+done
+for m in model lattice; do for a in "" "--tta" "--crystal cdte110"; do
+  echo "== real $m $a"; $B eval-real --model $M --method $m $a 2>&1 | grep -E "^(Si0|CdTe|Si1|bound)"
+done; done
