@@ -35,6 +35,9 @@ pub struct LatticeUse {
     /// ([`crate::detect::post::drop_points_on_lines`]): a defect on a boundary is neither bulk
     /// nor boundary, as the labels have it.
     pub points_off_boundaries: bool,
+    /// Measure how much of the frame's spectrum the crystal's lattice explains
+    /// ([`crate::realism::lattice_match`]), so a frame of another structure is reported.
+    pub check_crystal: bool,
 }
 
 impl Default for LatticeUse {
@@ -48,6 +51,7 @@ impl Default for LatticeUse {
             tta: None,
             hedge_lattice_scale: true,
             points_off_boundaries: true,
+            check_crystal: true,
         }
     }
 }
@@ -317,6 +321,18 @@ pub struct FrameDetections {
     /// Why the lattice analysis gave nothing, when it was asked for and failed (too small a
     /// frame, no clear lattice); the model's detections stand alone then.
     pub lattice_error: Option<String>,
+    /// Share of the frame's strongest spectrum peaks on the crystal's lattice
+    /// ([`crate::realism::RealismStats::lattice_match`]), with `LatticeUse::check_crystal`.
+    pub lattice_match: Option<f64>,
+}
+
+impl FrameDetections {
+    /// The [`FrameDetections::lattice_match`] of a frame that is not of the crystal (below
+    /// [`crate::realism::MIN_LATTICE_MATCH`]): the model's boxes there mean nothing.
+    pub fn not_the_crystal(&self) -> Option<f64> {
+        self.lattice_match
+            .filter(|&m| m < crate::realism::MIN_LATTICE_MATCH)
+    }
 }
 
 /// Runs `det` and, unless the method is the model alone, the lattice analysis on one frame.
@@ -381,11 +397,16 @@ pub fn detect_frame(
     if lattice.points_off_boundaries {
         drop_points_on_boundaries(&mut detections, &result.class_names);
     }
+    let lattice_match = lattice
+        .check_crystal
+        .then(|| crate::realism::lattice_match(img, &lattice.crystal, px.map(|p| p.nm_per_px)))
+        .flatten();
     Ok(FrameDetections {
         result,
         detections,
         calibration,
         lattice_error,
+        lattice_match,
     })
 }
 

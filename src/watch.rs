@@ -206,6 +206,9 @@ pub struct ImageDetections {
     /// ([`crate::frame::Calibration::source`], or "user" for one typed in the Viewer).
     pub nm_per_px: Option<f64>,
     pub calibration: &'static str,
+    /// [`crate::frame::FrameDetections::lattice_match`]: below 0.5 the frame is not of the
+    /// crystal and its boxes mean nothing.
+    pub lattice_match: Option<f64>,
     pub load_ms: f64,
     pub detect: crate::detect::StageTimings,
 }
@@ -242,6 +245,9 @@ impl WatchRecord {
                 v["counts"] = Value::Object(counts);
                 v["nm_per_px"] = json!(r.nm_per_px);
                 v["calibration"] = json!(r.calibration);
+                if let Some(m) = r.lattice_match {
+                    v["lattice_match"] = json!(round(m, 3));
+                }
                 v["detections"] = r
                     .detections
                     .iter()
@@ -401,6 +407,7 @@ pub fn process_file(
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let frame =
             crate::frame::detect_frame(det, &s.image, s.pixel_size, lattice, opts, conf, iou)?;
+        let lattice_match = frame.lattice_match;
         let (r, detections) = (frame.result, frame.detections);
         Ok(ImageDetections {
             width: r.width,
@@ -409,6 +416,7 @@ pub fn process_file(
             detections,
             nm_per_px: frame.calibration.pixel_size().map(|p| p.nm_per_px),
             calibration: frame.calibration.source(),
+            lattice_match,
             load_ms,
             detect: r.timings,
         })

@@ -242,6 +242,34 @@ fn viewer_calibrates_an_uncalibrated_png_from_its_lattice_and_warns_outside_the_
     assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.02);
 }
 
+/// A frame of another structure (SrTiO3 [001], a perovskite) gets the "not the crystal"
+/// banner; a CdTe [110] frame does not.
+#[test]
+fn viewer_says_when_a_frame_is_not_the_crystals_lattice() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+    if !dir.is_dir() {
+        eprintln!("skipped: {} is absent", dir.display());
+        return;
+    }
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.auto_detect = false;
+    h.state_mut()
+        .viewer
+        .open(&dir.join("SrTiO3_HAADF_TitanCubed_openNCEM.emi"));
+    settle_viewer(&mut h);
+    h.get_by_label_contains("Not a CdTe [110] lattice: only 36 %");
+    h.state_mut()
+        .viewer
+        .open(&dir.join("CdTe110_tilt-GB_HAADF149_ingrained.dm3"));
+    settle_viewer(&mut h);
+    assert!(
+        h.query_by_label_contains("Not a CdTe [110] lattice")
+            .is_none(),
+        "a CdTe frame flagged"
+    );
+}
+
 /// A TIFF whose calibration is 50 % off its lattice: the Viewer detects at the lattice's pixel
 /// size and says so; unticking "use the lattice's pixel size" goes back to the file's.
 #[test]

@@ -326,6 +326,14 @@ impl ViewerTab {
         self.realism.lattice_nm_per_px(self.generation)
     }
 
+    /// Share of the current frame's strongest spectrum peaks on the crystal's lattice
+    /// (`RealismStats::lattice_match`), once its statistics are in.
+    pub fn lattice_match(&self) -> Option<f64> {
+        self.realism
+            .stats(self.generation)
+            .and_then(|s| s.lattice_match)
+    }
+
     /// Statistics of the current frame outside the loaded model's training ranges.
     pub fn unlike_training(&self) -> Vec<defect_detector::realism::Outside> {
         self.realism.outside(self.generation)
@@ -1676,6 +1684,22 @@ impl ViewerTab {
                     } else {
                         String::new()
                     }
+                ),
+            );
+        }
+        if let Some(m) = self
+            .lattice_match()
+            .filter(|&m| m < defect_detector::realism::MIN_LATTICE_MATCH)
+        {
+            ui.colored_label(
+                Color32::from_rgb(213, 94, 0),
+                format!(
+                    "Not a {} lattice: only {:.0} % of the frame's strongest spatial frequencies \
+                     lie on its rings (another crystal or zone axis?). The model knows [110] \
+                     zincblende and diamond frames only: its boxes here mean nothing. The \
+                     crystal is set under Realism.",
+                    self.settings.crystal.label(),
+                    m * 100.0
                 ),
             );
         }

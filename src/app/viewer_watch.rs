@@ -197,6 +197,8 @@ impl ViewerTab {
                 self.pixel_size().map(|p| p.nm_per_px),
                 self.calibration_source(),
             );
+            // The realism statistics may still be running: then the log has no share.
+            let lattice_match = self.lattice_match();
             let outcome = outcome.map(|r| {
                 let detections = r.filtered(self.settings.conf, self.settings.iou);
                 ImageDetections {
@@ -206,6 +208,7 @@ impl ViewerTab {
                     detections,
                     nm_per_px,
                     calibration,
+                    lattice_match,
                     load_ms: 0.0,
                     detect: r.timings,
                 }

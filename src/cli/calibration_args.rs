@@ -28,6 +28,11 @@ pub struct CalibrationArgs {
     /// have it, and a boundary's core shows gaps and extra spots of its own).
     #[arg(long)]
     pub keep_points_on_boundaries: bool,
+    /// Skip the check that the frame's lattice is the crystal's (by default a frame whose
+    /// strongest spectrum peaks mostly miss the crystal's lattice rings, e.g. a perovskite, gets
+    /// a warning and its `lattice_match` in the summary; the check costs one spectrum and fit).
+    #[arg(long)]
+    pub no_crystal_check: bool,
     /// Keep the model's point-defect boxes as it drew them instead of fitting each to the
     /// lattice around it (angle, size, and centre across the rows of columns).
     #[arg(long)]
@@ -63,6 +68,7 @@ impl CalibrationArgs {
                 .then(defect_detector::detect::tta::default_transforms),
             hedge_lattice_scale: !self.single_lattice_scale,
             points_off_boundaries: !self.keep_points_on_boundaries,
+            check_crystal: !self.no_crystal_check,
         })
     }
 }

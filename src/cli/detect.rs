@@ -200,7 +200,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     let mut failures = 0usize;
     let name_w = names.iter().map(|n| n.len()).max().unwrap_or(8).max(8);
     for (img_path, base) in images.iter().zip(&bases) {
-        let result = (|| -> anyhow::Result<Vec<usize>> {
+        let result = (|| -> anyhow::Result<(Vec<usize>, Option<f64>)> {
             let (img, px) = load_image_for_detection(img_path)?;
             let given = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
             let frame = detect_frame(&det, &img, given, &lattice, &opts, a.conf, a.iou)?;
@@ -236,6 +236,18 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             if let Some(e) = &frame.lattice_error {
                 eprintln!("{}: no lattice analysis: {e}", img_path.display());
             }
+            if let Some(m) = frame.not_the_crystal() {
+                eprintln!(
+                    "{}: warning: not a {} lattice: only {:.0} % of the frame's strongest spatial \
+                     frequencies lie on its rings (another crystal or zone axis?); the model knows \
+                     [110] zincblende and diamond frames only, so its boxes here mean nothing \
+                     (--crystal names the crystal)",
+                    img_path.display(),
+                    lattice.crystal.name,
+                    m * 100.0
+                );
+            }
+            let lattice_match = frame.lattice_match;
             let (r, dets) = (frame.result, frame.detections);
             let meta = ExportMeta {
                 image: Some(img_path),
@@ -259,16 +271,18 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 r.tiles,
                 base.display()
             );
-            Ok(counts)
+            Ok((counts, lattice_match))
         })();
         let mut entry = ImageEntry {
             image: img_path.display().to_string(),
             result: None,
             counts: vec![0; names.len()],
             error: None,
+            lattice_match: None,
         };
         match result {
-            Ok(c) => {
+            Ok((c, lattice_match)) => {
+                entry.lattice_match = lattice_match;
                 for (t, v) in totals.iter_mut().zip(&c) {
                     *t += v;
                 }

@@ -245,6 +245,20 @@ fn print_table(records: &[Record], ranges: Option<&[StatRange]>, against: Option
             "  stretch         {}",
             opt(s.stretch, |v| format!("{v:+.4}"))
         );
+        println!(
+            "  lattice match   {}",
+            opt(s.lattice_match, |v| format!(
+                "{:.0} % of the strongest spectrum peaks on its rings",
+                v * 100.0
+            ))
+        );
+        if let Some(m) = s.lattice_mismatch() {
+            println!(
+                "  NOT THE CRYSTAL: only {:.0} % of the strongest spectrum peaks lie on the \
+                 lattice's rings: another crystal or zone axis?",
+                m * 100.0
+            );
+        }
         if let Some(out) = &rec.outside {
             if out.is_empty() {
                 println!("  inside the dataset's ranges");

@@ -63,6 +63,17 @@ fn print_record(r: &WatchRecord, names: &[String]) {
                 parts.join(", "),
                 d.total_ms()
             );
+            if let Some(m) = d
+                .lattice_match
+                .filter(|&m| m < defect_detector::realism::MIN_LATTICE_MATCH)
+            {
+                eprintln!(
+                    "{ts} warning: {}: not the crystal's lattice (only {:.0} % of the strongest \
+                     spatial frequencies on its rings): its boxes mean nothing",
+                    r.key.path.display(),
+                    m * 100.0
+                );
+            }
         }
         Err(e) => eprintln!("{ts} error: {}: {e} (skipped)", r.key.path.display()),
     }

@@ -87,6 +87,10 @@ pub struct ImageEntry {
     /// Detections per class id.
     pub counts: Vec<usize>,
     pub error: Option<String>,
+    /// Share of the frame's strongest spectrum peaks on the crystal's lattice
+    /// (`RealismStats::lattice_match`); below 0.5 the frame is not of that crystal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_match: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -325,6 +329,7 @@ mod tests {
                 result: Some(name.to_string()),
                 counts: vec![*n, 1],
                 error: None,
+                lattice_match: None,
             });
         }
         s.finish();

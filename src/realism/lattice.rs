@@ -428,6 +428,68 @@ pub(crate) fn fit(
     })
 }
 
+/// How many of the strongest spectrum peaks [`explained_share`] weighs.
+const STRONG_PEAKS: usize = 16;
+
+/// The share (by excess) of the spectrum's strongest peaks that lie at the radius of a
+/// reflection of the fitted lattice `q`, out to twice the radius of its first order: 1 for a
+/// frame of the crystal (a tilted or twinned grain included, whose reflections share the radii
+/// but not the directions), well below where the fit found a lattice that is not there, e.g. a
+/// perovskite read as [110] zincblende, whose spots fall between the crystal's rings. Peaks
+/// next to the axes (scan-line artefacts) are left out. `None` when the spectrum has no peak
+/// above [`PEAK_MIN_EXCESS`] in that band.
+pub(crate) fn explained_share(ex: &Excess, q: &[[f64; 2]; 2]) -> Option<f64> {
+    let n = ex.n as f64;
+    let h = (ex.n / 2) as i64;
+    let mut radii: Vec<f64> = Vec::new();
+    for hh in -6..=6i32 {
+        for k in -6..=6i32 {
+            if (hh + k) % 2 == 0 && (hh, k) != (0, 0) {
+                let (x, y) = apply(q, hh, k, n);
+                radii.push(x.hypot(y));
+            }
+        }
+    }
+    let first = radii.iter().copied().fold(f64::INFINITY, f64::min);
+    let r_max = (2.1 * first).min(MAX_FREQ * n);
+    // Local maxima of the excess in the half plane y > 0 (the spectrum is symmetric).
+    let mut peaks: Vec<(f32, f64)> = Vec::new();
+    for ky in 3..h {
+        for kx in -h + 1..h - 1 {
+            if kx.abs() <= 2 {
+                continue;
+            }
+            let v = ex.at(kx, ky);
+            if v < PEAK_MIN_EXCESS {
+                continue;
+            }
+            let r = ((kx * kx + ky * ky) as f64).sqrt();
+            if r < MIN_RADIUS || r > r_max {
+                continue;
+            }
+            let is_max = (-1..=1i64).all(|dy| {
+                (-1..=1i64).all(|dx| (dx == 0 && dy == 0) || ex.at(kx + dx, ky + dy) < v)
+            });
+            if is_max {
+                peaks.push((v, r));
+            }
+        }
+    }
+    if peaks.is_empty() {
+        return None;
+    }
+    peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    peaks.truncate(STRONG_PEAKS);
+    let on_ring = |r: f64| radii.iter().any(|&a| (r - a).abs() <= (0.03 * a).max(1.0));
+    let total: f64 = peaks.iter().map(|p| f64::from(p.0)).sum();
+    let explained: f64 = peaks
+        .iter()
+        .filter(|p| on_ring(p.1))
+        .map(|p| f64::from(p.0))
+        .sum();
+    Some(explained / total)
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Peak {
     h: i32,

@@ -26,6 +26,13 @@ pub use compare::{
 pub use intensity::is_eight_bit;
 pub use lattice::{LatticeEstimate, MIN_SCORE};
 
+/// Below this share of its strongest spectrum peaks on the crystal's lattice a frame is
+/// reported as another structure ([`RealismStats::lattice_mismatch`]). Measured: the real [110]
+/// frames in `../shared/samples` 0.69–0.84 (CdTe tilt boundary, bulk Si, read as CdTe or Si),
+/// SrTiO3 [001] read as CdTe [110] 0.36; single-grain synthetic frames of the recipe about 1,
+/// crowded ones (3–4 grains, low dose) down to 0.2–0.4, where the fit itself often misses.
+pub const MIN_LATTICE_MATCH: f64 = 0.5;
+
 /// The smallest noise level reported (σ / (p99 − p1)): a filtered frame's floor.
 pub const NOISE_FLOOR: f64 = 1e-4;
 
@@ -69,6 +76,11 @@ pub struct RealismStats {
     /// From the lattice fit (ScanDistortion convention).
     pub shear: Option<f64>,
     pub stretch: Option<f64>,
+    /// Share of the frame's strongest spectrum peaks on the fitted lattice's rings
+    /// ([`lattice::explained_share`]): about 1 for a frame of the crystal, low for another
+    /// structure the fit was forced onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice_match: Option<f64>,
     /// All values are integers in 0..=255: background and contrast are a display window,
     /// not detector counts.
     pub eight_bit: bool,
@@ -253,6 +265,9 @@ pub fn measure(
         line_jitter_px,
         shear: fit.as_ref().map(|f| f.est.shear),
         stretch: fit.as_ref().map(|f| f.est.stretch),
+        lattice_match: fit
+            .as_ref()
+            .and_then(|f| lattice::explained_share(&ex, &f.q)),
         eight_bit,
     })
 }
@@ -288,7 +303,20 @@ impl RealismStats {
         opt("line_jitter_px", "line jitter (px)", self.line_jitter_px);
         opt("shear", "shear (px/line)", self.shear);
         opt("stretch", "stretch", self.stretch);
+        opt(
+            "lattice_match",
+            "spectrum peaks on the lattice (share)",
+            self.lattice_match,
+        );
         v
+    }
+
+    /// The [`RealismStats::lattice_match`] of a frame whose strongest spatial frequencies
+    /// are mostly not the crystal's (below [`MIN_LATTICE_MATCH`]): another crystal or zone
+    /// axis that the lattice fit was forced onto. `None` when it matches, or when no lattice
+    /// was found (then nothing was forced).
+    pub fn lattice_mismatch(&self) -> Option<f64> {
+        self.lattice_match.filter(|&m| m < MIN_LATTICE_MATCH)
     }
 
     /// Lattice pixel size relative to the file's, in percent (both known).
@@ -337,6 +365,22 @@ pub fn model_training_realism(model: &std::path::Path) -> anyhow::Result<Option<
             )
         })?)),
     }
+}
+
+/// [`RealismStats::lattice_match`] alone, from the fit [`measure`] makes (the whole frame, else
+/// its clearest quadrant; searched near `hint_nm_per_px` when given), for `detect` and `watch`.
+/// `None` when no lattice of `crystal` is found: nothing was forced onto the frame.
+pub fn lattice_match(
+    img: &ImageF32,
+    crystal: &CrystalSpec,
+    hint_nm_per_px: Option<f64>,
+) -> Option<f64> {
+    let s = spectrum::Spectrum::new(img).ok()?;
+    let ex = lattice::Excess::new(&s);
+    let fit = best_fit(&s, &ex, crystal, hint_nm_per_px)
+        .ok()
+        .or_else(|| grain_fit(img, crystal, hint_nm_per_px).map(|g| g.fit))?;
+    lattice::explained_share(&ex, &fit.q)
 }
 
 /// The pixel size (nm/px) an uncalibrated frame's lattice gives, for detection; `None` when

@@ -285,6 +285,7 @@ fn fake(fwhm: f64, noise: f64) -> RealismStats {
         line_jitter_px: None,
         shear: None,
         stretch: None,
+        lattice_match: None,
         eight_bit: false,
     }
 }
@@ -554,4 +555,63 @@ fn lattice_estimate_is_unbiased_on_frames_matched_to_the_cdte_dm3() {
     assert!(errs.iter().all(|e| e.abs() < 0.015), "{errs:?}");
     let median = crate::raster::median(errs);
     assert!(median.abs() < 0.005, "median {median}");
+}
+
+/// A clean frame of each preset, read as its own crystal and as CdTe (the rings of every
+/// [110] zincblende or diamond lattice scale alike): its strong spectrum peaks lie on the
+/// fitted lattice's rings.
+#[test]
+fn a_frame_of_the_crystal_matches_its_lattice() {
+    for (i, preset) in [Preset::Cdte110, Preset::Si110, Preset::Gaas110]
+        .into_iter()
+        .enumerate()
+    {
+        let p = params(
+            preset,
+            14.0 + 4.0 * i as f64,
+            23.0 + 31.0 * i as f64,
+            300 + i as u64,
+            384,
+        );
+        let img = render(&p);
+        for read_as in [preset, Preset::Cdte110] {
+            let s = measure(&img, &read_as.spec(), Some(p.pixel_size_pm / 1000.0), None)
+                .expect("measure");
+            let m = s.lattice_match.expect("a clean lattice has strong peaks");
+            eprintln!("{preset:?} read as {read_as:?}: lattice match {m:.2}");
+            assert!(m > 0.9, "{preset:?} read as {read_as:?}: {m}");
+            assert_eq!(s.lattice_mismatch(), None);
+        }
+    }
+}
+
+/// The real [110] frames match the crystal they are read as; SrTiO3 [001] (a perovskite, square
+/// cell) read as CdTe [110] does not, although a lattice fit is found on it.
+#[test]
+fn a_perovskite_frame_is_not_a_110_zincblende_lattice() {
+    let Some(dir) = samples() else { return };
+    let check = |file: &str, preset: Preset| {
+        let img = crate::formats::load(&dir.join(file)).expect("load");
+        let nm = img.pixel_size.map(|p| p.nm_per_px);
+        let s = measure(&img.image, &preset.spec(), nm, None).expect("measure");
+        eprintln!("{file} as {preset:?}: lattice match {:?}", s.lattice_match);
+        // `detect` measures the share alone, from the same fit.
+        assert_eq!(
+            lattice_match(&img.image, &preset.spec(), nm),
+            s.lattice_match
+        );
+        s
+    };
+    for (file, preset) in [
+        ("CdTe110_tilt-GB_HAADF149_ingrained.dm3", Preset::Cdte110),
+        ("Si110_bulk_AtomSegNet.png", Preset::Si110),
+        ("Si110_bulk_AtomSegNet.png", Preset::Cdte110),
+    ] {
+        let s = check(file, preset);
+        assert!(s.lattice_match.is_some(), "{file}: no lattice");
+        assert_eq!(s.lattice_mismatch(), None, "{file} as {preset:?}");
+    }
+    let s = check("SrTiO3_HAADF_TitanCubed_openNCEM.emi", Preset::Cdte110);
+    assert!(s.lattice.is_some(), "the fit finds a lattice on SrTiO3");
+    assert!(s.lattice_mismatch().is_some(), "{:?}", s.lattice_match);
 }
