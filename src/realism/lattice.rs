@@ -431,18 +431,27 @@ pub(crate) fn fit(
 /// How many of the strongest spectrum peaks [`explained_share`] weighs.
 const STRONG_PEAKS: usize = 16;
 
+/// A fit on fewer spectrum peaks than this is too loosely held to blame the frame for the
+/// peaks it leaves unexplained ([`explained_share`]).
+pub const MIN_PEAKS_FOR_MATCH: usize = 10;
+
 /// The share (by excess) of the spectrum's strongest peaks that lie at the radius of a
-/// reflection of the fitted lattice `q`, out to twice the radius of its first order: 1 for a
+/// reflection of the fitted lattice, out to twice the radius of its first order: near 1 for a
 /// frame of the crystal (a tilted or twinned grain included, whose reflections share the radii
 /// but not the directions), well below where the fit found a lattice that is not there, e.g. a
 /// perovskite read as [110] zincblende, whose spots fall between the crystal's rings. Peaks
-/// next to the axes (scan-line artefacts) are left out. `None` when the spectrum has no peak
-/// above [`PEAK_MIN_EXCESS`] in that band.
-pub(crate) fn explained_share(ex: &Excess, q: &[[f64; 2]; 2]) -> Option<f64> {
+/// next to the axes (scan-line artefacts) are left out. `None` when the fit rests on fewer than
+/// [`MIN_PEAKS_FOR_MATCH`] peaks (a weak or crowded frame: the fit may be what is wrong), or the
+/// spectrum has no peak above [`PEAK_MIN_EXCESS`] in that band.
+pub(crate) fn explained_share(ex: &Excess, fit: &LatticeFit) -> Option<f64> {
+    if fit.est.peaks_used < MIN_PEAKS_FOR_MATCH {
+        return None;
+    }
+    let q = &fit.q;
     let n = ex.n as f64;
     let h = (ex.n / 2) as i64;
     let mut radii: Vec<f64> = Vec::new();
-    for hh in -6..=6i32 {
+    for hh in 0..=6i32 {
         for k in -6..=6i32 {
             if (hh + k) % 2 == 0 && (hh, k) != (0, 0) {
                 let (x, y) = apply(q, hh, k, n);
