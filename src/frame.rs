@@ -330,8 +330,7 @@ impl FrameDetections {
     /// The [`FrameDetections::lattice_match`] of a frame that is not of the crystal (below
     /// [`crate::realism::MIN_LATTICE_MATCH`]): the model's boxes there mean nothing.
     pub fn not_the_crystal(&self) -> Option<f64> {
-        self.lattice_match
-            .filter(|&m| m < crate::realism::MIN_LATTICE_MATCH)
+        crate::realism::not_the_crystal(self.lattice_match)
     }
 }
 

@@ -1687,10 +1687,7 @@ impl ViewerTab {
                 ),
             );
         }
-        if let Some(m) = self
-            .lattice_match()
-            .filter(|&m| m < defect_detector::realism::MIN_LATTICE_MATCH)
-        {
+        if let Some(m) = defect_detector::realism::not_the_crystal(self.lattice_match()) {
             ui.colored_label(
                 Color32::from_rgb(213, 94, 0),
                 format!(

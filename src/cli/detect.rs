@@ -413,6 +413,45 @@ mod tests {
             .a
     }
 
+    /// A frame of the crystal gets its lattice match recorded in the summary; the check can be
+    /// skipped.
+    #[test]
+    fn the_summary_records_how_well_the_crystal_explains_each_frame() {
+        use defect_detector::synth::params::CountRange;
+        use defect_detector::synth::{self, ImageFormat, SynthParams};
+        let t = tempfile::tempdir().unwrap();
+        let mut p = SynthParams {
+            width: 384,
+            height: 384,
+            pixel_size_pm: 16.0,
+            seed: 11,
+            ..Default::default()
+        };
+        p.defects.twin_boundaries = CountRange::new(0, 0);
+        p.defects.tilt_boundaries = CountRange::new(0, 0);
+        p.noise.dose_e_per_a2 = 1e6;
+        let s = synth::generate(&p).unwrap();
+        let png = synth::write_outputs(&s, t.path(), "frame", ImageFormat::Png)
+            .unwrap()
+            .image;
+        let summary = |extra: &[&str]| -> BatchSummary {
+            let out = t.path().join(format!("out{}", extra.len()));
+            let (img, o) = (png.display().to_string(), out.display().to_string());
+            let mut v = vec![img.as_str(), "--out", o.as_str(), "--method", "model"];
+            v.extend(extra);
+            run(args(&v)).unwrap();
+            serde_json::from_slice(&std::fs::read(out.join(SUMMARY_JSON)).unwrap()).unwrap()
+        };
+        let m = summary(&[]).images[0].lattice_match;
+        // Default scan distortions and point defects: about 0.75, well above the 0.5 floor.
+        assert!(m.is_some(), "not judged");
+        assert_eq!(defect_detector::realism::not_the_crystal(m), None, "{m:?}");
+        assert_eq!(
+            summary(&["--no-crystal-check"]).images[0].lattice_match,
+            None
+        );
+    }
+
     #[test]
     fn without_model_the_shipped_one_is_used() {
         use clap::Parser;

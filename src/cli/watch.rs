@@ -63,10 +63,7 @@ fn print_record(r: &WatchRecord, names: &[String]) {
                 parts.join(", "),
                 d.total_ms()
             );
-            if let Some(m) = d
-                .lattice_match
-                .filter(|&m| m < defect_detector::realism::MIN_LATTICE_MATCH)
-            {
+            if let Some(m) = defect_detector::realism::not_the_crystal(d.lattice_match) {
                 eprintln!(
                     "{ts} warning: {}: not the crystal's lattice (only {:.0} % of the strongest \
                      spatial frequencies on its rings): its boxes mean nothing",

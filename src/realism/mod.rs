@@ -316,7 +316,7 @@ impl RealismStats {
     /// axis that the lattice fit was forced onto. `None` when it matches, or when no lattice
     /// was found (then nothing was forced).
     pub fn lattice_mismatch(&self) -> Option<f64> {
-        self.lattice_match.filter(|&m| m < MIN_LATTICE_MATCH)
+        not_the_crystal(self.lattice_match)
     }
 
     /// Lattice pixel size relative to the file's, in percent (both known).
@@ -365,6 +365,13 @@ pub fn model_training_realism(model: &std::path::Path) -> anyhow::Result<Option<
             )
         })?)),
     }
+}
+
+/// A `lattice_match` share that says the frame is not of the crystal (below
+/// [`MIN_LATTICE_MATCH`]); the one rule for the Viewer's banner and the warnings of `detect`,
+/// `watch` and `realism`.
+pub fn not_the_crystal(lattice_match: Option<f64>) -> Option<f64> {
+    lattice_match.filter(|&m| m < MIN_LATTICE_MATCH)
 }
 
 /// [`RealismStats::lattice_match`] alone, from the fit [`measure`] makes (the whole frame, else
