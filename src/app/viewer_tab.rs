@@ -1691,12 +1691,11 @@ impl ViewerTab {
             ui.colored_label(
                 Color32::from_rgb(213, 94, 0),
                 format!(
-                    "Not a {} lattice: only {:.0} % of the frame's strongest spatial frequencies \
-                     lie on its rings (another crystal or zone axis?). The model knows [110] \
-                     zincblende and diamond frames only: its boxes here mean nothing. The \
-                     crystal is set under Realism.",
-                    self.settings.crystal.label(),
-                    m * 100.0
+                    "{}. The crystal is set under Realism.",
+                    defect_detector::realism::not_the_crystal_message(
+                        self.settings.crystal.label(),
+                        m
+                    )
                 ),
             );
         }

@@ -238,13 +238,9 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             }
             if let Some(m) = frame.not_the_crystal() {
                 eprintln!(
-                    "{}: warning: not a {} lattice: only {:.0} % of the frame's strongest spatial \
-                     frequencies lie on its rings (another crystal or zone axis?); the model knows \
-                     [110] zincblende and diamond frames only, so its boxes here mean nothing \
-                     (--crystal names the crystal)",
+                    "{}: warning: {} (--crystal names the crystal)",
                     img_path.display(),
-                    lattice.crystal.name,
-                    m * 100.0
+                    defect_detector::realism::not_the_crystal_message(&lattice.crystal.name, m)
                 );
             }
             let lattice_match = frame.lattice_match;

@@ -45,6 +45,12 @@ impl DontCare {
                 dir.display()
             )
         })?;
+        // A crop cuts the hidden defects by the labels' own rule (`crop_box`).
+        let min_len = m
+            .config
+            .crop
+            .as_ref()
+            .map_or(0.0, |c| c.min_boundary_frac * c.tile as f64);
         let mut sidecars = HashMap::new();
         let mut by_image = HashMap::new();
         for rec in &m.images {
@@ -62,11 +68,6 @@ impl DontCare {
                 )
             })?;
             let (w, h) = (sc.params.width as f64, sc.params.height as f64);
-            let min_len = m
-                .config
-                .crop
-                .as_ref()
-                .map_or(0.0, |c| c.min_boundary_frac * c.tile as f64);
             let hidden: Vec<(OrientedBox, usize)> = sc
                 .labels
                 .iter()

@@ -12,7 +12,6 @@
 mod compare;
 mod intensity;
 mod lattice;
-pub use lattice::MIN_PEAKS_FOR_MATCH;
 mod scan;
 mod spectrum;
 
@@ -25,7 +24,7 @@ pub use compare::{
     Outside, Rank, StatRange, dataset_stats, fmt_num, outside, percentile_ranks, ranges,
 };
 pub use intensity::is_eight_bit;
-pub use lattice::{LatticeEstimate, MIN_SCORE};
+pub use lattice::{LatticeEstimate, MIN_PEAKS_FOR_MATCH, MIN_SCORE};
 
 /// Below this share of its strongest spectrum peaks on the crystal's lattice a frame is
 /// reported as another structure ([`RealismStats::lattice_match`], judged only where the fit
@@ -176,6 +175,35 @@ fn grain_fit(img: &ImageF32, crystal: &CrystalSpec, hint: Option<f64>) -> Option
     best
 }
 
+/// A frame's lattice fit and, when it came from one grain, that crop's spectrum and
+/// `[x0, y0, side]`.
+struct FrameFit {
+    fit: lattice::LatticeFit,
+    grain: Option<(spectrum::Spectrum, [usize; 3])>,
+}
+
+/// The lattice of a frame as `measure` and [`lattice_match`] fit it: the whole frame's
+/// ([`best_fit`]), else the clearest quadrant's ([`grain_fit`]); without either, why the whole
+/// frame's search found none.
+fn frame_fit(
+    img: &ImageF32,
+    s: &spectrum::Spectrum,
+    ex: &lattice::Excess,
+    crystal: &CrystalSpec,
+    hint: Option<f64>,
+) -> Result<FrameFit, String> {
+    match best_fit(s, ex, crystal, hint) {
+        Ok(fit) => Ok(FrameFit { fit, grain: None }),
+        Err(why) => match grain_fit(img, crystal, hint) {
+            Some(g) => Ok(FrameFit {
+                fit: g.fit,
+                grain: Some((g.spectrum, g.crop)),
+            }),
+            None => Err(why),
+        },
+    }
+}
+
 /// The lattice fit used by `measure`: an unconstrained search, and, when a calibration is
 /// known and the free search disagrees with it by more than 15 % (or fails), a search
 /// around it; the better-scoring one wins. Without one, why the free search found none.
@@ -216,12 +244,9 @@ pub fn measure(
     let s = spectrum::Spectrum::new(img)?;
     let ex = lattice::Excess::new(&s);
     let hint = user_nm_per_px.or(file_nm_per_px);
-    let (fit, grain) = match best_fit(&s, &ex, crystal, hint) {
-        Ok(f) => (Ok(f), None),
-        Err(why) => match grain_fit(img, crystal, hint) {
-            Some(g) => (Ok(g.fit), Some((g.spectrum, g.crop))),
-            None => (Err(why), None),
-        },
+    let (fit, grain) = match frame_fit(img, &s, &ex, crystal, hint) {
+        Ok(f) => (Ok(f.fit), f.grain),
+        Err(why) => (Err(why), None),
     };
     let (nm_per_px, source) = match (user_nm_per_px, file_nm_per_px, &fit) {
         (Some(u), _, _) => (u, CalibrationSource::User),
@@ -305,7 +330,7 @@ impl RealismStats {
         opt("stretch", "stretch", self.stretch);
         opt(
             "lattice_match",
-            "spectrum peaks on the lattice (share)",
+            "share of spectrum peaks on the lattice",
             self.lattice_match,
         );
         v
@@ -374,6 +399,17 @@ pub fn not_the_crystal(lattice_match: Option<f64>) -> Option<f64> {
     lattice_match.filter(|&m| m < MIN_LATTICE_MATCH)
 }
 
+/// What the Viewer and `detect` say of a frame [`not_the_crystal`] flags, `share` its
+/// `lattice_match`.
+pub fn not_the_crystal_message(crystal_name: &str, share: f64) -> String {
+    format!(
+        "Not a {crystal_name} lattice: only {:.0} % of the frame's strongest spatial frequencies \
+         lie on its rings (another crystal or zone axis?); the model knows [110] zincblende and \
+         diamond frames only, so its boxes here mean nothing",
+        share * 100.0
+    )
+}
+
 /// [`RealismStats::lattice_match`] alone, from the fit [`measure`] makes (the whole frame, else
 /// its clearest quadrant; searched near `hint_nm_per_px` when given), for `detect` and `watch`.
 /// `None` when no lattice of `crystal` is found: nothing was forced onto the frame.
@@ -384,10 +420,8 @@ pub fn lattice_match(
 ) -> Option<f64> {
     let s = spectrum::Spectrum::new(img).ok()?;
     let ex = lattice::Excess::new(&s);
-    let fit = best_fit(&s, &ex, crystal, hint_nm_per_px)
-        .ok()
-        .or_else(|| grain_fit(img, crystal, hint_nm_per_px).map(|g| g.fit))?;
-    lattice::explained_share(&ex, &fit)
+    let f = frame_fit(img, &s, &ex, crystal, hint_nm_per_px).ok()?;
+    lattice::explained_share(&ex, &f.fit)
 }
 
 /// The pixel size (nm/px) an uncalibrated frame's lattice gives, for detection; `None` when
