@@ -73,6 +73,9 @@ def main():
     ap.add_argument("--crystal", default="cdte110",
                     help="crystal the training realism ranges are measured with (cdte110, si110, gaas110)")
     ap.add_argument("--patience", type=int, default=100)
+    ap.add_argument("--lr0", type=float, default=None,
+                    help="AdamW at this initial learning rate instead of Ultralytics' automatic choice "
+                    "(for a fine-tune that should move the weights less than a fresh start)")
     ap.add_argument("--time", type=float, default=None,
                     help="training budget in hours; overrides --epochs and fits the LR schedule to it")
     ap.add_argument("--mosaic", type=float, default=1.0, help="mosaic probability (last 10 epochs run without)")
@@ -125,6 +128,7 @@ def train(a, runs, YOLO):
         # Microscope images have no preferred orientation or handedness.
         flipud=0.5, fliplr=0.5, degrees=0.0, mosaic=a.mosaic, scale=a.scale, hsv_h=0.0, hsv_s=0.0, hsv_v=0.3,
         **({"time": a.time} if a.time else {}),
+        **({"optimizer": "AdamW", "lr0": a.lr0} if a.lr0 else {}),
     )
     return runs / a.name / "weights" / "best.pt"
 
@@ -183,6 +187,7 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "time_budget_h": a.time,
         "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
+        "optimizer": {"name": "AdamW", "lr0": a.lr0} if a.lr0 else "auto",
         "seed": a.seed,
         "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / (a.run or a.name)),
         "hardware": {

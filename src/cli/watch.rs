@@ -1,6 +1,7 @@
-//! `defect-detector watch DIR --model M.onnx --out RESULTS_DIR`: live mode beside a microscope.
+//! `defect-detector watch DIR [--model M.onnx] --out RESULTS_DIR`: live mode beside a microscope.
 
 use super::runtime_args::RuntimeArgs;
+use anyhow::Context;
 use clap::Args;
 use defect_detector::detect::{
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_TILE_OVERLAP, DetectOptions, Fit,
@@ -14,9 +15,10 @@ use std::time::Duration;
 pub struct WatchArgs {
     /// Folder the microscope software writes images into.
     dir: PathBuf,
-    /// YOLO-OBB model exported to ONNX.
+    /// YOLO-OBB model exported to ONNX (default: the first model in `models/`, the shipped one,
+    /// as for `detect`).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Results folder: detections.jsonl and detections.csv are appended there (and read back
     /// on a restart, so nothing is processed twice).
     #[arg(long)]
@@ -42,7 +44,7 @@ pub struct WatchArgs {
     method: super::detect::Method,
 }
 
-fn print_record(r: &WatchRecord, names: &[String]) {
+fn print_record(r: &WatchRecord, names: &[String], crystal_name: &str) {
     let ts = defect_detector::watch::utc_timestamp(r.timestamp);
     match &r.outcome {
         Ok(d) => {
@@ -65,10 +67,9 @@ fn print_record(r: &WatchRecord, names: &[String]) {
             );
             if let Some(m) = defect_detector::realism::not_the_crystal(d.lattice_match) {
                 eprintln!(
-                    "{ts} warning: {}: not the crystal's lattice (only {:.0} % of the strongest \
-                     spatial frequencies on its rings): its boxes mean nothing",
+                    "{ts} warning: {}: {}",
                     r.key.path.display(),
-                    m * 100.0
+                    defect_detector::realism::not_the_crystal_message(crystal_name, m)
                 );
             }
         }
@@ -108,10 +109,80 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
     // Ctrl+C ends the process at once; that is safe because every log line is written whole
     // with one write, and the JSON line that marks a file processed comes last.
     let ctl = JobControl::detached();
-    let stats = run_watch(&a.dir, &a.model, &a.out, &opts, &ctl, print_record)?;
+    let model = match a.model.clone() {
+        Some(m) => m,
+        None => defect_detector::detect::default_model()
+            .context("no --model given and no .onnx model in models/")?,
+    };
+    let crystal_name = opts.lattice.crystal.name.clone();
+    let stats = run_watch(&a.dir, &model, &a.out, &opts, &ctl, |r, names| {
+        print_record(r, names, &crystal_name)
+    })?;
     eprintln!(
         "{} image(s) processed, {} failed",
         stats.processed, stats.failed
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: WatchArgs,
+    }
+
+    fn parse(v: &[&str]) -> WatchArgs {
+        use clap::Parser;
+        let mut all = vec!["t"];
+        all.extend(v);
+        Wrap::try_parse_from(all)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .a
+    }
+
+    /// As for `detect`, the shipped model is the default; a frame of another structure is logged
+    /// with its lattice match so a script reading the log can tell.
+    #[test]
+    fn without_model_the_shipped_one_watches_and_logs_the_lattice_match() {
+        assert!(parse(&["in", "--out", "res"]).model.is_none());
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+        let (emi, ser) = (
+            "SrTiO3_HAADF_TitanCubed_openNCEM.emi",
+            "SrTiO3_HAADF_TitanCubed_openNCEM_1.ser",
+        );
+        if !samples.join(emi).is_file() {
+            eprintln!("skipped the run: {} is absent", samples.display());
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("in");
+        std::fs::create_dir(&dir).unwrap();
+        for f in [emi, ser] {
+            std::fs::copy(samples.join(f), dir.join(f)).unwrap();
+        }
+        let out = t.path().join("res");
+        let (d, o) = (dir.display().to_string(), out.display().to_string());
+        let mut v = vec![d.as_str(), "--out", o.as_str(), "--once", "--device", "cpu"];
+        let ort = format!("{}/.ort/libonnxruntime.so", env!("CARGO_MANIFEST_DIR"));
+        if std::path::Path::new(&ort).exists() {
+            v.extend(["--ort-lib", &ort]);
+        }
+        run(parse(&v)).unwrap();
+        let log = std::fs::read_to_string(out.join(JSONL_NAME)).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // The .ser is the .emi's data: one frame.
+        assert_eq!(lines.len(), 1, "{log}");
+        let m = lines[0]["lattice_match"].as_f64().expect("judged");
+        assert!(
+            defect_detector::realism::not_the_crystal(Some(m)).is_some(),
+            "SrTiO3 [001] read as CdTe [110] should not match: {m}"
+        );
+    }
 }
