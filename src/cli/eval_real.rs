@@ -43,6 +43,13 @@ pub struct EvalRealArgs {
     /// Run the model at the lattice's scale only, as `detect --single-lattice-scale`.
     #[arg(long)]
     single_lattice_scale: bool,
+    /// Score every frame again as other acquisitions would record it: the 7 other quarter
+    /// turns and mirrors, scan rotations of 15°, 30° and 45° (cropped to the largest upright
+    /// rectangle inside) and 0.5×, 0.7× and 1.4× magnification (`default`), or a
+    /// comma-separated list of `r90`, `f_r0`, `rot30`, `x0.5`, .... Reported apart from the
+    /// targets.
+    #[arg(long, value_name = "default|LIST")]
+    variants: Option<String>,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -75,6 +82,14 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
             .map(defect_detector::synth::crystal::Preset::named_crystal)
             .transpose()?,
         hedge_lattice_scale: !a.single_lattice_scale,
+        variants: match a.variants.as_deref() {
+            None => Vec::new(),
+            Some("default") => defect_detector::eval::acquisition::default_variants(),
+            Some(list) => list
+                .split(',')
+                .map(|v| defect_detector::eval::acquisition::Variant::from_name(v.trim()))
+                .collect::<anyhow::Result<_>>()?,
+        },
     };
     let report = evaluate_real(&det, &a.set, &opts)?;
     print!("{}", report.table());

@@ -7,6 +7,7 @@
 //! 8.3), class-aware Fast-NMS with ProbIoU at `iou` 0.7, at most 300 detections, matching by
 //! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
 
+pub mod acquisition;
 pub mod box_errors;
 pub mod dont_care;
 pub mod metrics;

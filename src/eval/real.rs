@@ -115,6 +115,25 @@ pub struct FrameScore {
 }
 
 impl FrameScore {
+    /// A frame that could not be loaded, transformed or scored.
+    fn failed(image: &str, e: anyhow::Error) -> Self {
+        FrameScore {
+            image: image.to_string(),
+            width: 0,
+            height: 0,
+            nm_per_px: None,
+            calibration: "none",
+            boundaries: Vec::new(),
+            boundary_false_positives: 0,
+            false_positives: 0,
+            points_labelled: 0,
+            points_found: 0,
+            unscored: Default::default(),
+            detections: 0,
+            error: Some(format!("{e:#}")),
+        }
+    }
+
     pub fn found(&self) -> usize {
         self.boundaries.iter().filter(|b| b.found).count()
     }
@@ -122,6 +141,17 @@ impl FrameScore {
     pub fn extra_boundary_boxes(&self) -> usize {
         self.boundary_false_positives + self.boundaries.iter().map(|b| b.duplicates).sum::<usize>()
     }
+}
+
+/// A frame as another acquisition would record it ([`crate::eval::acquisition`]), scored
+/// against its labels carried along.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantScore {
+    /// [`crate::eval::acquisition::Variant::name`].
+    pub variant: String,
+    /// The frame's target ([`RealReport::targets`]) met in this variant.
+    pub met: bool,
+    pub frame: FrameScore,
 }
 
 /// The whole set.
@@ -145,6 +175,10 @@ pub struct RealReport {
     pub false_positives_per_frame: f64,
     /// The project's targets (README, model section), each with whether it is met.
     pub targets: Vec<Target>,
+    /// Every frame again as other acquisitions would record it (`eval-real --variants`); not
+    /// part of [`RealReport::targets`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantScore>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -206,6 +240,55 @@ impl RealReport {
             self.conf,
             self.iou
         );
+        if !self.variants.is_empty() {
+            let _ = writeln!(
+                s,
+                "as other acquisitions would record them (variant: found, extra GB, FP, all):"
+            );
+            let mut images: Vec<&str> = self
+                .variants
+                .iter()
+                .map(|v| v.frame.image.as_str())
+                .collect();
+            images.dedup();
+            for image in images {
+                let rows: Vec<&VariantScore> = self
+                    .variants
+                    .iter()
+                    .filter(|v| v.frame.image == image)
+                    .collect();
+                let met = rows.iter().filter(|v| v.met).count();
+                let _ = writeln!(s, "  {image}: target met in {met}/{}", rows.len());
+                let cells: Vec<String> = rows
+                    .iter()
+                    .map(|v| {
+                        let f = &v.frame;
+                        if let Some(e) = &f.error {
+                            return format!("{} error: {e}", v.variant);
+                        }
+                        format!(
+                            "{}{} {}/{} {} {} {}",
+                            if v.met { "" } else { "!" },
+                            v.variant,
+                            f.found(),
+                            f.boundaries.len(),
+                            f.extra_boundary_boxes(),
+                            f.false_positives,
+                            f.detections
+                        )
+                    })
+                    .collect();
+                for chunk in cells.chunks(4) {
+                    let _ = writeln!(s, "    {}", chunk.join("  |  "));
+                }
+            }
+            let met = self.variants.iter().filter(|v| v.met).count();
+            let _ = writeln!(
+                s,
+                "variants meeting their frame's target: {met}/{}",
+                self.variants.len()
+            );
+        }
         for t in &self.targets {
             let _ = writeln!(
                 s,
@@ -368,6 +451,8 @@ pub struct RealOptions {
     /// Fuse the model's runs at every preset crystal's reading of a lattice-derived scale
     /// ([`crate::frame::LatticeUse::hedge_lattice_scale`]).
     pub hedge_lattice_scale: bool,
+    /// Score every frame again as each of these acquisitions would record it.
+    pub variants: Vec<crate::eval::acquisition::Variant>,
 }
 
 impl Default for RealOptions {
@@ -381,6 +466,7 @@ impl Default for RealOptions {
             check_file_calibration: true,
             crystal: None,
             hedge_lattice_scale: true,
+            variants: Vec::new(),
         }
     }
 }
@@ -412,8 +498,9 @@ pub fn evaluate_real(
     }
     let set_dir = set_path.parent().unwrap_or(Path::new("."));
     let mut frames = Vec::new();
+    let mut variants = Vec::new();
     for f in &set.frames {
-        let scored = (|| -> anyhow::Result<FrameScore> {
+        let loaded = (|| -> anyhow::Result<_> {
             let crystal = match opts.crystal {
                 Some(p) => p.spec(),
                 None => Preset::named_crystal(&f.crystal)?.spec(),
@@ -438,36 +525,50 @@ pub fn evaluate_real(
                 check_crystal: false,
                 ..Default::default()
             };
+            Ok((s, labels, lattice))
+        })();
+        let (s, labels, lattice) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                frames.push(FrameScore::failed(&f.image, e));
+                continue;
+            }
+        };
+        let score = |image: &crate::raster::ImageF32,
+                     px: Option<crate::raster::PixelSize>,
+                     labels: &[(DefectClass, OrientedBox)]|
+         -> anyhow::Result<FrameScore> {
             let frame = detect_frame(
                 det,
-                &s.image,
-                s.pixel_size,
+                image,
+                px,
                 &lattice,
                 &DetectOptions::default(),
                 opts.conf,
                 opts.iou,
             )?;
-            let mut score =
-                score_frame(&f.image, w, h, &labels, &f.complete_for, &frame.detections);
+            let (w, h) = (image.width, image.height);
+            let mut score = score_frame(&f.image, w, h, labels, &f.complete_for, &frame.detections);
             score.nm_per_px = frame.calibration.pixel_size().map(|p| p.nm_per_px);
             score.calibration = frame.calibration.source();
             Ok(score)
-        })();
-        frames.push(scored.unwrap_or_else(|e| FrameScore {
-            image: f.image.clone(),
-            width: 0,
-            height: 0,
-            nm_per_px: None,
-            calibration: "none",
-            boundaries: Vec::new(),
-            boundary_false_positives: 0,
-            false_positives: 0,
-            points_labelled: 0,
-            points_found: 0,
-            unscored: Default::default(),
-            detections: 0,
-            error: Some(format!("{e:#}")),
-        }));
+        };
+        frames.push(
+            score(&s.image, s.pixel_size, &labels)
+                .unwrap_or_else(|e| FrameScore::failed(&f.image, e)),
+        );
+        for v in &opts.variants {
+            let scored = v
+                .apply(&s.image, s.pixel_size, &labels)
+                .and_then(|a| score(&a.image, a.pixel_size, &a.labels))
+                .unwrap_or_else(|e| FrameScore::failed(&f.image, e));
+            let met = frame_targets(&scored, opts.conf).met;
+            variants.push(VariantScore {
+                variant: v.name(),
+                met,
+                frame: scored,
+            });
+        }
     }
     let boundaries_labelled = frames.iter().map(|f| f.boundaries.len()).sum();
     let boundaries_found = frames.iter().map(|f| f.found()).sum();
@@ -487,6 +588,7 @@ pub fn evaluate_real(
         boundaries_labelled,
         boundaries_found,
         targets,
+        variants,
     })
 }
 
@@ -494,36 +596,36 @@ pub fn evaluate_real(
 /// right orientation and no other boundary box on its frame; frames without labels (defect-
 /// free) without any detection.
 fn targets(frames: &[FrameScore], conf: f32) -> Vec<Target> {
-    let mut out = Vec::new();
-    for f in frames {
-        if let Some(e) = &f.error {
-            out.push(Target {
-                what: format!("{}: scored", f.image),
-                met: false,
-                measured: e.clone(),
-            });
-            continue;
+    frames.iter().map(|f| frame_targets(f, conf)).collect()
+}
+
+/// [`targets`] of one frame.
+fn frame_targets(f: &FrameScore, conf: f32) -> Target {
+    if let Some(e) = &f.error {
+        return Target {
+            what: format!("{}: scored", f.image),
+            met: false,
+            measured: e.clone(),
+        };
+    }
+    if f.boundaries.is_empty() {
+        Target {
+            what: format!("{}: no detections at confidence {conf}", f.image),
+            met: f.detections == 0,
+            measured: format!("{} detection(s)", f.detections),
         }
-        if f.boundaries.is_empty() {
-            out.push(Target {
-                what: format!("{}: no detections at confidence {conf}", f.image),
-                met: f.detections == 0,
-                measured: format!("{} detection(s)", f.detections),
-            });
-        } else {
-            out.push(Target {
-                what: format!("{}: every boundary found, no other boundary box", f.image),
-                met: f.found() == f.boundaries.len() && f.extra_boundary_boxes() == 0,
-                measured: format!(
-                    "{}/{} found, {} other boundary box(es)",
-                    f.found(),
-                    f.boundaries.len(),
-                    f.extra_boundary_boxes()
-                ),
-            });
+    } else {
+        Target {
+            what: format!("{}: every boundary found, no other boundary box", f.image),
+            met: f.found() == f.boundaries.len() && f.extra_boundary_boxes() == 0,
+            measured: format!(
+                "{}/{} found, {} other boundary box(es)",
+                f.found(),
+                f.boundaries.len(),
+                f.extra_boundary_boxes()
+            ),
         }
     }
-    out
 }
 
 /// The detection methods whose real-frame targets the shipped model is held to by a test: the

@@ -659,12 +659,15 @@ pub fn estimate_d111_px(img: &ImageF32) -> Option<f64> {
             prof[r] - med
         })
         .collect();
-    let max = (lo_r..hi_r).map(|r| white[r]).fold(f64::MIN, f64::max);
+    let max = (lo_r + 1..hi_r).map(|r| white[r]).fold(f64::MIN, f64::max);
     if max <= 0.5 {
         return None;
     }
-    // Lowest-frequency local maximum at least 60 % (in log units) of the strongest.
-    let r = (lo_r..hi_r)
+    // Lowest-frequency local maximum at least 60 % (in log units) of the strongest. The
+    // range's first bin is left out: its lower neighbour is outside the range, where the
+    // profile still falls steeply, so it can pass for a maximum that is none (a 418-px crop of
+    // the Si tilt frame read its 64-px edge bin as the {111} ring).
+    let r = (lo_r + 1..hi_r)
         .find(|&r| white[r] >= 0.6 * max && white[r] >= white[r - 1] && white[r] >= white[r + 1])?;
     // Sub-bin refinement on the whitened profile.
     let (m, c, pl) = (white[r - 1], white[r], white[r + 1]);

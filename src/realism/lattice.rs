@@ -27,6 +27,16 @@ pub struct LatticeEstimate {
     pub peaks_used: usize,
 }
 
+impl LatticeEstimate {
+    /// The pixel size averaged over directions (the geometric mean of the fast- and slow-axis
+    /// pixel sizes; shear keeps areas): what a radial average of the spectrum measures. Turning
+    /// a frame by a quarter turn swaps its axes, so `nm_per_px` then reads the other one, while
+    /// this stays.
+    pub fn mean_nm_per_px(&self) -> f64 {
+        self.nm_per_px * (1.0 + self.stretch).max(1e-6).sqrt()
+    }
+}
+
 /// Below this [`LatticeEstimate::score`] no lattice is reported.
 pub const MIN_SCORE: f64 = 2.5;
 
