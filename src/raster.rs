@@ -395,6 +395,49 @@ impl PixelSize {
 }
 
 /// Median of a sample (NaN when empty).
+/// The frame in grey (its model window) with box outlines drawn one pixel wide, for looking
+/// at what a detector or a label says about a frame outside the app.
+pub fn overlay_rgb(
+    img: &ImageF32,
+    boxes: &[(crate::geometry::OrientedBox, [u8; 3])],
+) -> image::RgbImage {
+    let (w, h) = (img.width as u32, img.height as u32);
+    let (lo, hi) = img.model_window();
+    let g = img.to_u8(lo, hi);
+    let mut ov = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = g[(y * w + x) as usize];
+        image::Rgb([v, v, v])
+    });
+    for (b, col) in boxes {
+        let c = b.corners();
+        for k in 0..4 {
+            let (p, q) = (c[k], c[(k + 1) % 4]);
+            let n = ((q[0] - p[0]).hypot(q[1] - p[1]).ceil() as usize).max(1);
+            for s in 0..=n {
+                let t = s as f64 / n as f64;
+                let (x, y) = (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]));
+                if x >= 0.0 && y >= 0.0 && (x as u32) < w && (y as u32) < h {
+                    ov.put_pixel(x as u32, y as u32, image::Rgb(*col));
+                }
+            }
+        }
+    }
+    ov
+}
+
+/// [`overlay_rgb`] written as a PNG (temporary file, then renamed).
+pub fn save_overlay_png(
+    path: &std::path::Path,
+    img: &ImageF32,
+    boxes: &[(crate::geometry::OrientedBox, [u8; 3])],
+) -> anyhow::Result<()> {
+    let ov = overlay_rgb(img, boxes);
+    crate::fsio::atomic_write_with(path, |f| {
+        ov.write_to(f, image::ImageFormat::Png)?;
+        Ok(())
+    })
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -411,6 +454,23 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlays_outline_boxes_in_their_colour_and_are_written_whole() {
+        let img = ImageF32::from_vec(40, 30, (0..1200).map(|i| (i % 40) as f32).collect());
+        let b = crate::geometry::OrientedBox::new(20.0, 15.0, 10.0, 6.0, 0.0);
+        let ov = overlay_rgb(&img, &[(b, [255, 0, 0])]);
+        // The top edge (y = 12) is drawn; the centre and the corner pixels are grey.
+        assert_eq!(ov.get_pixel(20, 12).0, [255, 0, 0]);
+        let c = ov.get_pixel(20, 15).0;
+        assert!(c[0] == c[1] && c[1] == c[2], "{c:?}");
+        assert_eq!(ov.get_pixel(0, 0).0, [0, 0, 0]);
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("o.png");
+        save_overlay_png(&path, &img, &[(b, [255, 0, 0])]).unwrap();
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(back, ov);
+    }
 
     #[test]
     fn binning_keeps_partial_blocks_and_skips_non_finite_pixels() {

@@ -50,6 +50,10 @@ pub struct EvalRealArgs {
     /// targets.
     #[arg(long, value_name = "default|LIST")]
     variants: Option<String>,
+    /// Write each scored frame (the original and every variant) into this folder as a PNG
+    /// overlay: labels yellow, boundary boxes red, vacancies blue, interstitials green.
+    #[arg(long, value_name = "DIR")]
+    save_variants: Option<PathBuf>,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -82,6 +86,7 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
             .map(defect_detector::synth::crystal::Preset::named_crystal)
             .transpose()?,
         hedge_lattice_scale: !a.single_lattice_scale,
+        save_variants: a.save_variants.clone(),
         variants: match a.variants.as_deref() {
             None => Vec::new(),
             Some("default") => defect_detector::eval::acquisition::default_variants(),

@@ -145,37 +145,19 @@ fn write_pngs(
         })?;
     }
     // Overlay: the frame with the detections.
-    let (lo, hi) = img.model_window();
-    let g = img.to_u8(lo, hi);
-    let mut ov = image::RgbImage::from_fn(w, h, |x, y| {
-        let v = g[(y * w + x) as usize];
-        image::Rgb([v, v, v])
-    });
-    let mut draw = |b: &OrientedBox, col: [u8; 3]| {
-        let c = b.corners();
-        for k in 0..4 {
-            let (p, q) = (c[k], c[(k + 1) % 4]);
-            let n = ((q[0] - p[0]).hypot(q[1] - p[1]).ceil() as usize).max(1);
-            for s in 0..=n {
-                let t = s as f64 / n as f64;
-                let (x, y) = (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]));
-                if x >= 0.0 && y >= 0.0 && (x as u32) < w && (y as u32) < h {
-                    ov.put_pixel(x as u32, y as u32, image::Rgb(col));
-                }
-            }
-        }
-    };
-    for b in &r.boundaries {
-        draw(&b.obb, [255, 40, 40]);
-    }
-    for d in &r.point_defects {
+    let mut boxes: Vec<(OrientedBox, [u8; 3])> = r
+        .boundaries
+        .iter()
+        .map(|b| (b.obb, [255, 40, 40]))
+        .collect();
+    boxes.extend(r.point_defects.iter().map(|d| {
         let col = match d.class {
             defect_detector::classes::DefectClass::Vacancy => [60, 160, 255],
             _ => [60, 255, 60],
         };
-        draw(&d.obb, col);
-    }
+        (d.obb, col)
+    }));
     let path = dir.join(format!("{stem}_overlay.png"));
-    ov.save(&path)
+    defect_detector::raster::save_overlay_png(&path, img, &boxes)
         .with_context(|| format!("cannot write {}", path.display()))
 }
