@@ -219,8 +219,15 @@ impl LatticeBoundary {
 pub struct LatticePointDefect {
     pub class: DefectClass,
     pub obb: OrientedBox,
-    /// Confidence in (0, 1]: how far the site's intensity departs from the expectation.
+    /// Confidence in (0, 1): the precision measured at this significance and departure
+    /// ([`points::confidence`]).
     pub score: f32,
+    /// How many robust standard deviations of the residual map the site's residual stands
+    /// out (at least `RESIDUAL_SIGMAS`).
+    pub sigmas: f32,
+    /// The departure itself: the missing fraction of the expected column (vacancy) or the
+    /// height over the median column height (interstitial), capped at 1.
+    pub departure: f32,
 }
 
 /// Wall-clock times of the stages (ms).

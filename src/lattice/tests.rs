@@ -714,3 +714,24 @@ fn boundary_confidence_follows_the_measured_precision() {
     assert!(confidence(0.2) > 0.99);
     assert!(confidence(0.06) < confidence(0.061));
 }
+
+#[test]
+fn point_confidence_follows_the_measured_precision() {
+    use crate::classes::DefectClass::{Interstitial, Vacancy};
+    use points::confidence;
+    // A whole column missing at the detection threshold: about the precision measured there
+    // (0.5–0.65), no longer 1.0.
+    assert!((0.4..0.7).contains(&confidence(Vacancy, 5.0, 1.0)));
+    // A shallow dip is mostly noise (held-out precision 0.04–0.37 below 0.7 of a column).
+    assert!(confidence(Vacancy, 5.0, 0.6) < 0.2);
+    assert!(confidence(Interstitial, 5.0, 1.0) < confidence(Interstitial, 15.0, 1.0));
+    assert!(confidence(Vacancy, 8.0, 0.8) < confidence(Vacancy, 8.0, 0.9));
+    for s in [4.5, 10.0, 40.0] {
+        for d in [0.3, 0.7, 1.0] {
+            for c in [Vacancy, Interstitial] {
+                let p = confidence(c, s, d);
+                assert!(p > 0.0 && p < 0.95, "{c:?} {s} {d}: {p}");
+            }
+        }
+    }
+}
