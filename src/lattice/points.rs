@@ -34,13 +34,16 @@ const RESIDUAL_SIGMAS: f64 = 4.5;
 /// (`sigmas`) and how much of a column it misses or adds (`departure`, in 0..=1): a logistic
 /// per class fitted by maximum likelihood to the analysis' findings on 160 synthetic frames of
 /// the realistic recipe (`export --n 80 --size 384 --augment none --sampling independent`,
-/// seeds 8888 and 7777), a finding true when its centre lies in a label box of its class. Until
+/// seeds 8888 and 7777), a finding true when its centre lies in a label box of its class
+/// (`training/fit_lattice_point_confidence.py`; `--check` gives the held-out figures below). Until
 /// 2026-12-04 the confidence was the departure itself, 1.0 for most findings, while fewer than
 /// two thirds of those were true (vacancies 0.64, interstitials 0.49): ranked above every model
 /// box, they cost `--method both` 0.2 of mAP50. On 80 held-out frames (seed 9191) precision was
-/// 0.37 / 0.38 / 0.64 / 0.58 for vacancies at confidence 0–0.2 / 0.2–0.4 / 0.4–0.6 / 0.6–0.8, and
-/// 0.40 / 0.69 / 0.52 for interstitials at 0.2–0.4 / 0.4–0.6 / 0.6–0.8: the analysis alone seldom
-/// tells a true point defect from a noisy site, and its confidence says so.
+/// 0.35 / 0.39 / 0.63 / 0.70 for vacancies at confidence 0–0.2 / 0.2–0.4 / 0.4–0.6 / 0.6–0.8, and
+/// 0.36 / 0.68 / 0.52 for interstitials at 0.2–0.4 / 0.4–0.6 / 0.6–0.8: the analysis alone seldom
+/// tells a true point defect from a noisy site, and its confidence says so. (The fit saw the
+/// findings as they were kept then, the larger departure winning a cell; the confidence now
+/// decides that, so a refit on today's findings moves the coefficients a little.)
 pub fn confidence(class: DefectClass, sigmas: f64, departure: f64) -> f32 {
     let z = match class {
         DefectClass::Vacancy => -7.782 + 0.569 * sigmas.max(1e-6).ln() + 6.937 * departure,
