@@ -864,8 +864,8 @@ mod tests {
 
     /// The real frames as other acquisitions would record them (README, "The real frames as
     /// other acquisitions would record them"): the app's default with `--tta` meets every
-    /// frame's target in every quarter turn and mirror, and the CdTe frame's at every scan
-    /// rotation and magnification too.
+    /// frame's target in every quarter turn and mirror, and the CdTe and bulk Si frames' at
+    /// every scan rotation and magnification too.
     #[test]
     fn the_default_detector_holds_under_other_acquisitions() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -894,7 +894,10 @@ mod tests {
         assert_eq!(r.variants.len(), 3 * 13, "{}", r.table());
         for v in &r.variants {
             let dihedral = crate::geometry::Dihedral::from_name(&v.variant).is_some();
-            if dihedral || v.frame.image.starts_with("CdTe110") {
+            // The bulk frame's too since the lattice analysis' point confidences are
+            // calibrated (a vacancy at 1.00 on it at 1.4× before).
+            let always = ["CdTe110", "Si110_bulk"];
+            if dihedral || always.iter().any(|a| v.frame.image.starts_with(a)) {
                 assert!(v.met, "{} {}: {}", v.frame.image, v.variant, r.table());
             }
         }
