@@ -30,6 +30,16 @@ impl DefectClass {
         Self::ALL.get(id).copied()
     }
 
+    /// Outline colour in the PNG overlays the command line writes (`lattice --maps-png`,
+    /// `eval-real --save-variants`): boundaries red, vacancies blue, interstitials green.
+    pub fn overlay_rgb(self) -> [u8; 3] {
+        match self {
+            DefectClass::GrainBoundary => [255, 40, 40],
+            DefectClass::Vacancy => [60, 160, 255],
+            DefectClass::Interstitial => [60, 255, 60],
+        }
+    }
+
     /// The name written into `data.yaml` and model metadata.
     pub fn name(self) -> &'static str {
         match self {

@@ -145,18 +145,13 @@ fn write_pngs(
         })?;
     }
     // Overlay: the frame with the detections.
-    let mut boxes: Vec<(OrientedBox, [u8; 3])> = r
-        .boundaries
-        .iter()
-        .map(|b| (b.obb, [255, 40, 40]))
-        .collect();
-    boxes.extend(r.point_defects.iter().map(|d| {
-        let col = match d.class {
-            defect_detector::classes::DefectClass::Vacancy => [60, 160, 255],
-            _ => [60, 255, 60],
-        };
-        (d.obb, col)
-    }));
+    let gb = defect_detector::classes::DefectClass::GrainBoundary.overlay_rgb();
+    let mut boxes: Vec<(OrientedBox, [u8; 3])> = r.boundaries.iter().map(|b| (b.obb, gb)).collect();
+    boxes.extend(
+        r.point_defects
+            .iter()
+            .map(|d| (d.obb, d.class.overlay_rgb())),
+    );
     let path = dir.join(format!("{stem}_overlay.png"));
     defect_detector::raster::save_overlay_png(&path, img, &boxes)
         .with_context(|| format!("cannot write {}", path.display()))

@@ -457,15 +457,6 @@ pub struct RealOptions {
     pub save_variants: Option<PathBuf>,
 }
 
-/// Overlay colours by class id: boundaries red, vacancies blue, interstitials green.
-fn class_colour(class: usize) -> [u8; 3] {
-    match DefectClass::from_id(class) {
-        Some(DefectClass::GrainBoundary) => [255, 40, 40],
-        Some(DefectClass::Vacancy) => [60, 160, 255],
-        _ => [60, 255, 60],
-    }
-}
-
 impl Default for RealOptions {
     fn default() -> Self {
         Self {
@@ -577,7 +568,10 @@ pub fn evaluate_real(
             };
             let mut boxes: Vec<(OrientedBox, [u8; 3])> =
                 labels.iter().map(|(_, b)| (*b, [255, 220, 0])).collect();
-            boxes.extend(dets.iter().map(|d| (d.obb, class_colour(d.class))));
+            boxes.extend(dets.iter().map(|d| {
+                let c = DefectClass::from_id(d.class).unwrap_or(DefectClass::Interstitial);
+                (d.obb, c.overlay_rgb())
+            }));
             let stem = Path::new(&f.image)
                 .file_stem()
                 .map_or_else(|| f.image.clone(), |s| s.to_string_lossy().to_string());
@@ -585,18 +579,26 @@ pub fn evaluate_real(
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             crate::raster::save_overlay_png(&dir.join(format!("{stem}.{name}.png")), image, &boxes)
         };
-        let original = score(&s.image, s.pixel_size, &labels)
-            .and_then(|(sc, dets)| save("original", &s.image, &labels, &dets).map(|_| sc));
-        frames.push(original.unwrap_or_else(|e| FrameScore::failed(&f.image, e)));
+        // A frame that cannot be scored is reported as such; an overlay that cannot be
+        // written stops the run (the folder is the user's problem, not the frame's).
+        frames.push(match score(&s.image, s.pixel_size, &labels) {
+            Ok((sc, dets)) => {
+                save("original", &s.image, &labels, &dets)?;
+                sc
+            }
+            Err(e) => FrameScore::failed(&f.image, e),
+        });
         for v in &opts.variants {
-            let scored = v
-                .apply(&s.image, s.pixel_size, &labels)
-                .and_then(|a| {
-                    let (sc, dets) = score(&a.image, a.pixel_size, &a.labels)?;
+            let scored = match v.apply(&s.image, s.pixel_size, &labels).and_then(|a| {
+                let (sc, dets) = score(&a.image, a.pixel_size, &a.labels)?;
+                Ok((a, sc, dets))
+            }) {
+                Ok((a, sc, dets)) => {
                     save(&v.name(), &a.image, &a.labels, &dets)?;
-                    Ok(sc)
-                })
-                .unwrap_or_else(|e| FrameScore::failed(&f.image, e));
+                    sc
+                }
+                Err(e) => FrameScore::failed(&f.image, e),
+            };
             let met = frame_targets(&scored, opts.conf).met;
             variants.push(VariantScore {
                 variant: v.name(),
