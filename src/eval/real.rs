@@ -787,13 +787,13 @@ mod tests {
 
     /// The shipped model on the labelled real frames, as CI runs it: the project's targets
     /// (README, model section) must hold for what `detect` does by default.
-    #[test]
-    fn the_shipped_detector_meets_the_real_frame_targets() {
+    /// The shipped model on the CPU and the set file, or `None` (with a printed reason) where
+    /// `../shared/samples` is absent.
+    fn shipped_detector_and_set() -> Option<(Detector, PathBuf)> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let set = root.join("assets/real-set/set.json");
         if !root.join("../shared/samples").is_dir() {
             eprintln!("skipped: ../shared/samples is absent (the real frames live there)");
-            return;
+            return None;
         }
         let det = Detector::load(
             &root.join("models/cdte-yolo11n-obb.onnx"),
@@ -803,6 +803,14 @@ mod tests {
             },
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
+        Some((det, root.join("assets/real-set/set.json")))
+    }
+
+    #[test]
+    fn the_shipped_detector_meets_the_real_frame_targets() {
+        let Some((det, set)) = shipped_detector_and_set() else {
+            return;
+        };
         for method in SCORED_METHODS {
             let r = evaluate_real(
                 &det,
@@ -870,22 +878,12 @@ mod tests {
     /// every scan rotation and magnification too.
     #[test]
     fn the_default_detector_holds_under_other_acquisitions() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        if !root.join("../shared/samples").is_dir() {
-            eprintln!("skipped: ../shared/samples is absent (the real frames live there)");
+        let Some((det, set)) = shipped_detector_and_set() else {
             return;
-        }
-        let det = Detector::load(
-            &root.join("models/cdte-yolo11n-obb.onnx"),
-            &crate::detect::DetectorOptions {
-                device: crate::detect::Device::Cpu,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        };
         let r = evaluate_real(
             &det,
-            &root.join("assets/real-set/set.json"),
+            &set,
             &RealOptions {
                 tta: Some(crate::detect::tta::default_transforms()),
                 variants: crate::eval::acquisition::default_variants(),
