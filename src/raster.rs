@@ -324,6 +324,19 @@ impl ImageF32 {
         (p[0], p[1])
     }
 
+    /// Bilinear sample at a continuous point `p` (pixel centres at half-integers), clamped at
+    /// the border.
+    pub fn bilinear(&self, p: [f64; 2]) -> f64 {
+        let fx = (p[0] - 0.5).clamp(0.0, (self.width - 1) as f64);
+        let fy = (p[1] - 0.5).clamp(0.0, (self.height - 1) as f64);
+        let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
+        let (tx, ty) = (fx - x0 as f64, fy - y0 as f64);
+        let g = |x: usize, y: usize| self.data[y * self.width + x] as f64;
+        (1.0 - ty) * ((1.0 - tx) * g(x0, y0) + tx * g(x1, y0))
+            + ty * ((1.0 - tx) * g(x0, y1) + tx * g(x1, y1))
+    }
+
     /// Mean of `f × f` blocks, for showing a large image small: the last row and column of
     /// blocks are partial rather than dropped (every pixel stays visible), and non-finite pixels
     /// are left out of a block's mean (0 when none is finite) so one NaN does not blank a block.
@@ -394,7 +407,6 @@ impl PixelSize {
     }
 }
 
-/// Median of a sample (NaN when empty).
 /// The frame in grey (its model window) with box outlines drawn one pixel wide, for looking
 /// at what a detector or a label says about a frame outside the app.
 pub fn overlay_rgb(
@@ -438,6 +450,7 @@ pub fn save_overlay_png(
     })
 }
 
+/// Median of a sample (NaN when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;

@@ -151,7 +151,7 @@ impl Variant {
                         let (dx, dy) = (x as f64 + 0.5 - co[0], y as f64 + 0.5 - co[1]);
                         let sx = ci[0] + c * dx + s * dy;
                         let sy = ci[1] - s * dx + c * dy;
-                        out.data[y * ow + x] = bilinear(img, sx, sy);
+                        out.data[y * ow + x] = img.bilinear([sx, sy]) as f32;
                     }
                 }
                 Ok(Acquired {
@@ -162,20 +162,6 @@ impl Variant {
             }
         }
     }
-}
-
-/// Bilinear sample at continuous point `(x, y)` (pixel centres at half-integers), clamped at
-/// the border.
-fn bilinear(img: &ImageF32, x: f64, y: f64) -> f32 {
-    let (fx, fy) = (x - 0.5, y - 0.5);
-    let (x0, y0) = (fx.floor(), fy.floor());
-    let (ax, ay) = ((fx - x0) as f32, (fy - y0) as f32);
-    let clamp = |v: f64, n: usize| (v.max(0.0) as usize).min(n - 1);
-    let (xa, xb) = (clamp(x0, img.width), clamp(x0 + 1.0, img.width));
-    let (ya, yb) = (clamp(y0, img.height), clamp(y0 + 1.0, img.height));
-    let top = img.get(xa, ya) * (1.0 - ax) + img.get(xb, ya) * ax;
-    let bottom = img.get(xa, yb) * (1.0 - ax) + img.get(xb, yb) * ax;
-    top * (1.0 - ay) + bottom * ay
 }
 
 /// Width and height of the largest-area upright rectangle, centred, inside a `w × h` rectangle

@@ -499,6 +499,9 @@ pub fn evaluate_real(
             samples.display()
         );
     }
+    if let Some(dir) = &opts.save_variants {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let set_dir = set_path.parent().unwrap_or(Path::new("."));
     let mut frames = Vec::new();
     let mut variants = Vec::new();
@@ -575,8 +578,6 @@ pub fn evaluate_real(
             let stem = Path::new(&f.image)
                 .file_stem()
                 .map_or_else(|| f.image.clone(), |s| s.to_string_lossy().to_string());
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
             crate::raster::save_overlay_png(&dir.join(format!("{stem}.{name}.png")), image, &boxes)
         };
         // A frame that cannot be scored is reported as such; an overlay that cannot be
@@ -785,8 +786,6 @@ mod tests {
         }
     }
 
-    /// The shipped model on the labelled real frames, as CI runs it: the project's targets
-    /// (README, model section) must hold for what `detect` does by default.
     /// The shipped model on the CPU and the set file, or `None` (with a printed reason) where
     /// `../shared/samples` is absent.
     fn shipped_detector_and_set() -> Option<(Detector, PathBuf)> {
@@ -806,6 +805,8 @@ mod tests {
         Some((det, root.join("assets/real-set/set.json")))
     }
 
+    /// The shipped model on the labelled real frames, as CI runs it: the project's targets
+    /// (README, model section) must hold for what `detect` does by default.
     #[test]
     fn the_shipped_detector_meets_the_real_frame_targets() {
         let Some((det, set)) = shipped_detector_and_set() else {

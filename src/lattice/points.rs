@@ -175,18 +175,6 @@ impl Background {
     }
 }
 
-/// Bilinear sample of `s` at a point (pixel-centre convention).
-fn sample(s: &ImageF32, p: [f64; 2]) -> f64 {
-    let fx = (p[0] - 0.5).clamp(0.0, (s.width - 1) as f64);
-    let fy = (p[1] - 0.5).clamp(0.0, (s.height - 1) as f64);
-    let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(s.width - 1), (y0 + 1).min(s.height - 1));
-    let (tx, ty) = (fx - x0 as f64, fy - y0 as f64);
-    let g = |x: usize, y: usize| s.data[y * s.width + x] as f64;
-    (1.0 - ty) * ((1.0 - tx) * g(x0, y0) + tx * g(x1, y0))
-        + ty * ((1.0 - tx) * g(x0, y1) + tx * g(x1, y1))
-}
-
 /// The local lattice at a point: the four neighbour vectors and the `u` direction (radians).
 fn local_lattice(maps: &LatticeMaps, p: [f64; 2]) -> Option<([[f64; 2]; 4], f64)> {
     let (c, r) = maps.cell_at(p)?;
@@ -316,7 +304,7 @@ pub(crate) fn find(
             let Some((ts, _)) = lattice_at[r * maps.cols + c] else {
                 continue;
             };
-            let mut v = ts.map(|t| sample(&s, [p[0] + t[0], p[1] + t[1]]));
+            let mut v = ts.map(|t| s.bilinear([p[0] + t[0], p[1] + t[1]]));
             v.sort_by(f64::total_cmp);
             let e = 0.5 * (v[1] + v[2]);
             residual[y * w + x] = (s.data[y * w + x] as f64 - e) as f32;
@@ -382,7 +370,7 @@ pub(crate) fn find(
             } else {
                 None
             };
-            let Some((class, score)) = found else {
+            let Some((class, departure)) = found else {
                 continue;
             };
             // Checked last: it walks the boundaries, and only candidates need it.
@@ -398,9 +386,9 @@ pub(crate) fn find(
             out.push(LatticePointDefect {
                 class,
                 obb: cell_box(p, u),
-                score: confidence(class, sigmas, score as f64),
+                score: confidence(class, sigmas, departure as f64),
                 sigmas: sigmas as f32,
-                departure: score,
+                departure,
             });
         }
     }
