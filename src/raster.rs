@@ -464,6 +464,124 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Resampling filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Bilinear with pixel-centre alignment (OpenCV `INTER_LINEAR` geometry), for enlarging.
+    Bilinear,
+    /// Box average over each destination pixel's footprint (OpenCV `INTER_AREA`), for shrinking.
+    Area,
+}
+
+/// One destination pixel's source taps along an axis.
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+fn taps(src_len: usize, dst_len: usize, scale: f64, filter: Filter) -> Taps {
+    let mut start = Vec::with_capacity(dst_len);
+    let mut len = Vec::with_capacity(dst_len);
+    let mut weights = Vec::new();
+    for d in 0..dst_len {
+        let mut taps_here: Vec<(usize, f64)> = Vec::new();
+        match filter {
+            Filter::Bilinear => {
+                let x = ((d as f64 + 0.5) / scale - 0.5).clamp(0.0, (src_len - 1) as f64);
+                let i0 = x.floor() as usize;
+                let i1 = (i0 + 1).min(src_len - 1);
+                let f = x - i0 as f64;
+                taps_here.push((i0, 1.0 - f));
+                if i1 != i0 {
+                    taps_here.push((i1, f));
+                }
+            }
+            Filter::Area => {
+                let a = d as f64 / scale;
+                let b = ((d + 1) as f64 / scale).min(src_len as f64);
+                let mut i = a.floor() as usize;
+                while (i as f64) < b && i < src_len {
+                    let lo = a.max(i as f64);
+                    let hi = b.min((i + 1) as f64);
+                    if hi > lo {
+                        taps_here.push((i, (hi - lo) * scale));
+                    }
+                    i += 1;
+                }
+                if taps_here.is_empty() {
+                    taps_here.push(((a.floor() as usize).min(src_len - 1), 1.0));
+                }
+            }
+        }
+        let total: f64 = taps_here.iter().map(|t| t.1).sum();
+        start.push(taps_here[0].0);
+        len.push(taps_here.len());
+        for (k, (i, w)) in taps_here.iter().enumerate() {
+            debug_assert_eq!(*i, taps_here[0].0 + k);
+            weights.push((*w / total) as f32);
+        }
+    }
+    Taps {
+        start,
+        len,
+        weights,
+    }
+}
+
+/// Resamples to `new_w x new_h` with scale factors `sx = new/old` (given separately from the
+/// sizes so a physical rescale keeps its exact factor although sizes are whole pixels).
+pub fn resample(img: &ImageF32, new_w: usize, new_h: usize, sx: f64, sy: f64) -> ImageF32 {
+    let fx = if sx < 1.0 {
+        Filter::Area
+    } else {
+        Filter::Bilinear
+    };
+    let fy = if sy < 1.0 {
+        Filter::Area
+    } else {
+        Filter::Bilinear
+    };
+    let tx = taps(img.width, new_w, sx, fx);
+    let ty = taps(img.height, new_h, sy, fy);
+    // Horizontal pass into a new_w x height buffer, then vertical.
+    let mut tmp = vec![0f32; new_w * img.height];
+    let offs_x: Vec<usize> = prefix(&tx.len);
+    for y in 0..img.height {
+        let row = img.row(y);
+        let out = &mut tmp[y * new_w..(y + 1) * new_w];
+        for (d, o) in out.iter_mut().enumerate() {
+            let w = &tx.weights[offs_x[d]..offs_x[d] + tx.len[d]];
+            let s = &row[tx.start[d]..tx.start[d] + tx.len[d]];
+            *o = w.iter().zip(s).map(|(a, b)| a * b).sum();
+        }
+    }
+    let offs_y: Vec<usize> = prefix(&ty.len);
+    let mut out = vec![0f32; new_w * new_h];
+    for d in 0..new_h {
+        let w = &ty.weights[offs_y[d]..offs_y[d] + ty.len[d]];
+        let dst = &mut out[d * new_w..(d + 1) * new_w];
+        for (k, &wk) in w.iter().enumerate() {
+            let src = &tmp[(ty.start[d] + k) * new_w..][..new_w];
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o += wk * v;
+            }
+        }
+    }
+    ImageF32::from_vec(new_w, new_h, out)
+}
+
+fn prefix(len: &[usize]) -> Vec<usize> {
+    let mut acc = 0;
+    len.iter()
+        .map(|l| {
+            let o = acc;
+            acc += l;
+            o
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

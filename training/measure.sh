@@ -2,6 +2,10 @@
 # Records the model card's post-processed keys with the app's own `eval` and `eval-real`, so no
 # figure in the card is typed by hand (train.py writes the rest when it finalizes a model):
 #   *_fitted, *_tta_fitted   the test sets with the boxes finished as `detect` finishes them
+#                            (boundary boxes along one line joined, point boxes fitted to the
+#                            lattice, boundaries cut at the frame, no points on boundaries)
+#   synthetic_test_detectable_tta_fitted_calibrated   the d' >= 5 set with each frame resampled
+#                            to the model's pixel size, as the app does with a calibrated file
 #   synthetic_test_detectable[_tta]_fitted_dont_care   d' >= 5 labels, hidden defects unscored
 #   real_frames*             assets/real-set, with the set's crystals and read as CdTe
 # then prints the real-frame results of the model alone and of the lattice analysis.
@@ -11,7 +15,7 @@ set -e
 M=$1; C=$2
 B=target/release/defect-detector
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
-F="--fit-cells --clip-boundaries --points-off-boundaries 0.25"
+F="--merge-boundaries --fit-cells --clip-boundaries --points-off-boundaries 0.25"
 for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable" "test-v2:synthetic_test_previous_recipe"; do
   d=${pair%%:*}; k=${pair##*:}
   echo "== $d fitted"; $B eval .work/$d --model $M $F --write-card $C --card-key ${k}_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
@@ -19,6 +23,7 @@ for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable" "tes
 done
 echo "== test-r3-d5 fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
 echo "== test-r3-d5 tta fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --tta --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_tta_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
+echo "== test-r3-d5 tta fitted, calibrated"; $B eval .work/test-r3-d5 --model $M $F --tta --calibrated --write-card $C --card-key synthetic_test_detectable_tta_fitted_calibrated 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
 for a in "" "--tta" "--crystal cdte110" "--crystal cdte110 --tta"; do
   echo "== real $a"; $B eval-real --model $M $a --write-card $C 2>&1 | grep -E "^(Si0|CdTe|Si1|bound)"
 done

@@ -46,6 +46,10 @@ pub struct DatasetSettings {
     /// Leave out the point defects the dose hides (ideal-observer SNR below `min_detectability`).
     pub detectable_only: bool,
     pub min_detectability: f64,
+    /// Show every frame resampled to `fed_pm`, as the app feeds a calibrated frame to a model
+    /// of that pixel size (`export --resample-to-pm`).
+    pub as_fed: bool,
+    pub fed_pm: f64,
 }
 
 impl Default for DatasetSettings {
@@ -63,6 +67,8 @@ impl Default for DatasetSettings {
             out_dir: "dataset".into(),
             detectable_only: false,
             min_detectability: ROSE_SNR,
+            as_fed: false,
+            fed_pm: 16.0,
         }
     }
 }
@@ -85,6 +91,7 @@ impl DatasetSettings {
             sampling: Sampling::default(),
             base: SynthParams::default(),
             min_detectability: self.detectable_only.then_some(self.min_detectability),
+            resample_to_pm: self.as_fed.then_some(self.fed_pm),
         }
     }
 }
@@ -365,6 +372,15 @@ impl DatasetTab {
                     );
                 if s.detectable_only {
                     ui.add(Slider::new(&mut s.min_detectability, 0.0..=20.0).text("min. d'"));
+                }
+                ui.checkbox(&mut s.as_fed, "as the model is fed")
+                    .on_hover_text(
+                        "Record each frame at the pixel size it is drawn at, then resample it \
+                         to the model's pixel size, as the Viewer and detect do with a \
+                         calibrated file: the model trains on what it will be fed.",
+                    );
+                if s.as_fed {
+                    ui.add(Slider::new(&mut s.fed_pm, 3.0..=100.0).text("model pm/px"));
                 }
             });
         let dr = &mut s.dr;

@@ -642,3 +642,24 @@ fn point_boxes_on_a_boundary_are_dropped_unless_asked_to_keep_them() {
     h.run_steps(2);
     assert!(!listed(&h), "dropped again");
 }
+
+/// The Dataset tab's "as the model is fed" is `export --resample-to-pm`: ticked, the export it
+/// starts resamples every frame to the model pixel size shown beside it.
+#[test]
+fn dataset_tab_exports_frames_as_the_model_is_fed_them() {
+    let mut h = harness();
+    h.state_mut().tab = Tab::Dataset;
+    // The examples render in the background (a spinner): step, do not wait for calm.
+    h.run_steps(3);
+    assert_eq!(h.state().dataset.settings.config().resample_to_pm, None);
+    h.get_by_label("as the model is fed").click();
+    h.run_steps(3);
+    let cfg = h.state().dataset.settings.config();
+    assert_eq!(cfg.resample_to_pm, Some(16.0));
+    cfg.validate().unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        h.query_all_by_label_contains("model pm/px")
+            .next()
+            .is_some()
+    );
+}

@@ -70,6 +70,11 @@ pub struct EvalArgs {
     /// positives although the defect is in the crystal.
     #[arg(long)]
     hidden_dont_care: bool,
+    /// Give each frame the pixel size its sidecar records (a set written by `export`) and
+    /// resample it to the model's, as `detect` and the app do with a calibrated file (off:
+    /// every frame at its own pixel scale, as Ultralytics' `val`).
+    #[arg(long)]
+    calibrated: bool,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -118,6 +123,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         points_off_boundaries: a.points_off_boundaries,
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
         hidden_dont_care: a.hidden_dont_care,
+        calibrated: a.calibrated,
     };
     let report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -140,6 +146,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,
             "hidden_dont_care": a.hidden_dont_care,
+            "calibrated": a.calibrated,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),
         });

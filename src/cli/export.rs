@@ -73,6 +73,13 @@ pub struct ExportArgs {
     /// sidecars keep every label with its d′; 0 measures d′ and leaves nothing out.
     #[arg(long, value_name = "D")]
     min_detectability: Option<f64>,
+    /// Show every frame as the app feeds it to a model of this pixel size (pm/px): recorded at
+    /// its drawn pixel size over the field of view that fills --size pixels at PM, then
+    /// resampled to PM (area filter when shrinking, bilinear when enlarging), as `detect` and
+    /// the Viewer bring a calibrated frame to the model's pixel size. The sidecars record
+    /// both; `synth --from-sidecar` draws the same frame.
+    #[arg(long, value_name = "PM")]
+    resample_to_pm: Option<f64>,
     /// Domain-randomization ranges (JSON; missing fields take defaults, see --print-dr).
     #[arg(long, value_name = "FILE.json")]
     dr: Option<PathBuf>,
@@ -175,6 +182,7 @@ fn config_from_args(a: &ExportArgs) -> anyhow::Result<DatasetConfig> {
         },
         base,
         min_detectability: a.min_detectability,
+        resample_to_pm: a.resample_to_pm,
     };
     cfg.validate()?;
     Ok(cfg)

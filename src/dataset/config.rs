@@ -209,6 +209,12 @@ pub struct DatasetConfig {
     /// at the frame's dose is below this (`d′`, see [`crate::synth::detectability`]); the
     /// sidecars keep every label with its `d′`. `None`: every label, nothing measured.
     pub min_detectability: Option<f64>,
+    /// Show every frame as the app feeds it to a model of this pixel size (pm/px): recorded at
+    /// its drawn pixel size over the field of view that fills `size` pixels at this one, then
+    /// resampled to it ([`SynthParams::resample_to`]), as the app brings a calibrated frame to
+    /// its model's pixel size. `None`: every frame at its drawn pixel size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resample_to_pm: Option<f64>,
 }
 
 impl Default for DatasetConfig {
@@ -224,6 +230,7 @@ impl Default for DatasetConfig {
             sampling: Sampling::default(),
             base: SynthParams::default(),
             min_detectability: None,
+            resample_to_pm: None,
         }
     }
 }
@@ -270,6 +277,18 @@ impl DatasetConfig {
         Ok(out)
     }
 
+    /// A drawn frame's parameters as `resample_to_pm` asks: the recorded field of view
+    /// widened or narrowed so the frame, resampled to that pixel size, is `size` pixels.
+    pub(crate) fn as_fed(&self, mut p: SynthParams) -> SynthParams {
+        if let Some(pm) = self.resample_to_pm {
+            let side = ((self.size as f64 * pm / p.pixel_size_pm).round() as usize).max(8);
+            p.width = side;
+            p.height = side;
+            p.resample_to = Some([self.size, self.size]);
+        }
+        p
+    }
+
     pub(crate) fn base_params(&self) -> SynthParams {
         SynthParams {
             width: self.size,
@@ -279,6 +298,25 @@ impl DatasetConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(pm) = self.resample_to_pm {
+            let span = &self.randomization.pixel_size_pm;
+            anyhow::ensure!(
+                pm.is_finite() && (3.0..=100.0).contains(&pm),
+                "the pixel size to resample to ({pm} pm/px) must be between 3 and 100"
+            );
+            anyhow::ensure!(
+                span.min / pm >= 0.125 && span.max / pm <= 8.0,
+                "resampling frames of {}-{} pm/px to {pm} pm/px changes their size more than 8x",
+                span.min,
+                span.max
+            );
+            anyhow::ensure!(
+                self.size as f64 * pm / span.min <= MAX_SIDE as f64,
+                "a {} px frame at {pm} pm/px is recorded at more than {MAX_SIDE} px at {} pm/px",
+                self.size,
+                span.min
+            );
+        }
         if let Some(d) = self.min_detectability {
             anyhow::ensure!(
                 d.is_finite() && d >= 0.0,

@@ -172,12 +172,12 @@ fn export_base(
     root: &Path,
 ) -> anyhow::Result<BaseOutput> {
     let seed = base_image_seed(cfg.seed, index);
-    let p = draw_params_in(
+    let p = cfg.as_fed(draw_params_in(
         &cfg.base_params(),
         &cfg.randomization,
         seed,
         strata.map(|s| s.of(index)),
-    );
+    ));
     let mut s = synth::generate(&p)
         .with_context(|| format!("base image {index} (seed {seed}) could not be synthesized"))?;
     if cfg.min_detectability.is_some() {
@@ -201,7 +201,7 @@ fn export_base(
         split,
         sidecar,
         preset: p.crystal.preset.cli_name().into(),
-        pixel_size_pm: p.pixel_size_pm,
+        pixel_size_pm: p.output_pixel_size_pm(),
         rotation_deg: s.scene.rotation_deg,
         dose_e_per_a2: p.noise.dose_e_per_a2,
         probe: serde_json::to_value(p.probe.model)?

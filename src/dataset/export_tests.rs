@@ -585,3 +585,58 @@ fn min_detectability_drops_only_the_point_defects_the_dose_hides() {
     cfg.min_detectability = Some(f64::NAN);
     assert!(cfg.validate().is_err());
 }
+
+/// `export --resample-to-pm` writes every frame as the app feeds it to the model: each one
+/// `size` pixels at that pixel size whatever pixel size it was drawn at, with the labels, the
+/// manifest and the sidecar saying so, and its point defects measured where they were recorded.
+#[test]
+fn resample_to_pm_writes_frames_as_the_model_is_fed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Validation::default();
+    let mut cfg = small(9);
+    cfg.size = 128;
+    cfg.n = 6;
+    cfg.augment = vec!["r0".into(), "f_r90".into()];
+    cfg.resample_to_pm = Some(16.0);
+    cfg.min_detectability = Some(0.0);
+    let out = dir.path().join("fed");
+    run(&cfg, &out, ExportTarget::default()).unwrap();
+    let m = Manifest::read(&out).unwrap();
+    let mut drawn = Vec::new();
+    for b in &m.base_images {
+        // The side is a whole number of recorded pixels: the pixel size is 16 to within one.
+        assert!(
+            (b.pixel_size_pm / 16.0 - 1.0).abs() < 0.02,
+            "{}",
+            b.pixel_size_pm
+        );
+        let sc = crate::synth::read_sidecar(&out.join(&b.sidecar)).unwrap();
+        assert!((sc.pixel_size_nm * 1000.0 - b.pixel_size_pm).abs() < 1e-9);
+        assert_eq!(sc.params.resample_to, Some([128, 128]));
+        drawn.push(sc.params.pixel_size_pm);
+        // Every point defect's d′ was measured on the recorded frame.
+        assert!(
+            sc.labels
+                .iter()
+                .all(|l| (l.class == DefectClass::GrainBoundary) == l.detectability.is_none())
+        );
+    }
+    drawn.sort_by(f64::total_cmp);
+    assert!(
+        drawn[0] < 14.0 && drawn[drawn.len() - 1] > 18.0,
+        "{drawn:?}"
+    );
+    for i in &m.images {
+        let img = image::open(out.join(&i.file)).unwrap();
+        assert_eq!((img.width(), img.height()), (128, 128));
+        for l in read_labels(&out.join(&i.label_file), &v).unwrap() {
+            let b = l.to_box_px(128.0, 128.0);
+            assert!(b.cx > 0.0 && b.cx < 128.0 && b.cy > 0.0 && b.cy < 128.0);
+        }
+    }
+    // A span the resampling cannot reach is refused before anything is written.
+    cfg.resample_to_pm = Some(1.0);
+    assert!(cfg.validate().is_err());
+    cfg.resample_to_pm = Some(400.0);
+    assert!(cfg.validate().is_err());
+}

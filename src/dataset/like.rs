@@ -91,7 +91,13 @@ fn trial(
         p.seed = base.seed.wrapping_add(k * 7919);
         set(&mut p);
         let s = crate::synth::generate(&p).ok()?;
-        let m = realism::measure(&s.image, &spec, Some(p.pixel_size_pm / 1000.0), None).ok()?;
+        let m = realism::measure(
+            &s.image,
+            &spec,
+            Some(p.output_pixel_size_pm() / 1000.0),
+            None,
+        )
+        .ok()?;
         vals.extend(stat(&m));
     }
     (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)

@@ -236,6 +236,15 @@ pub(super) fn readme(m: &Manifest) -> String {
              hold every label with its d′ (`detectability`).\n\n"
         );
     }
+    if let Some(pm) = c.resample_to_pm {
+        s += &format!(
+            "Every frame is shown as the app feeds it to a model of {pm} pm/px: recorded at the \
+             pixel size it was drawn at (`params.pixel_size_pm` in its sidecar) over the field of \
+             view that fills {} px at {pm} pm/px, then resampled to it (area filter when \
+             shrinking, bilinear when enlarging; `params.resample_to`).\n\n",
+            c.size
+        );
+    }
     s += "| split | base images | images | grain_boundary | vacancy | interstitial |\n";
     s += "|---|---|---|---|---|---|\n";
     for (k, v) in &m.splits {

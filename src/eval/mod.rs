@@ -63,6 +63,12 @@ pub struct EvalOptions {
     /// (`export --min-detectability`; [`dont_care`]); off: Ultralytics' `val`, which scores
     /// them as false positives.
     pub hidden_dont_care: bool,
+    /// Give each synthetic frame the pixel size its sidecar records and resample it to the
+    /// model's, as `detect` and the app do with a calibrated file (whole frame in one pass for
+    /// a dynamic-input model); off: every frame at its own pixel scale, as Ultralytics' `val`
+    /// (a model trained on 7-27 pm frames then has to read a 7 pm frame's broad columns at
+    /// twice the size it would ever meet them in the app).
+    pub calibrated: bool,
 }
 
 impl Default for EvalOptions {
@@ -81,34 +87,48 @@ impl Default for EvalOptions {
             points_off_boundaries: None,
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
             hidden_dont_care: false,
+            calibrated: false,
         }
     }
 }
 
-/// The crystal of each synthetic frame of a dataset folder, keyed by image path: the manifest
-/// names each image's sidecar, whose parameters name the crystal. Empty when the folder has no
-/// manifest (a dataset not written by `export`); a sidecar that cannot be read is skipped, and
-/// its frames fall back to [`EvalOptions::crystal`].
-pub fn frame_crystals(
-    dir: &Path,
-) -> std::collections::HashMap<PathBuf, crate::synth::crystal::CrystalSpec> {
+/// What a synthetic frame's sidecar tells the evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameFacts {
+    /// The crystal the frame shows (the realistic recipe mixes CdTe, Si and GaAs).
+    pub crystal: crate::synth::crystal::CrystalSpec,
+    /// The frame's pixel size (augmentations only turn, mirror and crop: it is the base
+    /// image's).
+    pub pixel_size: crate::raster::PixelSize,
+}
+
+/// The facts of each synthetic frame of a dataset folder, keyed by image path: the manifest
+/// names each image's sidecar, whose parameters name the crystal and the pixel size. Empty
+/// when the folder has no manifest (a dataset not written by `export`); a sidecar that cannot
+/// be read is skipped, and its frames fall back to [`EvalOptions::crystal`].
+pub fn frame_facts(dir: &Path) -> std::collections::HashMap<PathBuf, FrameFacts> {
     let mut out = std::collections::HashMap::new();
     let Ok(m) = crate::dataset::export::Manifest::read(dir) else {
         return out;
     };
     let mut by_sidecar = std::collections::HashMap::new();
     for rec in &m.images {
-        let spec = by_sidecar
+        let facts = by_sidecar
             .entry(rec.sidecar.clone())
             .or_insert_with(|| {
                 crate::synth::read_sidecar(&dir.join(&rec.sidecar))
                     .map_err(|e| tracing::warn!("{e:#}"))
                     .ok()
-                    .map(|sc| sc.params.crystal.spec())
+                    .map(|sc| FrameFacts {
+                        crystal: sc.params.crystal.spec(),
+                        pixel_size: crate::raster::PixelSize {
+                            nm_per_px: sc.pixel_size_nm,
+                        },
+                    })
             })
             .clone();
-        if let Some(spec) = spec {
-            out.insert(same_file_key(&dir.join(&rec.file)), spec);
+        if let Some(f) = facts {
+            out.insert(same_file_key(&dir.join(&rec.file)), f);
         }
     }
     out
@@ -198,10 +218,10 @@ pub fn evaluate(
         );
     }
     let images = spec.images(&opts.split)?;
-    let crystals = if opts.method == crate::detect::combine::DetectMethod::Model {
+    let facts = if opts.method == crate::detect::combine::DetectMethod::Model && !opts.calibrated {
         Default::default()
     } else {
-        frame_crystals(spec.yaml.parent().unwrap_or(Path::new(".")))
+        frame_facts(spec.yaml.parent().unwrap_or(Path::new(".")))
     };
     let dont_care = if opts.hidden_dont_care {
         Some(dont_care::DontCare::read(
@@ -237,8 +257,26 @@ pub fn evaluate(
             );
         }
         let (img, _) = crate::detect::load_image_for_detection(img_path)?;
+        let frame = facts.get(&same_file_key(img_path));
         let mut dopts = DetectOptions::ultralytics_val();
         dopts.floor_conf = opts.conf;
+        let pixel_size = if opts.calibrated {
+            let f = frame.with_context(|| {
+                format!(
+                    "{}: no pixel size for this frame (calibrated scoring needs the sidecar \
+                     that `export` lists in manifest.json)",
+                    img_path.display()
+                )
+            })?;
+            dopts.fit = crate::detect::Fit::Tile {
+                overlap: crate::detect::DEFAULT_TILE_OVERLAP,
+            };
+            dopts.match_model_scale = true;
+            dopts.one_pass = true;
+            Some(f.pixel_size)
+        } else {
+            None
+        };
         if img.min_max().1 > 255.0 {
             dopts.intensity = Intensity::Fixed {
                 lo: 0.0,
@@ -257,7 +295,7 @@ pub fn evaluate(
             },
         };
         let r = det
-            .detect(&img, None, &dopts)
+            .detect(&img, pixel_size, &dopts)
             .with_context(|| format!("detecting in {}", img_path.display()))?;
         let (mut dets, timings) = match &opts.tta {
             Some(copies) => {
@@ -267,8 +305,9 @@ pub fn evaluate(
                     filter,
                     final_conf: 0.0,
                 };
-                let f = crate::detect::tta::detect_tta(det, &img, None, &dopts, &plan, Some(&r))
-                    .with_context(|| format!("detecting in {}", img_path.display()))?;
+                let f =
+                    crate::detect::tta::detect_tta(det, &img, pixel_size, &dopts, &plan, Some(&r))
+                        .with_context(|| format!("detecting in {}", img_path.display()))?;
                 (f.detections, f.timings)
             }
             None => (filter_with(&r.candidates, &filter), r.timings),
@@ -276,11 +315,13 @@ pub fn evaluate(
         let t = std::time::Instant::now();
         let names = det.class_names();
         if opts.method != crate::detect::combine::DetectMethod::Model {
-            // Frames of a dataset carry no pixel size: the analysis reads its own scale.
-            let crystal = crystals
-                .get(&same_file_key(img_path))
-                .unwrap_or(&opts.crystal);
-            let params = crate::lattice::LatticeParams::new(crystal.clone(), None);
+            // Uncalibrated, the analysis reads the frame's scale from its lattice, as it does
+            // for a file without a pixel size.
+            let crystal = frame.map_or(&opts.crystal, |f| &f.crystal);
+            let params = crate::lattice::LatticeParams::new(
+                crystal.clone(),
+                pixel_size.map(|p| p.nm_per_px),
+            );
             let other = crate::lattice::analyse(&img, &params)
                 .map(|l| l.detections())
                 .unwrap_or_default();
@@ -664,12 +705,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("manifest.json"), "{e:#}");
+        // So is every frame's pixel size.
+        let e = evaluate(
+            &det,
+            d,
+            &EvalOptions {
+                calibrated: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("no pixel size"), "{e:#}");
     }
 
     /// The lattice analysis of `eval --method lattice|both` reads each synthetic frame as the
-    /// crystal its sidecar names (the realistic recipe mixes CdTe, Si and GaAs).
+    /// crystal its sidecar names (the realistic recipe mixes CdTe, Si and GaAs), and
+    /// `eval --calibrated` gives it the pixel size its sidecar records.
     #[test]
-    fn frame_crystals_come_from_each_frames_sidecar() {
+    fn frame_facts_come_from_each_frames_sidecar() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("ds");
         let cfg = crate::dataset::export::DatasetConfig {
@@ -688,19 +742,32 @@ mod tests {
         .unwrap();
         let m = crate::dataset::export::Manifest::read(&out).unwrap();
         // Reached through a spelling of the folder other than the manifest's.
-        let crystals = frame_crystals(&out.join("images").join(".."));
-        assert_eq!(crystals.len(), m.images.len());
-        let mut names = std::collections::BTreeSet::new();
+        let facts = frame_facts(&out.join("images").join(".."));
+        assert_eq!(facts.len(), m.images.len());
+        let (mut names, mut sizes) = (std::collections::BTreeSet::new(), Vec::new());
         for rec in &m.images {
             let base = &m.base_images[rec.base_index];
             let preset = crate::synth::crystal::Preset::named_crystal(&base.preset)
                 .unwrap_or_else(|e| panic!("{e:#}"));
-            let got = &crystals[&same_file_key(&out.join(&rec.file))];
-            assert_eq!(got, &preset.spec(), "{}", rec.file);
-            names.insert(got.name.clone());
+            let got = &facts[&same_file_key(&out.join(&rec.file))];
+            assert_eq!(got.crystal, preset.spec(), "{}", rec.file);
+            assert!(
+                (got.pixel_size.nm_per_px - base.pixel_size_pm / 1000.0).abs() < 1e-12,
+                "{}: {:?} against {} pm",
+                rec.file,
+                got.pixel_size,
+                base.pixel_size_pm
+            );
+            names.insert(got.crystal.name.clone());
+            sizes.push(got.pixel_size.nm_per_px);
         }
         assert!(names.len() > 1, "one crystal only: {names:?}");
-        assert!(frame_crystals(dir.path()).is_empty());
+        sizes.sort_by(f64::total_cmp);
+        assert!(
+            sizes[0] < sizes[sizes.len() - 1],
+            "one pixel size: {sizes:?}"
+        );
+        assert!(frame_facts(dir.path()).is_empty());
     }
 
     #[test]

@@ -232,8 +232,13 @@ pub fn dataset_stats(
             .map(|p| {
                 let s = crate::synth::regenerate_from_sidecar(p)?;
                 let spec = s.params.crystal.spec();
-                measure(&s.image, &spec, Some(s.params.pixel_size_pm / 1000.0), None)
-                    .with_context(|| p.display().to_string())
+                measure(
+                    &s.image,
+                    &spec,
+                    Some(s.params.output_pixel_size_pm() / 1000.0),
+                    None,
+                )
+                .with_context(|| p.display().to_string())
             })
             .collect()
     } else {

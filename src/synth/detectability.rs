@@ -38,7 +38,13 @@ pub fn label_snr(s: &Synthesized) -> Vec<Option<f64>> {
     let expected_bare = imaging::detect(&without, &bare, &quiet);
     let scale = imaging::counts_per_unit(p);
     let read_var = p.noise.read_noise.powi(2);
-    s.labels
+    // d′ is what the dose allows, measured on the frame as recorded: a resampled frame's
+    // labels are drawn again in the recorded pixels (the same labels in the same order).
+    let recorded = match p.resample_to {
+        Some(_) => super::scene::scene_labels(&p.crystal.spec(), &s.scene, p),
+        None => s.labels.clone(),
+    };
+    recorded
         .iter()
         .map(|l: &DefectLabel| {
             if l.class == DefectClass::GrainBoundary {

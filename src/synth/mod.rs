@@ -63,7 +63,14 @@ pub fn render_scene(p: &SynthParams, scene: Scene) -> anyhow::Result<Synthesized
     let signal = render_signal(p, &scene);
     let mut image = imaging::detect(&signal, &scene, p);
     imaging::gaussian_blur(&mut image, p.noise.lowpass_sigma_px);
-    let labels = scene::scene_labels(&p.crystal.spec(), &scene, p);
+    let mut labels = scene::scene_labels(&p.crystal.spec(), &scene, p);
+    if let Some([w, h]) = p.resample_to {
+        let (sx, sy) = p.output_scale();
+        image = crate::raster::resample(&image, w, h, sx, sy);
+        for l in &mut labels {
+            l.obb = l.obb.map(|q| [q[0] * sx, q[1] * sy]);
+        }
+    }
     Ok(Synthesized {
         image,
         labels,
@@ -96,7 +103,7 @@ impl Synthesized {
             params: self.params.clone(),
             scene: self.scene.clone(),
             labels: self.labels.clone(),
-            pixel_size_nm: self.params.pixel_size_pm / 1000.0,
+            pixel_size_nm: self.params.output_pixel_size_pm() / 1000.0,
         }
     }
 
@@ -203,7 +210,7 @@ pub fn write_outputs(
                 .iter()
                 .map(|&v| v.round().clamp(0.0, 65535.0) as u16)
                 .collect();
-            encode_tiff_gray16(&data, w, h, s.params.pixel_size_pm / 1000.0)?
+            encode_tiff_gray16(&data, w, h, s.params.output_pixel_size_pm() / 1000.0)?
         }
     };
     crate::fsio::atomic_write(&image_path, &bytes)?;

@@ -384,6 +384,13 @@ pub struct SynthParams {
     pub noise: NoiseParams,
     pub scan: ScanParams,
     pub labels: LabelParams,
+    /// Bring the recorded frame (`width` × `height` pixels of `pixel_size_pm`) to this many
+    /// pixels, `[width, height]`, as the app brings a calibrated frame to its model's pixel size
+    /// before the model sees it ([`crate::raster::resample`]: area filter when shrinking,
+    /// bilinear when enlarging). The frame and its labels are then what the model is fed,
+    /// noise correlations included. `None`: the frame as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resample_to: Option<[usize; 2]>,
 }
 
 impl Default for SynthParams {
@@ -401,6 +408,7 @@ impl Default for SynthParams {
             noise: NoiseParams::default(),
             scan: ScanParams::default(),
             labels: LabelParams::default(),
+            resample_to: None,
         }
     }
 }
@@ -445,6 +453,25 @@ fn check_count(c: &CountRange, what: &str) -> anyhow::Result<()> {
 }
 
 impl SynthParams {
+    /// Output pixels per recorded pixel along x and y (1 unless `resample_to`).
+    pub fn output_scale(&self) -> (f64, f64) {
+        match self.resample_to {
+            Some([w, h]) => (w as f64 / self.width as f64, h as f64 / self.height as f64),
+            None => (1.0, 1.0),
+        }
+    }
+
+    /// The output frame's size in pixels (the recorded one unless `resample_to`).
+    pub fn output_size(&self) -> (usize, usize) {
+        self.resample_to
+            .map_or((self.width, self.height), |[w, h]| (w, h))
+    }
+
+    /// The output frame's pixel size (pm/px): the recorded one unless `resample_to`.
+    pub fn output_pixel_size_pm(&self) -> f64 {
+        self.pixel_size_pm / self.output_scale().0
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             (8..=MAX_SIDE).contains(&self.width) && (8..=MAX_SIDE).contains(&self.height),
@@ -453,6 +480,22 @@ impl SynthParams {
             self.height
         );
         check(true, "pixel size (pm/px)", self.pixel_size_pm, 3.0, 100.0)?;
+        if let Some([w, h]) = self.resample_to {
+            anyhow::ensure!(
+                (8..=MAX_SIDE).contains(&w) && (8..=MAX_SIDE).contains(&h),
+                "resampled size {w}x{h} must be between 8 and {MAX_SIDE} px per side"
+            );
+            let (sx, sy) = self.output_scale();
+            anyhow::ensure!(
+                (0.125..=8.0).contains(&sx)
+                    && (0.125..=8.0).contains(&sy)
+                    && (sx / sy - 1.0).abs() < 0.02,
+                "resampling {}x{} to {w}x{h} must keep the pixels square (within 2 %) and \
+                 change the size at most 8x",
+                self.width,
+                self.height
+            );
+        }
         if let Some(r) = self.rotation_deg {
             check(true, "rotation (deg)", r, -360.0, 360.0)?;
         }

@@ -940,3 +940,62 @@ fn point_labels_follow_the_bent_lattice_near_boundaries() {
         "{moved} of {checked} labels moved with the lattice"
     );
 }
+
+/// `resample_to` shows the frame as the app feeds it to a model of another pixel size: the
+/// image is the recorded one resampled by the app's own filter, the labels follow it, the
+/// calibration is the new pixel size, and the sidecar draws the same frame again.
+#[test]
+fn a_resampled_frame_is_the_recorded_one_as_the_app_feeds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorded = small(21);
+    recorded.pixel_size_pm = 24.0;
+    recorded.width = 160;
+    recorded.height = 160;
+    recorded.defects.vacancies = CountRange::new(3, 3);
+    recorded.defects.tilt_boundaries = CountRange::new(1, 1);
+    let native = generate(&recorded).unwrap();
+    for out in [240usize, 96] {
+        let mut p = recorded.clone();
+        p.resample_to = Some([out, out]);
+        let s = generate(&p).unwrap();
+        let f = out as f64 / 160.0;
+        assert_eq!((s.image.width, s.image.height), (out, out));
+        assert!((p.output_pixel_size_pm() - 24.0 / f).abs() < 1e-9);
+        // The same scene, drawn at the recorded size, then resampled as `detect` resamples.
+        assert_eq!(s.scene, native.scene);
+        let want = crate::raster::resample(&native.image, out, out, f, f);
+        assert!(
+            s.image
+                .data
+                .iter()
+                .zip(&want.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert_eq!(s.labels.len(), native.labels.len());
+        for (a, b) in s.labels.iter().zip(&native.labels) {
+            assert_eq!(a.class, b.class);
+            assert!(
+                (a.obb.cx - b.obb.cx * f).abs() < 1e-9 && (a.obb.cy - b.obb.cy * f).abs() < 1e-9
+            );
+            assert!((a.obb.w - b.obb.w * f).abs() < 1e-6 && (a.obb.h - b.obb.h * f).abs() < 1e-6);
+            assert!(
+                (a.obb.angle - b.obb.angle).abs() < 1e-9 || a.class == DefectClass::GrainBoundary
+            );
+        }
+        let files = write_outputs(&s, dir.path(), &format!("r{out}"), ImageFormat::Png).unwrap();
+        let sc = read_sidecar(&files.sidecar).unwrap();
+        assert!((sc.pixel_size_nm - 0.024 / f).abs() < 1e-12);
+        assert_eq!(sc.params.resample_to, Some([out, out]));
+        let again = regenerate_from_sidecar(&files.sidecar).unwrap();
+        assert_eq!(again.labels, s.labels);
+        assert_eq!(again.image.data, s.image.data);
+        let png = image::open(&files.image).unwrap();
+        assert_eq!((png.width(), png.height()), (out as u32, out as u32));
+    }
+    // The recorded frame must stay square-pixelled and within 8x.
+    let mut bad = recorded.clone();
+    bad.resample_to = Some([320, 160]);
+    assert!(generate(&bad).unwrap_err().to_string().contains("square"));
+    bad.resample_to = Some([16, 16]);
+    assert!(generate(&bad).unwrap_err().to_string().contains("8x"));
+}
