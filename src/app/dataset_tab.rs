@@ -120,7 +120,9 @@ pub struct DatasetTab {
     pub last: Option<Result<ExportSummary, String>>,
     pub status: String,
     previews: Latest<Vec<ThumbData>>,
-    requested: Option<(DomainRandomization, u64, usize)>,
+    /// What the examples show: randomization, seed, base images, and the pixel size they are
+    /// fed at ("as the model is fed").
+    requested: Option<(DomainRandomization, u64, usize, Option<f64>)>,
     thumbs: Vec<Thumb>,
     /// "Open in Review" was clicked: the shell switches tabs and opens this dataset.
     pub review_request: Option<PathBuf>,
@@ -151,13 +153,19 @@ impl DatasetTab {
             self.settings.dr.clone(),
             self.settings.seed,
             self.settings.n,
+            self.settings.as_fed.then_some(self.settings.fed_pm),
         );
         if self.requested.as_ref() == Some(&key) || self.settings.dr.validate().is_err() {
             return;
         }
         self.requested = Some(key.clone());
-        let (dr, seed, n) = key;
+        let (dr, seed, n, fed) = key;
         self.previews.request(move |c| {
+            let fed_cfg = DatasetConfig {
+                size: THUMB_SIZE,
+                resample_to_pm: fed,
+                ..Default::default()
+            };
             let base = SynthParams {
                 width: THUMB_SIZE,
                 height: THUMB_SIZE,
@@ -168,12 +176,12 @@ impl DatasetTab {
             for i in 0..THUMBS {
                 c.check()?;
                 // The same draws as the first base images of the dataset (at thumbnail size).
-                let p = draw_params_in(
+                let p = fed_cfg.as_fed(draw_params_in(
                     &base,
                     &dr,
                     base_image_seed(seed, i),
                     strata.as_ref().map(|s| s.of(i)),
-                );
+                ));
                 let mut s = synth::generate(&p)?;
                 // Cheap at this size, and it lets the examples show what "only defects the
                 // dose shows" leaves out without a new request when it is switched.
@@ -181,9 +189,16 @@ impl DatasetTab {
                 out.push(ThumbData {
                     gray: s.to_u8(),
                     caption: format!(
-                        "{} · {:.1} pm/px · dose {:.0e} e/Å²",
+                        "{} · {} · dose {:.0e} e/Å²",
                         p.crystal.preset.label(),
-                        p.pixel_size_pm,
+                        match p.resample_to {
+                            Some(_) => format!(
+                                "{:.1} pm/px fed at {:.1}",
+                                p.pixel_size_pm,
+                                p.output_pixel_size_pm()
+                            ),
+                            None => format!("{:.1} pm/px", p.pixel_size_pm),
+                        },
                         p.noise.dose_e_per_a2
                     ),
                     labels: s.labels,

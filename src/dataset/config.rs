@@ -279,7 +279,7 @@ impl DatasetConfig {
 
     /// A drawn frame's parameters as `resample_to_pm` asks: the recorded field of view
     /// widened or narrowed so the frame, resampled to that pixel size, is `size` pixels.
-    pub(crate) fn as_fed(&self, mut p: SynthParams) -> SynthParams {
+    pub fn as_fed(&self, mut p: SynthParams) -> SynthParams {
         if let Some(pm) = self.resample_to_pm {
             let side = ((self.size as f64 * pm / p.pixel_size_pm).round() as usize).max(8);
             p.width = side;
