@@ -66,8 +66,8 @@ pub struct EvalOptions {
     /// Give each synthetic frame the pixel size its sidecar records and resample it to the
     /// model's, as `detect` and the app do with a calibrated file (whole frame in one pass for
     /// a dynamic-input model); off: every frame at its own pixel scale, as Ultralytics' `val`
-    /// (a model trained on 7-27 pm frames then has to read a 7 pm frame's broad columns at
-    /// twice the size it would ever meet them in the app).
+    /// (a model trained on 6-30 pm frames then reads a 7 pm frame's broad columns at twice
+    /// the size the app would feed them at).
     pub calibrated: bool,
 }
 
@@ -268,11 +268,11 @@ pub fn evaluate(
                     img_path.display()
                 )
             })?;
-            dopts.fit = crate::detect::Fit::Tile {
-                overlap: crate::detect::DEFAULT_TILE_OVERLAP,
-            };
-            dopts.match_model_scale = true;
-            dopts.one_pass = true;
+            // How `detect` fits a calibrated frame to the model: its own defaults, not a copy.
+            let app = DetectOptions::default();
+            dopts.fit = app.fit;
+            dopts.match_model_scale = app.match_model_scale;
+            dopts.one_pass = app.one_pass;
             Some(f.pixel_size)
         } else {
             None
