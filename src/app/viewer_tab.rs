@@ -1157,8 +1157,10 @@ impl ViewerTab {
             for m in defect_detector::detect::combine::DetectMethod::ALL {
                 ui.selectable_value(&mut self.settings.method, m, m.label())
                     .on_hover_text(
-                        "model: the trained network; lattice: boundaries read from the crystal \
-                         itself (no training); both: agreement raises the confidence",
+                        "model: the trained network; lattice: boundaries and point defects read \
+                         from the crystal itself (no training); both: the model's point defects \
+                         and the boundaries of both (agreement raises the confidence; a boundary \
+                         only the lattice sees enters at half its score)",
                     );
             }
             if before != self.settings.method && self.current.is_some() {

@@ -56,8 +56,10 @@ pub struct DetectArgs {
     #[command(flatten)]
     calibration: super::calibration_args::CalibrationArgs,
     /// Which detector: the trained model, the training-free lattice analysis (grain
-    /// boundaries from the crystal itself, `--crystal`), or both (agreement raises the
-    /// confidence; each detection records its source).
+    /// boundaries and point defects from the crystal itself, `--crystal`), or both: the
+    /// model's point defects and the boundaries of both (agreement raises the confidence; a
+    /// boundary only the lattice sees enters at half its score; each detection records its
+    /// source).
     #[arg(long, value_enum, default_value_t = Method::Both)]
     method: Method,
 }
