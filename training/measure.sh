@@ -7,6 +7,8 @@
 #   synthetic_test_detectable_tta_fitted_calibrated   the d' >= 5 set with each frame resampled
 #                            to the model's pixel size, as the app does with a calibrated file
 #   synthetic_test_detectable[_tta]_fitted_dont_care   d' >= 5 labels, hidden defects unscored
+#   synthetic_test[_detectable]_both[_tta]_fitted   the app's default detector (`--method both`:
+#                            the model joined with the lattice analysis' boundaries)
 #   real_frames*             assets/real-set, with the set's crystals and read as CdTe
 # then prints the real-frame results of the model alone and of the lattice analysis.
 # Usage: training/measure.sh MODEL.onnx CARD.json   (from the repository root, after a release
@@ -20,6 +22,11 @@ for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable" "tes
   d=${pair%%:*}; k=${pair##*:}
   echo "== $d fitted"; $B eval .work/$d --model $M $F --write-card $C --card-key ${k}_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
   echo "== $d tta fitted"; $B eval .work/$d --model $M $F --tta --write-card $C --card-key ${k}_tta_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
+done
+for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable"; do
+  d=${pair%%:*}; k=${pair##*:}
+  echo "== $d both fitted"; $B eval .work/$d --model $M $F --method both --write-card $C --card-key ${k}_both_fitted 2>&1 | grep -E "^ *all +[0-9]+ +[0-9]+ "
+  echo "== $d both tta fitted"; $B eval .work/$d --model $M $F --method both --tta --write-card $C --card-key ${k}_both_tta_fitted 2>&1 | grep -E "^ *all +[0-9]+ +[0-9]+ "
 done
 echo "== test-r3-d5 fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
 echo "== test-r3-d5 tta fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --tta --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_tta_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
