@@ -213,8 +213,9 @@ fn spread<T: Clone>(v: &[T], max: usize) -> Vec<T> {
 }
 
 /// Statistics of a dataset folder. With sidecars (an `export` dataset or `synth` output) each
-/// base image is re-rendered as raw counts from its sidecar and measured at its known pixel
-/// size with its own crystal (`crystal` is then unused), so intensity statistics compare like
+/// base image is re-rendered as raw counts from its sidecar, as recorded (before any
+/// `--resample-to-pm`), and measured at its known pixel size with its own crystal (`crystal` is
+/// then unused), so intensity statistics compare like
 /// with like; otherwise the folder's images are measured as they are. Up to `max_images`
 /// frames, spread over the sorted list, in parallel.
 pub fn dataset_stats(
@@ -230,7 +231,13 @@ pub fn dataset_stats(
         spread(&cars, max)
             .par_iter()
             .map(|p| {
-                let s = crate::synth::regenerate_from_sidecar(p)?;
+                // A frame exported as the model is fed it (`resample_to`) is measured as it was
+                // recorded: these ranges describe acquisitions, and the Viewer measures each file
+                // as the microscope wrote it. Measured as fed, every pixel size would be the
+                // model's and every real frame would fall outside the range.
+                let mut sc = crate::synth::read_sidecar(p)?;
+                sc.params.resample_to = None;
+                let s = crate::synth::render_scene(&sc.params, sc.scene)?;
                 let spec = s.params.crystal.spec();
                 measure(
                     &s.image,

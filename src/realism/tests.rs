@@ -368,6 +368,27 @@ fn dataset_stats_regenerates_raw_counts_from_sidecars() {
     assert_eq!(st[0].nm_per_px_source, CalibrationSource::Lattice);
 }
 
+#[test]
+fn a_frame_exported_as_the_model_is_fed_is_measured_as_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    // Recorded at 22 pm/px over 320 px, fed to the model at 16 pm/px (440 px).
+    let mut p = params(Preset::Si110, 22.0, 5.0, 401, 320);
+    p.resample_to = Some([440, 440]);
+    assert!((p.output_pixel_size_pm() - 16.0).abs() < 1e-9);
+    let s = generate(&p).unwrap();
+    assert_eq!((s.image.width, s.image.height), (440, 440));
+    crate::synth::write_outputs(&s, dir.path(), "fed", crate::synth::ImageFormat::Png).unwrap();
+    let st = dataset_stats(dir.path(), &Preset::Si110.spec(), 10).unwrap();
+    assert_eq!(st.len(), 1);
+    assert!(
+        (st[0].nm_per_px * 1000.0 - 22.0).abs() < 1e-9,
+        "{}",
+        st[0].nm_per_px
+    );
+    let l = st[0].lattice.as_ref().expect("lattice");
+    assert!((l.nm_per_px * 1000.0 / 22.0 - 1.0).abs() < 0.01, "{l:?}");
+}
+
 fn samples() -> Option<std::path::PathBuf> {
     let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
     if d.is_dir() {
