@@ -355,8 +355,10 @@ pub fn detect_frame(
     let (other, lattice_error) = if lattice.method == DetectMethod::Model {
         (Vec::new(), None)
     } else {
-        let params =
-            crate::lattice::LatticeParams::new(lattice.crystal.clone(), px.map(|p| p.nm_per_px));
+        let params = crate::lattice::LatticeParams {
+            point_defects: lattice.method.uses_lattice_points(),
+            ..crate::lattice::LatticeParams::new(lattice.crystal.clone(), px.map(|p| p.nm_per_px))
+        };
         match crate::lattice::analyse(img, &params) {
             Ok(l) => (l.detections(), None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),

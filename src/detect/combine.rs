@@ -30,6 +30,13 @@ pub enum DetectMethod {
 }
 
 impl DetectMethod {
+    /// Whether the method shows the lattice analysis' own point defects. `both` takes point
+    /// defects from the model alone ([`join`]), so a front end whose method is fixed can skip
+    /// that step of the analysis (half its time on a 512² frame).
+    pub fn uses_lattice_points(self) -> bool {
+        self == DetectMethod::Lattice
+    }
+
     pub const ALL: [DetectMethod; 3] = [
         DetectMethod::Model,
         DetectMethod::Lattice,
@@ -51,37 +58,33 @@ pub const AGREE_DEG: f64 = 20.0;
 /// A box from another detector: class, box in image pixels, score in 0..=1.
 pub type OtherBox = (DefectClass, OrientedBox, f32);
 
+/// A box's long axis: its direction (radians) and its length (px).
+fn long_axis(o: &OrientedBox) -> (f64, f64) {
+    if o.w >= o.h {
+        (o.angle, o.w)
+    } else {
+        (o.angle + std::f64::consts::FRAC_PI_2, o.h)
+    }
+}
+
 /// The angle between two boxes' long axes, in degrees (0..=90).
 pub fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
-    let long = |o: &OrientedBox| {
-        if o.w >= o.h {
-            o.angle
-        } else {
-            o.angle + std::f64::consts::FRAC_PI_2
-        }
-    };
-    let d = (long(a) - long(b)).to_degrees().rem_euclid(180.0);
+    let d = (long_axis(a).0 - long_axis(b).0)
+        .to_degrees()
+        .rem_euclid(180.0);
     d.min(180.0 - d)
 }
 
 /// Distance of `b`'s centre from the long axis of `a` (px).
 pub fn off_axis(a: &OrientedBox, b: &OrientedBox) -> f64 {
-    let t = if a.w >= a.h {
-        a.angle
-    } else {
-        a.angle + std::f64::consts::FRAC_PI_2
-    };
+    let t = long_axis(a).0;
     let n = [-t.sin(), t.cos()];
     ((b.cx - a.cx) * n[0] + (b.cy - a.cy) * n[1]).abs()
 }
 
 /// Along-axis overlap test: `b`'s centre lies within `a`'s length (plus a margin).
 fn along_inside(a: &OrientedBox, b: &OrientedBox, margin: f64) -> bool {
-    let (t, len) = if a.w >= a.h {
-        (a.angle, a.w)
-    } else {
-        (a.angle + std::f64::consts::FRAC_PI_2, a.h)
-    };
+    let (t, len) = long_axis(a);
     let along = (b.cx - a.cx) * t.cos() + (b.cy - a.cy) * t.sin();
     along.abs() <= len / 2.0 + margin
 }
@@ -133,11 +136,6 @@ pub fn join(
     }
 }
 
-/// The long side of a box.
-fn length(b: &OrientedBox) -> f64 {
-    b.w.max(b.h)
-}
-
 /// Joins `model` detections with `other` boxes; an `other` box no model box agrees with is
 /// added at `unconfirmed_weight` of its score. `names` are the model's class names (a class
 /// the model lacks keeps the other detector's name).
@@ -165,7 +163,7 @@ pub fn combine(
                 d.confidence = c;
                 d.source = DetectionSource::Both;
                 if class == DefectClass::GrainBoundary
-                    && length(&obb) >= LATTICE_EXTENDS * length(&d.obb)
+                    && long_axis(&obb).1 >= LATTICE_EXTENDS * long_axis(&d.obb).1
                 {
                     d.obb = obb;
                 }

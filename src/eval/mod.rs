@@ -318,10 +318,13 @@ pub fn evaluate(
             // Uncalibrated, the analysis reads the frame's scale from its lattice, as it does
             // for a file without a pixel size.
             let crystal = frame.map_or(&opts.crystal, |f| &f.crystal);
-            let params = crate::lattice::LatticeParams::new(
-                crystal.clone(),
-                pixel_size.map(|p| p.nm_per_px),
-            );
+            let params = crate::lattice::LatticeParams {
+                point_defects: opts.method.uses_lattice_points(),
+                ..crate::lattice::LatticeParams::new(
+                    crystal.clone(),
+                    pixel_size.map(|p| p.nm_per_px),
+                )
+            };
             let other = crate::lattice::analyse(&img, &params)
                 .map(|l| l.detections())
                 .unwrap_or_default();
