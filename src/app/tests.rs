@@ -586,6 +586,10 @@ fn test_time_augmentation_can_be_switched_on_and_reruns_the_model() {
     let r = h.state().viewer.result.as_ref().expect("detected again");
     // Eight copies ran, and the fused boxes are the candidates the sliders filter.
     assert_eq!(r.tiles, 8 * once);
+    // The panel counts model runs, not tiles: the frame ran whole, eight times.
+    h.step();
+    let runs = format!("· {} model runs", 8 * once);
+    assert!(h.query_by_label_contains(&runs).is_some(), "{runs}");
 }
 
 #[test]

@@ -1337,7 +1337,7 @@ impl ViewerTab {
             ui.label(&res.provider);
         } else {
             ui.label(format!(
-                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} tile{}{}{}",
+                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} model run{}{}{}",
                 res.provider,
                 res.timings.preprocess_ms,
                 res.timings.inference_ms,

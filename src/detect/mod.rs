@@ -161,7 +161,8 @@ pub struct DetectionResult {
     /// Execution provider that ran the model.
     pub provider: String,
     pub timings: StageTimings,
-    /// Model inputs run (1 unless the image was tiled).
+    /// Model inputs run: tiles × test-time copies × lattice scales (1 for a whole frame in one
+    /// pass). The Viewer shows it as "model runs"; `detect`'s JSON keeps the key `tiles`.
     pub tiles: usize,
     /// Model pixels per image pixel (1 unless resampled).
     pub scale: f64,
