@@ -72,6 +72,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crystal", default="cdte110",
                     help="crystal the training realism ranges are measured with (cdte110, si110, gaas110)")
+    ap.add_argument("--realism-data", metavar="DIR",
+                    help="exported dataset folder whose training images the card's realism ranges "
+                    "are measured on (default: the folder of --data); for a data.yaml that lists "
+                    "the train folders of several exports of one recipe, name one of them")
     ap.add_argument("--patience", type=int, default=100)
     ap.add_argument("--lr0", type=float, default=None,
                     help="AdamW at this initial learning rate instead of Ultralytics' automatic choice "
@@ -206,7 +210,7 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     }
     card_path = out / f"{a.name}.json"
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    write_training_realism(card_path, Path(a.data).parent, a.crystal)
+    write_training_realism(card_path, Path(a.realism_data or Path(a.data).parent), a.crystal)
     if a.test_data:
         write_synthetic_test(card_path, dst, Path(a.test_data))
     if a.test_data_detectable:
