@@ -174,11 +174,14 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     # The PyTorch weights beside the ONNX, so users can fine-tune (train.py --from).
     shutil.copy(best, out / f"{a.name}.pt")
     names = trained.names
+    # A weight average (training/soup.py) records its ingredients; it has no run of its own.
+    soup = torch.load(best, map_location="cpu", weights_only=False).get("soup")
     card = {
         "name": a.name,
         "file": dst.name,
         "architecture": "yolo11n-obb (Ultralytics), "
-        + (f"fine-tuned from {rel(Path(a.init))}" if a.init else "trained from scratch")
+        + (f"the weight average of {len(soup)} checkpoints (training/soup.py)" if soup
+           else f"fine-tuned from {rel(Path(a.init))}" if a.init else "trained from scratch")
         + " on synthetic data only",
         "weights": f"{a.name}.pt",
         "dynamic_input": not a.static,
@@ -187,13 +190,14 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "nm_per_px": a.nm_per_px,
         "training_data": a.recipe,
         "dataset_yaml": str(a.data),
-        "epochs": epochs_run(runs / (a.run or a.name)) or a.epochs,
+        "epochs": None if soup and not a.run else epochs_run(runs / (a.run or a.name)) or a.epochs,
         "time_budget_h": a.time,
         "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
         "optimizer": {"name": "AdamW", "lr0": a.lr0} if a.lr0 else "auto",
         "seed": a.seed,
-        "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / (a.run or a.name)),
+        "training_time_s": round(train_s, 1) if train_s is not None
+        else None if soup and not a.run else training_seconds(runs / (a.run or a.name)),
         "hardware": {
             "device": a.device,
             "cpu": platform.processor() or platform.machine(),
@@ -208,6 +212,12 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
             "recall": float(metrics.box.mr),
         },
     }
+    if soup:
+        card["soup"] = [{**s, "checkpoint": rel(Path(s["checkpoint"]))} for s in soup]
+        if not a.run:
+            # This script's training settings were never used on an average.
+            for k in ("time_budget_h", "augmentation", "batch", "optimizer", "seed"):
+                card.pop(k)
     card_path = out / f"{a.name}.json"
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     write_training_realism(card_path, Path(a.realism_data or Path(a.data).parent), a.crystal)
