@@ -261,12 +261,13 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 .map(|(n, c)| format!("{n} {c}"))
                 .collect();
             println!(
-                "{}: {} detections ({}) in {:.1} ms, {} tile(s) -> {}.{{json,csv,txt}}",
+                "{}: {} detections ({}) in {:.1} ms, {} model run{} -> {}.{{json,csv,txt}}",
                 img_path.display(),
                 dets.len(),
                 parts.join(", "),
                 r.timings.total_ms(),
                 r.tiles,
+                if r.tiles == 1 { "" } else { "s" },
                 base.display()
             );
             Ok((counts, lattice_match))
