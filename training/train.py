@@ -174,8 +174,8 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     # The PyTorch weights beside the ONNX, so users can fine-tune (train.py --from).
     shutil.copy(best, out / f"{a.name}.pt")
     names = trained.names
-    # A weight average (training/soup.py) records its ingredients; it has no run of its own.
-    soup = torch.load(best, map_location="cpu", weights_only=False).get("soup")
+    # A weight average (training/soup.py) records its ingredients in its checkpoint.
+    soup = (trained.ckpt or {}).get("soup")
     card = {
         "name": a.name,
         "file": dst.name,
@@ -190,14 +190,13 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "nm_per_px": a.nm_per_px,
         "training_data": a.recipe,
         "dataset_yaml": str(a.data),
-        "epochs": None if soup and not a.run else epochs_run(runs / (a.run or a.name)) or a.epochs,
+        "epochs": epochs_run(runs / (a.run or a.name)) or a.epochs,
         "time_budget_h": a.time,
         "augmentation": {"mosaic": a.mosaic, "scale": a.scale, "flipud": 0.5, "fliplr": 0.5, "hsv_v": 0.3},
         "batch": a.batch,
         "optimizer": {"name": "AdamW", "lr0": a.lr0} if a.lr0 else "auto",
         "seed": a.seed,
-        "training_time_s": round(train_s, 1) if train_s is not None
-        else None if soup and not a.run else training_seconds(runs / (a.run or a.name)),
+        "training_time_s": round(train_s, 1) if train_s is not None else training_seconds(runs / (a.run or a.name)),
         "hardware": {
             "device": a.device,
             "cpu": platform.processor() or platform.machine(),
@@ -215,7 +214,9 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     if soup:
         card["soup"] = [{**s, "checkpoint": rel(Path(s["checkpoint"]))} for s in soup]
         if not a.run:
-            # This script's training settings were never used on an average.
+            # An average has no run of its own, and this script's training settings were never
+            # used on it.
+            card["epochs"] = card["training_time_s"] = None
             for k in ("time_budget_h", "augmentation", "batch", "optimizer", "seed"):
                 card.pop(k)
     card_path = out / f"{a.name}.json"
