@@ -612,6 +612,16 @@ impl ViewerTab {
                     self.settings.conf,
                     &res.class_names,
                 );
+                if let (defect_detector::detect::combine::DetectMethod::Both, Some(l)) =
+                    (m, &self.lattice.result)
+                {
+                    defect_detector::frame::weigh_contradicted_boundaries(
+                        &mut self.filtered,
+                        l,
+                        &res.class_names,
+                        self.settings.conf,
+                    );
+                }
                 if let Some(cur) = &self.current {
                     let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
                         &self.settings.crystal.spec(),

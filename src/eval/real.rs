@@ -86,6 +86,28 @@ pub struct BoundaryMatch {
     pub duplicates: usize,
 }
 
+/// A boundary box that found no labelled boundary, or found one already found.
+#[derive(Clone, Debug, Serialize)]
+pub struct OtherBoundaryBox {
+    pub obb: OrientedBox,
+    pub confidence: f32,
+    /// Which detector drew it (model, lattice, both).
+    pub source: String,
+    /// It lies along a labelled boundary that a better box found first.
+    pub duplicate: bool,
+}
+
+impl OtherBoundaryBox {
+    fn of(d: &Detection, duplicate: bool) -> Self {
+        Self {
+            obb: d.obb,
+            confidence: d.confidence,
+            source: d.source.name().to_string(),
+            duplicate,
+        }
+    }
+}
+
 /// The score of one frame.
 #[derive(Clone, Debug, Serialize)]
 pub struct FrameScore {
@@ -100,6 +122,10 @@ pub struct FrameScore {
     pub boundaries: Vec<BoundaryMatch>,
     /// Boundary boxes on no labelled boundary.
     pub boundary_false_positives: usize,
+    /// Every boundary box other than the one that found each labelled boundary (false
+    /// positives and duplicates), best first: where a frame misses its target, these say
+    /// which detector drew what, and how sure it was.
+    pub other_boundary_boxes: Vec<OtherBoundaryBox>,
     /// Detections of the frame's complete classes on nothing labelled (boundary false
     /// positives and duplicates included).
     pub false_positives: usize,
@@ -125,6 +151,7 @@ impl FrameScore {
             calibration: "none",
             boundaries: Vec::new(),
             boundary_false_positives: 0,
+            other_boundary_boxes: Vec::new(),
             false_positives: 0,
             points_labelled: 0,
             points_found: 0,
@@ -228,6 +255,22 @@ impl RealReport {
                     uns.join(", ")
                 }
             );
+            for o in &f.other_boundary_boxes {
+                let _ = writeln!(
+                    s,
+                    "    other boundary box: {:.2} {}{} at ({:.0}, {:.0}), {:.0} px long, {:.0}° off horizontal",
+                    o.confidence,
+                    o.source,
+                    if o.duplicate { ", a duplicate" } else { "" },
+                    o.obb.cx,
+                    o.obb.cy,
+                    o.obb.w.max(o.obb.h),
+                    crate::detect::combine::axis_angle_deg(
+                        &o.obb,
+                        &OrientedBox::new(0.0, 0.0, 1.0, 0.0, 0.0)
+                    ),
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -375,6 +418,7 @@ pub fn score_frame(
     let mut order: Vec<&Detection> = detections.iter().collect();
     order.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     let (mut boundary_fp, mut fp) = (0usize, 0usize);
+    let mut others = Vec::new();
     let mut unscored = std::collections::BTreeMap::new();
     let complete = |name: &str| complete_for.iter().any(|c| c == name);
     for d in order {
@@ -392,12 +436,14 @@ pub fn score_frame(
                 }
                 Some((b, _)) => {
                     b.duplicates += 1;
+                    others.push(OtherBoundaryBox::of(d, true));
                     if complete(gb) {
                         fp += 1;
                     }
                 }
                 None => {
                     boundary_fp += 1;
+                    others.push(OtherBoundaryBox::of(d, false));
                     if complete(gb) {
                         fp += 1;
                     }
@@ -424,6 +470,7 @@ pub fn score_frame(
         calibration: "none",
         boundaries,
         boundary_false_positives: boundary_fp,
+        other_boundary_boxes: others,
         false_positives: fp,
         points_labelled: points.len(),
         points_found: points.iter().filter(|p| p.2).count(),
@@ -750,6 +797,13 @@ mod tests {
         assert_eq!(s.boundaries[0].duplicates, 1);
         assert_eq!(s.boundary_false_positives, 1);
         assert_eq!(s.extra_boundary_boxes(), 2);
+        // Both listed, best first, each with what it was.
+        let others: Vec<(f32, bool)> = s
+            .other_boundary_boxes
+            .iter()
+            .map(|o| (o.confidence, o.duplicate))
+            .collect();
+        assert_eq!(others, [(0.8, false), (0.5, true)]);
         assert_eq!(s.false_positives, 2);
         // Vacancies are not labelled on this frame: reported, not scored.
         assert_eq!(s.unscored.get("vacancy"), Some(&1));

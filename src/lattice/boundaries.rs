@@ -186,6 +186,63 @@ struct RidgeContrast {
     off: f64,
 }
 
+/// What the lattice shows along a line another detector drew (a model's boundary box).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct LineEvidence {
+    /// Misorientation of the lattice across the line, folded into [0°, 90°] (as a traced
+    /// boundary's); `None` where one side has no reliable orientation (no lattice, amorphous,
+    /// the frame's edge).
+    pub misorientation_deg: Option<f64>,
+    /// Mean (smoothed) discontinuity on the line minus that of its flanks, as a traced
+    /// boundary's ridge contrast.
+    pub contrast: f32,
+}
+
+/// The lattice's evidence along `obb`'s long axis (`None`: the line lies off the maps).
+pub fn line_evidence(
+    maps: &LatticeMaps,
+    params: &LatticeParams,
+    visibility: f32,
+    obb: &OrientedBox,
+) -> Option<LineEvidence> {
+    if maps.is_empty() {
+        return None;
+    }
+    let (angle, len) = if obb.w >= obb.h {
+        (obb.angle, obb.w)
+    } else {
+        (obb.angle + std::f64::consts::FRAC_PI_2, obb.h)
+    };
+    let dir = [angle.cos(), angle.sin()];
+    let seg = Seg {
+        base: [obb.cx, obb.cy],
+        dir,
+        t0: -0.5 * len,
+        t1: 0.5 * len,
+    };
+    let smooth = smooth_map(&maps.discontinuity, maps.cols, maps.rows);
+    let step = maps.step_px as f64;
+    let win = maps.window_px as f64;
+    let tracer = Tracer {
+        maps,
+        params,
+        d: &smooth,
+        visibility,
+        step,
+        win,
+        tol: step,
+        max_gap: 0.0,
+        min_len: 0.0,
+        debug: false,
+    };
+    let rc = tracer.ridge_contrast(&seg);
+    let (mis, _) = misorientation(maps, &seg, params);
+    Some(LineEvidence {
+        misorientation_deg: mis,
+        contrast: (rc.on - rc.off) as f32,
+    })
+}
+
 /// What every pass of the tracing shares: the smoothed map and the lengths derived from it.
 struct Tracer<'a> {
     maps: &'a LatticeMaps,

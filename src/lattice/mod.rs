@@ -260,6 +260,10 @@ pub struct LatticeResult {
     pub boundaries: Vec<LatticeBoundary>,
     pub point_defects: Vec<LatticePointDefect>,
     pub timings_ms: LatticeTimings,
+    /// The settings it ran with, so that lines another detector drew can be judged by the
+    /// same thresholds ([`LatticeResult::line_evidence`]).
+    #[serde(skip)]
+    pub params: LatticeParams,
 }
 
 impl LatticeResult {
@@ -273,6 +277,12 @@ impl LatticeResult {
             WindowSpan::Narrow => " (fine sampling: 3-period windows)",
         };
         format!("visibility {:.1}{span}", self.visibility)
+    }
+
+    /// What the maps show along the long axis of `obb` (a model's boundary box): the
+    /// misorientation across it and its ridge contrast, measured as a traced boundary's.
+    pub fn line_evidence(&self, obb: &OrientedBox) -> Option<boundaries::LineEvidence> {
+        boundaries::line_evidence(&self.maps, &self.params, self.visibility, obb)
     }
 
     /// All detections as `(class, box, score)`, boundaries first, for drawing or scoring
@@ -390,5 +400,6 @@ pub fn analyse(img: &ImageF32, params: &LatticeParams) -> anyhow::Result<Lattice
             point_defects: t_points,
             total: ms(t_all),
         },
+        params: params.clone(),
     })
 }

@@ -735,3 +735,24 @@ fn point_confidence_follows_the_measured_precision() {
         }
     }
 }
+
+#[test]
+fn line_evidence_tells_a_boundary_from_a_line_inside_one_grain() {
+    let Some(r) = run_file("Si011_tilt-GB_HAADF85_ingrained.dm3", "si110") else {
+        return;
+    };
+    let b = r.boundaries[0].obb;
+    let on = r.line_evidence(&b).expect("the boundary lies on the maps");
+    // The same line moved into the upper grain, where the model once drew a boundary box on
+    // this frame turned by 180°.
+    let inside = OrientedBox {
+        cy: b.cy - 150.0,
+        ..b
+    };
+    let off = r.line_evidence(&inside).expect("the line lies on the maps");
+    eprintln!("on the boundary {on:?}, inside a grain {off:?}");
+    assert!(on.misorientation_deg.is_some_and(|m| m > 8.0), "{on:?}");
+    assert!(on.contrast > 0.05, "{on:?}");
+    assert!(off.misorientation_deg.is_some_and(|m| m < 3.0), "{off:?}");
+    assert!(off.contrast <= 0.0, "{off:?}");
+}
