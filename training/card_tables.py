@@ -19,6 +19,7 @@ SYNTHETIC_ROWS = [
     ("synthetic_test_tta_fitted", "realistic", "`--tta` + finished"),
     ("synthetic_test_both_fitted", "realistic", "`both`, finished"),
     ("synthetic_test_both_tta_fitted", "realistic", "`both`, `--tta` + finished"),
+    ("synthetic_test_large_tta_fitted", "realistic, 400 frames", "`--tta` + finished"),
     ("synthetic_test_detectable", "d′ ≥ 5", "as drawn (Ultralytics val)"),
     ("synthetic_test_detectable_fitted", "d′ ≥ 5", "finished"),
     ("synthetic_test_detectable_tta_fitted", "d′ ≥ 5", "`--tta` + finished"),
@@ -29,6 +30,9 @@ SYNTHETIC_ROWS = [
      "`--tta` + finished, hidden defects don't care"),
     ("synthetic_test_detectable_both_fitted", "d′ ≥ 5", "`both`, finished"),
     ("synthetic_test_detectable_both_tta_fitted", "d′ ≥ 5", "`both`, `--tta` + finished"),
+    ("synthetic_test_detectable_large_tta_fitted", "d′ ≥ 5, 400 frames", "`--tta` + finished"),
+    ("synthetic_test_detectable_large_tta_fitted_dont_care", "d′ ≥ 5, 400 frames",
+     "`--tta` + finished, hidden defects don't care"),
     ("synthetic_test_previous_recipe", "previous recipe", "as drawn (Ultralytics val)"),
     ("synthetic_test_previous_recipe_fitted", "previous recipe", "finished"),
     ("synthetic_test_previous_recipe_tta_fitted", "previous recipe", "`--tta` + finished"),
@@ -63,7 +67,14 @@ def synthetic_table(card, other):
             continue
         m = rep["metrics"]
         per = {c["name"]: c["map50"] for c in rep.get("per_class", [])}
-        cells = [test_set, how, f"{m['mAP50']:.3f}", f"{m['mAP50-95']:.3f}"]
+        # With a bootstrap over frames (`eval --bootstrap`), its 95 % interval beside each mAP.
+        ci = rep.get("bootstrap") or {}
+
+        def with_ci(value, key):
+            iv = ci.get(key)
+            return f"{value:.3f} ({iv['lo']:.3f}–{iv['hi']:.3f})" if iv else f"{value:.3f}"
+
+        cells = [test_set, how, with_ci(m["mAP50"], "map50"), with_ci(m["mAP50-95"], "map50_95")]
         cells += [f"{per[n]:.3f}" if n in per else "–"
                   for n in ("grain_boundary", "vacancy", "interstitial")]
         if other is not None:

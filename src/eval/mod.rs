@@ -8,6 +8,7 @@
 //! ProbIoU at 0.50:0.05:0.95, and the confusion matrix at confidence 0.25 and IoU 0.45.
 
 pub mod acquisition;
+pub mod bootstrap;
 pub mod box_errors;
 pub mod dont_care;
 pub mod metrics;
@@ -179,6 +180,11 @@ pub struct EvalReport {
     pub preprocess_ms: f64,
     pub inference_ms: f64,
     pub postprocess_ms: f64,
+    /// What each frame contributed, for [`EvalReport::bootstrap`].
+    #[serde(skip)]
+    pub frames: Vec<bootstrap::ScoredFrame>,
+    /// Set by [`EvalReport::bootstrap`]: the spread of mAP over resampled frames.
+    pub bootstrap: Option<bootstrap::BootstrapCi>,
 }
 
 /// What the don't-care regions of a run held and took out of the scoring.
@@ -243,6 +249,7 @@ pub fn evaluate(
     let mut conf: Vec<f32> = Vec::new();
     let mut pred_cls: Vec<usize> = Vec::new();
     let mut target_cls: Vec<usize> = Vec::new();
+    let mut frames: Vec<bootstrap::ScoredFrame> = Vec::with_capacity(images.len());
     let mut per_image_classes = vec![0usize; nc];
     let mut cm = ConfusionMatrix::for_val_conf(nc, opts.conf);
     let mut geometry = box_errors::BoxErrorTally::new(nc);
@@ -385,13 +392,21 @@ pub fn evaluate(
             .collect();
         let pc: Vec<usize> = dets.iter().map(|d| d.class).collect();
         let tc: Vec<usize> = gts.iter().map(|g| g.1).collect();
-        if gts.is_empty() {
-            tp.extend(std::iter::repeat_n([false; metrics::N_IOU], dets.len()));
+        let frame_tp = if gts.is_empty() {
+            vec![[false; metrics::N_IOU]; dets.len()]
         } else {
-            tp.extend(metrics::match_predictions(&pc, &tc, &iou));
-        }
-        conf.extend(dets.iter().map(|d| d.confidence));
-        pred_cls.extend(pc);
+            metrics::match_predictions(&pc, &tc, &iou)
+        };
+        let frame_conf: Vec<f32> = dets.iter().map(|d| d.confidence).collect();
+        tp.extend_from_slice(&frame_tp);
+        conf.extend_from_slice(&frame_conf);
+        pred_cls.extend_from_slice(&pc);
+        frames.push(bootstrap::ScoredFrame {
+            tp: frame_tp,
+            conf: frame_conf,
+            pred_cls: pc,
+            target_cls: tc,
+        });
         let scored: Vec<ScoredBox> = dets
             .iter()
             .map(|d| ScoredBox {
@@ -443,6 +458,8 @@ pub fn evaluate(
         preprocess_ms: pre / n_img,
         inference_ms: inf / n_img,
         postprocess_ms: post / n_img,
+        frames,
+        bootstrap: None,
     })
 }
 
@@ -452,6 +469,19 @@ fn round6(v: f32) -> f64 {
 }
 
 impl EvalReport {
+    /// Percentile-bootstrap intervals of mAP50 and mAP50-95 over the split's frames
+    /// ([`bootstrap::bootstrap`]), kept in the report (its JSON and card entry) and returned.
+    pub fn bootstrap(
+        &mut self,
+        resamples: usize,
+        level: f64,
+        seed: u64,
+        targets: Option<(f64, f64)>,
+    ) -> Option<&bootstrap::BootstrapCi> {
+        self.bootstrap = bootstrap::bootstrap(&self.frames, resamples, level, seed, targets);
+        self.bootstrap.as_ref()
+    }
+
     /// The table Ultralytics prints (`%22s%11s...`), then the confusion matrix.
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -545,6 +575,7 @@ impl EvalReport {
             },
             "box_geometry": self.box_errors,
             "dont_care": self.dont_care,
+            "bootstrap": self.bootstrap,
             "provider": self.provider,
             "speed_ms_per_image": {
                 "preprocess": self.preprocess_ms,
