@@ -81,6 +81,12 @@ pub struct EvalArgs {
     /// Recorded in the JSON and the card entry.
     #[arg(long, default_value_t = 0, value_name = "N")]
     bootstrap: usize,
+    /// With --bootstrap: also score this second model on the same frames with the same
+    /// settings, and report the paired interval of the difference (this model minus that one)
+    /// and how often this one scored higher. A difference between two models is measured far
+    /// more precisely than either score.
+    #[arg(long, value_name = "OTHER.onnx", requires = "bootstrap")]
+    against: Option<PathBuf>,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -140,6 +146,32 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let (map50, map50_95, frames) = (report.map50, report.map50_95, report.images);
     if let Some(ci) = report.bootstrap(a.bootstrap, 0.95, 0, Some(TARGETS)) {
         println!("{}", ci.line(map50, map50_95, frames));
+    }
+    if let Some(other) = &a.against {
+        let det2 = Detector::load(other, &a.runtime.detector_options())?;
+        let r2 = evaluate(&det2, &a.dataset, &opts, None)?;
+        println!(
+            "{}: mAP50 {:.4}, mAP50-95 {:.4}",
+            other.display(),
+            r2.map50,
+            r2.map50_95
+        );
+        match defect_detector::eval::bootstrap::paired(
+            &report.frames,
+            &r2.frames,
+            a.bootstrap,
+            0.95,
+            0,
+        ) {
+            Some(p) => println!("{}", p.line("this model", "the other")),
+            None => anyhow::bail!(
+                "{} scored {} frames and {} scored {}: not the same frames",
+                a.model.display(),
+                report.frames.len(),
+                other.display(),
+                r2.frames.len()
+            ),
+        }
     }
     if let Some(p) = &a.json {
         let bytes = serde_json::to_vec_pretty(&report.to_json())?;
