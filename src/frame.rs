@@ -329,6 +329,9 @@ pub struct FrameDetections {
     /// Share of the frame's strongest spectrum peaks on the crystal's lattice
     /// ([`crate::realism::RealismStats::lattice_match`]), with `LatticeUse::check_crystal`.
     pub lattice_match: Option<f64>,
+    /// Model boundary boxes the lattice contradicts, weighed down under `both`
+    /// ([`weigh_contradicted_boundaries`]).
+    pub contradicted_boundaries: usize,
 }
 
 impl FrameDetections {
@@ -357,16 +360,17 @@ pub const CONTRADICTED_MAX_CONTRAST: f32 = 0.0;
 /// −0.14). A thin twin lamella reads as one orientation on both sides too, but its planes
 /// raise the discontinuity along the line, so it is left alone. Where one side has no
 /// reliable orientation (vacuum, an amorphous layer, the frame's edge) nothing is said.
+/// Returns how many boxes were weighed down (kept or dropped), for the front ends to say so.
 pub fn weigh_contradicted_boundaries(
     dets: &mut Vec<Detection>,
     lattice: &crate::lattice::LatticeResult,
     names: &[String],
     conf: f32,
-) {
+) -> usize {
     let Some(line) = crate::detect::line_class(names) else {
-        return;
+        return 0;
     };
-    let mut weighed = false;
+    let mut weighed = 0;
     for d in dets.iter_mut() {
         if d.class != line || d.source != DetectionSource::Model {
             continue;
@@ -378,12 +382,23 @@ pub fn weigh_contradicted_boundaries(
         });
         if contradicted {
             d.confidence *= UNCONFIRMED_BOUNDARY_WEIGHT;
-            weighed = true;
+            weighed += 1;
         }
     }
-    if weighed {
+    if weighed > 0 {
         dets.retain(|d| d.class != line || d.confidence >= conf);
     }
+    weighed
+}
+
+/// What a front end says when [`weigh_contradicted_boundaries`] weighed boxes down.
+pub fn contradicted_boundaries_note(n: usize) -> String {
+    format!(
+        "{n} model boundary box{} where the lattice reads one crystal orientation on both sides \
+         and no boundary between: weighed down to half {} confidence",
+        if n == 1 { "" } else { "es" },
+        if n == 1 { "its" } else { "their" }
+    )
 }
 
 /// Runs `det` and, unless the method is the model alone, the lattice analysis on one frame.
@@ -442,9 +457,12 @@ pub fn detect_frame(
         None => result.filtered(conf, iou),
     };
     let mut detections = join(lattice.method, model, &other, conf, &result.class_names);
-    if let (DetectMethod::Both, Some(l)) = (lattice.method, &analysis) {
-        weigh_contradicted_boundaries(&mut detections, l, &result.class_names, conf);
-    }
+    let contradicted_boundaries = match (lattice.method, &analysis) {
+        (DetectMethod::Both, Some(l)) => {
+            weigh_contradicted_boundaries(&mut detections, l, &result.class_names, conf)
+        }
+        _ => 0,
+    };
     finish_boxes(
         img,
         &mut detections,
@@ -464,6 +482,7 @@ pub fn detect_frame(
         calibration,
         lattice_error,
         lattice_match,
+        contradicted_boundaries,
     })
 }
 
@@ -523,14 +542,17 @@ mod tests {
             // What another detector drew is not the model's to lose.
             gb(in_grain, DetectionSource::Lattice),
         ];
-        weigh_contradicted_boundaries(&mut dets, &l, &names, 0.25);
+        assert_eq!(
+            weigh_contradicted_boundaries(&mut dets, &l, &names, 0.25),
+            1
+        );
         assert_eq!(dets.len(), 2, "{dets:?}");
         assert_eq!(dets[0].obb, boundary);
         assert_eq!(dets[0].confidence, 0.45);
         assert_eq!(dets[1].source, DetectionSource::Lattice);
         // Below the threshold a weighed box stays, at half its confidence.
         let mut low = vec![gb(in_grain, DetectionSource::Model)];
-        weigh_contradicted_boundaries(&mut low, &l, &names, 0.1);
+        assert_eq!(weigh_contradicted_boundaries(&mut low, &l, &names, 0.1), 1);
         assert_eq!(low.len(), 1);
         assert!((low[0].confidence - 0.225).abs() < 1e-6);
     }

@@ -493,11 +493,12 @@ fn typing_a_pixel_size_for_an_uncalibrated_file_sets_it() {
             .pixel_size
             .is_none()
     );
-    // The nm/px field, found by its unit, clicked into and typed in as a user would.
+    // The pixel-size field reads "auto" while nothing is typed (not "0.0000 nm/px"), and is
+    // clicked into and typed in as a user would.
     let field = h
         .get_all_by_role(egui::accesskit::Role::SpinButton)
-        .find(|n| n.value().is_some_and(|v| v.contains("nm/px")))
-        .expect("the pixel-size field");
+        .find(|n| n.value().is_some_and(|v| v == "auto"))
+        .expect("the pixel-size field, reading auto");
     field.click();
     h.run_steps(2);
     let field = h
@@ -512,6 +513,11 @@ fn typing_a_pixel_size_for_an_uncalibrated_file_sets_it() {
     let typed = h.state().viewer.settings.pixel_sizes.get(&key).copied();
     assert_eq!(typed, Some(0.0164));
     assert_eq!(h.state().viewer.pixel_size().unwrap().nm_per_px, 0.0164);
+    assert!(
+        h.get_all_by_role(egui::accesskit::Role::SpinButton)
+            .any(|n| n.value().is_some_and(|v| v == "0.01640 nm/px")),
+        "the typed pixel size with its unit"
+    );
 }
 
 #[test]

@@ -145,6 +145,8 @@ pub struct ViewerTab {
     pub result: Option<DetectionResult>,
     pub filtered: Vec<Detection>,
     filtered_for: Option<FilterKey>,
+    /// Model boundary boxes in `filtered` the lattice contradicted (weighed down, `both`).
+    pub contradicted_boundaries: usize,
     /// Point boxes fitted to the current image's lattice (slider steps re-filter the same boxes).
     cell_fits: defect_detector::frame::CellFitCache,
     /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
@@ -188,6 +190,7 @@ impl ViewerTab {
             detection: DetectionJob::new(notify.clone()),
             result: None,
             filtered: Vec::new(),
+            contradicted_boundaries: 0,
             filtered_for: None,
             cell_fits: Default::default(),
             lattice: LatticeJob::new(notify.clone()),
@@ -615,12 +618,15 @@ impl ViewerTab {
                 if let (defect_detector::detect::combine::DetectMethod::Both, Some(l)) =
                     (m, &self.lattice.result)
                 {
-                    defect_detector::frame::weigh_contradicted_boundaries(
-                        &mut self.filtered,
-                        l,
-                        &res.class_names,
-                        self.settings.conf,
-                    );
+                    self.contradicted_boundaries =
+                        defect_detector::frame::weigh_contradicted_boundaries(
+                            &mut self.filtered,
+                            l,
+                            &res.class_names,
+                            self.settings.conf,
+                        );
+                } else {
+                    self.contradicted_boundaries = 0;
                 }
                 if let Some(cur) = &self.current {
                     let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
@@ -922,8 +928,8 @@ impl ViewerTab {
                     ui.horizontal(|ui| {
                         let mut v = self.settings.pixel_sizes.get(&key).copied().unwrap_or(0.0);
                         let changed = ui
-                            .add(egui::DragValue::new(&mut v).range(0.0..=100.0).speed(0.0005).max_decimals(5).suffix(" nm/px"))
-                            .on_hover_text("Type the pixel size to override the file's or the lattice estimate (remembered for this file; 0 = use those)")
+                            .add(pixel_size_field(&mut v))
+                            .on_hover_text("Type the pixel size in nm/px to override the file's or the lattice's (remembered for this file; auto or 0: use those)")
                             .changed();
                         ui.label(if v > 0.0 {
                             match file_nm {
@@ -1200,6 +1206,18 @@ impl ViewerTab {
                 self.request_lattice();
             }
         });
+        if self.contradicted_boundaries > 0 {
+            ui.small(defect_detector::frame::contradicted_boundaries_note(
+                self.contradicted_boundaries,
+            ))
+            .on_hover_text(
+                "A grain boundary separates two orientations of the crystal. Where the lattice \
+                 maps read the same orientation (within 3°) on both sides of a box the model \
+                 drew, and no ridge of discontinuity along it, the box enters at half its \
+                 confidence, as a boundary only the lattice sees does. Detector \"model\" shows \
+                 it as the model drew it.",
+            );
+        }
         if let Some(l) = &self.lattice.result {
             ui.small(lattice_summary(l)).on_hover_text(
                 "Lattice visibility: the median {111} peak-to-mean power of the analysis windows. \
@@ -1742,6 +1760,29 @@ impl ViewerTab {
             _ => String::new(),
         };
     }
+}
+
+/// The typed pixel size of an uncalibrated file (nm/px); 0, shown as "auto", leaves it to the
+/// file or the lattice ("0.0000 nm/px" read as a calibration of zero).
+fn pixel_size_field(v: &mut f64) -> egui::DragValue<'_> {
+    egui::DragValue::new(v)
+        .range(0.0..=100.0)
+        .speed(0.0005)
+        .custom_formatter(|n, _| {
+            if n == 0.0 {
+                "auto".to_string()
+            } else {
+                format!("{n:.5} nm/px")
+            }
+        })
+        .custom_parser(|s| {
+            let t = s.trim().trim_end_matches("nm/px").trim();
+            if t.is_empty() || t.eq_ignore_ascii_case("auto") {
+                Some(0.0)
+            } else {
+                t.parse().ok()
+            }
+        })
 }
 
 /// One line on what the lattice analysis saw: the {111} period it used and how clearly the

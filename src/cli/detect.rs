@@ -238,6 +238,15 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             if let Some(e) = &frame.lattice_error {
                 eprintln!("{}: no lattice analysis: {e}", img_path.display());
             }
+            if frame.contradicted_boundaries > 0 {
+                eprintln!(
+                    "{}: {}",
+                    img_path.display(),
+                    defect_detector::frame::contradicted_boundaries_note(
+                        frame.contradicted_boundaries
+                    )
+                );
+            }
             if let Some(m) = frame.not_the_crystal() {
                 eprintln!(
                     "{}: warning: {} (--crystal names the crystal)",
