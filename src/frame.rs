@@ -414,19 +414,22 @@ pub fn detect_frame(
     let calibration = calibrate(img, given, lattice);
     let px = calibration.pixel_size();
     let mut result = det.detect(img, px, opts)?;
-    let (other, lattice_error) = if lattice.method == DetectMethod::Model {
-        ((Vec::new(), None), None)
+    let (analysis, lattice_error) = if lattice.method == DetectMethod::Model {
+        (None, None)
     } else {
         let params = crate::lattice::LatticeParams {
             point_defects: lattice.method.uses_lattice_points(),
             ..crate::lattice::LatticeParams::new(lattice.crystal.clone(), px.map(|p| p.nm_per_px))
         };
         match crate::lattice::analyse(img, &params) {
-            Ok(l) => ((l.detections(), Some(l)), None),
-            Err(e) => ((Vec::new(), None), Some(format!("{e:#}"))),
+            Ok(l) => (Some(l), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
         }
     };
-    let (other, analysis) = other;
+    let other = analysis
+        .as_ref()
+        .map(|l| l.detections())
+        .unwrap_or_default();
     let scales = lattice.model_scales(calibration);
     let identity = [crate::geometry::Dihedral::IDENTITY];
     // The lattice analysis alone needs no more model runs than the one above.
