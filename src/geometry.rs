@@ -54,6 +54,16 @@ impl OrientedBox {
         self.w * self.h
     }
 
+    /// The long axis: its direction (radians; `angle` when `w >= h`, else turned by 90°) and
+    /// its length.
+    pub fn long_axis(&self) -> (f64, f64) {
+        if self.w >= self.h {
+            (self.angle, self.w)
+        } else {
+            (self.angle + std::f64::consts::FRAC_PI_2, self.h)
+        }
+    }
+
     pub fn center(&self) -> Pt {
         [self.cx, self.cy]
     }

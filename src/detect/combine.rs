@@ -58,18 +58,9 @@ pub const AGREE_DEG: f64 = 20.0;
 /// A box from another detector: class, box in image pixels, score in 0..=1.
 pub type OtherBox = (DefectClass, OrientedBox, f32);
 
-/// A box's long axis: its direction (radians) and its length (px).
-fn long_axis(o: &OrientedBox) -> (f64, f64) {
-    if o.w >= o.h {
-        (o.angle, o.w)
-    } else {
-        (o.angle + std::f64::consts::FRAC_PI_2, o.h)
-    }
-}
-
 /// The angle between two boxes' long axes, in degrees (0..=90).
 pub fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
-    let d = (long_axis(a).0 - long_axis(b).0)
+    let d = (a.long_axis().0 - b.long_axis().0)
         .to_degrees()
         .rem_euclid(180.0);
     d.min(180.0 - d)
@@ -77,14 +68,14 @@ pub fn axis_angle_deg(a: &OrientedBox, b: &OrientedBox) -> f64 {
 
 /// Distance of `b`'s centre from the long axis of `a` (px).
 pub fn off_axis(a: &OrientedBox, b: &OrientedBox) -> f64 {
-    let t = long_axis(a).0;
+    let t = a.long_axis().0;
     let n = [-t.sin(), t.cos()];
     ((b.cx - a.cx) * n[0] + (b.cy - a.cy) * n[1]).abs()
 }
 
 /// Along-axis overlap test: `b`'s centre lies within `a`'s length (plus a margin).
 fn along_inside(a: &OrientedBox, b: &OrientedBox, margin: f64) -> bool {
-    let (t, len) = long_axis(a);
+    let (t, len) = a.long_axis();
     let along = (b.cx - a.cx) * t.cos() + (b.cy - a.cy) * t.sin();
     along.abs() <= len / 2.0 + margin
 }
@@ -163,7 +154,7 @@ pub fn combine(
                 d.confidence = c;
                 d.source = DetectionSource::Both;
                 if class == DefectClass::GrainBoundary
-                    && long_axis(&obb).1 >= LATTICE_EXTENDS * long_axis(&d.obb).1
+                    && obb.long_axis().1 >= LATTICE_EXTENDS * d.obb.long_axis().1
                 {
                     d.obb = obb;
                 }

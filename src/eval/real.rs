@@ -347,12 +347,8 @@ impl RealReport {
 
 /// The long axis of a box: unit direction and half length.
 fn long_axis(b: &OrientedBox) -> (Pt, f64, f64) {
-    let (t, half_len, half_w) = if b.w >= b.h {
-        (b.angle, b.w / 2.0, b.h / 2.0)
-    } else {
-        (b.angle + std::f64::consts::FRAC_PI_2, b.h / 2.0, b.w / 2.0)
-    };
-    ([t.cos(), t.sin()], half_len, half_w)
+    let (t, len) = b.long_axis();
+    ([t.cos(), t.sin()], len / 2.0, b.w.min(b.h) / 2.0)
 }
 
 /// How well detection `d` follows the labelled band `band` in a `w x h` frame: `None` unless

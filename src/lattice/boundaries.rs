@@ -208,11 +208,7 @@ pub fn line_evidence(
     if maps.is_empty() {
         return None;
     }
-    let (angle, len) = if obb.w >= obb.h {
-        (obb.angle, obb.w)
-    } else {
-        (obb.angle + std::f64::consts::FRAC_PI_2, obb.h)
-    };
+    let (angle, len) = obb.long_axis();
     let dir = [angle.cos(), angle.sin()];
     let seg = Seg {
         base: [obb.cx, obb.cy],
