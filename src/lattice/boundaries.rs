@@ -74,8 +74,16 @@ fn mean_orientation(v: &[f64]) -> Option<(f64, f64)> {
     Some((mean, near.len() as f64 / v.len() as f64))
 }
 
+/// The discontinuity map as tracing reads it: a lightly smoothed copy (binomial, σ ≈ 1 cell =
+/// W/8), since noise breaks the raw ridges of noisy frames into pieces.
+pub(crate) fn smoothed_discontinuity(maps: &LatticeMaps) -> Vec<f32> {
+    smooth_map(&maps.discontinuity, maps.cols, maps.rows)
+}
+
+/// Boundary segments along the ridges of `smooth` ([`smoothed_discontinuity`] of `maps`).
 pub(crate) fn trace(
     maps: &LatticeMaps,
+    smooth: &[f32],
     params: &LatticeParams,
     width: usize,
     height: usize,
@@ -84,9 +92,6 @@ pub(crate) fn trace(
 ) -> Vec<LatticeBoundary> {
     let (cols, rows) = (maps.cols, maps.rows);
     let step = maps.step_px as f64;
-    // Tracing works on a lightly smoothed copy (binomial, σ ≈ 1 cell = W/8): noise breaks the
-    // raw ridges of noisy frames into pieces.
-    let smooth = smooth_map(&maps.discontinuity, cols, rows);
     let map_extent = (cols.min(rows).saturating_sub(1)) as f64 * step;
     let win = maps.window_px as f64;
     // Ridges are bands about half a window wide: lines are fitted to all cells of the band.
@@ -94,7 +99,7 @@ pub(crate) fn trace(
     let tracer = Tracer {
         maps,
         params,
-        d: &smooth,
+        d: smooth,
         visibility,
         step,
         win,
@@ -105,7 +110,7 @@ pub(crate) fn trace(
             .max(2.5 * step),
         debug: std::env::var_os("LATTICE_DEBUG").is_some(),
     };
-    let hi = ridge_threshold(&smooth, params);
+    let hi = ridge_threshold(smooth, params);
     let lo = hi * params.boundary_low_fraction;
     if tracer.debug {
         tracer.print_threshold(hi, lo);
@@ -199,8 +204,10 @@ pub struct LineEvidence {
 }
 
 /// The lattice's evidence along `obb`'s long axis (`None`: the line lies off the maps).
+/// `smooth`: [`smoothed_discontinuity`] of `maps`.
 pub fn line_evidence(
     maps: &LatticeMaps,
+    smooth: &[f32],
     params: &LatticeParams,
     visibility: f32,
     obb: &OrientedBox,
@@ -209,29 +216,13 @@ pub fn line_evidence(
         return None;
     }
     let (angle, len) = obb.long_axis();
-    let dir = [angle.cos(), angle.sin()];
     let seg = Seg {
         base: [obb.cx, obb.cy],
-        dir,
+        dir: [angle.cos(), angle.sin()],
         t0: -0.5 * len,
         t1: 0.5 * len,
     };
-    let smooth = smooth_map(&maps.discontinuity, maps.cols, maps.rows);
-    let step = maps.step_px as f64;
-    let win = maps.window_px as f64;
-    let tracer = Tracer {
-        maps,
-        params,
-        d: &smooth,
-        visibility,
-        step,
-        win,
-        tol: step,
-        max_gap: 0.0,
-        min_len: 0.0,
-        debug: false,
-    };
-    let rc = tracer.ridge_contrast(&seg);
+    let rc = ridge_contrast(maps, smooth, params, visibility, &seg);
     let (mis, _) = misorientation(maps, &seg, params);
     Some(LineEvidence {
         misorientation_deg: mis,
@@ -454,7 +445,7 @@ impl Tracer<'_> {
         if seg.t1 - seg.t0 + self.step < self.min_len || cand.cells < 3 {
             return reject(format_args!("length"));
         }
-        let rc = self.ridge_contrast(seg);
+        let rc = ridge_contrast(self.maps, self.d, self.params, self.visibility, seg);
         let (contrast, fl, on) = (rc.on - rc.off, rc.flanks, rc.on);
         let params = self.params;
         let passes = match pass {
@@ -492,47 +483,53 @@ impl Tracer<'_> {
         }
         Some(contrast)
     }
+}
 
-    /// The mean (smoothed) discontinuity on the segment's centre line against that of its
-    /// flanks. A line on the shoulder of a real boundary (lower than one flank) is measured
-    /// against the higher flank, so it does not pass on its neighbour's ridge; a ridge of its
-    /// own against the lower one, so one plane of a thin lamella is not hidden by the other
-    /// (benchmark: recall 0.865 -> 0.897 at precision 0.883 -> 0.869; the rule on noisy frames
-    /// as well: precision 0.82).
-    fn ridge_contrast(&self, seg: &Seg) -> RidgeContrast {
-        let cols = self.maps.cols;
-        let n = [seg.dir[1], -seg.dir[0]];
-        let ns = (((seg.t1 - seg.t0) / self.step).ceil() as usize).max(1);
-        let line = |off: f64| -> Vec<f32> {
-            (0..=ns)
-                .filter_map(|k| {
-                    let p = seg.at(seg.t0 + (seg.t1 - seg.t0) * k as f64 / ns as f64);
-                    let p = [p[0] + off * n[0], p[1] + off * n[1]];
-                    self.maps.cell_at(p).map(|(c, r)| self.d[r * cols + c])
-                })
-                .collect()
-        };
-        let mean = |v: &[f32]| v.iter().sum::<f32>() as f64 / v.len().max(1) as f64;
-        let on_line = line(0.0);
-        let on = mean(&on_line);
-        let flank = |off: f64| {
-            let v = line(off);
-            (v.len() * 2 >= on_line.len()).then(|| mean(&v))
-        };
-        let flanks = [flank(self.win), flank(-self.win)];
-        let off = match flanks {
-            [Some(a), Some(b)]
-                if on >= a.max(b)
-                    && self.visibility >= self.params.ridge_lower_flank_min_strength =>
-            {
-                a.min(b)
-            }
-            [Some(a), Some(b)] => a.max(b),
-            [Some(a), None] | [None, Some(a)] => a,
-            [None, None] => 0.0,
-        };
-        RidgeContrast { on, flanks, off }
-    }
+/// The mean (smoothed) discontinuity on the segment's centre line against that of its
+/// flanks. A line on the shoulder of a real boundary (lower than one flank) is measured
+/// against the higher flank, so it does not pass on its neighbour's ridge; a ridge of its
+/// own against the lower one, so one plane of a thin lamella is not hidden by the other
+/// (benchmark: recall 0.865 -> 0.897 at precision 0.883 -> 0.869; the rule on noisy frames
+/// as well: precision 0.82).
+fn ridge_contrast(
+    maps: &LatticeMaps,
+    d: &[f32],
+    params: &LatticeParams,
+    visibility: f32,
+    seg: &Seg,
+) -> RidgeContrast {
+    let cols = maps.cols;
+    let (step, win) = (maps.step_px as f64, maps.window_px as f64);
+    let n = [seg.dir[1], -seg.dir[0]];
+    let ns = (((seg.t1 - seg.t0) / step).ceil() as usize).max(1);
+    let line = |off: f64| -> Vec<f32> {
+        (0..=ns)
+            .filter_map(|k| {
+                let p = seg.at(seg.t0 + (seg.t1 - seg.t0) * k as f64 / ns as f64);
+                let p = [p[0] + off * n[0], p[1] + off * n[1]];
+                maps.cell_at(p).map(|(c, r)| d[r * cols + c])
+            })
+            .collect()
+    };
+    let mean = |v: &[f32]| v.iter().sum::<f32>() as f64 / v.len().max(1) as f64;
+    let on_line = line(0.0);
+    let on = mean(&on_line);
+    let flank = |off: f64| {
+        let v = line(off);
+        (v.len() * 2 >= on_line.len()).then(|| mean(&v))
+    };
+    let flanks = [flank(win), flank(-win)];
+    let off = match flanks {
+        [Some(a), Some(b)]
+            if on >= a.max(b) && visibility >= params.ridge_lower_flank_min_strength =>
+        {
+            a.min(b)
+        }
+        [Some(a), Some(b)] => a.max(b),
+        [Some(a), None] | [None, Some(a)] => a,
+        [None, None] => 0.0,
+    };
+    RidgeContrast { on, flanks, off }
 }
 
 /// True when `s` runs within 8° of a map border and its middle lies within `k` map steps of

@@ -264,6 +264,10 @@ pub struct LatticeResult {
     /// same thresholds ([`LatticeResult::line_evidence`]).
     #[serde(skip)]
     pub params: LatticeParams,
+    /// The discontinuity map as the boundary tracing read it (smoothed), for the same reading
+    /// of other detectors' lines.
+    #[serde(skip)]
+    pub smoothed_discontinuity: Vec<f32>,
 }
 
 impl LatticeResult {
@@ -282,7 +286,13 @@ impl LatticeResult {
     /// What the maps show along the long axis of `obb` (a model's boundary box): the
     /// misorientation across it and its ridge contrast, measured as a traced boundary's.
     pub fn line_evidence(&self, obb: &OrientedBox) -> Option<boundaries::LineEvidence> {
-        boundaries::line_evidence(&self.maps, &self.params, self.visibility, obb)
+        boundaries::line_evidence(
+            &self.maps,
+            &self.smoothed_discontinuity,
+            &self.params,
+            self.visibility,
+            obb,
+        )
     }
 
     /// All detections as `(class, box, score)`, boundaries first, for drawing or scoring
@@ -374,7 +384,16 @@ pub fn analyse(img: &ImageF32, params: &LatticeParams) -> anyhow::Result<Lattice
     }
     let t_maps = ms(t);
     let t = Instant::now();
-    let boundaries = boundaries::trace(&maps, params, img.width, img.height, px_per_a, visibility);
+    let smoothed_discontinuity = boundaries::smoothed_discontinuity(&maps);
+    let boundaries = boundaries::trace(
+        &maps,
+        &smoothed_discontinuity,
+        params,
+        img.width,
+        img.height,
+        px_per_a,
+        visibility,
+    );
     let t_bound = ms(t);
     let t = Instant::now();
     let point_defects = if params.point_defects {
@@ -401,5 +420,6 @@ pub fn analyse(img: &ImageF32, params: &LatticeParams) -> anyhow::Result<Lattice
             total: ms(t_all),
         },
         params: params.clone(),
+        smoothed_discontinuity,
     })
 }
