@@ -391,6 +391,27 @@ pub fn weigh_contradicted_boundaries(
     weighed
 }
 
+/// What `method` shows of a frame (every front end: `detect`, `eval`, the Viewer): the
+/// model's `model` detections joined with the lattice analysis' boundaries
+/// ([`crate::detect::combine::join`]), then under `both` the model's boundary boxes the
+/// analysis contradicts weighed down ([`weigh_contradicted_boundaries`]). Returns the
+/// detections and how many boxes were weighed down.
+pub fn join_with_lattice(
+    method: DetectMethod,
+    model: Vec<Detection>,
+    lattice: Option<&crate::lattice::LatticeResult>,
+    conf: f32,
+    names: &[String],
+) -> (Vec<Detection>, usize) {
+    let other = lattice.map(|l| l.detections()).unwrap_or_default();
+    let mut dets = join(method, model, &other, conf, names);
+    let weighed = match (method, lattice) {
+        (DetectMethod::Both, Some(l)) => weigh_contradicted_boundaries(&mut dets, l, names, conf),
+        _ => 0,
+    };
+    (dets, weighed)
+}
+
 /// What a front end says when [`weigh_contradicted_boundaries`] weighed boxes down.
 pub fn contradicted_boundaries_note(n: usize) -> String {
     format!(
@@ -426,10 +447,6 @@ pub fn detect_frame(
             Err(e) => (None, Some(format!("{e:#}"))),
         }
     };
-    let other = analysis
-        .as_ref()
-        .map(|l| l.detections())
-        .unwrap_or_default();
     let scales = lattice.model_scales(calibration);
     let identity = [crate::geometry::Dihedral::IDENTITY];
     // The lattice analysis alone needs no more model runs than the one above.
@@ -459,13 +476,13 @@ pub fn detect_frame(
         }
         None => result.filtered(conf, iou),
     };
-    let mut detections = join(lattice.method, model, &other, conf, &result.class_names);
-    let contradicted_boundaries = match (lattice.method, &analysis) {
-        (DetectMethod::Both, Some(l)) => {
-            weigh_contradicted_boundaries(&mut detections, l, &result.class_names, conf)
-        }
-        _ => 0,
-    };
+    let (mut detections, contradicted_boundaries) = join_with_lattice(
+        lattice.method,
+        model,
+        analysis.as_ref(),
+        conf,
+        &result.class_names,
+    );
     finish_boxes(
         img,
         &mut detections,

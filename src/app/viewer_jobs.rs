@@ -7,7 +7,6 @@
 //! freshly loaded image, opening a picked file) is the tab's decision.
 
 use super::canvas::ImageCanvas;
-use defect_detector::detect::combine::OtherBox;
 use defect_detector::detect::{DetectOptions, DetectionResult, Detector, DetectorOptions};
 use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings};
 use defect_detector::formats::{self, StemImage, fft};
@@ -232,16 +231,14 @@ impl DetectionJob {
     }
 }
 
-/// The lattice analysis of the shown image: its maps, and its boundaries as boxes joined with
-/// the model's.
+/// The lattice analysis of the shown image: its maps, and its boundaries to join with the
+/// model's.
 pub struct LatticeJob {
     job: Latest<LatticeResult>,
     /// The image generation the running analysis belongs to.
     generation: usize,
     /// The last analysis of the shown image (maps, boundaries with misorientation).
     pub result: Option<Arc<LatticeResult>>,
-    /// Its boundaries, to join with the model's detections.
-    pub boxes: Vec<OtherBox>,
     /// Bumped when new lattice boxes arrive, so the shown detections and map are redone.
     pub version: usize,
 }
@@ -252,7 +249,6 @@ impl LatticeJob {
             job: Latest::new("lattice", notify),
             generation: 0,
             result: None,
-            boxes: Vec::new(),
             version: 0,
         }
     }
@@ -275,7 +271,6 @@ impl LatticeJob {
     /// was drawn from it (the map layer, the joined detections) is dropped too.
     pub fn clear(&mut self) {
         self.result = None;
-        self.boxes.clear();
         self.version += 1;
     }
 
@@ -288,7 +283,6 @@ impl LatticeJob {
     pub fn poll(&mut self, generation: usize) -> Option<Note> {
         match self.job.poll()? {
             Ok(l) if self.generation == generation => {
-                self.boxes = l.detections();
                 self.result = Some(Arc::new(l));
                 self.version += 1;
                 None

@@ -595,7 +595,6 @@ impl ViewerTab {
     /// Instant re-filtering: NMS over the kept candidates, no model run.
     fn refilter(&mut self) {
         if let Some(res) = &self.result {
-            use defect_detector::detect::combine::join;
             let m = self.settings.method;
             let key = FilterKey {
                 conf: self.settings.conf,
@@ -608,26 +607,14 @@ impl ViewerTab {
                 points_off_boundaries: self.settings.points_off_boundaries,
             };
             if self.filtered_for != Some(key) {
-                self.filtered = join(
-                    m,
-                    res.filtered(self.settings.conf, self.settings.iou),
-                    &self.lattice.boxes,
-                    self.settings.conf,
-                    &res.class_names,
-                );
-                if let (defect_detector::detect::combine::DetectMethod::Both, Some(l)) =
-                    (m, &self.lattice.result)
-                {
-                    self.contradicted_boundaries =
-                        defect_detector::frame::weigh_contradicted_boundaries(
-                            &mut self.filtered,
-                            l,
-                            &res.class_names,
-                            self.settings.conf,
-                        );
-                } else {
-                    self.contradicted_boundaries = 0;
-                }
+                (self.filtered, self.contradicted_boundaries) =
+                    defect_detector::frame::join_with_lattice(
+                        m,
+                        res.filtered(self.settings.conf, self.settings.iou),
+                        self.lattice.result.as_deref(),
+                        self.settings.conf,
+                        &res.class_names,
+                    );
                 if let Some(cur) = &self.current {
                     let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
                         &self.settings.crystal.spec(),

@@ -333,15 +333,14 @@ pub fn evaluate(
                 )
             };
             let analysis = crate::lattice::analyse(&img, &params).ok();
-            let other = analysis
-                .as_ref()
-                .map(|l| l.detections())
-                .unwrap_or_default();
-            dets = crate::detect::combine::join(opts.method, dets, &other, opts.conf, names);
-            if let (crate::detect::combine::DetectMethod::Both, Some(l)) = (opts.method, &analysis)
-            {
-                crate::frame::weigh_contradicted_boundaries(&mut dets, l, names, opts.conf);
-            }
+            dets = crate::frame::join_with_lattice(
+                opts.method,
+                dets,
+                analysis.as_ref(),
+                opts.conf,
+                names,
+            )
+            .0;
         }
         if opts.clip_boundaries {
             crate::frame::finish_boxes(&img, &mut dets, names, opts.fit_cells.as_ref());
