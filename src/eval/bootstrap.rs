@@ -6,7 +6,7 @@
 //! Frames, not boxes, are resampled: the boxes of one frame share its dose, pixel size and
 //! lattice, so they are not independent draws.
 
-use super::metrics::{Correct, ap_per_class};
+use super::metrics::{ApResult, Correct, ap_per_class};
 use rand::{RngExt, SeedableRng};
 
 /// What one frame contributed to a split's scoring: its detections' match flags, confidences
@@ -61,18 +61,52 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i] * (1.0 - f) + sorted[j] * f
 }
 
-/// mAP50 and mAP50-95 of the frames `pick` (indices into `frames`, repeats allowed).
-fn score(frames: &[ScoredFrame], pick: &[usize]) -> (f64, f64) {
+/// The AP of the frames `pick` (indices into `frames`, repeats allowed), their detections and
+/// labels pooled in that order.
+fn ap_of_picked(frames: &[ScoredFrame], pick: impl Iterator<Item = usize>) -> ApResult {
     let (mut tp, mut conf, mut pred, mut target) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for &i in pick {
+    for i in pick {
         let f = &frames[i];
         tp.extend_from_slice(&f.tp);
         conf.extend_from_slice(&f.conf);
         pred.extend_from_slice(&f.pred_cls);
         target.extend_from_slice(&f.target_cls);
     }
-    let ap = ap_per_class(&tp, &conf, &pred, &target);
+    ap_per_class(&tp, &conf, &pred, &target)
+}
+
+/// The AP of a whole split, every frame once ([`crate::eval::evaluate`]'s metrics).
+pub fn ap_of(frames: &[ScoredFrame]) -> ApResult {
+    ap_of_picked(frames, 0..frames.len())
+}
+
+/// mAP50 and mAP50-95 of the frames `pick`.
+fn score(frames: &[ScoredFrame], pick: &[usize]) -> (f64, f64) {
+    let ap = ap_of_picked(frames, pick.iter().copied());
     (ap.map50(), ap.map())
+}
+
+/// Calls `f` with each of `resamples` draws of `n` frame indices with replacement, seeded by
+/// `seed` (the same seed, the same draws).
+fn for_each_resample(n: usize, resamples: usize, seed: u64, mut f: impl FnMut(&[usize])) {
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut pick = vec![0usize; n];
+    for _ in 0..resamples {
+        for p in pick.iter_mut() {
+            *p = rng.random_range(0..n);
+        }
+        f(&pick);
+    }
+}
+
+/// The central interval of coverage `level` of the values `v` (sorted here).
+fn central_interval(v: &mut [f64], level: f64) -> Interval {
+    v.sort_by(f64::total_cmp);
+    let tail = 0.5 * (1.0 - level);
+    Interval {
+        lo: quantile(v, tail),
+        hi: quantile(v, 1.0 - tail),
+    }
 }
 
 /// Percentile-bootstrap intervals at coverage `level` from `resamples` draws of the frames
@@ -88,18 +122,12 @@ pub fn bootstrap(
     if frames.is_empty() || resamples == 0 {
         return None;
     }
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let n = frames.len();
-    let mut pick = vec![0usize; n];
     let (mut m50, mut m) = (Vec::with_capacity(resamples), Vec::with_capacity(resamples));
-    for _ in 0..resamples {
-        for p in pick.iter_mut() {
-            *p = rng.random_range(0..n);
-        }
-        let (a, b) = score(frames, &pick);
+    for_each_resample(frames.len(), resamples, seed, |pick| {
+        let (a, b) = score(frames, pick);
         m50.push(a);
         m.push(b);
-    }
+    });
     let share = |v: &[f64], t: f64| v.iter().filter(|&&x| x >= t).count() as f64 / v.len() as f64;
     let share_reaching = targets.map(|(t50, t)| ShareReaching {
         map50_at_least: t50,
@@ -107,19 +135,12 @@ pub fn bootstrap(
         map50_share: share(&m50, t50),
         map50_95_share: share(&m, t),
     });
-    m50.sort_by(f64::total_cmp);
-    m.sort_by(f64::total_cmp);
-    let tail = 0.5 * (1.0 - level);
-    let interval = |v: &[f64]| Interval {
-        lo: quantile(v, tail),
-        hi: quantile(v, 1.0 - tail),
-    };
     Some(BootstrapCi {
         resamples,
         level,
         seed,
-        map50: interval(&m50),
-        map50_95: interval(&m),
+        map50: central_interval(&mut m50, level),
+        map50_95: central_interval(&mut m, level),
         share_reaching,
     })
 }
@@ -155,37 +176,23 @@ pub fn paired(
     if a.is_empty() || a.len() != b.len() || resamples == 0 {
         return None;
     }
-    let n = a.len();
-    let all: Vec<usize> = (0..n).collect();
-    let ((a50, a95), (b50, b95)) = (score(a, &all), score(b, &all));
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut pick = vec![0usize; n];
+    let (ap_a, ap_b) = (ap_of(a), ap_of(b));
     let (mut d50, mut d95) = (Vec::with_capacity(resamples), Vec::with_capacity(resamples));
-    for _ in 0..resamples {
-        for p in pick.iter_mut() {
-            *p = rng.random_range(0..n);
-        }
-        let ((x50, x95), (y50, y95)) = (score(a, &pick), score(b, &pick));
+    for_each_resample(a.len(), resamples, seed, |pick| {
+        let ((x50, x95), (y50, y95)) = (score(a, pick), score(b, pick));
         d50.push(x50 - y50);
         d95.push(x95 - y95);
-    }
+    });
     let better = |v: &[f64]| v.iter().filter(|&&x| x > 0.0).count() as f64 / v.len() as f64;
     let (first_better_map50, first_better_map50_95) = (better(&d50), better(&d95));
-    d50.sort_by(f64::total_cmp);
-    d95.sort_by(f64::total_cmp);
-    let tail = 0.5 * (1.0 - level);
-    let interval = |v: &[f64]| Interval {
-        lo: quantile(v, tail),
-        hi: quantile(v, 1.0 - tail),
-    };
     Some(PairedCi {
         resamples,
         level,
         seed,
-        d_map50: a50 - b50,
-        d_map50_95: a95 - b95,
-        d_map50_interval: interval(&d50),
-        d_map50_95_interval: interval(&d95),
+        d_map50: ap_a.map50() - ap_b.map50(),
+        d_map50_95: ap_a.map() - ap_b.map(),
+        d_map50_interval: central_interval(&mut d50, level),
+        d_map50_95_interval: central_interval(&mut d95, level),
         first_better_map50,
         first_better_map50_95,
     })
@@ -270,8 +277,7 @@ mod tests {
         let mixed: Vec<ScoredFrame> = (0..40)
             .map(|i| frame(i % 2 == 0, if i % 2 == 0 { 0.9 } else { 0.3 }))
             .collect();
-        let all: Vec<usize> = (0..mixed.len()).collect();
-        let (whole, _) = score(&mixed, &all);
+        let whole = ap_of(&mixed).map50();
         let ci = bootstrap(&mixed, 500, 0.95, 1, Some((0.98, 0.9))).unwrap();
         assert!(ci.map50.lo < whole && whole < ci.map50.hi, "{whole} {ci:?}");
         assert!(ci.map50.hi - ci.map50.lo > 0.15, "{ci:?}");

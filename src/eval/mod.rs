@@ -19,7 +19,7 @@ use crate::detect::{DetectOptions, Detector, FilterOptions, Intensity, filter_wi
 use crate::geometry::OrientedBox;
 use crate::jobs::JobControl;
 use anyhow::Context;
-use metrics::{ApResult, ConfusionMatrix, Correct, ScoredBox};
+use metrics::{ApResult, ConfusionMatrix, ScoredBox};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -245,10 +245,6 @@ pub fn evaluate(
         num_classes: nc,
         ..Default::default()
     };
-    let mut tp: Vec<Correct> = Vec::new();
-    let mut conf: Vec<f32> = Vec::new();
-    let mut pred_cls: Vec<usize> = Vec::new();
-    let mut target_cls: Vec<usize> = Vec::new();
     let mut frames: Vec<bootstrap::ScoredFrame> = Vec::with_capacity(images.len());
     let mut per_image_classes = vec![0usize; nc];
     let mut cm = ConfusionMatrix::for_val_conf(nc, opts.conf);
@@ -375,7 +371,6 @@ pub fn evaluate(
         }
         let mut seen = vec![false; nc];
         for (_, c) in &gts {
-            target_cls.push(*c);
             seen[*c] = true;
         }
         for (c, s) in seen.iter().enumerate() {
@@ -396,13 +391,9 @@ pub fn evaluate(
         } else {
             metrics::match_predictions(&pc, &tc, &iou)
         };
-        let frame_conf: Vec<f32> = dets.iter().map(|d| d.confidence).collect();
-        tp.extend_from_slice(&frame_tp);
-        conf.extend_from_slice(&frame_conf);
-        pred_cls.extend_from_slice(&pc);
         frames.push(bootstrap::ScoredFrame {
             tp: frame_tp,
-            conf: frame_conf,
+            conf: dets.iter().map(|d| d.confidence).collect(),
             pred_cls: pc,
             target_cls: tc,
         });
@@ -417,7 +408,7 @@ pub fn evaluate(
         cm.process_batch(&scored, &gts);
         geometry.add_image(&scored, &gts);
     }
-    let ap = metrics::ap_per_class(&tp, &conf, &pred_cls, &target_cls);
+    let ap = bootstrap::ap_of(&frames);
     let n_img = images.len() as f64;
     let per_class = ap
         .classes
@@ -440,7 +431,7 @@ pub fn evaluate(
         split: opts.split.clone(),
         names: det.class_names().to_vec(),
         images: images.len(),
-        instances: target_cls.len(),
+        instances: frames.iter().map(|f| f.target_cls.len()).sum(),
         conf: opts.conf,
         iou: opts.iou,
         precision: ap.mp(),
