@@ -394,8 +394,11 @@ pub fn weigh_contradicted_boundaries(
 /// What `method` shows of a frame (every front end: `detect`, `eval`, the Viewer): the
 /// model's `model` detections joined with the lattice analysis' boundaries
 /// ([`crate::detect::combine::join`]), then under `both` the model's boundary boxes the
-/// analysis contradicts weighed down ([`weigh_contradicted_boundaries`]). Returns the
-/// detections and how many boxes were weighed down.
+/// analysis contradicts weighed down ([`weigh_contradicted_boundaries`]). Under `both` the
+/// model's boxes below `conf` (the threshold the result is shown at) are not joined and stay
+/// as the model drew them, so a list scored below the threshold (`eval`) ranks what `detect`
+/// shows at `conf` above the model's weaker boxes. Returns the detections and how many boxes
+/// were weighed down.
 pub fn join_with_lattice(
     method: DetectMethod,
     model: Vec<Detection>,
@@ -404,11 +407,17 @@ pub fn join_with_lattice(
     names: &[String],
 ) -> (Vec<Detection>, usize) {
     let other = lattice.map(|l| l.detections()).unwrap_or_default();
-    let mut dets = join(method, model, &other, conf, names);
+    // Only what is shown at `conf` is joined; a weaker model box stays as the model drew it.
+    let (shown, weaker): (Vec<_>, Vec<_>) = match method {
+        DetectMethod::Both => model.into_iter().partition(|d| d.confidence >= conf),
+        _ => (model, Vec::new()),
+    };
+    let mut dets = join(method, shown, &other, conf, names);
     let weighed = match (method, lattice) {
         (DetectMethod::Both, Some(l)) => weigh_contradicted_boundaries(&mut dets, l, names, conf),
         _ => 0,
     };
+    dets.extend(weaker);
     (dets, weighed)
 }
 
@@ -575,6 +584,59 @@ mod tests {
         assert_eq!(weigh_contradicted_boundaries(&mut low, &l, &names, 0.1), 1);
         assert_eq!(low.len(), 1);
         assert!((low[0].confidence - 0.225).abs() < 1e-6);
+    }
+
+    #[test]
+    fn only_the_model_boxes_shown_at_the_threshold_are_joined_with_the_lattice() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+        if !dir.is_dir() {
+            eprintln!("skipped: real frames folder {} is absent", dir.display());
+            return;
+        }
+        let img = crate::formats::load(&dir.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
+        let params = crate::lattice::LatticeParams::new(Preset::Si110.spec(), None);
+        let l = crate::lattice::analyse(&img.image, &params).unwrap();
+        let names: Vec<String> = DefectClass::ALL.iter().map(|c| c.name().into()).collect();
+        let line = DefectClass::GrainBoundary;
+        let weak = Detection {
+            class: line.id(),
+            class_name: line.name().into(),
+            confidence: 0.1,
+            obb: l.boundaries[0].obb,
+            source: DetectionSource::Model,
+        };
+        // Shown at 0.25, the weak box is not: the lattice's boundary stands alone, at half its
+        // score, and the model's box is kept as drawn beneath it.
+        let (at_default, _) = join_with_lattice(
+            DetectMethod::Both,
+            vec![weak.clone()],
+            Some(&l),
+            0.25,
+            &names,
+        );
+        assert_eq!(at_default.len(), 2, "{at_default:?}");
+        assert_eq!(at_default[0].source, DetectionSource::Lattice);
+        assert_eq!(at_default[1], weak);
+        // Shown at 0.05, it is, and the two join into one box above both scores.
+        let (at_low, _) = join_with_lattice(
+            DetectMethod::Both,
+            vec![weak.clone()],
+            Some(&l),
+            0.05,
+            &names,
+        );
+        assert_eq!(at_low.len(), 1, "{at_low:?}");
+        assert_eq!(at_low[0].source, DetectionSource::Both);
+        assert!(at_low[0].confidence > at_default[0].confidence.max(0.1));
+        // The model alone is left as it is.
+        let (model, _) = join_with_lattice(
+            DetectMethod::Model,
+            vec![weak.clone()],
+            Some(&l),
+            0.25,
+            &names,
+        );
+        assert_eq!(model, vec![weak]);
     }
 
     #[test]

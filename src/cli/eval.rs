@@ -60,6 +60,11 @@ pub struct EvalArgs {
     /// confidence, as `detect` does (a defect on a boundary is neither bulk nor boundary).
     #[arg(long, value_name = "CONF")]
     points_off_boundaries: Option<f32>,
+    /// With --method both: join the model's boxes with the lattice's at this confidence, as
+    /// `detect` does at its --conf; the model's boxes below it are scored as it drew them,
+    /// the lattice's are left out (0: join at the --conf floor)
+    #[arg(long, value_name = "CONF", default_value_t = defect_detector::detect::DEFAULT_CONF)]
+    join_conf: f32,
     /// Crystal and zone axis the lattice analysis (`--method lattice|both`) assumes for frames
     /// without a sidecar (cdte110, si110, gaas110); a synthetic frame's own sidecar wins.
     #[arg(long, default_value = "cdte110")]
@@ -121,6 +126,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--points-off-boundaries is a confidence between 0 and 1");
     }
+    if !(0.0..=1.0).contains(&a.join_conf) {
+        anyhow::bail!("--join-conf is a confidence between 0 and 1");
+    }
     let det = Detector::load(&a.model, &a.runtime.detector_options())?;
     let opts = EvalOptions {
         split: a.split.clone(),
@@ -140,6 +148,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
         hidden_dont_care: a.hidden_dont_care,
         calibrated: a.calibrated,
+        join_conf: a.join_conf,
     };
     let mut report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());
@@ -193,6 +202,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "clip_boundaries": a.clip_boundaries,
             "hidden_dont_care": a.hidden_dont_care,
             "calibrated": a.calibrated,
+            "join_conf": a.join_conf,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),
         });

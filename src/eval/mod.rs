@@ -70,6 +70,13 @@ pub struct EvalOptions {
     /// (a model trained on 6-30 pm frames then reads a 7 pm frame's broad columns at twice
     /// the size the app would feed them at).
     pub calibrated: bool,
+    /// With `method` both: the confidence at which the model's boxes are joined with the
+    /// lattice's ([`crate::frame::join_with_lattice`]), as `detect` joins them at its `--conf`
+    /// (default 0.25). The ranked list is then what `detect` draws at this confidence plus the
+    /// model's weaker boxes as it drew them. Joined at the scoring floor instead, a boundary
+    /// box of the model at 0.05 that the lattice agrees with would rise above 0.25 and drop
+    /// the point boxes inside it, which `detect` never shows.
+    pub join_conf: f32,
 }
 
 impl Default for EvalOptions {
@@ -89,6 +96,7 @@ impl Default for EvalOptions {
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
             hidden_dont_care: false,
             calibrated: false,
+            join_conf: crate::detect::DEFAULT_CONF,
         }
     }
 }
@@ -329,11 +337,15 @@ pub fn evaluate(
                 )
             };
             let analysis = crate::lattice::analyse(&img, &params).ok();
+            let join_conf = match opts.method {
+                crate::detect::combine::DetectMethod::Both => opts.join_conf.max(opts.conf),
+                _ => opts.conf,
+            };
             dets = crate::frame::join_with_lattice(
                 opts.method,
                 dets,
                 analysis.as_ref(),
-                opts.conf,
+                join_conf,
                 names,
             )
             .0;
