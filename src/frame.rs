@@ -541,26 +541,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_model_boundary_the_lattice_contradicts_is_weighed_down_and_a_confirmed_one_is_kept() {
+    /// The lattice analysis of the real Si tilt frame (read as Si), or `None` with a printed
+    /// reason where `../shared/samples` is absent.
+    fn si_tilt_lattice() -> Option<crate::lattice::LatticeResult> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
         if !dir.is_dir() {
             eprintln!("skipped: real frames folder {} is absent", dir.display());
-            return;
+            return None;
         }
         let img = crate::formats::load(&dir.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
         let params = crate::lattice::LatticeParams::new(Preset::Si110.spec(), None);
-        let l = crate::lattice::analyse(&img.image, &params).unwrap();
-        let names: Vec<String> = DefectClass::ALL.iter().map(|c| c.name().into()).collect();
+        Some(crate::lattice::analyse(&img.image, &params).unwrap())
+    }
+
+    fn boundary_box(obb: OrientedBox, confidence: f32, source: DetectionSource) -> Detection {
         let line = DefectClass::GrainBoundary;
-        let boundary = l.boundaries[0].obb;
-        let gb = |obb: OrientedBox, source: DetectionSource| Detection {
+        Detection {
             class: line.id(),
             class_name: line.name().into(),
-            confidence: 0.45,
+            confidence,
             obb,
             source,
-        };
+        }
+    }
+
+    #[test]
+    fn a_model_boundary_the_lattice_contradicts_is_weighed_down_and_a_confirmed_one_is_kept() {
+        let Some(l) = si_tilt_lattice() else { return };
+        let names: Vec<String> = DefectClass::ALL.iter().map(|c| c.name().into()).collect();
+        let boundary = l.boundaries[0].obb;
+        let gb = |obb: OrientedBox, source: DetectionSource| boundary_box(obb, 0.45, source);
         let in_grain = OrientedBox {
             cy: boundary.cy - 150.0,
             ..boundary
@@ -588,23 +598,9 @@ mod tests {
 
     #[test]
     fn only_the_model_boxes_shown_at_the_threshold_are_joined_with_the_lattice() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-        if !dir.is_dir() {
-            eprintln!("skipped: real frames folder {} is absent", dir.display());
-            return;
-        }
-        let img = crate::formats::load(&dir.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
-        let params = crate::lattice::LatticeParams::new(Preset::Si110.spec(), None);
-        let l = crate::lattice::analyse(&img.image, &params).unwrap();
+        let Some(l) = si_tilt_lattice() else { return };
         let names: Vec<String> = DefectClass::ALL.iter().map(|c| c.name().into()).collect();
-        let line = DefectClass::GrainBoundary;
-        let weak = Detection {
-            class: line.id(),
-            class_name: line.name().into(),
-            confidence: 0.1,
-            obb: l.boundaries[0].obb,
-            source: DetectionSource::Model,
-        };
+        let weak = boundary_box(l.boundaries[0].obb, 0.1, DetectionSource::Model);
         // Shown at 0.25, the weak box is not: the lattice's boundary stands alone, at half its
         // score, and the model's box is kept as drawn beneath it.
         let (at_default, _) = join_with_lattice(
