@@ -345,10 +345,7 @@ impl ImageCanvas {
                     egui::FontId::proportional(11.0),
                     Color32::BLACK,
                 );
-                let bg = Rect::from_min_size(
-                    top - Vec2::new(0.0, galley.size().y + 2.0),
-                    galley.size() + Vec2::new(4.0, 2.0),
-                );
+                let bg = caption_rect(top, galley.size() + Vec2::new(4.0, 2.0), rect);
                 painter.rect_filled(bg, 2.0, col);
                 painter.galley(bg.min + Vec2::new(2.0, 1.0), galley, Color32::BLACK);
             }
@@ -364,6 +361,43 @@ impl ImageCanvas {
         }
         out.response = Some(response);
         out
+    }
+}
+
+/// Where a box's caption goes: above the box's top corner, moved inside `canvas` where it
+/// would stick out (a box at the frame's right edge kept only the first letters of its class).
+fn caption_rect(top: Pos2, size: Vec2, canvas: Rect) -> Rect {
+    let min = top - Vec2::new(0.0, size.y);
+    let max_x = (canvas.max.x - size.x).max(canvas.min.x);
+    let max_y = (canvas.max.y - size.y).max(canvas.min.y);
+    Rect::from_min_size(
+        Pos2::new(
+            min.x.clamp(canvas.min.x, max_x),
+            min.y.clamp(canvas.min.y, max_y),
+        ),
+        size,
+    )
+}
+
+#[cfg(test)]
+mod caption_tests {
+    use super::caption_rect;
+    use egui::{Pos2, Rect, Vec2};
+
+    #[test]
+    fn a_caption_stays_inside_the_canvas() {
+        let canvas = Rect::from_min_max(Pos2::new(0.0, 0.0), Pos2::new(200.0, 100.0));
+        let size = Vec2::new(60.0, 14.0);
+        // Room above the box's corner: the caption sits on it.
+        let r = caption_rect(Pos2::new(50.0, 50.0), size, canvas);
+        assert_eq!(r.min, Pos2::new(50.0, 36.0));
+        // At the right edge it moves left, at the top edge down, and stays whole.
+        let r = caption_rect(Pos2::new(190.0, 5.0), size, canvas);
+        assert_eq!(r.min, Pos2::new(140.0, 0.0));
+        assert!(canvas.contains_rect(r));
+        // A canvas narrower than the caption keeps its left end in view.
+        let tiny = Rect::from_min_max(Pos2::new(10.0, 0.0), Pos2::new(40.0, 100.0));
+        assert_eq!(caption_rect(Pos2::new(30.0, 50.0), size, tiny).min.x, 10.0);
     }
 }
 
