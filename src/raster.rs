@@ -582,6 +582,74 @@ fn prefix(len: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// The period (px) of the lowest-frequency strong ring of an `n × n` power spectrum (standard
+/// FFT layout, zero frequency at index 0): the first local maximum of its whitened radial
+/// profile that reaches 60 % of the strongest, between periods of 64 px (or n/3 for small
+/// spectra) and 4 px. For a [110] zinc-blende frame this is the {111} ring, whatever the
+/// lattice's orientation: a measure of the lattice's scale that no fit of a cell can alias.
+/// `None` when no ring stands out of the profile.
+pub fn first_ring_period(p: &[f32], n: usize) -> Option<f64> {
+    debug_assert_eq!(p.len(), n * n);
+    let nb = n / 2;
+    let mut sum = vec![0f64; nb];
+    let mut cnt = vec![0f64; nb];
+    for ky in 0..n {
+        for kx in 0..n {
+            let fx = if kx > n / 2 {
+                kx as f64 - n as f64
+            } else {
+                kx as f64
+            };
+            let fy = if ky > n / 2 {
+                ky as f64 - n as f64
+            } else {
+                ky as f64
+            };
+            let r = (fx * fx + fy * fy).sqrt().round() as usize;
+            if r < nb {
+                sum[r] += p[ky * n + kx] as f64;
+                cnt[r] += 1.0;
+            }
+        }
+    }
+    let prof: Vec<f64> = (0..nb)
+        .map(|r| (sum[r] / cnt[r].max(1.0)).max(1e-30).ln())
+        .collect();
+    // Whiten: subtract a running median over ±n/32 bins.
+    let h = (n / 32).max(3);
+    let lo_r = (n / 64).max(3); // periods up to 64 px
+    let hi_r = n / 4; // periods down to 4 px
+    let white: Vec<f64> = (0..nb)
+        .map(|r| {
+            let a = r.saturating_sub(h);
+            let b = (r + h + 1).min(nb);
+            let mut w: Vec<f64> = prof[a..b].to_vec();
+            let m = w.len() / 2;
+            let med = *w.select_nth_unstable_by(m, |x, y| x.total_cmp(y)).1;
+            prof[r] - med
+        })
+        .collect();
+    let max = (lo_r + 1..hi_r).map(|r| white[r]).fold(f64::MIN, f64::max);
+    if max <= 0.5 {
+        return None;
+    }
+    // Lowest-frequency local maximum at least 60 % (in log units) of the strongest. The
+    // range's first bin is left out: its lower neighbour is outside the range, where the
+    // profile still falls steeply, so it can pass for a maximum that is none (a 418-px crop of
+    // the Si tilt frame read its 64-px edge bin as the {111} ring).
+    let r = (lo_r + 1..hi_r)
+        .find(|&r| white[r] >= 0.6 * max && white[r] >= white[r - 1] && white[r] >= white[r + 1])?;
+    // Sub-bin refinement on the whitened profile.
+    let (m, c, pl) = (white[r - 1], white[r], white[r + 1]);
+    let den = m - 2.0 * c + pl;
+    let off = if den < 0.0 {
+        (0.5 * (m - pl) / den).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    };
+    Some(n as f64 / (r as f64 + off))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,12 @@ const MIN_RADIUS: f64 = 4.0;
 const MAX_FREQ: f64 = 0.45;
 /// Excess (nats) a refined peak needs.
 const PEAK_MIN_EXCESS: f32 = 3.0;
+/// How far (as a ratio) a candidate's {111} radius may lie from the spectrum's first ring:
+/// wide enough for a {002} ring taken for the {111} one (1.15) and a slow-scan stretch, narrow
+/// enough to shut out a cell of twice the period, or 1.7 times it.
+const RING_TOLERANCE: f64 = 1.2;
+/// Share of the best coarse score that a candidate on the ring needs to be preferred.
+const RING_MIN_SHARE: f64 = 0.5;
 
 /// A fitted lattice: `q` maps `(h, k)` to spatial frequency (cycles/px, x right, y down);
 /// `m = q⁻ᵀ` maps fractional cell coordinates to image pixels.
@@ -317,10 +323,29 @@ pub(crate) fn fit(
             })
             .collect()
     };
-    let &(coarse_score, t0, p0, dt0) = per_scale
+    let best = per_scale
         .iter()
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .ok_or_else(|| anyhow::anyhow!("no usable reflections at any scale"))?;
+    // The coarse score sums twelve reflections, so a much larger cell, whose many reflections
+    // fall on the true lattice's higher orders and on noise, can tie with the true cell: above
+    // all where the true cell's own reflections lie on the scan-line bands along the axes (the
+    // bulk Si frame turned by 15°: its true cell 27.0, a cell 2.4× larger 27.1). The {111}
+    // ring of the radial profile measures the scale without a cell to alias: where it stands
+    // out, the best candidate whose first orders, the {111} (1,±1), lie within
+    // [`RING_TOLERANCE`] of it is taken, if it scores at least [`RING_MIN_SHARE`] of the best.
+    let ring_bins = crate::raster::first_ring_period(&s.power, s.n).map(|period| n / period);
+    let on_ring = |p: f64| {
+        ring_bins.is_some_and(|r| {
+            let r11 = n * p * (1.0 / (a_u * a_u) + 1.0 / (b_v * b_v)).sqrt();
+            (1.0 / RING_TOLERANCE..=RING_TOLERANCE).contains(&(r11 / r))
+        })
+    };
+    let &(coarse_score, t0, p0, dt0) = per_scale
+        .iter()
+        .filter(|c| on_ring(c.2) && c.0 >= RING_MIN_SHARE * best.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or(best);
     anyhow::ensure!(
         coarse_score > 0.0,
         "no lattice found: no spectrum peak where {} reflections would be",
@@ -347,11 +372,13 @@ pub(crate) fn fit(
         }
     };
     let (lo1, lo2) = (low_order(t0, p0), low_order(t0, p0 * 2.0));
-    let p0 = if p0 * 2.0 <= p_hi && lo2 >= f64::from(PEAK_MIN_EXCESS) && lo2 > lo1 + 1.0 {
-        p0 * 2.0
-    } else {
-        p0
-    };
+    let p0 =
+        if p0 * 2.0 <= p_hi && !on_ring(p0) && lo2 >= f64::from(PEAK_MIN_EXCESS) && lo2 > lo1 + 1.0
+        {
+            p0 * 2.0
+        } else {
+            p0
+        };
     // Fine search on the unfiltered excess.
     let fine_score = |t: f64, p: f64| -> f64 {
         let (au, bv) = (a_u / p, b_v / p);
@@ -412,6 +439,25 @@ pub(crate) fn fit(
         }
     }
     let m = inv_t(&q).ok_or_else(|| anyhow::anyhow!("degenerate lattice fit"))?;
+    // The refinement follows the peaks it finds, so it can still leave the ring; a cell whose
+    // {111} reflections lie off the frame's strongest ring is not the frame's lattice.
+    if let Some(r) = ring_bins {
+        let r11 = [(1, 1), (1, -1)]
+            .map(|(h, k)| {
+                let (x, y) = apply(&q, h, k, n);
+                x.hypot(y)
+            })
+            .iter()
+            .sum::<f64>()
+            / 2.0;
+        anyhow::ensure!(
+            (1.0 / RING_TOLERANCE..=RING_TOLERANCE).contains(&(r11 / r)),
+            "the fitted {} lattice puts its {{111}} reflections {:.0} % from the spectrum's \
+             first ring",
+            crystal.name,
+            (r11 / r - 1.0) * 100.0
+        );
+    }
     let (nm_per_px, rot, shear, stretch) = decompose(&m, a_u, b_v)?;
     // score: mean excess of the usable low-order reflections at the fitted positions
     let mut tot = 0.0;
