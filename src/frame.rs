@@ -544,11 +544,7 @@ mod tests {
     /// The lattice analysis of the real Si tilt frame (read as Si), or `None` with a printed
     /// reason where `../shared/samples` is absent.
     fn si_tilt_lattice() -> Option<crate::lattice::LatticeResult> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-        if !dir.is_dir() {
-            eprintln!("skipped: real frames folder {} is absent", dir.display());
-            return None;
-        }
+        let dir = crate::test_support::samples()?;
         let img = crate::formats::load(&dir.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
         let params = crate::lattice::LatticeParams::new(Preset::Si110.spec(), None);
         Some(crate::lattice::analyse(&img.image, &params).unwrap())
@@ -775,11 +771,9 @@ mod tests {
     /// which both measures put at ~24 pm/px; the CdTe frame's fits its lattice.
     #[test]
     fn the_si_tilt_frames_file_calibration_is_contradicted_by_its_lattice() {
-        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-        if !samples.is_dir() {
-            eprintln!("skipped: ../shared/samples is absent (the real frames live there)");
+        let Some(samples) = crate::test_support::samples() else {
             return;
-        }
+        };
         let si =
             crate::formats::load(&samples.join("Si011_tilt-GB_HAADF85_ingrained.dm3")).unwrap();
         let file = si.pixel_size.expect("the DM3 is calibrated");

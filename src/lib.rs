@@ -17,5 +17,7 @@ pub mod lattice;
 pub mod raster;
 pub mod realism;
 pub mod synth;
+#[cfg(test)]
+mod test_support;
 pub mod vlm;
 pub mod watch;

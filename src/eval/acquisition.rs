@@ -191,11 +191,9 @@ mod tests {
     /// ring, the frame turned by 15°, 30° and 45° read 4.4, 4.1 and 7.5 pm/px against 9.0.
     #[test]
     fn every_variant_of_the_bulk_si_frame_reads_its_lattice_scale() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-        if !dir.is_dir() {
-            eprintln!("skipped: {} is absent", dir.display());
+        let Some(dir) = crate::test_support::samples() else {
             return;
-        }
+        };
         let s = crate::formats::load(&dir.join("Si110_bulk_AtomSegNet.png")).unwrap();
         let si = crate::synth::crystal::Preset::Si110.spec();
         let base = crate::realism::estimate_lattice(&s.image, &si, None)

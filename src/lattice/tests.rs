@@ -7,15 +7,7 @@ use crate::synth::scene::{BoundaryKind, DefectLabel};
 use crate::synth::{SynthParams, generate};
 use std::path::PathBuf;
 
-fn samples() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipped: real frames folder {} is absent", p.display());
-        None
-    }
-}
+use crate::test_support::samples;
 
 fn run_file(name: &str, preset: &str) -> Option<LatticeResult> {
     let dir = samples()?;

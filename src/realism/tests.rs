@@ -389,15 +389,7 @@ fn a_frame_exported_as_the_model_is_fed_is_measured_as_recorded() {
     assert!((l.nm_per_px * 1000.0 / 22.0 - 1.0).abs() < 0.01, "{l:?}");
 }
 
-fn samples() -> Option<std::path::PathBuf> {
-    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: {} is absent", d.display());
-        None
-    }
-}
+use crate::test_support::samples;
 
 #[test]
 fn real_cdte_dm3_lattice_matches_its_calibration() {
@@ -692,10 +684,9 @@ fn the_first_ring_is_the_lattice_period_whatever_its_orientation() {
     let got = crate::raster::first_ring_period(&power, n).expect("a ring");
     assert!((got / period - 1.0).abs() < 0.02, "{got} px, not {period}");
     // Noise alone has no ring.
-    let flat: Vec<rustfft::num_complex::Complex32> = (0..n * n)
+    let mut g: Vec<rustfft::num_complex::Complex32> = (0..n * n)
         .map(|_| rustfft::num_complex::Complex32::new(noise() as f32, 0.0))
         .collect();
-    let mut g = flat;
     crate::formats::fft::fft_2d(&mut g, n, false);
     let power: Vec<f32> = g.iter().map(|c| c.norm_sqr()).collect();
     assert_eq!(crate::raster::first_ring_period(&power, n), None);
