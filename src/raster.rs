@@ -450,6 +450,34 @@ pub fn save_overlay_png(
     })
 }
 
+/// The frame as a 16-bit grey PNG, its minimum to maximum spread over 0–65535 (temporary
+/// file, then renamed): the intensities' shape kept for a detector, not their units.
+pub fn save_gray16_png(path: &std::path::Path, img: &ImageF32) -> anyhow::Result<()> {
+    let (lo, hi) = img.min_max();
+    let k = if hi > lo { 65535.0 / (hi - lo) } else { 0.0 };
+    let px: Vec<u16> = img
+        .data
+        .iter()
+        .map(|&v| ((v - lo) * k).round().clamp(0.0, 65535.0) as u16)
+        .collect();
+    let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(
+        img.width as u32,
+        img.height as u32,
+        px,
+    )
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "a {}×{} frame has no pixels to write",
+            img.width,
+            img.height
+        )
+    })?;
+    crate::fsio::atomic_write_with(path, |f| {
+        g.write_to(f, image::ImageFormat::Png)?;
+        Ok(())
+    })
+}
+
 /// Median of a sample (NaN when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {

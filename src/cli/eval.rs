@@ -92,6 +92,10 @@ pub struct EvalArgs {
     /// more precisely than either score.
     #[arg(long, value_name = "OTHER.onnx", requires = "bootstrap")]
     against: Option<PathBuf>,
+    /// Write each frame's scored detections to this folder as `<image stem>.txt` (Ultralytics'
+    /// `save_txt` + `save_conf`: `class x1 y1 … x4 y4 conf`, corners normalised).
+    #[arg(long, value_name = "DIR")]
+    save_detections: Option<PathBuf>,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -149,6 +153,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         hidden_dont_care: a.hidden_dont_care,
         calibrated: a.calibrated,
         join_conf: a.join_conf,
+        save_detections: a.save_detections.clone(),
     };
     let mut report = evaluate(&det, &a.dataset, &opts, None)?;
     print!("{}", report.table());

@@ -51,7 +51,9 @@ pub struct EvalRealArgs {
     #[arg(long, value_name = "default|LIST")]
     variants: Option<String>,
     /// Write each scored frame (the original and every variant) into this folder as a PNG
-    /// overlay: labels yellow, boundary boxes red, vacancies blue, interstitials green.
+    /// overlay (labels yellow, boundary boxes red, vacancies blue, interstitials green), its
+    /// detections as `detect`'s CSV (confidence and source of each box) and the frame itself
+    /// as a 16-bit PNG (`<stem>.<variant>.frame.png`; the pixel size is in the CSV's nm columns).
     #[arg(long, value_name = "DIR")]
     save_variants: Option<PathBuf>,
     /// Also write the report as JSON.

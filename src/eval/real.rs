@@ -496,7 +496,9 @@ pub struct RealOptions {
     pub hedge_lattice_scale: bool,
     /// Score every frame again as each of these acquisitions would record it.
     pub variants: Vec<crate::eval::acquisition::Variant>,
-    /// Write every scored frame (and variant) here as a PNG overlay of labels and boxes.
+    /// Write every scored frame (and variant) here: `<stem>.<variant>.png`, an overlay of labels
+    /// and boxes; `.csv`, its detections as `detect` writes them; `.frame.png`, the frame
+    /// itself (16-bit grey, min to max), to open in the Viewer or run `detect` on.
     pub save_variants: Option<PathBuf>,
 }
 
@@ -602,10 +604,12 @@ pub fn evaluate_real(
             score.calibration = frame.calibration.source();
             Ok((score, frame.detections))
         };
-        // With `save_variants`, each scored frame as an overlay: labels yellow, boxes in their
-        // class colour.
+        // With `save_variants`, each scored frame as an overlay (labels yellow, boxes in their
+        // class colour), its detections as `detect` writes them (confidence and source per
+        // box) and the frame itself as a 16-bit PNG, to open the variant in the Viewer.
         let save = |name: &str,
                     image: &crate::raster::ImageF32,
+                    px: Option<crate::raster::PixelSize>,
                     labels: &[(DefectClass, OrientedBox)],
                     dets: &[Detection]|
          -> anyhow::Result<()> {
@@ -621,13 +625,22 @@ pub fn evaluate_real(
             let stem = Path::new(&f.image)
                 .file_stem()
                 .map_or_else(|| f.image.clone(), |s| s.to_string_lossy().to_string());
-            crate::raster::save_overlay_png(&dir.join(format!("{stem}.{name}.png")), image, &boxes)
+            crate::raster::save_overlay_png(
+                &dir.join(format!("{stem}.{name}.png")),
+                image,
+                &boxes,
+            )?;
+            crate::fsio::atomic_write(
+                &dir.join(format!("{stem}.{name}.csv")),
+                crate::detect::export::detections_csv(dets, px).as_bytes(),
+            )?;
+            crate::raster::save_gray16_png(&dir.join(format!("{stem}.{name}.frame.png")), image)
         };
         // A frame that cannot be scored is reported as such; an overlay that cannot be
         // written stops the run (the folder is the user's problem, not the frame's).
         frames.push(match score(&s.image, s.pixel_size, &labels) {
             Ok((sc, dets)) => {
-                save("original", &s.image, &labels, &dets)?;
+                save("original", &s.image, s.pixel_size, &labels, &dets)?;
                 sc
             }
             Err(e) => FrameScore::failed(&f.image, e),
@@ -638,7 +651,7 @@ pub fn evaluate_real(
                 Ok((a, sc, dets))
             }) {
                 Ok((a, sc, dets)) => {
-                    save(&v.name(), &a.image, &a.labels, &dets)?;
+                    save(&v.name(), &a.image, a.pixel_size, &a.labels, &dets)?;
                     sc
                 }
                 Err(e) => FrameScore::failed(&f.image, e),
@@ -960,15 +973,37 @@ mod tests {
             .filter(|v| crate::geometry::Dihedral::from_name(&v.name()).is_some())
             .collect();
         assert_eq!(quarter_turns.len(), 7);
+        let saved = tempfile::tempdir().unwrap();
         let r = evaluate_real(
             &det,
             &set,
             &RealOptions {
                 variants: quarter_turns,
+                save_variants: Some(saved.path().to_path_buf()),
                 ..Default::default()
             },
         )
         .unwrap();
+        // What was saved of each scored frame: the overlay, the detections scored (one CSV row
+        // each) and the frame as scored, at its size (a quarter turn swaps the sides).
+        for v in &r.variants {
+            let stem = Path::new(&v.frame.image)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy();
+            let base = saved.path().join(format!("{stem}.{}", v.variant));
+            let file = |ext: &str| base.with_file_name(format!("{stem}.{}.{ext}", v.variant));
+            assert!(file("png").is_file(), "{}", base.display());
+            let csv = std::fs::read_to_string(file("csv")).unwrap();
+            assert_eq!(csv.lines().count(), 1 + v.frame.detections, "{csv}");
+            let frame = crate::formats::load(&file("frame.png")).unwrap();
+            assert_eq!(
+                (frame.image.width, frame.image.height),
+                (v.frame.width, v.frame.height),
+                "{}",
+                v.variant
+            );
+        }
         for v in &r.variants {
             assert!(
                 v.met,
