@@ -228,6 +228,8 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--json", help="also write the table as JSON here")
     a = ap.parse_args()
+    if not glob.glob(os.path.join(a.detections, "*.txt")):
+        sys.exit(f"{a.detections}: no detection files (write them with `eval --save-detections`)")
     frames = load(a.dataset, a.detections, a.split)
     if not frames:
         sys.exit(f"no images in {a.dataset}/images/{a.split}")
