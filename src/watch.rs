@@ -209,6 +209,9 @@ pub struct ImageDetections {
     /// [`crate::frame::FrameDetections::lattice_match`]: below 0.5 the frame is not of the
     /// crystal and its boxes mean nothing.
     pub lattice_match: Option<f64>,
+    /// The frame's statistics outside the model card's training ranges
+    /// ([`crate::realism::outside_training`]); empty when inside or unmeasured.
+    pub outside_training: Vec<String>,
     pub load_ms: f64,
     pub detect: crate::detect::StageTimings,
 }
@@ -247,6 +250,9 @@ impl WatchRecord {
                 v["calibration"] = json!(r.calibration);
                 if let Some(m) = r.lattice_match {
                     v["lattice_match"] = json!(round(m, 3));
+                }
+                if !r.outside_training.is_empty() {
+                    v["outside_training"] = json!(r.outside_training);
                 }
                 v["detections"] = r
                     .detections
@@ -392,7 +398,8 @@ fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot append to {}", path.display()))
 }
 
-/// Loads and detects one file; a failure becomes the record's error.
+/// Loads and detects one file, and with `training` (the model card's ranges) says which of its
+/// statistics lie outside them; a failure becomes the record's error.
 pub fn process_file(
     det: &Detector,
     key: &FileKey,
@@ -400,6 +407,7 @@ pub fn process_file(
     conf: f32,
     iou: f64,
     lattice: &LatticeUse,
+    training: Option<&crate::realism::TrainingRealism>,
 ) -> WatchRecord {
     let outcome = (|| -> anyhow::Result<ImageDetections> {
         let t = Instant::now();
@@ -408,6 +416,15 @@ pub fn process_file(
         let frame =
             crate::frame::detect_frame(det, &s.image, s.pixel_size, lattice, opts, conf, iou)?;
         let lattice_match = frame.lattice_match;
+        let outside_training = training.map_or_else(Vec::new, |t| {
+            crate::realism::outside_training(
+                &s.image,
+                &lattice.crystal,
+                s.pixel_size.map(|p| p.nm_per_px),
+                None,
+                t,
+            )
+        });
         let (r, detections) = (frame.result, frame.detections);
         Ok(ImageDetections {
             width: r.width,
@@ -417,6 +434,7 @@ pub fn process_file(
             nm_per_px: frame.calibration.pixel_size().map(|p| p.nm_per_px),
             calibration: frame.calibration.source(),
             lattice_match,
+            outside_training,
             load_ms,
             detect: r.timings,
         })
@@ -441,6 +459,9 @@ pub struct RunWatchOptions {
     /// How the crystal lattice is used: calibration of files without a pixel size, and the
     /// training-free boundary detector beside the model.
     pub lattice: LatticeUse,
+    /// Measure each frame against the model card's training ranges (one `realism`
+    /// measurement per frame).
+    pub realism_check: bool,
 }
 
 /// How `watch` uses the crystal lattice of each frame (shared with `detect`).
@@ -456,6 +477,7 @@ impl Default for RunWatchOptions {
             detector: DetectorOptions::default(),
             detect: DetectOptions::default(),
             lattice: LatticeUse::default(),
+            realism_check: true,
         }
     }
 }
@@ -478,6 +500,14 @@ pub fn run_watch(
     mut report: impl FnMut(&WatchRecord, &[String]),
 ) -> anyhow::Result<WatchStats> {
     let det = Detector::load(model, &opts.detector)?;
+    let training = if opts.realism_check {
+        crate::realism::model_training_realism(model).unwrap_or_else(|e| {
+            tracing::warn!("no realism check: {e:#}");
+            None
+        })
+    } else {
+        None
+    };
     let log = ResultLog::open(out, det.class_names())?;
     let mut watcher = Watcher::new(
         dir,
@@ -492,8 +522,15 @@ pub fn run_watch(
             match ev {
                 WatchEvent::Ready(key) => {
                     ctl.check()?;
-                    let rec =
-                        process_file(&det, &key, &opts.detect, opts.conf, opts.iou, &opts.lattice);
+                    let rec = process_file(
+                        &det,
+                        &key,
+                        &opts.detect,
+                        opts.conf,
+                        opts.iou,
+                        &opts.lattice,
+                        training.as_ref(),
+                    );
                     log.append(&rec)?;
                     stats.processed += 1;
                     if rec.outcome.is_err() {

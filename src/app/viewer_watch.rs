@@ -197,8 +197,14 @@ impl ViewerTab {
                 self.pixel_size().map(|p| p.nm_per_px),
                 self.calibration_source(),
             );
-            // The realism statistics may still be running: then the log has no share.
+            // The realism statistics may still be running: then the log has no share and no
+            // comparison with the training data.
             let lattice_match = self.lattice_match();
+            let outside_training: Vec<String> = self
+                .unlike_training()
+                .iter()
+                .map(|o| o.to_string())
+                .collect();
             let outcome = outcome.map(|r| {
                 let detections = r.filtered(self.settings.conf, self.settings.iou);
                 ImageDetections {
@@ -209,6 +215,7 @@ impl ViewerTab {
                     nm_per_px,
                     calibration,
                     lattice_match,
+                    outside_training,
                     load_ms: 0.0,
                     detect: r.timings,
                 }

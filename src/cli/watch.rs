@@ -42,6 +42,10 @@ pub struct WatchArgs {
     /// Which detector: the trained model, the training-free lattice analysis, or both.
     #[arg(long, value_enum, default_value_t = super::detect::Method::Both)]
     method: super::detect::Method,
+    /// Skip the check of each frame against what the model was trained on (its `realism`
+    /// statistics against the model card's ranges; logged as `outside_training`).
+    #[arg(long)]
+    no_realism_check: bool,
 }
 
 fn print_record(r: &WatchRecord, names: &[String], crystal_name: &str) {
@@ -72,6 +76,14 @@ fn print_record(r: &WatchRecord, names: &[String], crystal_name: &str) {
                     defect_detector::realism::not_the_crystal_message(crystal_name, m)
                 );
             }
+            if !d.outside_training.is_empty() {
+                eprintln!(
+                    "{ts} warning: {}: unlike the model's training data: {}; its detections \
+                     may be unreliable",
+                    r.key.path.display(),
+                    d.outside_training.join(", ")
+                );
+            }
         }
         Err(e) => eprintln!("{ts} error: {}: {e} (skipped)", r.key.path.display()),
     }
@@ -91,6 +103,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<()> {
         iou: a.iou,
         detector: a.runtime.detector_options(),
         lattice: a.calibration.lattice_use(a.method.into())?,
+        realism_check: !a.no_realism_check,
         detect: DetectOptions {
             fit: Fit::Tile {
                 overlap: DEFAULT_TILE_OVERLAP,
@@ -183,6 +196,13 @@ mod tests {
         assert!(
             defect_detector::realism::not_the_crystal(Some(m)).is_some(),
             "SrTiO3 [001] read as CdTe [110] should not match: {m}"
+        );
+        // And the frame is unlike what the shipped model was trained on, as the Viewer says.
+        let out = lines[0]["outside_training"].as_array().expect("flagged");
+        assert!(
+            out.iter()
+                .any(|o| o.as_str().unwrap().starts_with("share of spectrum peaks")),
+            "{out:?}"
         );
     }
 }

@@ -91,6 +91,11 @@ pub struct ImageEntry {
     /// (`RealismStats::lattice_match`); below 0.5 the frame is not of that crystal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lattice_match: Option<f64>,
+    /// The frame's `realism` statistics outside the model card's training ranges (as the
+    /// Viewer's warning lists them, e.g. `column FWHM 3.90 Å > 2.79 Å`); empty when inside,
+    /// unmeasured, or the check was skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_training: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -330,6 +335,7 @@ mod tests {
                 counts: vec![*n, 1],
                 error: None,
                 lattice_match: None,
+                outside_training: Vec::new(),
             });
         }
         s.finish();
