@@ -698,15 +698,7 @@ mod tests {
             )],
         )
         .unwrap();
-        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
-        let det = Detector::load(
-            &model,
-            &crate::detect::DetectorOptions {
-                device: crate::detect::Device::Cpu,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        let det = crate::test_support::cpu_detector("tests/data/tiny_obb.onnx");
         let r = evaluate(&det, d, &EvalOptions::default(), None).unwrap();
         assert_eq!((r.images, r.instances), (2, 1));
         // Only interstitial has labels, so it is the only class in the means.
@@ -900,14 +892,7 @@ mod tests {
         };
         let ctl = crate::jobs::JobControl::detached();
         crate::dataset::export::export(&cfg, &ds, &Default::default(), &ctl).unwrap();
-        let det = Detector::load(
-            &root.join("models/cdte-yolo11n-obb.onnx"),
-            &crate::detect::DetectorOptions {
-                device: crate::detect::Device::Cpu,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        let det = crate::test_support::cpu_detector("models/cdte-yolo11n-obb.onnx");
         let dets = dir.path().join("dets");
         let r = evaluate(
             &det,

@@ -857,14 +857,7 @@ mod tests {
             eprintln!("skipped: ../shared/samples is absent (the real frames live there)");
             return None;
         }
-        let det = Detector::load(
-            &root.join("models/cdte-yolo11n-obb.onnx"),
-            &crate::detect::DetectorOptions {
-                device: crate::detect::Device::Cpu,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        let det = crate::test_support::cpu_detector("models/cdte-yolo11n-obb.onnx");
         Some((det, root.join("assets/real-set/set.json")))
     }
 
