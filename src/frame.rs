@@ -38,6 +38,11 @@ pub struct LatticeUse {
     /// Measure how much of the frame's spectrum the crystal's lattice explains
     /// ([`crate::realism::lattice_match`]), so a frame of another structure is reported.
     pub check_crystal: bool,
+    /// What the model was trained on (its card's `training_realism`): each frame's `realism`
+    /// statistics are measured, as the Viewer measures them, and those outside these ranges
+    /// reported ([`FrameDetections::outside_training`]). The same measurement gives the
+    /// lattice match, so the crystal check then costs nothing more.
+    pub training: Option<crate::realism::TrainingRealism>,
 }
 
 impl Default for LatticeUse {
@@ -52,6 +57,7 @@ impl Default for LatticeUse {
             hedge_lattice_scale: true,
             points_off_boundaries: true,
             check_crystal: true,
+            training: None,
         }
     }
 }
@@ -332,6 +338,10 @@ pub struct FrameDetections {
     /// Model boundary boxes the lattice contradicts, weighed down under `both`
     /// ([`weigh_contradicted_boundaries`]).
     pub contradicted_boundaries: usize,
+    /// With [`LatticeUse::training`]: the frame's statistics outside the model's training
+    /// ranges, as the Viewer's warning lists them (e.g. `column FWHM 5.68 Å > 2.79 Å`); empty
+    /// when inside or when the frame cannot be measured (no pixel size and no lattice).
+    pub outside_training: Vec<String>,
 }
 
 impl FrameDetections {
@@ -501,10 +511,31 @@ pub fn detect_frame(
     if lattice.points_off_boundaries {
         drop_points_on_boundaries(&mut detections, &result.class_names);
     }
-    let lattice_match = lattice
-        .check_crystal
-        .then(|| crate::realism::lattice_match(img, &lattice.crystal, px.map(|p| p.nm_per_px)))
-        .flatten();
+    // Measured at the file's (or the typed) scale, as the Viewer measures it; the crystal
+    // check searches near the scale detection used.
+    let (lattice_match, outside_training) = match &lattice.training {
+        Some(t) => {
+            match crate::realism::measure(img, &lattice.crystal, given.map(|p| p.nm_per_px), None) {
+                Ok(stats) => (
+                    stats.lattice_match.filter(|_| lattice.check_crystal),
+                    crate::realism::outside(&stats, &t.ranges)
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect(),
+                ),
+                Err(_) => (None, Vec::new()),
+            }
+        }
+        None => (
+            lattice
+                .check_crystal
+                .then(|| {
+                    crate::realism::lattice_match(img, &lattice.crystal, px.map(|p| p.nm_per_px))
+                })
+                .flatten(),
+            Vec::new(),
+        ),
+    };
     Ok(FrameDetections {
         result,
         detections,
@@ -512,6 +543,7 @@ pub fn detect_frame(
         lattice_error,
         lattice_match,
         contradicted_boundaries,
+        outside_training,
     })
 }
 

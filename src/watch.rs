@@ -210,7 +210,7 @@ pub struct ImageDetections {
     /// crystal and its boxes mean nothing.
     pub lattice_match: Option<f64>,
     /// The frame's statistics outside the model card's training ranges
-    /// ([`crate::realism::outside_training`]); empty when inside or unmeasured.
+    /// ([`crate::frame::FrameDetections::outside_training`]); empty when inside or unmeasured.
     pub outside_training: Vec<String>,
     pub load_ms: f64,
     pub detect: crate::detect::StageTimings,
@@ -398,8 +398,7 @@ fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot append to {}", path.display()))
 }
 
-/// Loads and detects one file, and with `training` (the model card's ranges) says which of its
-/// statistics lie outside them; a failure becomes the record's error.
+/// Loads and detects one file; a failure becomes the record's error.
 pub fn process_file(
     det: &Detector,
     key: &FileKey,
@@ -407,7 +406,6 @@ pub fn process_file(
     conf: f32,
     iou: f64,
     lattice: &LatticeUse,
-    training: Option<&crate::realism::TrainingRealism>,
 ) -> WatchRecord {
     let outcome = (|| -> anyhow::Result<ImageDetections> {
         let t = Instant::now();
@@ -415,16 +413,7 @@ pub fn process_file(
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let frame =
             crate::frame::detect_frame(det, &s.image, s.pixel_size, lattice, opts, conf, iou)?;
-        let lattice_match = frame.lattice_match;
-        let outside_training = training.map_or_else(Vec::new, |t| {
-            crate::realism::outside_training(
-                &s.image,
-                &lattice.crystal,
-                s.pixel_size.map(|p| p.nm_per_px),
-                None,
-                t,
-            )
-        });
+        let (lattice_match, outside_training) = (frame.lattice_match, frame.outside_training);
         let (r, detections) = (frame.result, frame.detections);
         Ok(ImageDetections {
             width: r.width,
@@ -459,8 +448,8 @@ pub struct RunWatchOptions {
     /// How the crystal lattice is used: calibration of files without a pixel size, and the
     /// training-free boundary detector beside the model.
     pub lattice: LatticeUse,
-    /// Measure each frame against the model card's training ranges (one `realism`
-    /// measurement per frame).
+    /// Measure each frame against the model card's training ranges
+    /// ([`LatticeUse::training`], read from the card of the model watched).
     pub realism_check: bool,
 }
 
@@ -500,14 +489,13 @@ pub fn run_watch(
     mut report: impl FnMut(&WatchRecord, &[String]),
 ) -> anyhow::Result<WatchStats> {
     let det = Detector::load(model, &opts.detector)?;
-    let training = if opts.realism_check {
-        crate::realism::model_training_realism(model).unwrap_or_else(|e| {
+    let mut lattice = opts.lattice.clone();
+    if opts.realism_check {
+        lattice.training = crate::realism::model_training_realism(model).unwrap_or_else(|e| {
             tracing::warn!("no realism check: {e:#}");
             None
-        })
-    } else {
-        None
-    };
+        });
+    }
     let log = ResultLog::open(out, det.class_names())?;
     let mut watcher = Watcher::new(
         dir,
@@ -522,15 +510,7 @@ pub fn run_watch(
             match ev {
                 WatchEvent::Ready(key) => {
                     ctl.check()?;
-                    let rec = process_file(
-                        &det,
-                        &key,
-                        &opts.detect,
-                        opts.conf,
-                        opts.iou,
-                        &opts.lattice,
-                        training.as_ref(),
-                    );
+                    let rec = process_file(&det, &key, &opts.detect, opts.conf, opts.iou, &lattice);
                     log.append(&rec)?;
                     stats.processed += 1;
                     if rec.outcome.is_err() {

@@ -69,6 +69,8 @@ impl CalibrationArgs {
             hedge_lattice_scale: !self.single_lattice_scale,
             points_off_boundaries: !self.keep_points_on_boundaries,
             check_crystal: !self.no_crystal_check,
+            // Read from the model's card by the command that loads the model.
+            training: None,
         })
     }
 }

@@ -64,7 +64,7 @@ pub struct DetectArgs {
     method: Method,
     /// Skip the check of each frame against what the model was trained on (the `realism`
     /// statistics against the model card's `training_realism` ranges, as the Viewer's warning;
-    /// one measurement per frame, 0.15–1 s on 2 cores).
+    /// one measurement per frame, which also gives the crystal check's lattice match).
     #[arg(long)]
     no_realism_check: bool,
 }
@@ -203,17 +203,13 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
     // A pixel size the user typed is what they mean.
     lattice.check_file_calibration &= a.nm_per_px.is_none();
     // What the model was trained on, from its card: frames unlike it are said to be.
-    let training = if a.no_realism_check {
-        None
-    } else {
-        match defect_detector::realism::model_training_realism(&model) {
-            Ok(t) => t,
-            Err(e) => {
+    if !a.no_realism_check {
+        lattice.training =
+            defect_detector::realism::model_training_realism(&model).unwrap_or_else(|e| {
                 eprintln!("warning: no realism check: {e:#}");
                 None
-            }
-        }
-    };
+            });
+    }
     let mut summary = BatchSummary::new(&model, a.conf, a.iou, &names, a.shard);
     let mut totals = vec![0usize; names.len()];
     let mut failures = 0usize;
@@ -271,16 +267,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                     defect_detector::realism::not_the_crystal_message(&lattice.crystal.name, m)
                 );
             }
-            // Measured as the Viewer measures it: the file's calibration, or the one typed.
-            let outside = training.as_ref().map_or_else(Vec::new, |t| {
-                defect_detector::realism::outside_training(
-                    &img,
-                    &lattice.crystal,
-                    px.map(|p| p.nm_per_px),
-                    a.nm_per_px,
-                    t,
-                )
-            });
+            let outside = frame.outside_training.clone();
             if !outside.is_empty() {
                 eprintln!(
                     "{}: warning: unlike the model's training data: {}; its detections may be \

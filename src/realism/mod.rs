@@ -424,26 +424,6 @@ pub fn lattice_match(
     lattice::explained_share(&ex, &f.fit)
 }
 
-/// The frame's statistics outside `training`'s ranges, each as the Viewer's warning lists it
-/// (e.g. `column FWHM 3.90 Å > 2.79 Å`), measured as the Viewer measures it (the file's
-/// calibration, or the one typed). Empty when the frame cannot be measured (no calibration and
-/// no clear lattice): nothing is known to be unlike the training data then.
-pub fn outside_training(
-    img: &ImageF32,
-    crystal: &CrystalSpec,
-    file_nm_per_px: Option<f64>,
-    user_nm_per_px: Option<f64>,
-    training: &TrainingRealism,
-) -> Vec<String> {
-    match measure(img, crystal, file_nm_per_px, user_nm_per_px) {
-        Ok(s) => outside(&s, &training.ranges)
-            .iter()
-            .map(|o| o.to_string())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// The pixel size (nm/px) an uncalibrated frame's lattice gives, for detection; `None` when
 /// no clear lattice of `crystal` is found (then the frame is used at its own scale).
 pub fn lattice_pixel_size(img: &ImageF32, crystal: &CrystalSpec) -> Option<f64> {
