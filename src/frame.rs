@@ -511,8 +511,9 @@ pub fn detect_frame(
     if lattice.points_off_boundaries {
         drop_points_on_boundaries(&mut detections, &result.class_names);
     }
-    // Measured at the file's (or the typed) scale, as the Viewer measures it; the crystal
-    // check searches near the scale detection used.
+    // With the card's ranges: one measurement at the file's (or the typed) scale, as the
+    // Viewer measures it, whose lattice match is the crystal check's (searched near that
+    // scale). Without: the crystal check alone, searched near the scale detection used.
     let (lattice_match, outside_training) = match &lattice.training {
         Some(t) => {
             match crate::realism::measure(img, &lattice.crystal, given.map(|p| p.nm_per_px), None) {

@@ -267,13 +267,12 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                     defect_detector::realism::not_the_crystal_message(&lattice.crystal.name, m)
                 );
             }
-            let outside = frame.outside_training.clone();
+            let outside = frame.outside_training;
             if !outside.is_empty() {
                 eprintln!(
-                    "{}: warning: unlike the model's training data: {}; its detections may be \
-                     unreliable (`export --like` makes a matched dataset)",
+                    "{}: warning: {}",
                     img_path.display(),
-                    outside.join(", ")
+                    defect_detector::realism::unlike_training_message(&outside)
                 );
             }
             let lattice_match = frame.lattice_match;

@@ -78,10 +78,9 @@ fn print_record(r: &WatchRecord, names: &[String], crystal_name: &str) {
             }
             if !d.outside_training.is_empty() {
                 eprintln!(
-                    "{ts} warning: {}: unlike the model's training data: {}; its detections \
-                     may be unreliable",
+                    "{ts} warning: {}: {}",
                     r.key.path.display(),
-                    d.outside_training.join(", ")
+                    defect_detector::realism::unlike_training_message(&d.outside_training)
                 );
             }
         }

@@ -399,6 +399,16 @@ pub fn not_the_crystal(lattice_match: Option<f64>) -> Option<f64> {
     lattice_match.filter(|&m| m < MIN_LATTICE_MATCH)
 }
 
+/// What `detect` and `watch` say of a frame whose statistics lie outside the model's training
+/// ranges (`FrameDetections::outside_training`, each as [`Outside`] prints it).
+pub fn unlike_training_message(outside: &[String]) -> String {
+    format!(
+        "unlike the model's training data: {}; its detections may be unreliable \
+         (`export --like` makes a matched dataset)",
+        outside.join(", ")
+    )
+}
+
 /// What the Viewer and `detect` say of a frame [`not_the_crystal`] flags, `share` its
 /// `lattice_match`.
 pub fn not_the_crystal_message(crystal_name: &str, share: f64) -> String {
