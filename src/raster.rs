@@ -41,6 +41,19 @@ impl ImageF32 {
         &self.data[y * self.width..(y + 1) * self.width]
     }
 
+    /// The `w x h` window whose top-left pixel is `(x0, y0)`; it must lie inside the image.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> ImageF32 {
+        assert!(
+            x0 + w <= self.width && y0 + h <= self.height,
+            "crop outside the image"
+        );
+        let mut data = Vec::with_capacity(w * h);
+        for y in y0..y0 + h {
+            data.extend_from_slice(&self.row(y)[x0..x0 + w]);
+        }
+        ImageF32::from_vec(w, h, data)
+    }
+
     /// Finite minimum and maximum (NaN and inf ignored); `(0, 0)` for an empty or all-NaN image.
     pub fn min_max(&self) -> (f32, f32) {
         let mut lo = f32::INFINITY;

@@ -56,6 +56,11 @@ pub struct EvalArgs {
     /// --tta-scales, to score scales without the turns and mirrors).
     #[arg(long, value_enum, default_value = "all", requires = "tta")]
     tta_copies: TtaCopies,
+    /// With --tta: also run every copy on the frame with this many rows and columns cut from
+    /// its top-left, e.g. `0,8` (0: the whole frame). A cut of 8 moves the lattice 4 px against
+    /// the model's stride grid, a sampling no turn or mirror gives.
+    #[arg(long, value_delimiter = ',', default_value = "0", requires = "tta")]
+    tta_cuts: Vec<usize>,
     /// Drop point-defect boxes centred inside a grain-boundary box of at least this
     /// confidence, as `detect` does (a defect on a boundary is neither bulk nor boundary).
     #[arg(long, value_name = "CONF")]
@@ -148,6 +153,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             TtaCopies::Frame => vec![defect_detector::geometry::Dihedral::IDENTITY],
         }),
         tta_scales: a.tta_scales.clone(),
+        tta_cuts: a.tta_cuts.clone(),
         points_off_boundaries: a.points_off_boundaries,
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
         hidden_dont_care: a.hidden_dont_care,
@@ -202,6 +208,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "fit_cells": a.fit_cells,
             "tta": a.tta,
             "tta_scales": a.tta_scales,
+            "tta_cuts": a.tta_cuts,
             "points_off_boundaries": a.points_off_boundaries,
             "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,

@@ -488,3 +488,45 @@ fn copies_run_at_other_scales_map_back_to_the_frame() {
     let e = tta::detect_tta(&d, &img, None, &opts, &bad, None).unwrap_err();
     assert!(e.to_string().contains("between 0.25 and 4"), "{e}");
 }
+
+#[test]
+fn copies_run_on_cut_frames_map_back_to_the_frame() {
+    let d = tiny_dynamic();
+    let img = blocks(150, 100, &[[59, 91, 18, 50]]);
+    let opts = DetectOptions {
+        match_model_scale: false,
+        ..Default::default()
+    };
+    let names = d.class_names().to_vec();
+    // The test model is no crystal detector: its boxes are not symmetric under turns.
+    let one = [crate::geometry::Dihedral::IDENTITY];
+    let plan = tta::TtaPlan {
+        cuts: &[8],
+        ..tta::TtaPlan::at_threshold(&one, 0.25, DEFAULT_IOU, &names)
+    };
+    let f = tta::detect_tta(&d, &img, None, &opts, &plan, None).unwrap();
+    // The same boxes as the model draws on the cut frame itself, moved back by the cut.
+    let cut = img.crop(8, 8, 142, 92);
+    let own = d.detect(&cut, None, &opts).unwrap();
+    let mut want = post::filter_with(&own.candidates, &plan.filter);
+    want.retain(|x| x.confidence > 0.25);
+    assert!(!want.is_empty());
+    assert_eq!(f.detections.len(), want.len(), "{:?}", f.detections);
+    for w in &want {
+        assert!(
+            f.detections.iter().any(|x| x.class == w.class
+                && (x.confidence - w.confidence).abs() < 1e-6
+                && (x.obb.cx - (w.obb.cx + 8.0)).abs() < 1e-6
+                && (x.obb.cy - (w.obb.cy + 8.0)).abs() < 1e-6),
+            "{w:?} not in {:?}",
+            f.detections
+        );
+    }
+    // A cut that leaves less than half the frame is refused.
+    let bad = tta::TtaPlan {
+        cuts: &[60],
+        ..plan.clone()
+    };
+    let e = tta::detect_tta(&d, &img, None, &opts, &bad, None).unwrap_err();
+    assert!(e.to_string().contains("leaves too little"), "{e}");
+}

@@ -28,12 +28,20 @@ pub fn default_transforms() -> Vec<Dihedral> {
 /// The frame at its own scale only.
 pub const ONE_SCALE: &[f64] = &[1.0];
 
+/// The whole frame only, no rows or columns cut.
+pub const WHOLE_FRAME: &[usize] = &[0];
+
 /// Which copies are run and how their boxes are kept.
 #[derive(Clone, Debug)]
 pub struct TtaPlan<'a> {
     pub copies: &'a [Dihedral],
     /// Scales each copy is also run at (1: as the frame is); every copy runs at every scale.
     pub scales: &'a [f64],
+    /// Rows and columns cut from the frame's top-left before each copy runs (0: the whole
+    /// frame); every copy runs at every cut. The dihedral copies all sample the frame on one
+    /// grid (each maps the model's stride grid onto itself); a cut of 8 px, with the spare
+    /// pixels split around the frame as the letterbox does, moves the content 4 px against it.
+    pub cuts: &'a [usize],
     /// Applied to each copy's candidates before fusion.
     pub filter: FilterOptions,
     /// Fused boxes at or below this confidence are dropped.
@@ -53,6 +61,7 @@ impl<'a> TtaPlan<'a> {
         Self {
             copies,
             scales: ONE_SCALE,
+            cuts: WHOLE_FRAME,
             filter: FilterOptions {
                 conf: conf * 0.5,
                 iou,
@@ -75,6 +84,7 @@ impl<'a> TtaPlan<'a> {
         Self {
             copies,
             scales: ONE_SCALE,
+            cuts: WHOLE_FRAME,
             filter: FilterOptions {
                 conf: floor_conf,
                 iou,
@@ -132,30 +142,51 @@ pub fn detect_tta(
             scaled = super::pre::resample(img, nw, nh, fx, fy);
             (&scaled, pixel_size, [1.0 / fx, 1.0 / fy])
         };
-        let (bw, bh) = (base.width, base.height);
-        for t in transforms {
-            let (ow, oh) = t.output_size(bw, bh);
-            let own;
-            let r = match identity {
-                Some(r) if *t == Dihedral::IDENTITY && unscaled => r,
-                _ => {
-                    let copy = ImageF32::from_vec(ow, oh, t.apply_image(&base.data, bw, bh));
-                    own = det.detect(&copy, px, opts)?;
-                    &own
-                }
+        let cuts = if plan.cuts.is_empty() {
+            WHOLE_FRAME
+        } else {
+            plan.cuts
+        };
+        for &k in cuts {
+            anyhow::ensure!(
+                k < base.width.min(base.height) / 2,
+                "a test-time cut of {k} px leaves too little of a {}x{} frame",
+                base.width,
+                base.height
+            );
+            let cut_frame;
+            let frame = if k == 0 {
+                base
+            } else {
+                cut_frame = base.crop(k, k, base.width - k, base.height - k);
+                &cut_frame
             };
-            timings.preprocess_ms += r.timings.preprocess_ms;
-            timings.inference_ms += r.timings.inference_ms;
-            timings.postprocess_ms += r.timings.postprocess_ms;
-            let inv = t.inverse();
-            let mut dets = filter_with(&r.candidates, filter);
-            for d in &mut dets {
-                d.obb = regularize(&d.obb.map(|p| {
-                    let q = inv.map_point(p, ow as f64, oh as f64);
-                    [q[0] * back[0], q[1] * back[1]]
-                }));
+            let (bw, bh) = (frame.width, frame.height);
+            for t in transforms {
+                let (ow, oh) = t.output_size(bw, bh);
+                let own;
+                let r = match identity {
+                    Some(r) if *t == Dihedral::IDENTITY && unscaled && k == 0 => r,
+                    _ => {
+                        let copy = ImageF32::from_vec(ow, oh, t.apply_image(&frame.data, bw, bh));
+                        own = det.detect(&copy, px, opts)?;
+                        &own
+                    }
+                };
+                timings.preprocess_ms += r.timings.preprocess_ms;
+                timings.inference_ms += r.timings.inference_ms;
+                timings.postprocess_ms += r.timings.postprocess_ms;
+                let inv = t.inverse();
+                let mut dets = filter_with(&r.candidates, filter);
+                let off = k as f64;
+                for d in &mut dets {
+                    d.obb = regularize(&d.obb.map(|p| {
+                        let q = inv.map_point(p, ow as f64, oh as f64);
+                        [(q[0] + off) * back[0], (q[1] + off) * back[1]]
+                    }));
+                }
+                sets.push(dets);
             }
-            sets.push(dets);
         }
     }
     let mut detections = fuse(&sets, FUSE_IOU);

@@ -53,6 +53,8 @@ pub struct EvalOptions {
     pub tta: Option<Vec<crate::geometry::Dihedral>>,
     /// With `tta`: the scales every copy also runs at (`[1.0]`: the frame's own only).
     pub tta_scales: Vec<f64>,
+    /// With `tta`: the top-left cuts every copy also runs at (`[0]`: the whole frame only).
+    pub tta_cuts: Vec<usize>,
     /// Drop point boxes centred inside a boundary box of at least this confidence
     /// ([`crate::detect::post::drop_points_on_lines`]).
     pub points_off_boundaries: Option<f32>,
@@ -96,6 +98,7 @@ impl Default for EvalOptions {
             method: crate::detect::combine::DetectMethod::Model,
             tta: None,
             tta_scales: vec![1.0],
+            tta_cuts: vec![0],
             points_off_boundaries: None,
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
             hidden_dont_care: false,
@@ -321,6 +324,7 @@ pub fn evaluate(
                 let plan = crate::detect::tta::TtaPlan {
                     copies,
                     scales: &opts.tta_scales,
+                    cuts: &opts.tta_cuts,
                     filter,
                     final_conf: 0.0,
                 };

@@ -246,11 +246,7 @@ fn crop_box(x0: usize, y0: usize, size: usize) -> OrientedBox {
 }
 
 fn crop(img: &ImageF32, x0: usize, y0: usize, size: usize) -> ImageF32 {
-    let mut data = Vec::with_capacity(size * size);
-    for y in y0..y0 + size {
-        data.extend_from_slice(&img.row(y)[x0..x0 + size]);
-    }
-    ImageF32::from_vec(size, size, data)
+    img.crop(x0, y0, size, size)
 }
 
 /// The top-left corner that centres a `size` crop on `(cx, cy)`, if it fits in the scene.
