@@ -945,6 +945,75 @@ mod tests {
         );
     }
 
+    /// `training/ideal_observer.py` bounds the synthetic targets: it must read the same labels
+    /// the exporter wrote (its d′ ≥ 5 counts are the label files' counts), and the observer
+    /// must lose more on every defect than on the ones the dose shows.
+    #[test]
+    fn the_ideal_observer_script_reads_the_exporters_labels() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        if !python.is_file() {
+            eprintln!("skipped: no .venv/bin/python (scripts/setup.sh makes it)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("ds");
+        let cfg = crate::dataset::export::DatasetConfig {
+            n: 12,
+            seed: 20261207,
+            size: 256,
+            augment: vec!["r0".into()],
+            split: crate::dataset::export::SplitRatios {
+                train: 0.0,
+                val: 0.0,
+                test: 1.0,
+            },
+            min_detectability: Some(5.0),
+            ..Default::default()
+        };
+        let ctl = crate::jobs::JobControl::detached();
+        crate::dataset::export::export(&cfg, &ds, &Default::default(), &ctl).unwrap();
+        let mut label_counts = [0usize; 3];
+        for e in std::fs::read_dir(ds.join("labels/test")).unwrap() {
+            for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+                label_counts[line.split(' ').next().unwrap().parse::<usize>().unwrap()] += 1;
+            }
+        }
+        let run = |extra: &[&str]| -> Value {
+            let out = std::process::Command::new(&python)
+                .arg(root.join("training/ideal_observer.py"))
+                .arg(&ds)
+                .args(["--json", "--repeats", "5"])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let shown = run(&[]);
+        let every = run(&["--all-defects"]);
+        for (k, c) in [(1, "vacancy"), (2, "interstitial")] {
+            assert_eq!(
+                shown["counts"][c]["labelled"].as_u64().unwrap() as usize,
+                label_counts[k],
+                "{c}: {shown}"
+            );
+            let all = every["counts"][c]["labelled"].as_u64().unwrap();
+            assert_eq!(all, every["counts"][c]["defects"].as_u64().unwrap());
+            assert!(all as usize >= label_counts[k]);
+        }
+        let (m5, m_all) = (
+            shown["map50"].as_f64().unwrap(),
+            every["map50"].as_f64().unwrap(),
+        );
+        assert!(m5 > 0.9 && m5 <= 1.0, "{shown}");
+        assert!(m_all <= m5, "{m_all} > {m5}");
+    }
+
     #[test]
     fn label_paths_like_ultralytics() {
         assert_eq!(
