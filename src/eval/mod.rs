@@ -867,24 +867,25 @@ mod tests {
         assert!(frame_facts(dir.path()).is_empty());
     }
 
-    /// `training/loss_budget.py` prices each kind of false box by recomputing mAP from what
-    /// `eval --save-detections` wrote: with nothing left out it must give `eval`'s own figures
-    /// (the shipped model on frames of the realistic recipe, several classes, true and false
-    /// boxes), and leaving every false box out the 0.995 ceiling of the interpolated AP.
-    #[test]
-    fn the_loss_budget_script_recomputes_evals_map() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        if !python.is_file() {
+    /// The project venv's Python that `scripts/setup.sh` makes; `None` (and a printed reason)
+    /// where it is missing, so the script tests are skipped rather than failed.
+    fn venv_python() -> Option<PathBuf> {
+        let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        if python.is_file() {
+            Some(python)
+        } else {
             eprintln!("skipped: no .venv/bin/python (scripts/setup.sh makes it)");
-            return;
+            None
         }
-        let dir = tempfile::tempdir().unwrap();
-        let ds = dir.path().join("ds");
+    }
+
+    /// `n` frames of the realistic recipe, all in the test split, labelled down to d′ 5 (the
+    /// sidecars keep every defect with its d′), as the 400-frame sets are exported.
+    fn export_d5_test_set(out: &Path, n: usize, seed: u64, size: usize) -> PathBuf {
         let cfg = crate::dataset::export::DatasetConfig {
-            n: 6,
-            seed: 20261205,
-            size: 384,
+            n,
+            seed,
+            size,
             augment: vec!["r0".into()],
             split: crate::dataset::export::SplitRatios {
                 train: 0.0,
@@ -895,7 +896,22 @@ mod tests {
             ..Default::default()
         };
         let ctl = crate::jobs::JobControl::detached();
-        crate::dataset::export::export(&cfg, &ds, &Default::default(), &ctl).unwrap();
+        crate::dataset::export::export(&cfg, out, &Default::default(), &ctl).unwrap();
+        out.to_path_buf()
+    }
+
+    /// `training/loss_budget.py` prices each kind of false box by recomputing mAP from what
+    /// `eval --save-detections` wrote: with nothing left out it must give `eval`'s own figures
+    /// (the shipped model on frames of the realistic recipe, several classes, true and false
+    /// boxes), and leaving every false box out the 0.995 ceiling of the interpolated AP.
+    #[test]
+    fn the_loss_budget_script_recomputes_evals_map() {
+        let Some(python) = venv_python() else {
+            return;
+        };
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let ds = export_d5_test_set(&dir.path().join("ds"), 6, 20261205, 384);
         let det = crate::test_support::cpu_detector("models/cdte-yolo11n-obb.onnx");
         let dets = dir.path().join("dets");
         let r = evaluate(
@@ -950,29 +966,12 @@ mod tests {
     /// must lose more on every defect than on the ones the dose shows.
     #[test]
     fn the_ideal_observer_script_reads_the_exporters_labels() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        if !python.is_file() {
-            eprintln!("skipped: no .venv/bin/python (scripts/setup.sh makes it)");
+        let Some(python) = venv_python() else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ds = dir.path().join("ds");
-        let cfg = crate::dataset::export::DatasetConfig {
-            n: 12,
-            seed: 20261207,
-            size: 256,
-            augment: vec!["r0".into()],
-            split: crate::dataset::export::SplitRatios {
-                train: 0.0,
-                val: 0.0,
-                test: 1.0,
-            },
-            min_detectability: Some(5.0),
-            ..Default::default()
         };
-        let ctl = crate::jobs::JobControl::detached();
-        crate::dataset::export::export(&cfg, &ds, &Default::default(), &ctl).unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let ds = export_d5_test_set(&dir.path().join("ds"), 12, 20261207, 256);
         let mut label_counts = [0usize; 3];
         for e in std::fs::read_dir(ds.join("labels/test")).unwrap() {
             for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
