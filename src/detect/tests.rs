@@ -441,8 +441,9 @@ fn a_fixed_size_model_refuses_other_input_sizes() {
     assert!(e.contains("any multiple of 32"), "{e}");
 }
 
-#[test]
-fn copies_run_at_other_scales_map_back_to_the_frame() {
+/// The test model, a frame with one bright block centred at (75, 34), options that run the
+/// frame at its own scale, and the model's class names: what the TTA mapping tests share.
+fn one_block_frame() -> (Detector, ImageF32, DetectOptions, Vec<String>) {
     let d = tiny_dynamic();
     let img = blocks(150, 100, &[[59, 91, 18, 50]]);
     let opts = DetectOptions {
@@ -450,6 +451,12 @@ fn copies_run_at_other_scales_map_back_to_the_frame() {
         ..Default::default()
     };
     let names = d.class_names().to_vec();
+    (d, img, opts, names)
+}
+
+#[test]
+fn copies_run_at_other_scales_map_back_to_the_frame() {
+    let (d, img, opts, names) = one_block_frame();
     let one = [crate::geometry::Dihedral::IDENTITY];
     for scales in [&[2.0][..], &[1.0, 2.0], &[0.5, 1.0, 2.0]] {
         let plan = tta::TtaPlan {
@@ -491,13 +498,7 @@ fn copies_run_at_other_scales_map_back_to_the_frame() {
 
 #[test]
 fn copies_run_on_cut_frames_map_back_to_the_frame() {
-    let d = tiny_dynamic();
-    let img = blocks(150, 100, &[[59, 91, 18, 50]]);
-    let opts = DetectOptions {
-        match_model_scale: false,
-        ..Default::default()
-    };
-    let names = d.class_names().to_vec();
+    let (d, img, opts, names) = one_block_frame();
     // The test model is no crystal detector: its boxes are not symmetric under turns.
     let one = [crate::geometry::Dihedral::IDENTITY];
     let plan = tta::TtaPlan {

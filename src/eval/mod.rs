@@ -974,8 +974,10 @@ mod tests {
         let ds = export_d5_test_set(&dir.path().join("ds"), 12, 20261207, 256);
         let mut label_counts = [0usize; 3];
         for e in std::fs::read_dir(ds.join("labels/test")).unwrap() {
-            for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
-                label_counts[line.split(' ').next().unwrap().parse::<usize>().unwrap()] += 1;
+            let labels =
+                crate::formats::yolo::read_labels(&e.unwrap().path(), &Default::default()).unwrap();
+            for l in labels {
+                label_counts[l.class] += 1;
             }
         }
         let run = |extra: &[&str]| -> Value {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::classes::DefectClass;
 use crate::geometry::{OrientedBox, intersection_area};
 use crate::jobs::JobControl;
-use crate::raster::{ImageF32, PixelSize};
+use crate::raster::PixelSize;
 use crate::synth::crystal::Preset;
 use crate::synth::params::CountRange;
 use crate::synth::{self, SynthParams};
@@ -245,10 +245,6 @@ fn crop_box(x0: usize, y0: usize, size: usize) -> OrientedBox {
     OrientedBox::new(x0 as f64 + s / 2.0, y0 as f64 + s / 2.0, s, s, 0.0)
 }
 
-fn crop(img: &ImageF32, x0: usize, y0: usize, size: usize) -> ImageF32 {
-    img.crop(x0, y0, size, size)
-}
-
 /// The top-left corner that centres a `size` crop on `(cx, cy)`, if it fits in the scene.
 fn centred_corner(cx: f64, cy: f64, size: usize, scene: usize) -> Option<(usize, usize)> {
     let x0 = (cx - size as f64 / 2.0).round();
@@ -326,7 +322,7 @@ fn try_patch(
     Ok(Some(GeneratedItem {
         patch: GeneratedPatch {
             class,
-            image: crop(&s.image, x0, y0, size),
+            image: s.image.crop(x0, y0, size, size),
             source,
         },
         origin: PatchOrigin {
