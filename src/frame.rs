@@ -35,6 +35,10 @@ pub struct LatticeUse {
     /// ([`crate::detect::post::drop_points_on_lines`]): a defect on a boundary is neither bulk
     /// nor boundary, as the labels have it.
     pub points_off_boundaries: bool,
+    /// Drop point-defect boxes that reach past the frame's edge
+    /// ([`crate::detect::post::drop_points_across_edges`]): half the columns a site is judged
+    /// against are outside the field there.
+    pub points_inside_frame: bool,
     /// Measure how much of the frame's spectrum the crystal's lattice explains
     /// ([`crate::realism::lattice_match`]), so a frame of another structure is reported.
     pub check_crystal: bool,
@@ -56,6 +60,7 @@ impl Default for LatticeUse {
             tta: None,
             hedge_lattice_scale: true,
             points_off_boundaries: true,
+            points_inside_frame: true,
             check_crystal: true,
             training: None,
         }
@@ -122,6 +127,21 @@ pub fn drop_points_on_boundaries(dets: &mut Vec<Detection>, names: &[String]) {
     if let Some(c) = crate::detect::line_class(names) {
         crate::detect::post::drop_points_on_lines(dets, c, 0.0);
     }
+}
+
+/// Drops the point-defect boxes that reach past `img`'s edge:
+/// [`crate::detect::post::drop_points_across_edges`]. Returns how many.
+pub fn drop_points_across_edges(
+    img: &ImageF32,
+    dets: &mut Vec<Detection>,
+    names: &[String],
+) -> usize {
+    crate::detect::post::drop_points_across_edges(
+        dets,
+        crate::detect::line_class(names),
+        img.width as f64,
+        img.height as f64,
+    )
 }
 
 /// Fits the model's point-defect boxes (every class but the boundary class of `names`) to
@@ -510,6 +530,9 @@ pub fn detect_frame(
     );
     if lattice.points_off_boundaries {
         drop_points_on_boundaries(&mut detections, &result.class_names);
+    }
+    if lattice.points_inside_frame {
+        drop_points_across_edges(img, &mut detections, &result.class_names);
     }
     // With the card's ranges: one measurement at the file's (or the typed) scale, as the
     // Viewer measures it, whose lattice match is the crystal check's (searched near that

@@ -3,7 +3,8 @@
 # figure in the card is typed by hand (train.py writes the rest when it finalizes a model):
 #   *_fitted, *_tta_fitted   the test sets with the boxes finished as `detect` finishes them
 #                            (boundary boxes along one line joined, point boxes fitted to the
-#                            lattice, boundaries cut at the frame, no points on boundaries)
+#                            lattice, boundaries cut at the frame, no points on boundaries or
+#                            across the frame's edge)
 #   synthetic_test_detectable_tta_fitted_calibrated   the d' >= 5 set with each frame resampled
 #                            to the model's pixel size, as the app does with a calibrated file
 #   synthetic_test_detectable[_tta]_fitted_dont_care   d' >= 5 labels, hidden defects unscored
@@ -19,7 +20,7 @@ set -e
 M=$1; C=$2
 B=target/release/defect-detector
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
-F="--merge-boundaries --fit-cells --clip-boundaries --points-off-boundaries 0.25"
+F="--merge-boundaries --fit-cells --clip-boundaries --points-off-boundaries 0.25 --points-inside-frame"
 for pair in "test-r3:synthetic_test" "test-r3-d5:synthetic_test_detectable" "test-v2:synthetic_test_previous_recipe"; do
   d=${pair%%:*}; k=${pair##*:}
   echo "== $d fitted"; $B eval .work/$d --model $M $F --write-card $C --card-key ${k}_fitted 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "

@@ -653,6 +653,52 @@ fn point_boxes_on_a_boundary_are_dropped_unless_asked_to_keep_them() {
     assert!(!listed(&h), "dropped again");
 }
 
+#[test]
+fn point_boxes_across_the_frames_edge_are_dropped_unless_asked_to_keep_them() {
+    let (_dir, tif) = twin_frame();
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    // Judge the box as placed: no fit to the lattice, no boundary rule.
+    h.state_mut().viewer.settings.fit_cells = false;
+    h.state_mut().viewer.settings.points_off_boundaries = false;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let height = h.state().viewer.current.as_ref().unwrap().image.height as f64;
+    // An interstitial candidate whose box overhangs the left edge by 2 px.
+    let at_edge = defect_detector::detect::Detection {
+        class: 2,
+        class_name: "interstitial".into(),
+        confidence: 0.93,
+        obb: defect_detector::geometry::OrientedBox::new(4.0, height / 2.0, 12.0, 8.0, 0.0),
+        source: defect_detector::detect::DetectionSource::Model,
+    };
+    h.state_mut()
+        .viewer
+        .result
+        .as_mut()
+        .unwrap()
+        .candidates
+        .push(at_edge);
+    h.step();
+    let listed = |h: &Harness<'static, DefectApp>| {
+        h.state()
+            .viewer
+            .filtered
+            .iter()
+            .any(|d| d.class == 2 && d.confidence == 0.93)
+    };
+    assert!(
+        h.state().viewer.settings.points_inside_frame,
+        "on by default"
+    );
+    assert!(!listed(&h), "half its neighbours are outside the field");
+    h.get_by_label("no point boxes across the frame's edge")
+        .click();
+    h.run_steps(2);
+    assert!(!h.state().viewer.settings.points_inside_frame);
+    assert!(listed(&h), "kept when asked");
+}
+
 /// The Dataset tab's "as the model is fed" is `export --resample-to-pm`: ticked, the export it
 /// starts resamples every frame to the model pixel size shown beside it.
 #[test]

@@ -34,6 +34,7 @@ struct FilterKey {
     fit_cells: bool,
     tta: bool,
     points_off_boundaries: bool,
+    points_inside_frame: bool,
 }
 
 /// What is remembered between runs.
@@ -78,6 +79,8 @@ pub struct ViewerSettings {
     pub hedge_lattice_scale: bool,
     /// Drop point-defect boxes centred inside a boundary box, as `detect` does.
     pub points_off_boundaries: bool,
+    /// Drop point-defect boxes that reach past the frame's edge, as `detect` does.
+    pub points_inside_frame: bool,
 }
 
 impl Default for ViewerSettings {
@@ -110,6 +113,7 @@ impl Default for ViewerSettings {
             check_file_calibration: true,
             hedge_lattice_scale: true,
             points_off_boundaries: true,
+            points_inside_frame: true,
         }
     }
 }
@@ -605,6 +609,7 @@ impl ViewerTab {
                 fit_cells: self.settings.fit_cells,
                 tta: self.settings.tta,
                 points_off_boundaries: self.settings.points_off_boundaries,
+                points_inside_frame: self.settings.points_inside_frame,
             };
             if self.filtered_for != Some(key) {
                 (self.filtered, self.contradicted_boundaries) =
@@ -629,6 +634,13 @@ impl ViewerTab {
                 }
                 if self.settings.points_off_boundaries {
                     defect_detector::frame::drop_points_on_boundaries(
+                        &mut self.filtered,
+                        &res.class_names,
+                    );
+                }
+                if let (true, Some(cur)) = (self.settings.points_inside_frame, &self.current) {
+                    defect_detector::frame::drop_points_across_edges(
+                        &cur.image,
                         &mut self.filtered,
                         &res.class_names,
                     );
@@ -1249,6 +1261,16 @@ impl ViewerTab {
              boundary's disordered core shows gaps and extra spots of its own, and a defect on \
              a boundary is neither bulk nor boundary (as the training labels have it). On the \
              realistic synthetic test set vacancy false positives fell by a third.",
+        );
+        ui.checkbox(
+            &mut self.settings.points_inside_frame,
+            "no point boxes across the frame's edge",
+        )
+        .on_hover_text(
+            "Drop vacancy and interstitial boxes that reach past the edge of the image: a \
+             column is judged missing or extra against the columns around it, and at the edge \
+             half of them are outside the field (the training labels place no point defect \
+             there). On the synthetic validation frames every such box was a false positive.",
         );
         if ui
             .checkbox(

@@ -28,6 +28,11 @@ pub struct CalibrationArgs {
     /// have it, and a boundary's core shows gaps and extra spots of its own).
     #[arg(long)]
     pub keep_points_on_boundaries: bool,
+    /// Keep point-defect boxes that reach past the frame's edge (by default they are dropped:
+    /// half the columns a site is judged against are outside the field there, and the
+    /// training labels place no point defect across the edge).
+    #[arg(long)]
+    pub keep_points_at_edges: bool,
     /// Skip the check that the frame's lattice is the crystal's (by default a frame whose
     /// strongest spectrum peaks mostly miss the crystal's lattice rings, e.g. a perovskite, gets
     /// a warning and its `lattice_match` in the summary; the check costs one spectrum and fit).
@@ -68,6 +73,7 @@ impl CalibrationArgs {
                 .then(defect_detector::detect::tta::default_transforms),
             hedge_lattice_scale: !self.single_lattice_scale,
             points_off_boundaries: !self.keep_points_on_boundaries,
+            points_inside_frame: !self.keep_points_at_edges,
             check_crystal: !self.no_crystal_check,
             // Read from the model's card by the command that loads the model.
             training: None,

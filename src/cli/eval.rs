@@ -65,6 +65,10 @@ pub struct EvalArgs {
     /// confidence, as `detect` does (a defect on a boundary is neither bulk nor boundary).
     #[arg(long, value_name = "CONF")]
     points_off_boundaries: Option<f32>,
+    /// Drop point-defect boxes that reach past the frame's edge, as `detect` does (the
+    /// labels place no point defect across the edge).
+    #[arg(long)]
+    points_inside_frame: bool,
     /// With --method both: join the model's boxes with the lattice's at this confidence, as
     /// `detect` does at its --conf; the model's boxes below it are scored as it drew them,
     /// the lattice's are left out (0: join at the --conf floor)
@@ -155,6 +159,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         tta_scales: a.tta_scales.clone(),
         tta_cuts: a.tta_cuts.clone(),
         points_off_boundaries: a.points_off_boundaries,
+        points_inside_frame: a.points_inside_frame,
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
         hidden_dont_care: a.hidden_dont_care,
         calibrated: a.calibrated,
@@ -210,6 +215,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "tta_scales": a.tta_scales,
             "tta_cuts": a.tta_cuts,
             "points_off_boundaries": a.points_off_boundaries,
+            "points_inside_frame": a.points_inside_frame,
             "tta_copies": format!("{:?}", a.tta_copies).to_lowercase(),
             "clip_boundaries": a.clip_boundaries,
             "hidden_dont_care": a.hidden_dont_care,

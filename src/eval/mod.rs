@@ -58,6 +58,9 @@ pub struct EvalOptions {
     /// Drop point boxes centred inside a boundary box of at least this confidence
     /// ([`crate::detect::post::drop_points_on_lines`]).
     pub points_off_boundaries: Option<f32>,
+    /// Drop point-defect boxes that reach past the frame's edge
+    /// ([`crate::detect::post::drop_points_across_edges`]), as `detect` does by default.
+    pub points_inside_frame: bool,
     /// The crystal the lattice analysis (`method` lattice or both) assumes for frames whose
     /// own crystal is unknown; a synthetic frame's sidecar (through the dataset's
     /// `manifest.json`) names its own.
@@ -100,6 +103,7 @@ impl Default for EvalOptions {
             tta_scales: vec![1.0],
             tta_cuts: vec![0],
             points_off_boundaries: None,
+            points_inside_frame: false,
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
             hidden_dont_care: false,
             calibrated: false,
@@ -371,6 +375,9 @@ pub fn evaluate(
             (opts.points_off_boundaries, crate::detect::line_class(names))
         {
             crate::detect::post::drop_points_on_lines(&mut dets, line, min);
+        }
+        if opts.points_inside_frame {
+            crate::frame::drop_points_across_edges(&img, &mut dets, names);
         }
         pre += timings.preprocess_ms;
         inf += timings.inference_ms;
