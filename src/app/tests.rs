@@ -11,7 +11,7 @@ fn harness() -> Harness<'static, DefectApp> {
     persisted.synth.params.height = 256;
     let app = DefectApp::new(&ctx, persisted);
     Harness::builder()
-        .with_size(egui::vec2(1300.0, 900.0))
+        .with_size(egui::vec2(1300.0, 1000.0))
         .build_ui_state(|ui, app: &mut DefectApp| app.show(ui), app)
 }
 
