@@ -598,6 +598,35 @@ fn test_time_augmentation_can_be_switched_on_and_reruns_the_model() {
     assert!(h.query_by_label_contains(&runs).is_some(), "{runs}");
 }
 
+/// Adds a model candidate to the Viewer's current result, as if the model had drawn it, and
+/// lets the Viewer filter again.
+fn add_model_candidate(
+    h: &mut Harness<'static, DefectApp>,
+    class: usize,
+    confidence: f32,
+    obb: defect_detector::geometry::OrientedBox,
+) {
+    let name = defect_detector::classes::DefectClass::from_id(class).expect("a class id");
+    let result = h.state_mut().viewer.result.as_mut().expect("a result");
+    result.candidates.push(defect_detector::detect::Detection {
+        class,
+        class_name: name.name().into(),
+        confidence,
+        obb,
+        source: defect_detector::detect::DetectionSource::Model,
+    });
+    h.step();
+}
+
+/// Whether the Viewer lists a box of `class` at exactly `confidence`.
+fn listed(h: &Harness<'static, DefectApp>, class: usize, confidence: f32) -> bool {
+    h.state()
+        .viewer
+        .filtered
+        .iter()
+        .any(|d| d.class == class && d.confidence == confidence)
+}
+
 #[test]
 fn point_boxes_on_a_boundary_are_dropped_unless_asked_to_keep_them() {
     let (_dir, tif) = twin_frame();
@@ -614,43 +643,23 @@ fn point_boxes_on_a_boundary_are_dropped_unless_asked_to_keep_them() {
         .cloned()
         .expect("the twin boundary is found");
     // A vacancy candidate on the boundary's centre line, as a disordered core can draw one.
-    let on_core = defect_detector::detect::Detection {
-        class: 1,
-        class_name: "vacancy".into(),
-        confidence: 0.95,
-        obb: defect_detector::geometry::OrientedBox::new(gb.obb.cx, gb.obb.cy, 12.0, 8.0, 0.0),
-        source: defect_detector::detect::DetectionSource::Model,
-    };
-    h.state_mut()
-        .viewer
-        .result
-        .as_mut()
-        .unwrap()
-        .candidates
-        .push(on_core.clone());
-    h.step();
-    let listed = |h: &Harness<'static, DefectApp>| {
-        h.state()
-            .viewer
-            .filtered
-            .iter()
-            .any(|d| d.class == 1 && d.confidence == 0.95)
-    };
+    let on_core = defect_detector::geometry::OrientedBox::new(gb.obb.cx, gb.obb.cy, 12.0, 8.0, 0.0);
+    add_model_candidate(&mut h, 1, 0.95, on_core);
     assert!(
         h.state().viewer.settings.points_off_boundaries,
         "on by default"
     );
     assert!(
-        !listed(&h),
+        !listed(&h, 1, 0.95),
         "a point box on the boundary is not a point defect"
     );
     h.get_by_label("no point boxes on boundaries").click();
     h.run_steps(2);
     assert!(!h.state().viewer.settings.points_off_boundaries);
-    assert!(listed(&h), "kept when asked");
+    assert!(listed(&h, 1, 0.95), "kept when asked");
     h.get_by_label("no point boxes on boundaries").click();
     h.run_steps(2);
-    assert!(!listed(&h), "dropped again");
+    assert!(!listed(&h, 1, 0.95), "dropped again");
 }
 
 #[test]
@@ -665,38 +674,21 @@ fn point_boxes_across_the_frames_edge_are_dropped_unless_asked_to_keep_them() {
     settle_viewer(&mut h);
     let height = h.state().viewer.current.as_ref().unwrap().image.height as f64;
     // An interstitial candidate whose box overhangs the left edge by 2 px.
-    let at_edge = defect_detector::detect::Detection {
-        class: 2,
-        class_name: "interstitial".into(),
-        confidence: 0.93,
-        obb: defect_detector::geometry::OrientedBox::new(4.0, height / 2.0, 12.0, 8.0, 0.0),
-        source: defect_detector::detect::DetectionSource::Model,
-    };
-    h.state_mut()
-        .viewer
-        .result
-        .as_mut()
-        .unwrap()
-        .candidates
-        .push(at_edge);
-    h.step();
-    let listed = |h: &Harness<'static, DefectApp>| {
-        h.state()
-            .viewer
-            .filtered
-            .iter()
-            .any(|d| d.class == 2 && d.confidence == 0.93)
-    };
+    let at_edge = defect_detector::geometry::OrientedBox::new(4.0, height / 2.0, 12.0, 8.0, 0.0);
+    add_model_candidate(&mut h, 2, 0.93, at_edge);
     assert!(
         h.state().viewer.settings.points_inside_frame,
         "on by default"
     );
-    assert!(!listed(&h), "half its neighbours are outside the field");
+    assert!(
+        !listed(&h, 2, 0.93),
+        "half its neighbours are outside the field"
+    );
     h.get_by_label("no point boxes across the frame's edge")
         .click();
     h.run_steps(2);
     assert!(!h.state().viewer.settings.points_inside_frame);
-    assert!(listed(&h), "kept when asked");
+    assert!(listed(&h, 2, 0.93), "kept when asked");
 }
 
 /// The Dataset tab's "as the model is fed" is `export --resample-to-pm`: ticked, the export it
