@@ -358,6 +358,9 @@ pub struct FrameDetections {
     /// Model boundary boxes the lattice contradicts, weighed down under `both`
     /// ([`weigh_contradicted_boundaries`]).
     pub contradicted_boundaries: usize,
+    /// Point-defect boxes left out because they reach past the frame's edge
+    /// ([`LatticeUse::points_inside_frame`]).
+    pub points_at_edges: usize,
     /// With [`LatticeUse::training`]: the frame's statistics outside the model's training
     /// ranges, as the Viewer's warning lists them (e.g. `column FWHM 5.68 Å > 2.79 Å`); empty
     /// when inside or when the frame cannot be measured (no pixel size and no lattice).
@@ -461,6 +464,16 @@ pub fn contradicted_boundaries_note(n: usize) -> String {
     )
 }
 
+/// What `detect` and the Viewer say of the point boxes [`drop_points_across_edges`] left out.
+pub fn points_at_edges_note(n: usize) -> String {
+    format!(
+        "{n} point box{} reaching past the frame's edge not shown: half the columns {} judged \
+         against are outside the field",
+        if n == 1 { "" } else { "es" },
+        if n == 1 { "it is" } else { "they are" }
+    )
+}
+
 /// Runs `det` and, unless the method is the model alone, the lattice analysis on one frame.
 pub fn detect_frame(
     det: &Detector,
@@ -531,9 +544,11 @@ pub fn detect_frame(
     if lattice.points_off_boundaries {
         drop_points_on_boundaries(&mut detections, &result.class_names);
     }
-    if lattice.points_inside_frame {
-        drop_points_across_edges(img, &mut detections, &result.class_names);
-    }
+    let points_at_edges = if lattice.points_inside_frame {
+        drop_points_across_edges(img, &mut detections, &result.class_names)
+    } else {
+        0
+    };
     // With the card's ranges: one measurement at the file's (or the typed) scale, as the
     // Viewer measures it, whose lattice match is the crystal check's (searched near that
     // scale). Without: the crystal check alone, searched near the scale detection used.
@@ -567,6 +582,7 @@ pub fn detect_frame(
         lattice_error,
         lattice_match,
         contradicted_boundaries,
+        points_at_edges,
         outside_training,
     })
 }

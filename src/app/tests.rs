@@ -684,11 +684,17 @@ fn point_boxes_across_the_frames_edge_are_dropped_unless_asked_to_keep_them() {
         !listed(&h, 2, 0.93),
         "half its neighbours are outside the field"
     );
+    // Said, not hidden silently.
+    h.get_by_label_contains("1 point box reaching past the frame's edge not shown");
     h.get_by_label("no point boxes across the frame's edge")
         .click();
     h.run_steps(2);
     assert!(!h.state().viewer.settings.points_inside_frame);
     assert!(listed(&h, 2, 0.93), "kept when asked");
+    assert!(
+        h.query_by_label_contains("reaching past the frame's edge not shown")
+            .is_none()
+    );
 }
 
 /// The Dataset tab's "as the model is fed" is `export --resample-to-pm`: ticked, the export it

@@ -151,6 +151,8 @@ pub struct ViewerTab {
     filtered_for: Option<FilterKey>,
     /// Model boundary boxes in `filtered` the lattice contradicted (weighed down, `both`).
     pub contradicted_boundaries: usize,
+    /// Point boxes the edge rule left out of `filtered`.
+    pub points_at_edges: usize,
     /// Point boxes fitted to the current image's lattice (slider steps re-filter the same boxes).
     cell_fits: defect_detector::frame::CellFitCache,
     /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
@@ -195,6 +197,7 @@ impl ViewerTab {
             result: None,
             filtered: Vec::new(),
             contradicted_boundaries: 0,
+            points_at_edges: 0,
             filtered_for: None,
             cell_fits: Default::default(),
             lattice: LatticeJob::new(notify.clone()),
@@ -638,13 +641,14 @@ impl ViewerTab {
                         &res.class_names,
                     );
                 }
-                if let (true, Some(cur)) = (self.settings.points_inside_frame, &self.current) {
-                    defect_detector::frame::drop_points_across_edges(
+                self.points_at_edges = match (self.settings.points_inside_frame, &self.current) {
+                    (true, Some(cur)) => defect_detector::frame::drop_points_across_edges(
                         &cur.image,
                         &mut self.filtered,
                         &res.class_names,
-                    );
-                }
+                    ),
+                    _ => 0,
+                };
                 self.filtered_for = Some(key);
                 self.sort_table();
             }
@@ -1272,6 +1276,11 @@ impl ViewerTab {
              half of them are outside the field (the training labels place no point defect \
              there). On the synthetic validation frames every such box was a false positive.",
         );
+        if self.settings.points_inside_frame && self.points_at_edges > 0 {
+            ui.small(defect_detector::frame::points_at_edges_note(
+                self.points_at_edges,
+            ));
+        }
         if ui
             .checkbox(
                 &mut self.settings.tta,

@@ -260,6 +260,13 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                     )
                 );
             }
+            if frame.points_at_edges > 0 {
+                eprintln!(
+                    "{}: {} (--keep-points-at-edges shows them)",
+                    img_path.display(),
+                    defect_detector::frame::points_at_edges_note(frame.points_at_edges)
+                );
+            }
             if let Some(m) = frame.not_the_crystal() {
                 eprintln!(
                     "{}: warning: {} (--crystal names the crystal)",
