@@ -7,6 +7,8 @@ Reads a dataset written by `defect-detector export` (labels, sidecars) and the d
 every unmatched box at IoU 0.5 into a kind, and reports the mAP50 with each kind left out:
 
   boundary        a grain-boundary box that matches no label (fragment, duplicate, or none)
+  edge            a point box that reaches past the frame's edge, where the labels place none
+                  (`detect` drops these; `eval --points-inside-frame` scores that)
   hidden, same    a point box on a defect the export hid (`--min-detectability`) of its class:
                   a real defect the dose shows too weakly to count (d' below the threshold)
   hidden, other   the same, of the other point class
@@ -117,7 +119,7 @@ def load(ds, dets_dir, split):
                     box = (o["cx"], o["cy"], o["w"], o["h"], o["angle"])
                     if not any(probiou(box, g[1]) > 0.99 for g in gts):
                         hidden.append((CLASS_IDS[lab["class"]], box))
-        frames.append({"stem": stem, "gts": gts, "dets": dets, "hidden": hidden})
+        frames.append({"stem": stem, "size": (w, h), "gts": gts, "dets": dets, "hidden": hidden})
     return frames
 
 
@@ -192,12 +194,22 @@ def boundary_distance(f, c):
     return best
 
 
+def reaches_past(box, size):
+    """Whether any corner of `box` lies outside the `size` frame."""
+    cx, cy, w, h, t = box
+    c, s = abs(math.cos(t)), abs(math.sin(t))
+    hx, hy = 0.5 * (w * c + h * s), 0.5 * (w * s + h * c)
+    return cx - hx < 0 or cy - hy < 0 or cx + hx > size[0] or cy + hy > size[1]
+
+
 def kind(f, i):
     d = f["dets"][i]
     if f["tp"][i, 0]:
         return "true"
     if d[0] == 0:
         return "boundary"
+    if reaches_past(d[1], f["size"]):
+        return "edge"
     c = d[1][:2]
     for cls, box in f["hidden"]:
         if inside(box, c):
@@ -211,6 +223,7 @@ def kind(f, i):
 
 KINDS = [
     "boundary",
+    "edge",
     "hidden, same",
     "hidden, other",
     "duplicate",
