@@ -258,7 +258,9 @@ def main():
         n25 = sum(1 for f in frames for i, d in enumerate(f["dets"]) if f["kind"][i] == k and d[2] >= 0.25)
         n50 = sum(1 for f in frames for i, d in enumerate(f["dets"]) if f["kind"][i] == k and d[2] >= 0.5)
         r = m_ap(frames, lambda f, i, k=k: f["kind"][i] != k)
-        rows.append({"kind": k, "boxes_at_0.25": n25, "boxes_at_0.5": n50, "map50": r[0], "gain": r[0] - base[0]})
+        n = sum(1 for f in frames for i in range(len(f["dets"])) if f["kind"][i] == k)
+        rows.append({"kind": k, "boxes": n, "boxes_at_0.25": n25, "boxes_at_0.5": n50, "map50": r[0],
+                     "gain": r[0] - base[0]})
         print(f"{k:16s} {n25:13d} {n50:7d} {r[0]:7.4f} {r[0] - base[0]:+7.4f}")
     every = m_ap(frames, lambda f, i: f["kind"][i] == "true")
     print(f"{'every kind':16s} {'':13s} {'':7s} {every[0]:7.4f} {every[0] - base[0]:+7.4f}")

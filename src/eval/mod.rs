@@ -966,6 +966,56 @@ mod tests {
             close(v["every_kind_left_out"].as_f64().unwrap(), 0.995),
             "{v}"
         );
+        // Its "edge" kind is the boxes `detect`'s edge rule drops: scored with the rule, the
+        // point boxes it counted are gone and no others.
+        let edge = |v: &Value| {
+            v["left_out"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["kind"] == "edge")
+                .expect("an edge row")["boxes"]
+                .as_u64()
+                .unwrap() as usize
+        };
+        let point_boxes = |dir: &Path| -> usize {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .map(|t| t.lines().filter(|l| !l.starts_with("0 ")).count())
+                .sum()
+        };
+        let dets_ruled = dir.path().join("dets-ruled");
+        evaluate(
+            &det,
+            &ds,
+            &EvalOptions {
+                merge_boundaries: true,
+                fit_cells: Some(Default::default()),
+                clip_boundaries: true,
+                points_inside_frame: true,
+                save_detections: Some(dets_ruled.clone()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let out_ruled = dir.path().join("budget-ruled.json");
+        let run = std::process::Command::new(&python)
+            .arg(root.join("training/loss_budget.py"))
+            .args([&ds, &dets_ruled])
+            .arg("--json")
+            .arg(&out_ruled)
+            .output()
+            .unwrap();
+        assert!(run.status.success());
+        let ruled: Value = serde_json::from_slice(&std::fs::read(&out_ruled).unwrap()).unwrap();
+        assert!(
+            edge(&v) > 0,
+            "these frames draw point boxes across the edge: {v}"
+        );
+        assert_eq!(edge(&ruled), 0, "{ruled}");
+        assert_eq!(point_boxes(&dets) - point_boxes(&dets_ruled), edge(&v));
     }
 
     /// `training/ideal_observer.py` bounds the synthetic targets: it must read the same labels
