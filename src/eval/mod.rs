@@ -920,35 +920,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ds = export_d5_test_set(&dir.path().join("ds"), 6, 20261205, 384);
         let det = crate::test_support::cpu_detector("models/cdte-yolo11n-obb.onnx");
-        let dets = dir.path().join("dets");
-        let r = evaluate(
-            &det,
-            &ds,
-            &EvalOptions {
-                merge_boundaries: true,
-                fit_cells: Some(Default::default()),
-                clip_boundaries: true,
-                save_detections: Some(dets.clone()),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
-        assert!(r.map50 > 0.3 && r.map50 < 0.995, "{}", r.table());
-        let out = dir.path().join("budget.json");
-        let run = std::process::Command::new(&python)
-            .arg(root.join("training/loss_budget.py"))
-            .args([&ds, &dets])
-            .arg("--json")
-            .arg(&out)
-            .output()
+        // Scores the frames as the card does (with or without the edge rule), saving the
+        // detections, and runs the script on them.
+        let score_and_budget = |name: &str, points_inside_frame: bool| {
+            let dets = dir.path().join(name);
+            let r = evaluate(
+                &det,
+                &ds,
+                &EvalOptions {
+                    merge_boundaries: true,
+                    fit_cells: Some(Default::default()),
+                    clip_boundaries: true,
+                    points_inside_frame,
+                    save_detections: Some(dets.clone()),
+                    ..Default::default()
+                },
+                None,
+            )
             .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+            let out = dir.path().join(name).with_extension("json");
+            let run = std::process::Command::new(&python)
+                .arg(root.join("training/loss_budget.py"))
+                .args([&ds, &dets])
+                .arg("--json")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+            (r, dets, v)
+        };
+        let (r, dets, v) = score_and_budget("dets", false);
+        assert!(r.map50 > 0.3 && r.map50 < 0.995, "{}", r.table());
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         assert!(
             close(v["map50"].as_f64().unwrap(), r.map50),
@@ -985,31 +992,7 @@ mod tests {
                 .map(|t| t.lines().filter(|l| !l.starts_with("0 ")).count())
                 .sum()
         };
-        let dets_ruled = dir.path().join("dets-ruled");
-        evaluate(
-            &det,
-            &ds,
-            &EvalOptions {
-                merge_boundaries: true,
-                fit_cells: Some(Default::default()),
-                clip_boundaries: true,
-                points_inside_frame: true,
-                save_detections: Some(dets_ruled.clone()),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
-        let out_ruled = dir.path().join("budget-ruled.json");
-        let run = std::process::Command::new(&python)
-            .arg(root.join("training/loss_budget.py"))
-            .args([&ds, &dets_ruled])
-            .arg("--json")
-            .arg(&out_ruled)
-            .output()
-            .unwrap();
-        assert!(run.status.success());
-        let ruled: Value = serde_json::from_slice(&std::fs::read(&out_ruled).unwrap()).unwrap();
+        let (_, dets_ruled, ruled) = score_and_budget("dets-ruled", true);
         assert!(
             edge(&v) > 0,
             "these frames draw point boxes across the edge: {v}"
