@@ -121,14 +121,6 @@ pub fn finish_boxes_cached(
     }
 }
 
-/// Drops the point-defect boxes centred inside any of `dets`' boundary boxes (all of them
-/// shown, so above the run's confidence threshold): [`crate::detect::post::drop_points_on_lines`].
-pub fn drop_points_on_boundaries(dets: &mut Vec<Detection>, names: &[String]) {
-    if let Some(c) = crate::detect::line_class(names) {
-        crate::detect::post::drop_points_on_lines(dets, c, 0.0);
-    }
-}
-
 /// Drops the point-defect boxes that reach past `img`'s edge:
 /// [`crate::detect::post::drop_points_across_edges`]. Returns how many.
 pub fn drop_points_across_edges(
@@ -474,6 +466,87 @@ pub fn points_at_edges_note(n: usize) -> String {
     )
 }
 
+/// The steps from a frame's model boxes to the boxes a front end shows, in the one order every
+/// front end takes them (`detect`, `watch` and `eval-real` through [`detect_frame`], the
+/// Viewer's re-filtering, `eval`): joined with the lattice analysis
+/// ([`join_with_lattice`]), boundary boxes cut at the frame and point boxes fitted to the
+/// lattice ([`finish_boxes`]), then point boxes on boundaries and across the frame's edge
+/// dropped. One function, so a setting means the same wherever it is scored or shown.
+#[derive(Clone, Copy, Debug)]
+pub struct Finishing<'a> {
+    pub method: DetectMethod,
+    /// The threshold the result is shown at: under `both` only the model boxes above it are
+    /// joined with the lattice's ([`join_with_lattice`]).
+    pub join_conf: f32,
+    /// Cut boundary boxes at the frame's edges ([`crate::detect::post::clip_line_boxes`]).
+    pub clip_boundaries: bool,
+    /// Fit the model's point boxes to the lattice around them ([`fit_point_cells`]).
+    pub fit_cells: Option<&'a CellFitParams>,
+    /// Drop point boxes centred inside a boundary box of at least this confidence
+    /// ([`crate::detect::post::drop_points_on_lines`]); 0 where every box shown is above the
+    /// threshold anyway, the scored threshold where `eval` keeps weaker boxes.
+    pub points_off_boundaries: Option<f32>,
+    /// Drop point boxes reaching past the frame's edge ([`drop_points_across_edges`]).
+    pub points_inside_frame: bool,
+}
+
+impl<'a> Finishing<'a> {
+    /// The steps a [`LatticeUse`] asks for, for a result shown at `conf`.
+    pub fn of(lattice: &'a LatticeUse, conf: f32) -> Self {
+        Self {
+            method: lattice.method,
+            join_conf: conf,
+            clip_boundaries: true,
+            fit_cells: lattice.fit_cells.as_ref(),
+            points_off_boundaries: lattice.points_off_boundaries.then_some(0.0),
+            points_inside_frame: lattice.points_inside_frame,
+        }
+    }
+}
+
+/// A frame's boxes after [`finish_frame`], with what its steps weighed down or left out, for
+/// the front ends to say so.
+#[derive(Clone, Debug, Default)]
+pub struct Finished {
+    pub detections: Vec<Detection>,
+    /// Model boundary boxes the lattice contradicts ([`weigh_contradicted_boundaries`]).
+    pub contradicted_boundaries: usize,
+    /// Point boxes dropped at the frame's edge ([`drop_points_across_edges`]).
+    pub points_at_edges: usize,
+}
+
+/// Takes `model`'s boxes of `img` through the steps of `f` ([`Finishing`]); the point fits are
+/// kept in `cache` (which must belong to `img`).
+pub fn finish_frame(
+    img: &ImageF32,
+    model: Vec<Detection>,
+    lattice: Option<&crate::lattice::LatticeResult>,
+    names: &[String],
+    f: &Finishing,
+    cache: &mut CellFitCache,
+) -> Finished {
+    let (mut detections, contradicted_boundaries) =
+        join_with_lattice(f.method, model, lattice, f.join_conf, names);
+    if f.clip_boundaries {
+        finish_boxes_cached(img, &mut detections, names, f.fit_cells, cache);
+    } else if let Some(p) = f.fit_cells {
+        fit_point_cells_cached(img, &mut detections, names, p, cache);
+    }
+    if let (Some(min), Some(line)) = (f.points_off_boundaries, crate::detect::line_class(names)) {
+        crate::detect::post::drop_points_on_lines(&mut detections, line, min);
+    }
+    let points_at_edges = if f.points_inside_frame {
+        drop_points_across_edges(img, &mut detections, names)
+    } else {
+        0
+    };
+    Finished {
+        detections,
+        contradicted_boundaries,
+        points_at_edges,
+    }
+}
+
 /// Runs `det` and, unless the method is the model alone, the lattice analysis on one frame.
 pub fn detect_frame(
     det: &Detector,
@@ -528,27 +601,18 @@ pub fn detect_frame(
         }
         None => result.filtered(conf, iou),
     };
-    let (mut detections, contradicted_boundaries) = join_with_lattice(
-        lattice.method,
+    let Finished {
+        detections,
+        contradicted_boundaries,
+        points_at_edges,
+    } = finish_frame(
+        img,
         model,
         analysis.as_ref(),
-        conf,
         &result.class_names,
+        &Finishing::of(lattice, conf),
+        &mut CellFitCache::default(),
     );
-    finish_boxes(
-        img,
-        &mut detections,
-        &result.class_names,
-        lattice.fit_cells.as_ref(),
-    );
-    if lattice.points_off_boundaries {
-        drop_points_on_boundaries(&mut detections, &result.class_names);
-    }
-    let points_at_edges = if lattice.points_inside_frame {
-        drop_points_across_edges(img, &mut detections, &result.class_names)
-    } else {
-        0
-    };
     // With the card's ranges: one measurement at the file's (or the typed) scale, as the
     // Viewer measures it, whose lattice match is the crystal check's (searched near that
     // scale). Without: the crystal check alone, searched near the scale detection used.
@@ -701,6 +765,66 @@ mod tests {
             &names,
         );
         assert_eq!(model, vec![weak]);
+    }
+
+    #[test]
+    fn finishing_cuts_boundaries_and_drops_points_on_them_and_across_the_edge_as_asked() {
+        let img = ImageF32::new(200, 100);
+        let names: Vec<String> = DefectClass::ALL.iter().map(|c| c.name().into()).collect();
+        let point = |class: DefectClass, cx: f64, cy: f64, confidence: f32| Detection {
+            class: class.id(),
+            class_name: class.name().into(),
+            confidence,
+            obb: OrientedBox::new(cx, cy, 12.0, 16.0, 0.0),
+            source: DetectionSource::Model,
+        };
+        let model = vec![
+            // A boundary running on past both sides of the frame.
+            boundary_box(
+                OrientedBox::new(100.0, 50.0, 260.0, 20.0, 0.0),
+                0.9,
+                DetectionSource::Model,
+            ),
+            point(DefectClass::Vacancy, 60.0, 52.0, 0.8),
+            point(DefectClass::Interstitial, 195.0, 20.0, 0.7),
+            point(DefectClass::Vacancy, 100.0, 20.0, 0.6),
+        ];
+        let lattice = LatticeUse {
+            method: DetectMethod::Model,
+            fit_cells: None,
+            ..Default::default()
+        };
+        let finish = |f: &Finishing| {
+            finish_frame(
+                &img,
+                model.clone(),
+                None,
+                &names,
+                f,
+                &mut CellFitCache::default(),
+            )
+        };
+        let all = finish(&Finishing::of(&lattice, 0.25));
+        let classes: Vec<usize> = all.detections.iter().map(|d| d.class).collect();
+        assert_eq!(classes, vec![0, DefectClass::Vacancy.id()], "{all:?}");
+        assert_eq!(all.points_at_edges, 1);
+        let cut = all.detections[0].obb;
+        assert!((cut.w - 200.0).abs() < 1e-6 && cut.angle == 0.0, "{cut:?}");
+        // Each rule off keeps its boxes; nothing but the join is done without the image steps.
+        let kept = finish(&Finishing {
+            clip_boundaries: false,
+            points_off_boundaries: None,
+            points_inside_frame: false,
+            ..Finishing::of(&lattice, 0.25)
+        });
+        assert_eq!(kept.detections, model);
+        assert_eq!(kept.points_at_edges, 0);
+        // Points are dropped only inside a boundary box of at least the given confidence.
+        let strong_only = finish(&Finishing {
+            points_off_boundaries: Some(0.95),
+            ..Finishing::of(&lattice, 0.25)
+        });
+        assert_eq!(strong_only.detections.len(), 3, "{strong_only:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use defect_detector::classes::{DefectClass, class_color};
 use defect_detector::detect::{self, Detection, DetectionResult};
 use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings, Histogram};
 use defect_detector::formats::{self, StemImage};
+use defect_detector::frame;
 use defect_detector::jobs::{Latest, Notify};
 use defect_detector::raster::PixelSize;
 use egui::{Color32, Slider};
@@ -72,7 +73,7 @@ pub struct ViewerSettings {
     /// Test-time augmentation: the model on the image's 8 dihedral copies, boxes fused.
     pub tta: bool,
     /// Check a file's calibration against its lattice and use the lattice's pixel size when
-    /// the two clearly disagree ([`defect_detector::frame::check_file_calibration`]).
+    /// the two clearly disagree ([`frame::check_file_calibration`]).
     pub check_file_calibration: bool,
     /// Where the pixel size comes from the lattice, run the model at every preset crystal's
     /// reading of it and fuse the boxes ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]).
@@ -154,7 +155,7 @@ pub struct ViewerTab {
     /// Point boxes the edge rule left out of `filtered`.
     pub points_at_edges: usize,
     /// Point boxes fitted to the current image's lattice (slider steps re-filter the same boxes).
-    cell_fits: defect_detector::frame::CellFitCache,
+    cell_fits: frame::CellFitCache,
     /// The lattice analysis of the current image: map layer, boundaries joined with the model's.
     pub(crate) lattice: LatticeJob,
     /// "Label with lattice analysis" was pressed and waits for the analysis.
@@ -305,7 +306,7 @@ impl ViewerTab {
     }
 
     /// Where [`Self::pixel_size`] comes from, in the words of
-    /// [`defect_detector::frame::Calibration::source`] ("user" for a typed one).
+    /// [`frame::Calibration::source`] ("user" for a typed one).
     pub fn calibration_source(&self) -> &'static str {
         let Some(cur) = self.current.as_ref() else {
             return "none";
@@ -324,7 +325,7 @@ impl ViewerTab {
     }
 
     /// The current file's calibration where its lattice contradicts it and the check is on.
-    pub fn file_conflict(&self) -> Option<defect_detector::frame::CalibrationConflict> {
+    pub fn file_conflict(&self) -> Option<frame::CalibrationConflict> {
         if !self.settings.check_file_calibration || self.typed_pixel_size().is_some() {
             return None;
         }
@@ -433,7 +434,7 @@ impl ViewerTab {
             self.calibration_source(),
             "lattice" | "lattice, not the file's"
         );
-        defect_detector::frame::model_scales(
+        frame::model_scales(
             &self.settings.crystal.spec(),
             self.settings.hedge_lattice_scale,
             from_lattice,
@@ -615,40 +616,52 @@ impl ViewerTab {
                 points_inside_frame: self.settings.points_inside_frame,
             };
             if self.filtered_for != Some(key) {
-                (self.filtered, self.contradicted_boundaries) =
-                    defect_detector::frame::join_with_lattice(
-                        m,
-                        res.filtered(self.settings.conf, self.settings.iou),
-                        self.lattice.result.as_deref(),
-                        self.settings.conf,
-                        &res.class_names,
-                    );
-                if let Some(cur) = &self.current {
-                    let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
-                        &self.settings.crystal.spec(),
-                    );
-                    defect_detector::frame::finish_boxes_cached(
-                        &cur.image,
-                        &mut self.filtered,
-                        &res.class_names,
-                        self.settings.fit_cells.then_some(&fit),
-                        &mut self.cell_fits,
-                    );
-                }
-                if self.settings.points_off_boundaries {
-                    defect_detector::frame::drop_points_on_boundaries(
-                        &mut self.filtered,
-                        &res.class_names,
-                    );
-                }
-                self.points_at_edges = match (self.settings.points_inside_frame, &self.current) {
-                    (true, Some(cur)) => defect_detector::frame::drop_points_across_edges(
-                        &cur.image,
-                        &mut self.filtered,
-                        &res.class_names,
-                    ),
-                    _ => 0,
+                let model = res.filtered(self.settings.conf, self.settings.iou);
+                let lattice = self.lattice.result.as_deref();
+                let finished = match &self.current {
+                    Some(cur) => {
+                        let fit = defect_detector::lattice::cells::CellFitParams::for_crystal(
+                            &self.settings.crystal.spec(),
+                        );
+                        let finishing = frame::Finishing {
+                            method: m,
+                            join_conf: self.settings.conf,
+                            clip_boundaries: true,
+                            fit_cells: self.settings.fit_cells.then_some(&fit),
+                            points_off_boundaries: self
+                                .settings
+                                .points_off_boundaries
+                                .then_some(0.0),
+                            points_inside_frame: self.settings.points_inside_frame,
+                        };
+                        frame::finish_frame(
+                            &cur.image,
+                            model,
+                            lattice,
+                            &res.class_names,
+                            &finishing,
+                            &mut self.cell_fits,
+                        )
+                    }
+                    // No image to finish the boxes against: joined only.
+                    None => {
+                        let (detections, contradicted_boundaries) = frame::join_with_lattice(
+                            m,
+                            model,
+                            lattice,
+                            self.settings.conf,
+                            &res.class_names,
+                        );
+                        frame::Finished {
+                            detections,
+                            contradicted_boundaries,
+                            points_at_edges: 0,
+                        }
+                    }
                 };
+                self.filtered = finished.detections;
+                self.contradicted_boundaries = finished.contradicted_boundaries;
+                self.points_at_edges = finished.points_at_edges;
                 self.filtered_for = Some(key);
                 self.sort_table();
             }
@@ -1210,7 +1223,7 @@ impl ViewerTab {
             }
         });
         if self.contradicted_boundaries > 0 {
-            ui.small(defect_detector::frame::contradicted_boundaries_note(
+            ui.small(frame::contradicted_boundaries_note(
                 self.contradicted_boundaries,
             ))
             .on_hover_text(
@@ -1277,9 +1290,7 @@ impl ViewerTab {
              there). On the synthetic validation frames every such box was a false positive.",
         );
         if self.settings.points_inside_frame && self.points_at_edges > 0 {
-            ui.small(defect_detector::frame::points_at_edges_note(
-                self.points_at_edges,
-            ));
+            ui.small(frame::points_at_edges_note(self.points_at_edges));
         }
         if ui
             .checkbox(

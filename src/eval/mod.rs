@@ -323,7 +323,7 @@ pub fn evaluate(
         let r = det
             .detect(&img, pixel_size, &dopts)
             .with_context(|| format!("detecting in {}", img_path.display()))?;
-        let (mut dets, timings) = match &opts.tta {
+        let (dets, timings) = match &opts.tta {
             Some(copies) => {
                 let plan = crate::detect::tta::TtaPlan {
                     copies,
@@ -341,44 +341,41 @@ pub fn evaluate(
         };
         let t = std::time::Instant::now();
         let names = det.class_names();
-        if opts.method != crate::detect::combine::DetectMethod::Model {
-            // Uncalibrated, the analysis reads the frame's scale from its lattice, as it does
-            // for a file without a pixel size.
-            let crystal = frame.map_or(&opts.crystal, |f| &f.crystal);
-            let params = crate::lattice::LatticeParams {
-                point_defects: opts.method.uses_lattice_points(),
-                ..crate::lattice::LatticeParams::new(
-                    crystal.clone(),
-                    pixel_size.map(|p| p.nm_per_px),
-                )
-            };
-            let analysis = crate::lattice::analyse(&img, &params).ok();
-            let join_conf = match opts.method {
+        // Uncalibrated, the analysis reads the frame's scale from its lattice, as it does for
+        // a file without a pixel size.
+        let analysis = (opts.method != crate::detect::combine::DetectMethod::Model)
+            .then(|| {
+                let crystal = frame.map_or(&opts.crystal, |f| &f.crystal);
+                let params = crate::lattice::LatticeParams {
+                    point_defects: opts.method.uses_lattice_points(),
+                    ..crate::lattice::LatticeParams::new(
+                        crystal.clone(),
+                        pixel_size.map(|p| p.nm_per_px),
+                    )
+                };
+                crate::lattice::analyse(&img, &params).ok()
+            })
+            .flatten();
+        let finishing = crate::frame::Finishing {
+            method: opts.method,
+            join_conf: match opts.method {
                 crate::detect::combine::DetectMethod::Both => opts.join_conf.max(opts.conf),
                 _ => opts.conf,
-            };
-            dets = crate::frame::join_with_lattice(
-                opts.method,
-                dets,
-                analysis.as_ref(),
-                join_conf,
-                names,
-            )
-            .0;
-        }
-        if opts.clip_boundaries {
-            crate::frame::finish_boxes(&img, &mut dets, names, opts.fit_cells.as_ref());
-        } else if let Some(p) = &opts.fit_cells {
-            crate::frame::fit_point_cells(&img, &mut dets, names, p);
-        }
-        if let (Some(min), Some(line)) =
-            (opts.points_off_boundaries, crate::detect::line_class(names))
-        {
-            crate::detect::post::drop_points_on_lines(&mut dets, line, min);
-        }
-        if opts.points_inside_frame {
-            crate::frame::drop_points_across_edges(&img, &mut dets, names);
-        }
+            },
+            clip_boundaries: opts.clip_boundaries,
+            fit_cells: opts.fit_cells.as_ref(),
+            points_off_boundaries: opts.points_off_boundaries,
+            points_inside_frame: opts.points_inside_frame,
+        };
+        let mut dets = crate::frame::finish_frame(
+            &img,
+            dets,
+            analysis.as_ref(),
+            names,
+            &finishing,
+            &mut Default::default(),
+        )
+        .detections;
         pre += timings.preprocess_ms;
         inf += timings.inference_ms;
         post += timings.postprocess_ms + t.elapsed().as_secs_f64() * 1e3;
