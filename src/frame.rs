@@ -3,7 +3,7 @@
 //! model, the training-free lattice analysis, joined by the chosen method. One function, so
 //! a score measured by `eval-real` is the score a user gets from `detect`.
 
-use crate::detect::combine::{DetectMethod, UNCONFIRMED_BOUNDARY_WEIGHT, join};
+use crate::detect::combine::{DetectMethod, SECOND_FLOOR, UNCONFIRMED_BOUNDARY_WEIGHT, join};
 use crate::detect::{DetectOptions, Detection, DetectionResult, DetectionSource, Detector};
 use crate::geometry::OrientedBox;
 use crate::lattice::cells::{CellFitParams, fit_point_box};
@@ -422,11 +422,14 @@ pub fn weigh_contradicted_boundaries(
 /// analysis contradicts weighed down ([`weigh_contradicted_boundaries`]). Under `both` the
 /// model's boxes below `conf` (the threshold the result is shown at) are not joined and stay
 /// as the model drew them, so a list scored below the threshold (`eval`) ranks what `detect`
-/// shows at `conf` above the model's weaker boxes. Returns the detections and how many boxes
-/// were weighed down.
+/// shows at `conf` above the model's weaker boxes. `seconds` are the model's boundary boxes
+/// down to [`SECOND_FLOOR`] ([`boundary_seconds`]): under `both` a lattice boundary none of the
+/// model's boxes runs along is left out (`None`: every lattice boundary may enter alone).
+/// Returns the detections and how many boxes were weighed down.
 pub fn join_with_lattice(
     method: DetectMethod,
     model: Vec<Detection>,
+    seconds: Option<&[Detection]>,
     lattice: Option<&crate::lattice::LatticeResult>,
     conf: f32,
     names: &[String],
@@ -437,7 +440,7 @@ pub fn join_with_lattice(
         DetectMethod::Both => model.into_iter().partition(|d| d.confidence >= conf),
         _ => (model, Vec::new()),
     };
-    let mut dets = join(method, shown, &other, conf, names);
+    let mut dets = join(method, shown, seconds, &other, conf, names);
     let weighed = match (method, lattice) {
         (DetectMethod::Both, Some(l)) => weigh_contradicted_boundaries(&mut dets, l, names, conf),
         _ => 0,
@@ -515,18 +518,20 @@ pub struct Finished {
     pub points_at_edges: usize,
 }
 
-/// Takes `model`'s boxes of `img` through the steps of `f` ([`Finishing`]); the point fits are
-/// kept in `cache` (which must belong to `img`).
+/// Takes `model`'s boxes of `img` through the steps of `f` ([`Finishing`]), `seconds` as
+/// [`join_with_lattice`] takes them; the point fits are kept in `cache` (which must belong to
+/// `img`).
 pub fn finish_frame(
     img: &ImageF32,
     model: Vec<Detection>,
+    seconds: Option<&[Detection]>,
     lattice: Option<&crate::lattice::LatticeResult>,
     names: &[String],
     f: &Finishing,
     cache: &mut CellFitCache,
 ) -> Finished {
     let (mut detections, contradicted_boundaries) =
-        join_with_lattice(f.method, model, lattice, f.join_conf, names);
+        join_with_lattice(f.method, model, seconds, lattice, f.join_conf, names);
     if f.clip_boundaries {
         finish_boxes_cached(img, &mut detections, names, f.fit_cells, cache);
     } else if let Some(p) = f.fit_cells {
@@ -545,6 +550,15 @@ pub fn finish_frame(
         contradicted_boundaries,
         points_at_edges,
     }
+}
+
+/// The model's boundary boxes of `result` down to [`SECOND_FLOOR`]: what may second a
+/// boundary only the lattice sees ([`crate::detect::combine::join`]).
+pub fn boundary_seconds(result: &DetectionResult, iou: f64) -> Vec<Detection> {
+    let line = crate::detect::line_class(&result.class_names);
+    let mut d = result.filtered(SECOND_FLOOR, iou);
+    d.retain(|d| Some(d.class) == line);
+    d
 }
 
 /// Runs `det` and, unless the method is the model alone, the lattice analysis on one frame.
@@ -608,6 +622,7 @@ pub fn detect_frame(
     } = finish_frame(
         img,
         model,
+        Some(&boundary_seconds(&result, iou)),
         analysis.as_ref(),
         &result.class_names,
         &Finishing::of(lattice, conf),
@@ -738,6 +753,7 @@ mod tests {
         let (at_default, _) = join_with_lattice(
             DetectMethod::Both,
             vec![weak.clone()],
+            None,
             Some(&l),
             0.25,
             &names,
@@ -749,6 +765,7 @@ mod tests {
         let (at_low, _) = join_with_lattice(
             DetectMethod::Both,
             vec![weak.clone()],
+            None,
             Some(&l),
             0.05,
             &names,
@@ -760,6 +777,7 @@ mod tests {
         let (model, _) = join_with_lattice(
             DetectMethod::Model,
             vec![weak.clone()],
+            None,
             Some(&l),
             0.25,
             &names,
@@ -798,6 +816,7 @@ mod tests {
             finish_frame(
                 &img,
                 model.clone(),
+                None,
                 None,
                 &names,
                 f,

@@ -634,9 +634,12 @@ impl ViewerTab {
                                 .then_some(0.0),
                             points_inside_frame: self.settings.points_inside_frame,
                         };
+                        // Under TTA or the scale hedge the candidates are the fused boxes.
+                        let seconds = frame::boundary_seconds(res, self.settings.iou);
                         frame::finish_frame(
                             &cur.image,
                             model,
+                            Some(&seconds),
                             lattice,
                             &res.class_names,
                             &finishing,
@@ -648,6 +651,7 @@ impl ViewerTab {
                         let (detections, contradicted_boundaries) = frame::join_with_lattice(
                             m,
                             model,
+                            None,
                             lattice,
                             self.settings.conf,
                             &res.class_names,
@@ -1192,7 +1196,8 @@ impl ViewerTab {
                         "model: the trained network; lattice: boundaries and point defects read \
                          from the crystal itself (no training); both: the model's point defects \
                          and the boundaries of both (agreement raises the confidence; a boundary \
-                         only the lattice sees enters at half its score)",
+                         only the lattice sees enters at half its score where the model drew at \
+                         least a faint box along it, and not at all where it drew none)",
                     );
             }
             if before != self.settings.method && self.current.is_some() {

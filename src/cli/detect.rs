@@ -58,8 +58,9 @@ pub struct DetectArgs {
     /// Which detector: the trained model, the training-free lattice analysis (grain
     /// boundaries and point defects from the crystal itself, `--crystal`), or both: the
     /// model's point defects and the boundaries of both (agreement raises the confidence; a
-    /// boundary only the lattice sees enters at half its score; each detection records its
-    /// source).
+    /// boundary only the lattice sees enters at half its score where the model drew at least a
+    /// faint box along it, of 0.03 or more, and not at all where it drew none; each detection
+    /// records its source).
     #[arg(long, value_enum, default_value_t = Method::Both)]
     method: Method,
     /// Skip the check of each frame against what the model was trained on (the `realism`

@@ -367,9 +367,11 @@ pub fn evaluate(
             points_off_boundaries: opts.points_off_boundaries,
             points_inside_frame: opts.points_inside_frame,
         };
+        let seconds = crate::frame::boundary_seconds(&r, opts.iou);
         let mut dets = crate::frame::finish_frame(
             &img,
             dets,
+            Some(&seconds),
             analysis.as_ref(),
             names,
             &finishing,
