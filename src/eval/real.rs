@@ -958,6 +958,20 @@ mod tests {
                 assert!(v.met, "{} {}: {}", v.frame.image, v.variant, r.table());
             }
         }
+        // The Si tilt frame's at every magnification and scan rotation but 30° too, since a
+        // boundary only the lattice sees needs a model box along it (`combine::SECOND_FLOOR`):
+        // at 0.7× and 45° lone ridges along the band's edges were extra boundary boxes before.
+        let si_missed: Vec<&str> = r
+            .variants
+            .iter()
+            .filter(|v| v.frame.image.starts_with("Si011") && !v.met)
+            .map(|v| v.variant.as_str())
+            .collect();
+        assert!(
+            si_missed.iter().all(|v| *v == "rot30"),
+            "{si_missed:?}: {}",
+            r.table()
+        );
         // One pass as well, in every quarter turn and mirror, since a model boundary box the
         // lattice contradicts is weighed down (`frame::weigh_contradicted_boundaries`): the
         // Si tilt frame turned by 180° and 270° drew one across its upper grain before.
