@@ -91,36 +91,6 @@ pub fn model_scales(crystal: &CrystalSpec, hedge: bool, from_lattice: bool) -> V
     }
 }
 
-/// The geometry every front end gives its final boxes, whichever detector drew them:
-/// boundary boxes end inside the frame, as the labels do
-/// ([`crate::detect::post::clip_line_boxes`]), and, with `fit`, the model's point-defect boxes
-/// are fitted to the lattice around them ([`fit_point_cells`]).
-pub fn finish_boxes(
-    img: &ImageF32,
-    dets: &mut [Detection],
-    names: &[String],
-    fit: Option<&CellFitParams>,
-) {
-    finish_boxes_cached(img, dets, names, fit, &mut CellFitCache::default());
-}
-
-/// [`finish_boxes`] with the point fits kept in `cache` (see [`CellFitCache`]).
-pub fn finish_boxes_cached(
-    img: &ImageF32,
-    dets: &mut [Detection],
-    names: &[String],
-    fit: Option<&CellFitParams>,
-    cache: &mut CellFitCache,
-) {
-    if let Some(c) = crate::detect::line_class(names) {
-        let (w, h) = (img.width as f64, img.height as f64);
-        crate::detect::post::clip_line_boxes(dets, c, w, h);
-    }
-    if let Some(p) = fit {
-        fit_point_cells_cached(img, dets, names, p, cache);
-    }
-}
-
 /// Drops the point-defect boxes that reach past `img`'s edge:
 /// [`crate::detect::post::drop_points_across_edges`]. Returns how many.
 pub fn drop_points_across_edges(
@@ -472,9 +442,9 @@ pub fn points_at_edges_note(n: usize) -> String {
 /// The steps from a frame's model boxes to the boxes a front end shows, in the one order every
 /// front end takes them (`detect`, `watch` and `eval-real` through [`detect_frame`], the
 /// Viewer's re-filtering, `eval`): joined with the lattice analysis
-/// ([`join_with_lattice`]), boundary boxes cut at the frame and point boxes fitted to the
-/// lattice ([`finish_boxes`]), then point boxes on boundaries and across the frame's edge
-/// dropped. One function, so a setting means the same wherever it is scored or shown.
+/// ([`join_with_lattice`]), boundary boxes cut at the frame and the model's point boxes fitted
+/// to the lattice ([`fit_point_cells`]), then point boxes on boundaries and across the frame's
+/// edge dropped. One function, so a setting means the same wherever it is scored or shown.
 #[derive(Clone, Copy, Debug)]
 pub struct Finishing<'a> {
     pub method: DetectMethod,
@@ -532,9 +502,12 @@ pub fn finish_frame(
 ) -> Finished {
     let (mut detections, contradicted_boundaries) =
         join_with_lattice(f.method, model, seconds, lattice, f.join_conf, names);
-    if f.clip_boundaries {
-        finish_boxes_cached(img, &mut detections, names, f.fit_cells, cache);
-    } else if let Some(p) = f.fit_cells {
+    // Boundary boxes end inside the frame, as the labels do; whichever detector drew them.
+    if let (true, Some(line)) = (f.clip_boundaries, crate::detect::line_class(names)) {
+        let (w, h) = (img.width as f64, img.height as f64);
+        crate::detect::post::clip_line_boxes(&mut detections, line, w, h);
+    }
+    if let Some(p) = f.fit_cells {
         fit_point_cells_cached(img, &mut detections, names, p, cache);
     }
     if let (Some(min), Some(line)) = (f.points_off_boundaries, crate::detect::line_class(names)) {
