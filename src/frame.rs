@@ -461,11 +461,14 @@ pub struct Finishing<'a> {
     pub points_off_boundaries: Option<f32>,
     /// Drop point boxes reaching past the frame's edge ([`drop_points_across_edges`]).
     pub points_inside_frame: bool,
+    /// The rotated NMS IoU of the model boxes that may second a boundary only the lattice sees
+    /// under `both` ([`boundary_seconds`]).
+    pub iou: f64,
 }
 
 impl<'a> Finishing<'a> {
-    /// The steps a [`LatticeUse`] asks for, for a result shown at `conf`.
-    pub fn of(lattice: &'a LatticeUse, conf: f32) -> Self {
+    /// The steps a [`LatticeUse`] asks for, for a result shown at `conf` after NMS at `iou`.
+    pub fn of(lattice: &'a LatticeUse, conf: f32, iou: f64) -> Self {
         Self {
             method: lattice.method,
             join_conf: conf,
@@ -473,6 +476,7 @@ impl<'a> Finishing<'a> {
             fit_cells: lattice.fit_cells.as_ref(),
             points_off_boundaries: lattice.points_off_boundaries.then_some(0.0),
             points_inside_frame: lattice.points_inside_frame,
+            iou,
         }
     }
 }
@@ -488,20 +492,31 @@ pub struct Finished {
     pub points_at_edges: usize,
 }
 
-/// Takes `model`'s boxes of `img` through the steps of `f` ([`Finishing`]), `seconds` as
-/// [`join_with_lattice`] takes them; the point fits are kept in `cache` (which must belong to
-/// `img`).
+/// Takes `model`'s boxes of `img` through the steps of `f` ([`Finishing`]); the point fits are
+/// kept in `cache` (which must belong to `img`). Under `both`, the boundary boxes of
+/// `model_result` (the model run `model` comes from) second the lattice's lone boundaries
+/// ([`boundary_seconds`]); without it every lattice boundary may enter alone.
 pub fn finish_frame(
     img: &ImageF32,
     model: Vec<Detection>,
-    seconds: Option<&[Detection]>,
+    model_result: Option<&DetectionResult>,
     lattice: Option<&crate::lattice::LatticeResult>,
     names: &[String],
     f: &Finishing,
     cache: &mut CellFitCache,
 ) -> Finished {
-    let (mut detections, contradicted_boundaries) =
-        join_with_lattice(f.method, model, seconds, lattice, f.join_conf, names);
+    // Only `both` reads them, and the Viewer finishes on every slider step.
+    let seconds = model_result
+        .filter(|_| f.method == DetectMethod::Both)
+        .map(|r| boundary_seconds(r, f.iou));
+    let (mut detections, contradicted_boundaries) = join_with_lattice(
+        f.method,
+        model,
+        seconds.as_deref(),
+        lattice,
+        f.join_conf,
+        names,
+    );
     // Boundary boxes end inside the frame, as the labels do; whichever detector drew them.
     if let (true, Some(line)) = (f.clip_boundaries, crate::detect::line_class(names)) {
         let (w, h) = (img.width as f64, img.height as f64);
@@ -595,10 +610,10 @@ pub fn detect_frame(
     } = finish_frame(
         img,
         model,
-        Some(&boundary_seconds(&result, iou)),
+        Some(&result),
         analysis.as_ref(),
         &result.class_names,
-        &Finishing::of(lattice, conf),
+        &Finishing::of(lattice, conf, iou),
         &mut CellFitCache::default(),
     );
     // With the card's ranges: one measurement at the file's (or the typed) scale, as the
@@ -796,7 +811,7 @@ mod tests {
                 &mut CellFitCache::default(),
             )
         };
-        let all = finish(&Finishing::of(&lattice, 0.25));
+        let all = finish(&Finishing::of(&lattice, 0.25, 0.7));
         let classes: Vec<usize> = all.detections.iter().map(|d| d.class).collect();
         assert_eq!(classes, vec![0, DefectClass::Vacancy.id()], "{all:?}");
         assert_eq!(all.points_at_edges, 1);
@@ -807,14 +822,14 @@ mod tests {
             clip_boundaries: false,
             points_off_boundaries: None,
             points_inside_frame: false,
-            ..Finishing::of(&lattice, 0.25)
+            ..Finishing::of(&lattice, 0.25, 0.7)
         });
         assert_eq!(kept.detections, model);
         assert_eq!(kept.points_at_edges, 0);
         // Points are dropped only inside a boundary box of at least the given confidence.
         let strong_only = finish(&Finishing {
             points_off_boundaries: Some(0.95),
-            ..Finishing::of(&lattice, 0.25)
+            ..Finishing::of(&lattice, 0.25, 0.7)
         });
         assert_eq!(strong_only.detections.len(), 3, "{strong_only:?}");
     }

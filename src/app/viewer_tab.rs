@@ -633,13 +633,13 @@ impl ViewerTab {
                                 .points_off_boundaries
                                 .then_some(0.0),
                             points_inside_frame: self.settings.points_inside_frame,
+                            iou: self.settings.iou,
                         };
-                        // Under TTA or the scale hedge the candidates are the fused boxes.
-                        let seconds = frame::boundary_seconds(res, self.settings.iou);
+                        // Under TTA or the scale hedge its candidates are the fused boxes.
                         frame::finish_frame(
                             &cur.image,
                             model,
-                            Some(&seconds),
+                            Some(res),
                             lattice,
                             &res.class_names,
                             &finishing,

@@ -366,12 +366,12 @@ pub fn evaluate(
             fit_cells: opts.fit_cells.as_ref(),
             points_off_boundaries: opts.points_off_boundaries,
             points_inside_frame: opts.points_inside_frame,
+            iou: opts.iou,
         };
-        let seconds = crate::frame::boundary_seconds(&r, opts.iou);
         let mut dets = crate::frame::finish_frame(
             &img,
             dets,
-            Some(&seconds),
+            Some(&r),
             analysis.as_ref(),
             names,
             &finishing,
