@@ -31,6 +31,9 @@ pub struct LatticeUse {
     /// model at the scale each preset crystal's lattice would give too and fuse the boxes
     /// ([`CrystalSpec::preset_scales`]): such a scale is only as right as the crystal assumed.
     pub hedge_lattice_scale: bool,
+    /// Also run the model on a calibrated frame as it was sampled, where that sampling lies in
+    /// the model's training span, and fuse the boxes ([`crate::detect::own_sampling_scale`]).
+    pub hedge_own_sampling: bool,
     /// Drop point-defect boxes centred inside a boundary box
     /// ([`crate::detect::post::drop_points_on_lines`]): a defect on a boundary is neither bulk
     /// nor boundary, as the labels have it.
@@ -59,6 +62,7 @@ impl Default for LatticeUse {
             fit_cells: Some(CellFitParams::default()),
             tta: None,
             hedge_lattice_scale: true,
+            hedge_own_sampling: true,
             points_off_boundaries: true,
             points_inside_frame: true,
             check_crystal: true,
@@ -70,25 +74,42 @@ impl Default for LatticeUse {
 impl LatticeUse {
     /// The scales the model runs at on a frame of this calibration: the presets' readings of
     /// its lattice ([`CrystalSpec::preset_scales`]) where the pixel size came from the lattice and
-    /// hedging is on; the frame's own scale alone otherwise.
-    pub fn model_scales(&self, calibration: Calibration) -> Vec<f64> {
+    /// hedging is on, else the model's pixel size alone; and `own_sampling`
+    /// ([`crate::detect::own_sampling_scale`]) where that hedge is on.
+    pub fn model_scales(&self, calibration: Calibration, own_sampling: Option<f64>) -> Vec<f64> {
         model_scales(
             &self.crystal,
             self.hedge_lattice_scale,
             calibration.from_lattice(),
+            own_sampling.filter(|_| self.hedge_own_sampling),
         )
     }
 }
 
 /// The scales the model runs at: `crystal`'s preset readings
 /// ([`CrystalSpec::preset_scales`]) where the pixel size was read from the lattice and
-/// `hedge` is on, else the frame's own scale alone. One rule for `detect` and the Viewer.
-pub fn model_scales(crystal: &CrystalSpec, hedge: bool, from_lattice: bool) -> Vec<f64> {
-    if hedge && from_lattice {
+/// `hedge` is on, else the frame's own scale alone; and `own_sampling`, the scale that runs
+/// the frame as sampled ([`crate::detect::own_sampling_scale`]), unless one is that already.
+/// One rule for `detect`, `eval` and the Viewer.
+pub fn model_scales(
+    crystal: &CrystalSpec,
+    hedge: bool,
+    from_lattice: bool,
+    own_sampling: Option<f64>,
+) -> Vec<f64> {
+    let mut scales = if hedge && from_lattice {
         crystal.preset_scales()
     } else {
         vec![1.0]
+    };
+    if let Some(own) = own_sampling
+        && !scales
+            .iter()
+            .any(|s| (s / own - 1.0).abs() <= crate::detect::SAME_SCALE)
+    {
+        scales.push(own);
     }
+    scales
 }
 
 /// Drops the point-defect boxes that reach past `img`'s edge:
@@ -574,7 +595,10 @@ pub fn detect_frame(
             Err(e) => (None, Some(format!("{e:#}"))),
         }
     };
-    let scales = lattice.model_scales(calibration);
+    let scales = lattice.model_scales(
+        calibration,
+        crate::detect::own_sampling_scale(det.info(), px),
+    );
     let identity = [crate::geometry::Dihedral::IDENTITY];
     // The lattice analysis alone needs no more model runs than the one above.
     let copies = match &lattice.tta {
@@ -660,6 +684,74 @@ mod tests {
     use crate::classes::DefectClass;
     use crate::geometry::OrientedBox;
     use crate::synth::{SynthParams, generate};
+
+    /// A calibrated frame whose pixel size the shipped model was trained at (its metadata
+    /// `nm_per_px_range`, 6-30 pm) runs at the model's 16 pm/px and as sampled, unless the
+    /// hedge is off; one sampled at the model's size, or outside the span, runs once.
+    #[test]
+    fn frames_sampled_where_the_model_trained_also_run_as_sampled() {
+        let det = crate::test_support::cpu_detector("models/cdte-yolo11n-obb.onnx");
+        let trained = det
+            .info()
+            .trained_nm_per_px
+            .expect("the shipped model's span");
+        assert!(
+            (trained.lo - 0.006).abs() < 1e-9 && (trained.hi - 0.03).abs() < 1e-9,
+            "{trained:?}"
+        );
+        let img = generate(&SynthParams {
+            width: 192,
+            height: 192,
+            ..Default::default()
+        })
+        .unwrap()
+        .image;
+        let mut lattice = LatticeUse {
+            method: DetectMethod::Model,
+            check_file_calibration: false,
+            check_crystal: false,
+            fit_cells: None,
+            ..Default::default()
+        };
+        let runs = |lattice: &LatticeUse, nm_per_px: f64| {
+            let f = detect_frame(
+                &det,
+                &img,
+                Some(PixelSize { nm_per_px }),
+                lattice,
+                &DetectOptions::default(),
+                0.25,
+                0.7,
+            )
+            .unwrap();
+            assert_eq!(f.calibration, Calibration::Given(PixelSize { nm_per_px }));
+            f.result.tiles
+        };
+        assert_eq!(runs(&lattice, 0.024), 2);
+        assert_eq!(runs(&lattice, 0.0163), 1, "already the model's pixel size");
+        assert_eq!(runs(&lattice, 0.04), 1, "coarser than any training frame");
+        lattice.hedge_own_sampling = false;
+        assert_eq!(runs(&lattice, 0.024), 1);
+        // The scale runs the frame as sampled: the detector, told the pixel size times it,
+        // resamples by 1.
+        let s = crate::detect::own_sampling_scale(det.info(), Some(PixelSize { nm_per_px: 0.024 }))
+            .unwrap();
+        assert!((0.024 * s / det.info().nm_per_px.unwrap() - 1.0).abs() < 1e-12);
+        // Beside the preset crystals' readings of a lattice-derived size it comes last, and
+        // not at all where one of them is that scale already.
+        let cdte = Preset::Cdte110.spec();
+        let presets = cdte.preset_scales();
+        assert_eq!(
+            model_scales(&cdte, true, true, Some(s)),
+            [&presets[..], &[s]].concat()
+        );
+        assert_eq!(
+            model_scales(&cdte, true, true, Some(presets[1] * 1.01)),
+            presets
+        );
+        assert_eq!(model_scales(&cdte, false, true, Some(s)), vec![1.0, s]);
+        assert_eq!(model_scales(&cdte, false, false, None), vec![1.0]);
+    }
 
     fn detection(l: &crate::synth::scene::DefectLabel, source: DetectionSource) -> Detection {
         let t = l.obb;
@@ -909,17 +1001,27 @@ mod tests {
         );
         let px = PixelSize { nm_per_px: 0.02 };
         let mut use_ = LatticeUse::default();
-        assert_eq!(use_.model_scales(Calibration::Lattice(px)), cdte);
+        assert_eq!(use_.model_scales(Calibration::Lattice(px), None), cdte);
         let c = CalibrationConflict {
             file: px,
             lattice: px,
         };
-        assert_eq!(use_.model_scales(Calibration::Corrected(c)), cdte);
+        assert_eq!(use_.model_scales(Calibration::Corrected(c), None), cdte);
         // A file's own calibration, or none at all, is not a reading of the lattice.
-        assert_eq!(use_.model_scales(Calibration::Given(px)), vec![1.0]);
-        assert_eq!(use_.model_scales(Calibration::None), vec![1.0]);
+        assert_eq!(use_.model_scales(Calibration::Given(px), None), vec![1.0]);
+        assert_eq!(use_.model_scales(Calibration::None, None), vec![1.0]);
+        // The frame as sampled joins them, unless that hedge is off.
+        assert_eq!(
+            use_.model_scales(Calibration::Given(px), Some(0.8)),
+            vec![1.0, 0.8]
+        );
+        use_.hedge_own_sampling = false;
+        assert_eq!(
+            use_.model_scales(Calibration::Given(px), Some(0.8)),
+            vec![1.0]
+        );
         use_.hedge_lattice_scale = false;
-        assert_eq!(use_.model_scales(Calibration::Lattice(px)), vec![1.0]);
+        assert_eq!(use_.model_scales(Calibration::Lattice(px), None), vec![1.0]);
     }
 
     /// A file calibration off by 50 % is caught and replaced by the lattice's; one within

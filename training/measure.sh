@@ -5,8 +5,10 @@
 #                            (boundary boxes along one line joined, point boxes fitted to the
 #                            lattice, boundaries cut at the frame, no points on boundaries or
 #                            across the frame's edge)
-#   synthetic_test_detectable_tta_fitted_calibrated   the d' >= 5 set with each frame resampled
-#                            to the model's pixel size, as the app does with a calibrated file
+#   synthetic_test_detectable[_large][_tta]_fitted_calibrated   the d' >= 5 sets with each frame
+#                            given its pixel size, as the app is given a calibrated file: run at
+#                            the model's pixel size and, where the model trained at the frame's
+#                            own, as sampled too, boxes fused
 #   synthetic_test_detectable[_tta]_fitted_dont_care   d' >= 5 labels, hidden defects unscored
 #   synthetic_test[_detectable]_both[_tta]_fitted   the app's default detector (`--method both`:
 #                            the model joined with the lattice analysis' boundaries)
@@ -40,7 +42,11 @@ done
 echo "== test-r3-d5 fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --hidden-dont-care --write-card $C --card-key synthetic_test_detectable_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't"
 echo "== test-r3-d5 tta fitted, hidden defects don't care"; $B eval .work/test-r3-d5 --model $M $F --tta --hidden-dont-care --bootstrap 1000 --write-card $C --card-key synthetic_test_detectable_tta_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't|^Bootstrap"
 echo "== test-big-d5 tta fitted, hidden defects don't care"; $B eval .work/test-big-d5 --model $M $F --tta --hidden-dont-care --bootstrap 1000 --write-card $C --card-key synthetic_test_detectable_large_tta_fitted_dont_care 2>&1 | grep -E "^ *all +[0-9]|Don't|^Bootstrap"
-echo "== test-r3-d5 tta fitted, calibrated"; $B eval .work/test-r3-d5 --model $M $F --tta --calibrated --write-card $C --card-key synthetic_test_detectable_tta_fitted_calibrated 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
+for pair in "test-r3-d5:synthetic_test_detectable" "test-big-d5:synthetic_test_detectable_large"; do
+  d=${pair%%:*}; k=${pair##*:}
+  echo "== $d fitted, calibrated"; $B eval .work/$d --model $M $F --calibrated --write-card $C --card-key ${k}_fitted_calibrated 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ "
+  echo "== $d tta fitted, calibrated"; $B eval .work/$d --model $M $F --tta --calibrated --bootstrap 1000 --write-card $C --card-key ${k}_tta_fitted_calibrated 2>&1 | grep -E "^ *(all|grain_boundary|vacancy|interstitial) +[0-9]+ +[0-9]+ |^Bootstrap"
+done
 for a in "" "--tta" "--crystal cdte110" "--crystal cdte110 --tta"; do
   echo "== real $a"; $B eval-real --model $M $a --write-card $C 2>&1 | grep -E "^(Si0|CdTe|Si1|bound)"
 done

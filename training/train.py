@@ -68,6 +68,10 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, 0 (first GPU), ...")
     ap.add_argument("--nm-per-px", type=float, required=True, help="nominal pixel size the model expects (nm/px)")
     ap.add_argument("--out", default=str(ROOT / "models"))
+    ap.add_argument("--nm-per-px-range", default="0.006,0.03",
+                    help="LO,HI: the pixel sizes (nm/px) the training frames were drawn from (the recipe's "
+                         "pixel_size_pm span; dr-realistic.json: 6-30 pm). The app also runs a calibrated "
+                         "frame inside this span as sampled and fuses the boxes; empty: never")
     ap.add_argument("--recipe", default="", help="free text or JSON describing how the data was made")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crystal", default="cdte110",
@@ -166,7 +170,10 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
     # tiles of the training size; imgsz stays in the metadata as the training size.
     onnx_file = Path(trained.export(format="onnx", imgsz=a.imgsz, opset=17, simplify=True,
                                     dynamic=not a.static))
-    add_metadata(onnx_file, {"nm_per_px": a.nm_per_px, "training_data": a.recipe[:2000]})
+    meta = {"nm_per_px": a.nm_per_px, "training_data": a.recipe[:2000]}
+    if a.nm_per_px_range:
+        meta["nm_per_px_range"] = a.nm_per_px_range
+    add_metadata(onnx_file, meta)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     dst = out / f"{a.name}.onnx"
@@ -188,6 +195,7 @@ def finish(a, runs, best, train_s, YOLO, ultralytics, torch):
         "classes": [names[i] for i in sorted(names)],
         "input_size": a.imgsz,
         "nm_per_px": a.nm_per_px,
+        "nm_per_px_range": [float(v) for v in a.nm_per_px_range.split(",")] if a.nm_per_px_range else None,
         "training_data": a.recipe,
         "dataset_yaml": str(a.data),
         "epochs": epochs_run(runs / (a.run or a.name)) or a.epochs,

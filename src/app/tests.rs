@@ -717,3 +717,48 @@ fn dataset_tab_exports_frames_as_the_model_is_fed_them() {
             .is_some()
     );
 }
+
+/// A frame calibrated at 24 pm/px, inside the shipped model's 6-30 pm training span: the
+/// Viewer runs the model at its 16 pm/px and on the frame as sampled, fuses the two and says
+/// so; unticking the hedge runs it once.
+#[test]
+fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size() {
+    use defect_detector::synth::{self, ImageFormat, SynthParams};
+    let dir = tempfile::tempdir().unwrap();
+    let p = SynthParams {
+        width: 256,
+        height: 256,
+        pixel_size_pm: 24.0,
+        ..Default::default()
+    };
+    let s = synth::generate(&p).unwrap();
+    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let tiles = |h: &Harness<'static, DefectApp>| {
+        h.state()
+            .viewer
+            .result
+            .as_ref()
+            .map(|r| r.tiles)
+            .expect("detected")
+    };
+    assert!(
+        h.state().viewer.settings.hedge_own_sampling,
+        "on by default"
+    );
+    assert_eq!(h.state().viewer.model_scales().len(), 2);
+    assert_eq!(tiles(&h), 2);
+    h.step();
+    assert!(h.query_by_label_contains("· and as sampled").is_some());
+    h.get_by_label("also run the frame as sampled").click();
+    h.step();
+    assert!(!h.state().viewer.settings.hedge_own_sampling);
+    settle_viewer(&mut h);
+    assert_eq!(tiles(&h), 1);
+    assert_eq!(h.state().viewer.model_scales(), vec![1.0]);
+}

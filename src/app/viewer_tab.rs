@@ -78,6 +78,9 @@ pub struct ViewerSettings {
     /// Where the pixel size comes from the lattice, run the model at every preset crystal's
     /// reading of it and fuse the boxes ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]).
     pub hedge_lattice_scale: bool,
+    /// Also run a calibrated frame as sampled where the model trained at that pixel size
+    /// ([`defect_detector::detect::own_sampling_scale`]).
+    pub hedge_own_sampling: bool,
     /// Drop point-defect boxes centred inside a boundary box, as `detect` does.
     pub points_off_boundaries: bool,
     /// Drop point-defect boxes that reach past the frame's edge, as `detect` does.
@@ -113,6 +116,7 @@ impl Default for ViewerSettings {
             tta: false,
             check_file_calibration: true,
             hedge_lattice_scale: true,
+            hedge_own_sampling: true,
             points_off_boundaries: true,
             points_inside_frame: true,
         }
@@ -428,16 +432,38 @@ impl ViewerTab {
     }
 
     /// The scales the model runs at on the current image: every preset crystal's reading of
-    /// a pixel size taken from the lattice (as `detect` does), else the image's own.
+    /// a pixel size taken from the lattice (as `detect` does), else the image's own; and the
+    /// image as sampled where the model trained at its pixel size.
     pub fn model_scales(&self) -> Vec<f64> {
-        let from_lattice = matches!(
-            self.calibration_source(),
-            "lattice" | "lattice, not the file's"
-        );
+        let own = self
+            .model
+            .loaded()
+            .filter(|_| self.settings.hedge_own_sampling)
+            .and_then(|d| defect_detector::detect::own_sampling_scale(d.info(), self.pixel_size()));
         frame::model_scales(
             &self.settings.crystal.spec(),
             self.settings.hedge_lattice_scale,
-            from_lattice,
+            self.scale_from_lattice(),
+            own,
+        )
+    }
+
+    /// The preset crystals' readings the model runs at (one where the pixel size is not the
+    /// lattice's or that hedge is off).
+    fn lattice_scale_count(&self) -> usize {
+        frame::model_scales(
+            &self.settings.crystal.spec(),
+            self.settings.hedge_lattice_scale,
+            self.scale_from_lattice(),
+            None,
+        )
+        .len()
+    }
+
+    fn scale_from_lattice(&self) -> bool {
+        matches!(
+            self.calibration_source(),
+            "lattice" | "lattice, not the file's"
         )
     }
 
@@ -1314,6 +1340,22 @@ impl ViewerTab {
         }
         if ui
             .checkbox(
+                &mut self.settings.hedge_own_sampling,
+                "also run the frame as sampled",
+            )
+            .on_hover_text(
+                "A calibrated frame is brought to the model's pixel size. Where its own pixel \
+                 size lies in the span the model was trained on, run the model on it as \
+                 sampled too (twice the model runs) and fuse the boxes: brought to the model's \
+                 size, coarse frames lose boundaries and fine ones detail; the two runs \
+                 together find more than either.",
+            )
+            .changed()
+        {
+            self.run_detection();
+        }
+        if ui
+            .checkbox(
                 &mut self.settings.hedge_lattice_scale,
                 "lattice scale: fuse all crystals' readings",
             )
@@ -1399,7 +1441,7 @@ impl ViewerTab {
             ui.label(&res.provider);
         } else {
             ui.label(format!(
-                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} model run{}{}{}",
+                "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} model run{}{}{}{}",
                 res.provider,
                 res.timings.preprocess_ms,
                 res.timings.inference_ms,
@@ -1411,9 +1453,14 @@ impl ViewerTab {
                 } else {
                     String::new()
                 },
-                match self.model_scales().len() {
+                match self.lattice_scale_count() {
                     n if n > 1 => format!(" · fused over {n} crystals' lattice scales"),
                     _ => String::new(),
+                },
+                if self.model_scales().len() > self.lattice_scale_count() {
+                    " · and as sampled"
+                } else {
+                    ""
                 }
             ));
         }
@@ -1739,7 +1786,7 @@ impl ViewerTab {
                     "Calibration: {}. Detecting at the lattice's pixel size (File, left: \
                      untick to use the file's){}.",
                     c.describe(self.settings.crystal.label()),
-                    if self.model_scales().len() > 1 {
+                    if self.lattice_scale_count() > 1 {
                         format!(
                             ", and at the other crystals' readings of it, fused (the crystal, \
                              {}, is set under Realism)",

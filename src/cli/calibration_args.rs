@@ -23,6 +23,13 @@ pub struct CalibrationArgs {
     /// a lattice tells the period, not which crystal it is.
     #[arg(long)]
     pub single_lattice_scale: bool,
+    /// Run a calibrated frame at the model's pixel size only. By default a frame whose pixel
+    /// size lies in the span the model was trained on (its metadata `nm_per_px_range`) and
+    /// differs from the model's also runs as sampled, and the boxes are fused (twice the
+    /// model runs): brought to the model's size, coarse frames lose boundaries and fine ones
+    /// detail.
+    #[arg(long)]
+    pub model_scale_only: bool,
     /// Keep point-defect boxes centred inside a grain-boundary box (by default they are
     /// dropped: a defect on a boundary is neither bulk nor boundary, as the training labels
     /// have it, and a boundary's core shows gaps and extra spots of its own).
@@ -72,6 +79,7 @@ impl CalibrationArgs {
                 .tta
                 .then(defect_detector::detect::tta::default_transforms),
             hedge_lattice_scale: !self.single_lattice_scale,
+            hedge_own_sampling: !self.model_scale_only,
             points_off_boundaries: !self.keep_points_on_boundaries,
             points_inside_frame: !self.keep_points_at_edges,
             check_crystal: !self.no_crystal_check,

@@ -220,7 +220,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
             let (img, px) = load_image_for_detection(img_path)?;
             let given = a.nm_per_px.map(|nm_per_px| PixelSize { nm_per_px }).or(px);
             let frame = detect_frame(&det, &img, given, &lattice, &opts, a.conf, a.iou)?;
-            let hedge = if lattice.model_scales(frame.calibration).len() > 1 {
+            let hedge = if lattice.model_scales(frame.calibration, None).len() > 1 {
                 format!(
                     "; the model ran at the scales of {} and fused them (a lattice gives the \
                      period, not the crystal: --crystal names it, --single-lattice-scale runs one)",

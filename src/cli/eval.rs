@@ -89,6 +89,11 @@ pub struct EvalArgs {
     /// every frame at its own pixel scale, as Ultralytics' `val`).
     #[arg(long)]
     calibrated: bool,
+    /// With --calibrated: run each frame at the model's pixel size only. By default a frame
+    /// whose pixel size lies in the span the model was trained on also runs as sampled and the
+    /// boxes are fused, as `detect` and the app do (`detect --model-scale-only`)
+    #[arg(long)]
+    model_scale_only: bool,
     /// Also report how far mAP50 and mAP50-95 could move on another draw of as many frames:
     /// a 95 % percentile-bootstrap interval over this many resamples of the frames (0: off),
     /// and the share of resamples reaching the project's targets (mAP50 0.98, mAP50-95 0.90).
@@ -163,6 +168,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         crystal: defect_detector::synth::crystal::Preset::named_crystal(&a.crystal)?.spec(),
         hidden_dont_care: a.hidden_dont_care,
         calibrated: a.calibrated,
+        own_sampling: !a.model_scale_only,
         join_conf: a.join_conf,
         save_detections: a.save_detections.clone(),
     };
@@ -220,6 +226,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "clip_boundaries": a.clip_boundaries,
             "hidden_dont_care": a.hidden_dont_care,
             "calibrated": a.calibrated,
+            "model_scale_only": a.model_scale_only,
             "join_conf": a.join_conf,
             "method": defect_detector::detect::combine::DetectMethod::from(a.method).label(),
             "report": report.to_json(),

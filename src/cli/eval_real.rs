@@ -43,6 +43,9 @@ pub struct EvalRealArgs {
     /// Run the model at the lattice's scale only, as `detect --single-lattice-scale`.
     #[arg(long)]
     single_lattice_scale: bool,
+    /// Run a calibrated frame at the model's pixel size only, as `detect --model-scale-only`.
+    #[arg(long)]
+    model_scale_only: bool,
     /// Score every frame again as other acquisitions would record it: the 7 other quarter
     /// turns and mirrors, scan rotations of 15°, 30° and 45° (cropped to the largest upright
     /// rectangle inside) and 0.5×, 0.7× and 1.4× magnification (`default`), or a
@@ -88,6 +91,7 @@ pub fn run(a: EvalRealArgs) -> anyhow::Result<()> {
             .map(defect_detector::synth::crystal::Preset::named_crystal)
             .transpose()?,
         hedge_lattice_scale: !a.single_lattice_scale,
+        hedge_own_sampling: !a.model_scale_only,
         save_variants: a.save_variants.clone(),
         variants: match a.variants.as_deref() {
             None => Vec::new(),

@@ -252,6 +252,24 @@ pub fn check_scale(
     Ok(factor)
 }
 
+/// Two test-time scales closer than this (as a ratio) are one scale.
+pub const SAME_SCALE: f64 = 0.05;
+
+/// The test-time scale (a factor on the pixel size the detector is told,
+/// [`tta::TtaPlan::scales`]) that runs the model on a calibrated frame as it was sampled,
+/// besides at the model's own pixel size: where the frame's pixel size lies in the span the
+/// model was trained on ([`ModelInfo::trained_nm_per_px`]) and differs from the model's.
+/// Resampling to the model's size costs coarse frames their boundaries (a lamella's two faces
+/// come apart) and fine frames their detail, while the model at the frame's own sampling
+/// misses defects the resampled frame shows; the two runs' boxes fused find more than either.
+pub fn own_sampling_scale(info: &ModelInfo, pixel_size: Option<PixelSize>) -> Option<f64> {
+    let model = info.nm_per_px?;
+    let frame = pixel_size?.nm_per_px;
+    let trained = info.trained_nm_per_px?;
+    (frame > 0.0 && trained.contains(frame) && (frame / model - 1.0).abs() > SAME_SCALE)
+        .then_some(model / frame)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

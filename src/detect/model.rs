@@ -57,6 +57,29 @@ impl Default for DetectorOptions {
     }
 }
 
+/// The smallest and largest pixel size (nm) of a model's training frames.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TrainedPixelSizes {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl TrainedPixelSizes {
+    /// Parses the metadata value `lo,hi` (nm).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (lo, hi) = s.split_once(',')?;
+        let (lo, hi) = (
+            lo.trim().parse::<f64>().ok()?,
+            hi.trim().parse::<f64>().ok()?,
+        );
+        (lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo).then_some(Self { lo, hi })
+    }
+
+    pub fn contains(&self, nm_per_px: f64) -> bool {
+        (self.lo..=self.hi).contains(&nm_per_px)
+    }
+}
+
 /// What the model says about itself (ONNX metadata and tensor shapes).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
@@ -74,6 +97,10 @@ pub struct ModelInfo {
     pub num_anchors: usize,
     /// The pixel size the model was trained at (custom metadata key `nm_per_px`).
     pub nm_per_px: Option<f64>,
+    /// The span of pixel sizes its training frames were drawn from, in nm (metadata key
+    /// `nm_per_px_range`, `lo,hi`): frames sampled inside it are also run as sampled
+    /// ([`super::own_sampling_scale`]).
+    pub trained_nm_per_px: Option<TrainedPixelSizes>,
     pub task: Option<String>,
     pub input_name: String,
     pub output_name: String,
@@ -303,6 +330,14 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         ),
         None => None,
     };
+    let trained_nm_per_px = match meta.custom("nm_per_px_range") {
+        Some(s) => Some(TrainedPixelSizes::parse(&s).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{file}: metadata nm_per_px_range '{s}' is not two increasing positive sizes 'lo,hi'"
+            )
+        })?),
+        None => None,
+    };
     drop(meta);
     if let Some(t) = &task
         && t != "obb"
@@ -377,6 +412,7 @@ fn inspect(path: &Path, session: &Session) -> anyhow::Result<ModelInfo> {
         strides,
         num_anchors,
         nm_per_px,
+        trained_nm_per_px,
         task,
         input_name: input.name().to_string(),
         output_name: output.name().to_string(),
@@ -609,6 +645,31 @@ pub fn parse_imgsz(s: &str) -> Result<[usize; 2], String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trained_pixel_sizes_from_metadata() {
+        let t = TrainedPixelSizes::parse(" 0.006, 0.03").unwrap();
+        assert_eq!(
+            t,
+            TrainedPixelSizes {
+                lo: 0.006,
+                hi: 0.03
+            }
+        );
+        assert!(t.contains(0.006) && t.contains(0.024) && t.contains(0.03));
+        assert!(!t.contains(0.0059) && !t.contains(0.031));
+        for bad in [
+            "0.03,0.006",
+            "0.01,0.01",
+            "0.01",
+            "-0.01,0.03",
+            "a,b",
+            "0.01,inf",
+            "",
+        ] {
+            assert_eq!(TrainedPixelSizes::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn names_from_python_dict_and_list() {

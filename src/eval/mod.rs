@@ -75,6 +75,10 @@ pub struct EvalOptions {
     /// (a model trained on 6-30 pm frames then reads a 7 pm frame's broad columns at twice
     /// the size the app would feed them at).
     pub calibrated: bool,
+    /// With `calibrated`: also run each frame as sampled where the model trained at its pixel
+    /// size and fuse the boxes, as `detect` and the app do
+    /// ([`crate::detect::own_sampling_scale`]).
+    pub own_sampling: bool,
     /// With `method` both: the confidence at which the model's boxes are joined with the
     /// lattice's ([`crate::frame::join_with_lattice`]), as `detect` joins them at its `--conf`
     /// (default 0.25). The ranked list is then what `detect` draws at this confidence plus the
@@ -107,6 +111,7 @@ impl Default for EvalOptions {
             crystal: crate::synth::crystal::Preset::Cdte110.spec(),
             hidden_dont_care: false,
             calibrated: false,
+            own_sampling: true,
             join_conf: crate::detect::DEFAULT_CONF,
             save_detections: None,
         }
@@ -323,11 +328,29 @@ pub fn evaluate(
         let r = det
             .detect(&img, pixel_size, &dopts)
             .with_context(|| format!("detecting in {}", img_path.display()))?;
-        let (dets, timings) = match &opts.tta {
+        // As `detect` (`frame::model_scales`): a calibrated frame the model trained at the
+        // pixel size of also runs as sampled, with every copy.
+        let own =
+            crate::detect::own_sampling_scale(det.info(), pixel_size).filter(|_| opts.own_sampling);
+        let mut scales = opts.tta_scales.clone();
+        if let Some(o) = own
+            && !scales
+                .iter()
+                .any(|s| (s / o - 1.0).abs() <= crate::detect::SAME_SCALE)
+        {
+            scales.push(o);
+        }
+        let identity = vec![crate::geometry::Dihedral::IDENTITY];
+        let copies = match (&opts.tta, own) {
+            (Some(c), _) => Some(c),
+            (None, Some(_)) => Some(&identity),
+            (None, None) => None,
+        };
+        let (dets, timings) = match copies {
             Some(copies) => {
                 let plan = crate::detect::tta::TtaPlan {
                     copies,
-                    scales: &opts.tta_scales,
+                    scales: &scales,
                     cuts: &opts.tta_cuts,
                     filter,
                     final_conf: 0.0,

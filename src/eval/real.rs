@@ -196,6 +196,8 @@ pub struct RealReport {
     pub read_as: Option<String>,
     /// The model also ran at every preset crystal's reading of a lattice-derived scale.
     pub hedge_lattice_scale: bool,
+    /// The model also ran on a calibrated frame as sampled where it trained at that pixel size.
+    pub hedge_own_sampling: bool,
     pub frames: Vec<FrameScore>,
     pub boundaries_labelled: usize,
     pub boundaries_found: usize,
@@ -494,6 +496,9 @@ pub struct RealOptions {
     /// Fuse the model's runs at every preset crystal's reading of a lattice-derived scale
     /// ([`crate::frame::LatticeUse::hedge_lattice_scale`]).
     pub hedge_lattice_scale: bool,
+    /// Also run a calibrated frame as sampled where the model trained at its pixel size
+    /// ([`crate::frame::LatticeUse::hedge_own_sampling`]).
+    pub hedge_own_sampling: bool,
     /// Score every frame again as each of these acquisitions would record it.
     pub variants: Vec<crate::eval::acquisition::Variant>,
     /// Write every scored frame (and variant) here: `<stem>.<variant>.png`, an overlay of labels
@@ -513,6 +518,7 @@ impl Default for RealOptions {
             check_file_calibration: true,
             crystal: None,
             hedge_lattice_scale: true,
+            hedge_own_sampling: true,
             variants: Vec::new(),
             save_variants: None,
         }
@@ -572,6 +578,7 @@ pub fn evaluate_real(
                 method: opts.method,
                 tta: opts.tta.clone(),
                 hedge_lattice_scale: opts.hedge_lattice_scale,
+                hedge_own_sampling: opts.hedge_own_sampling,
                 // The report does not use the share: no spectrum and fit for it.
                 check_crystal: false,
                 ..Default::default()
@@ -677,6 +684,7 @@ pub fn evaluate_real(
         tta: opts.tta.is_some(),
         read_as: opts.crystal.map(|p| p.cli_name().to_string()),
         hedge_lattice_scale: opts.hedge_lattice_scale,
+        hedge_own_sampling: opts.hedge_own_sampling,
         false_positives_per_frame: fps as f64 / frames.len().max(1) as f64,
         frames,
         boundaries_labelled,
