@@ -88,8 +88,12 @@ impl LatticeUse {
 
 /// The scales the model runs at: `crystal`'s preset readings
 /// ([`CrystalSpec::preset_scales`]) where the pixel size was read from the lattice and
-/// `hedge` is on, else the frame's own scale alone; and `own_sampling`, the scale that runs
-/// the frame as sampled ([`crate::detect::own_sampling_scale`]), unless one is that already.
+/// `hedge` is on, else the frame's own scale alone; and, for a pixel size the file states or
+/// the user typed, `own_sampling`, the scale that runs the frame as sampled
+/// ([`crate::detect::own_sampling_scale`]), unless one is that already. A pixel size read
+/// from the lattice is not run as sampled: it is hedged over the crystals' readings already,
+/// and on the real Si tilt frame (read there) the model at the frame's sampling misses the
+/// boundary the three readings find, so a fourth run would halve its fused confidence.
 /// One rule for `detect`, `eval` and the Viewer.
 pub fn model_scales(
     crystal: &CrystalSpec,
@@ -102,7 +106,7 @@ pub fn model_scales(
     } else {
         vec![1.0]
     };
-    if let Some(own) = own_sampling
+    if let Some(own) = own_sampling.filter(|_| !from_lattice)
         && !scales
             .iter()
             .any(|s| (s / own - 1.0).abs() <= crate::detect::SAME_SCALE)
@@ -737,19 +741,14 @@ mod tests {
         let s = crate::detect::own_sampling_scale(det.info(), Some(PixelSize { nm_per_px: 0.024 }))
             .unwrap();
         assert!((0.024 * s / det.info().nm_per_px.unwrap() - 1.0).abs() < 1e-12);
-        // Beside the preset crystals' readings of a lattice-derived size it comes last, and
-        // not at all where one of them is that scale already.
+        // It joins a stated pixel size, not one read from the lattice (hedged over the
+        // crystals' readings already), and not where a scale is that one already.
         let cdte = Preset::Cdte110.spec();
         let presets = cdte.preset_scales();
-        assert_eq!(
-            model_scales(&cdte, true, true, Some(s)),
-            [&presets[..], &[s]].concat()
-        );
-        assert_eq!(
-            model_scales(&cdte, true, true, Some(presets[1] * 1.01)),
-            presets
-        );
-        assert_eq!(model_scales(&cdte, false, true, Some(s)), vec![1.0, s]);
+        assert_eq!(model_scales(&cdte, true, false, Some(s)), vec![1.0, s]);
+        assert_eq!(model_scales(&cdte, true, false, Some(1.02)), vec![1.0]);
+        assert_eq!(model_scales(&cdte, true, true, Some(s)), presets);
+        assert_eq!(model_scales(&cdte, false, true, Some(s)), vec![1.0]);
         assert_eq!(model_scales(&cdte, false, false, None), vec![1.0]);
     }
 
