@@ -106,14 +106,21 @@ pub fn model_scales(
     } else {
         vec![1.0]
     };
-    if let Some(own) = own_sampling.filter(|_| !from_lattice)
-        && !scales
-            .iter()
-            .any(|s| (s / own - 1.0).abs() <= crate::detect::SAME_SCALE)
-    {
-        scales.push(own);
+    if let Some(own) = own_sampling.filter(|_| !from_lattice) {
+        add_scale(&mut scales, own);
     }
     scales
+}
+
+/// Appends `scale` unless one of `scales` is that scale already
+/// ([`crate::detect::SAME_SCALE`]).
+pub fn add_scale(scales: &mut Vec<f64>, scale: f64) {
+    if !scales
+        .iter()
+        .any(|s| (s / scale - 1.0).abs() <= crate::detect::SAME_SCALE)
+    {
+        scales.push(scale);
+    }
 }
 
 /// Drops the point-defect boxes that reach past `img`'s edge:

@@ -333,12 +333,8 @@ pub fn evaluate(
         let own =
             crate::detect::own_sampling_scale(det.info(), pixel_size).filter(|_| opts.own_sampling);
         let mut scales = opts.tta_scales.clone();
-        if let Some(o) = own
-            && !scales
-                .iter()
-                .any(|s| (s / o - 1.0).abs() <= crate::detect::SAME_SCALE)
-        {
-            scales.push(o);
+        if let Some(o) = own {
+            crate::frame::add_scale(&mut scales, o);
         }
         let identity = vec![crate::geometry::Dihedral::IDENTITY];
         let copies = match (&opts.tta, own) {
