@@ -1440,6 +1440,8 @@ impl ViewerTab {
         if res.tiles == 0 {
             ui.label(&res.provider);
         } else {
+            let lattice_scales = self.lattice_scale_count();
+            let as_sampled = self.model_scales().len() > lattice_scales;
             ui.label(format!(
                 "{} · pre {:.1} ms · inference {:.1} ms · post {:.1} ms · {} model run{}{}{}{}",
                 res.provider,
@@ -1453,15 +1455,11 @@ impl ViewerTab {
                 } else {
                     String::new()
                 },
-                match self.lattice_scale_count() {
+                match lattice_scales {
                     n if n > 1 => format!(" · fused over {n} crystals' lattice scales"),
                     _ => String::new(),
                 },
-                if self.model_scales().len() > self.lattice_scale_count() {
-                    " · and as sampled"
-                } else {
-                    ""
-                }
+                if as_sampled { " · and as sampled" } else { "" }
             ));
         }
         let bars: Vec<egui_plot::Bar> = counts
