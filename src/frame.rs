@@ -359,6 +359,9 @@ pub struct FrameDetections {
     /// ranges, as the Viewer's warning lists them (e.g. `column FWHM 5.68 Å > 2.79 Å`); empty
     /// when inside or when the frame cannot be measured (no pixel size and no lattice).
     pub outside_training: Vec<String>,
+    /// The scale at which the model also ran the frame as sampled, besides at its own pixel
+    /// size ([`LatticeUse::hedge_own_sampling`]); `None` where it ran at its own size only.
+    pub as_sampled: Option<f64>,
 }
 
 impl FrameDetections {
@@ -593,7 +596,6 @@ pub fn detect_frame(
 ) -> anyhow::Result<FrameDetections> {
     let calibration = calibrate(img, given, lattice);
     let px = calibration.pixel_size();
-    let mut result = det.detect(img, px, opts)?;
     let (analysis, lattice_error) = if lattice.method == DetectMethod::Model {
         (None, None)
     } else {
@@ -606,38 +608,20 @@ pub fn detect_frame(
             Err(e) => (None, Some(format!("{e:#}"))),
         }
     };
-    let scales = lattice.model_scales(
-        calibration,
-        crate::detect::own_sampling_scale(det.info(), px),
-    );
     let identity = [crate::geometry::Dihedral::IDENTITY];
-    // The lattice analysis alone needs no more model runs than the one above.
-    let copies = match &lattice.tta {
-        _ if lattice.method == DetectMethod::Lattice => None,
-        Some(c) => Some(c.as_slice()),
-        None if scales.len() > 1 => Some(&identity[..]),
-        None => None,
+    // The lattice analysis alone needs no more than the frame's own run.
+    let (copies, scales) = if lattice.method == DetectMethod::Lattice {
+        (&identity[..], vec![1.0])
+    } else {
+        let own = crate::detect::own_sampling_scale(det.info(), px);
+        let scales = lattice.model_scales(calibration, own);
+        (lattice.tta.as_deref().unwrap_or(&identity[..]), scales)
     };
-    let model = match copies {
-        Some(copies) => {
-            let line = crate::detect::line_class(&result.class_names);
-            let plan = crate::detect::tta::TtaPlan {
-                scales: &scales,
-                ..crate::detect::tta::TtaPlan::at_threshold(copies, conf, iou, &result.class_names)
-            };
-            let fused = crate::detect::tta::detect_tta(det, img, px, opts, &plan, Some(&result))?;
-            // Timings and runs of every copy, so reports show what the frame cost.
-            result.timings = fused.timings;
-            result.tiles *= copies.len() * scales.len();
-            let mut d = fused.detections;
-            if let Some(c) = line {
-                let (w, h) = (img.width as f64, img.height as f64);
-                crate::detect::post::clip_line_boxes(&mut d, c, w, h);
-            }
-            d
-        }
-        None => result.filtered(conf, iou),
-    };
+    let as_sampled = crate::detect::own_sampling_scale(det.info(), px)
+        .filter(|s| lattice.method != DetectMethod::Lattice && scales.contains(s));
+    let runs = crate::detect::tta::FrameRuns::run(det, img, px, opts, copies, &scales, None)?;
+    let model = runs.boxes(conf, iou);
+    let result = runs.result;
     let Finished {
         detections,
         contradicted_boundaries,
@@ -686,6 +670,7 @@ pub fn detect_frame(
         contradicted_boundaries,
         points_at_edges,
         outside_training,
+        as_sampled,
     })
 }
 
@@ -736,6 +721,8 @@ mod tests {
             )
             .unwrap();
             assert_eq!(f.calibration, Calibration::Given(PixelSize { nm_per_px }));
+            // Said where it ran so (`detect` prints it).
+            assert_eq!(f.as_sampled.is_some(), f.result.tiles == 2);
             f.result.tiles
         };
         assert_eq!(runs(&lattice, 0.024), 2);

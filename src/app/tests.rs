@@ -762,3 +762,98 @@ fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size
     assert_eq!(tiles(&h), 1);
     assert_eq!(h.state().viewer.model_scales(), vec![1.0]);
 }
+
+/// Under TTA and the as-sampled hedge the Viewer draws the boxes `detect` writes for the same
+/// frame and settings: both fuse every copy's boxes at the shown threshold
+/// (`FrameRuns::boxes`), the Viewer again at each slider step.
+#[test]
+fn viewer_fuses_copies_as_detect_does() {
+    use defect_detector::detect::combine::DetectMethod;
+    use defect_detector::frame::{LatticeUse, detect_frame};
+    use defect_detector::synth::{self, ImageFormat, SynthParams};
+    let dir = tempfile::tempdir().unwrap();
+    let p = SynthParams {
+        width: 256,
+        height: 256,
+        pixel_size_pm: 24.0,
+        ..Default::default()
+    };
+    let s = synth::generate(&p).unwrap();
+    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
+        .unwrap()
+        .image;
+    let mut h = harness();
+    h.state_mut().tab = Tab::Viewer;
+    h.state_mut().viewer.settings.method = DetectMethod::Model;
+    h.state_mut().viewer.settings.tta = true;
+    h.state_mut().viewer.open(&tif);
+    settle_viewer(&mut h);
+    let det = defect_detector::detect::Detector::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cdte-yolo11n-obb.onnx"),
+        &defect_detector::detect::DetectorOptions {
+            device: defect_detector::detect::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stem = defect_detector::formats::load(&tif).unwrap();
+    let crystal = h.state().viewer.settings.crystal.spec();
+    let lattice = LatticeUse {
+        method: DetectMethod::Model,
+        fit_cells: Some(defect_detector::lattice::cells::CellFitParams::for_crystal(
+            &crystal,
+        )),
+        crystal,
+        tta: Some(defect_detector::detect::tta::default_transforms()),
+        ..Default::default()
+    };
+    let shown = |h: &Harness<'static, DefectApp>| {
+        let mut v: Vec<(usize, i64, i64, i64)> = h
+            .state()
+            .viewer
+            .filtered
+            .iter()
+            .map(|d| {
+                (
+                    d.class,
+                    (d.confidence * 1e4).round() as i64,
+                    d.obb.cx.round() as i64,
+                    d.obb.cy.round() as i64,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    for conf in [0.25f32, 0.5, 0.1] {
+        h.state_mut().viewer.settings.conf = conf;
+        h.step();
+        h.step();
+        let f = detect_frame(
+            &det,
+            &stem.image,
+            stem.pixel_size,
+            &lattice,
+            &defect_detector::detect::DetectOptions::default(),
+            conf,
+            h.state().viewer.settings.iou,
+        )
+        .unwrap();
+        assert_eq!(f.result.tiles, 16, "8 copies at 2 scales");
+        let mut cli: Vec<(usize, i64, i64, i64)> = f
+            .detections
+            .iter()
+            .map(|d| {
+                (
+                    d.class,
+                    (d.confidence * 1e4).round() as i64,
+                    d.obb.cx.round() as i64,
+                    d.obb.cy.round() as i64,
+                )
+            })
+            .collect();
+        cli.sort();
+        assert!(!cli.is_empty(), "the frame's defects are found at {conf}");
+        assert_eq!(shown(&h), cli, "at confidence {conf}");
+    }
+}

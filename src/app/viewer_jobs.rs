@@ -7,7 +7,8 @@
 //! freshly loaded image, opening a picked file) is the tab's decision.
 
 use super::canvas::ImageCanvas;
-use defect_detector::detect::{DetectOptions, DetectionResult, Detector, DetectorOptions};
+use defect_detector::detect::tta::FrameRuns;
+use defect_detector::detect::{DetectOptions, Detector, DetectorOptions};
 use defect_detector::formats::display::{self as disp, Colormap, DisplaySettings};
 use defect_detector::formats::{self, StemImage, fft};
 use defect_detector::jobs::{Job, Latest, Notify};
@@ -149,7 +150,7 @@ impl ModelLoader {
 
 /// Detection of the shown image (latest wins).
 pub struct DetectionJob {
-    job: Latest<DetectionResult>,
+    job: Latest<FrameRuns>,
     /// The image generation of the last request; a result for an earlier image is dropped.
     generation: usize,
 }
@@ -163,10 +164,9 @@ impl DetectionJob {
     }
 
     /// With `tta` the model also runs on the image's 7 other dihedral copies, and with more
-    /// than one of `scales` at each of them ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]); the
-    /// result's candidates are then the fused boxes (each run kept down to the candidate
-    /// floor, joined along lines and de-duplicated at the default NMS IoU), so the sliders
-    /// filter those.
+    /// than one of `scales` at each of them ([`defect_detector::synth::crystal::CrystalSpec::preset_scales`]); every
+    /// copy's candidates are kept, and fused again at each step of the sliders as `detect`
+    /// fuses them at its threshold ([`FrameRuns::boxes`]).
     pub fn request(
         &mut self,
         generation: usize,
@@ -178,37 +178,20 @@ impl DetectionJob {
     ) {
         self.generation = generation;
         self.job.request(move |c| {
-            let opts = DetectOptions::default();
-            let mut r = det.detect_with_control(&img, px, &opts, Some(c))?;
-            if tta || scales.len() > 1 {
-                c.check()?;
-                let copies = if tta {
-                    defect_detector::detect::tta::default_transforms()
-                } else {
-                    vec![defect_detector::geometry::Dihedral::IDENTITY]
-                };
-                let plan = defect_detector::detect::tta::TtaPlan {
-                    scales: &scales,
-                    ..defect_detector::detect::tta::TtaPlan::candidates(
-                        &copies,
-                        opts.floor_conf,
-                        defect_detector::detect::DEFAULT_IOU,
-                        &r.class_names,
-                    )
-                };
-                let f = defect_detector::detect::tta::detect_tta(
-                    &det,
-                    &img,
-                    px,
-                    &opts,
-                    &plan,
-                    Some(&r),
-                )?;
-                r.candidates = f.detections;
-                r.timings = f.timings;
-                r.tiles *= copies.len() * scales.len().max(1);
-            }
-            Ok(r)
+            let copies = if tta {
+                defect_detector::detect::tta::default_transforms()
+            } else {
+                vec![defect_detector::geometry::Dihedral::IDENTITY]
+            };
+            FrameRuns::run(
+                &det,
+                &img,
+                px,
+                &DetectOptions::default(),
+                &copies,
+                &scales,
+                Some(c),
+            )
         });
     }
 
@@ -222,7 +205,7 @@ impl DetectionJob {
     }
 
     /// A finished detection of the image `generation`, or an error (whichever image it was for).
-    pub fn poll(&mut self, generation: usize) -> Option<anyhow::Result<DetectionResult>> {
+    pub fn poll(&mut self, generation: usize) -> Option<anyhow::Result<FrameRuns>> {
         match self.job.poll()? {
             Ok(res) if self.generation == generation => Some(Ok(res)),
             Ok(_) => None,

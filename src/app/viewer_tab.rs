@@ -152,6 +152,9 @@ pub struct ViewerTab {
     model: ModelLoader,
     detection: DetectionJob,
     pub result: Option<DetectionResult>,
+    /// Under TTA or the scale hedge, every copy's candidates: the model boxes are these
+    /// fused at the slider's confidence, as `detect` fuses them at its `--conf`.
+    copy_runs: Option<defect_detector::detect::tta::CopyRuns>,
     pub filtered: Vec<Detection>,
     filtered_for: Option<FilterKey>,
     /// Model boundary boxes in `filtered` the lattice contradicted (weighed down, `both`).
@@ -200,6 +203,7 @@ impl ViewerTab {
             model: ModelLoader::new(notify.clone()),
             detection: DetectionJob::new(notify.clone()),
             result: None,
+            copy_runs: None,
             filtered: Vec::new(),
             contradicted_boundaries: 0,
             points_at_edges: 0,
@@ -386,6 +390,7 @@ impl ViewerTab {
             self.display.hi = hi;
         }
         self.result = None;
+        self.copy_runs = None;
         self.filtered.clear();
         self.filtered_for = None;
         self.cell_fits.clear();
@@ -410,6 +415,7 @@ impl ViewerTab {
             // finishes (see `lattice_only_result`).
             if self.current.is_some() {
                 self.result = None;
+                self.copy_runs = None;
                 self.lattice.clear();
                 self.request_lattice();
             }
@@ -593,8 +599,9 @@ impl ViewerTab {
 
     fn poll_detection(&mut self) {
         match self.detection.poll(self.generation) {
-            Some(Ok(res)) => {
-                self.result = Some(res);
+            Some(Ok(runs)) => {
+                self.result = Some(runs.result);
+                self.copy_runs = runs.copies;
                 self.filtered_for = None;
             }
             Some(Err(e)) => self.error = Some(format!("Detection: {e:#}")),
@@ -612,6 +619,7 @@ impl ViewerTab {
         let (Some(l), Some(cur)) = (&self.lattice.result, &self.current) else {
             return;
         };
+        self.copy_runs = None;
         self.result = Some(defect_detector::detect::DetectionResult {
             candidates: Vec::new(),
             width: cur.image.width,
@@ -626,7 +634,8 @@ impl ViewerTab {
         self.filtered_for = None;
     }
 
-    /// Instant re-filtering: NMS over the kept candidates, no model run.
+    /// Instant re-filtering: NMS over the kept candidates (or the copies fused again), no
+    /// model run.
     fn refilter(&mut self) {
         if let Some(res) = &self.result {
             let m = self.settings.method;
@@ -642,7 +651,12 @@ impl ViewerTab {
                 points_inside_frame: self.settings.points_inside_frame,
             };
             if self.filtered_for != Some(key) {
-                let model = res.filtered(self.settings.conf, self.settings.iou);
+                let model = defect_detector::detect::tta::boxes_at(
+                    res,
+                    self.copy_runs.as_ref(),
+                    self.settings.conf,
+                    self.settings.iou,
+                );
                 let lattice = self.lattice.result.as_deref();
                 let finished = match &self.current {
                     Some(cur) => {
@@ -661,7 +675,8 @@ impl ViewerTab {
                             points_inside_frame: self.settings.points_inside_frame,
                             iou: self.settings.iou,
                         };
-                        // Under TTA or the scale hedge its candidates are the fused boxes.
+                        // The frame's own run seconds the lattice's lone boundaries, as in
+                        // `detect`.
                         frame::finish_frame(
                             &cur.image,
                             model,

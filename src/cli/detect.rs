@@ -249,6 +249,15 @@ pub fn run(a: DetectArgs) -> anyhow::Result<()> {
                 ),
                 _ => {}
             }
+            if let (Some(s), Some(p)) = (frame.as_sampled, frame.calibration.pixel_size()) {
+                eprintln!(
+                    "{}: {:.2} pm/px, inside the model's training span: run at the model's {:.2} \
+                     pm/px and as sampled, boxes fused (--model-scale-only runs the model's alone)",
+                    img_path.display(),
+                    p.nm_per_px * 1000.0,
+                    p.nm_per_px * s * 1000.0
+                );
+            }
             if let Some(e) = &frame.lattice_error {
                 eprintln!("{}: no lattice analysis: {e}", img_path.display());
             }

@@ -1,5 +1,6 @@
 //! `defect-detector bench detect`: how much the pipeline adds to bare inference.
 
+use super::tta::FrameRuns;
 use super::{DEFAULT_CONF, DEFAULT_IOU, DetectOptions, Detector, DetectorOptions};
 use crate::raster::ImageF32;
 use crate::raster::median;
@@ -72,19 +73,13 @@ pub fn bench_detect_with(
     let mut tiled_count = 0;
     // The model on the frame's 8 dihedral copies, boxes fused (`detect --tta`).
     let copies = super::tta::default_transforms();
-    let tta_plan =
-        super::tta::TtaPlan::at_threshold(&copies, DEFAULT_CONF, DEFAULT_IOU, det.class_names());
-    let (mut tta, mut tta_paired) = (vec![], vec![]);
+    let (mut tta, mut tta_paired, mut tta_refuse) = (vec![], vec![], vec![]);
     // A frame whose pixel size was read from its lattice as CdTe: the model at the CdTe, Si
     // and GaAs readings, boxes fused (`frame::LatticeUse::hedge_lattice_scale`).
     let hedge_scales = crate::synth::crystal::Preset::Cdte110
         .spec()
         .preset_scales();
     let identity = [crate::geometry::Dihedral::IDENTITY];
-    let hedge_plan = super::tta::TtaPlan {
-        scales: &hedge_scales,
-        ..super::tta::TtaPlan::at_threshold(&identity, DEFAULT_CONF, DEFAULT_IOU, det.class_names())
-    };
     let (mut hedge, mut hedge_paired) = (vec![], vec![]);
     let mut scratch = vec![0f32; n_in];
     let mut n_cands = 0;
@@ -113,12 +108,17 @@ pub fn bench_detect_with(
             None
         };
         let ta = Instant::now();
-        let ri = det.detect(&img, None, &opts)?;
-        let _ = super::tta::detect_tta(&det, &img, None, &opts, &tta_plan, Some(&ri))?;
+        let fr = FrameRuns::run(&det, &img, None, &opts, &copies, &[1.0], None)?;
+        let _ = fr.boxes(DEFAULT_CONF, DEFAULT_IOU);
         let tta_ms = ta.elapsed().as_secs_f64() * 1e3;
+        // What one step of the Viewer's confidence slider costs under TTA: the copies fused
+        // again, no model run (on the UI thread, so it must stay well under a frame's time).
+        let tr = Instant::now();
+        let _ = fr.boxes(DEFAULT_CONF * 0.8, DEFAULT_IOU);
+        let refuse_ms = tr.elapsed().as_secs_f64() * 1e3;
         let th = Instant::now();
-        let rh = det.detect(&img, None, &opts)?;
-        let _ = super::tta::detect_tta(&det, &img, None, &opts, &hedge_plan, Some(&rh))?;
+        let _ = FrameRuns::run(&det, &img, None, &opts, &identity, &hedge_scales, None)?
+            .boxes(DEFAULT_CONF, DEFAULT_IOU);
         let hedge_ms = th.elapsed().as_secs_f64() * 1e3;
         let tw = Instant::now();
         let qw = super::pre::Quantizer::for_image(&img, opts.intensity);
@@ -141,6 +141,7 @@ pub fn bench_detect_with(
                 tiled_paired.push(t / total);
             }
             tta.push(tta_ms);
+            tta_refuse.push(refuse_ms);
             tta_paired.push(tta_ms / total);
             hedge.push(hedge_ms);
             hedge_paired.push(hedge_ms / total);
@@ -182,6 +183,7 @@ pub fn bench_detect_with(
             "copies": copies.len(),
             "end_to_end_ms": median(tta),
             "over_one_pass_paired_median": median(tta_paired),
+            "refuse_ms": median(tta_refuse),
         },
         // A frame scaled by its lattice: one run per preset crystal's reading, fused.
         "lattice_scale_hedge": {

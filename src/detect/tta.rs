@@ -62,38 +62,95 @@ impl<'a> TtaPlan<'a> {
             copies,
             scales: ONE_SCALE,
             cuts: WHOLE_FRAME,
-            filter: FilterOptions {
-                conf: conf * 0.5,
-                iou,
-                merge_lines: super::line_class(class_names),
-                ..Default::default()
-            },
+            filter: threshold_filter(conf, iou, class_names),
             final_conf: conf,
         }
     }
+}
 
-    /// Every fused box down to the candidate floor `floor_conf` (NMS at `iou`, boxes along
-    /// one line joined), none dropped after fusion: for a view whose confidence slider
-    /// filters afterwards, as it filters one pass's candidates.
-    pub fn candidates(
-        copies: &'a [Dihedral],
-        floor_conf: f32,
-        iou: f64,
-        class_names: &[String],
-    ) -> Self {
-        Self {
-            copies,
-            scales: ONE_SCALE,
-            cuts: WHOLE_FRAME,
-            filter: FilterOptions {
-                conf: floor_conf,
-                iou,
-                merge_lines: super::line_class(class_names),
-                ..Default::default()
-            },
-            final_conf: 0.0,
-        }
+/// Each copy's filter when the fused boxes are shown at `conf` ([`TtaPlan::at_threshold`]).
+/// Fusing every copy's boxes down to the candidate floor instead joins weak boundary pieces
+/// into each copy's line, which then no longer overlap between copies: on the real Si tilt
+/// frame the model with `--tta` lost its boundary in 4 of 13 acquisitions that way.
+pub fn threshold_filter(conf: f32, iou: f64, class_names: &[String]) -> FilterOptions {
+    FilterOptions {
+        conf: conf * 0.5,
+        iou,
+        merge_lines: super::line_class(class_names),
+        ..Default::default()
     }
+}
+
+/// A frame's model result, and, where more than the frame itself ran (test-time copies,
+/// more scales), every copy's candidates: what `detect`, `watch`, `eval-real` and the Viewer
+/// run, so that a frame gives the same boxes in each ([`FrameRuns::boxes`]).
+#[derive(Clone, Debug)]
+pub struct FrameRuns {
+    /// The frame's own run; its timings and runs count every copy.
+    pub result: DetectionResult,
+    pub copies: Option<CopyRuns>,
+}
+
+impl FrameRuns {
+    /// Runs `det` on `img` and, unless `copies` is the frame alone at scale 1, on each copy
+    /// at each of `scales`.
+    pub fn run(
+        det: &Detector,
+        img: &ImageF32,
+        pixel_size: Option<PixelSize>,
+        opts: &DetectOptions,
+        copies: &[Dihedral],
+        scales: &[f64],
+        ctl: Option<&crate::jobs::JobControl>,
+    ) -> anyhow::Result<Self> {
+        let mut result = det.detect_with_control(img, pixel_size, opts, ctl)?;
+        let alone = copies.iter().all(|c| *c == Dihedral::IDENTITY)
+            && scales.iter().all(|s| (s - 1.0).abs() < 1e-9);
+        if alone {
+            return Ok(Self {
+                result,
+                copies: None,
+            });
+        }
+        let plan = RunPlan {
+            copies,
+            scales,
+            cuts: WHOLE_FRAME,
+        };
+        let runs = CopyRuns::run(det, img, pixel_size, opts, &plan, Some(&result), ctl)?;
+        result.timings = runs.timings;
+        result.tiles *= runs.len();
+        Ok(Self {
+            result,
+            copies: Some(runs),
+        })
+    }
+
+    /// The model's boxes at `conf` after NMS at `iou`, boundary boxes joined along lines and
+    /// cut at the frame's edges: the frame's own run filtered, or the copies fused as
+    /// `detect --tta` fuses them.
+    pub fn boxes(&self, conf: f32, iou: f64) -> Vec<Detection> {
+        boxes_at(&self.result, self.copies.as_ref(), conf, iou)
+    }
+}
+
+/// [`FrameRuns::boxes`] of a result and its copies held apart (the Viewer keeps the result
+/// it shows apart from the copies it fuses again at each slider step).
+pub fn boxes_at(
+    result: &DetectionResult,
+    copies: Option<&CopyRuns>,
+    conf: f32,
+    iou: f64,
+) -> Vec<Detection> {
+    let Some(runs) = copies else {
+        return result.filtered(conf, iou);
+    };
+    let mut d = runs.fuse(&threshold_filter(conf, iou, &result.class_names), conf);
+    if let Some(c) = super::line_class(&result.class_names) {
+        let (w, h) = (result.width as f64, result.height as f64);
+        super::post::clip_line_boxes(&mut d, c, w, h);
+    }
+    d
 }
 
 /// Runs `det` on each of the plan's copies of `img`, filters each copy's candidates, maps the
@@ -107,97 +164,202 @@ pub fn detect_tta(
     plan: &TtaPlan,
     identity: Option<&DetectionResult>,
 ) -> anyhow::Result<TtaResult> {
-    let (filter, final_conf, transforms) = (&plan.filter, plan.final_conf, plan.copies);
-    let (w, h) = (img.width, img.height);
-    let scales = if plan.scales.is_empty() {
-        ONE_SCALE
-    } else {
-        plan.scales
-    };
-    let mut sets = Vec::with_capacity(transforms.len() * scales.len());
-    let mut timings = StageTimings::default();
-    for &s in scales {
-        anyhow::ensure!(
-            s.is_finite() && (0.25..=4.0).contains(&s),
-            "a test-time scale must lie between 0.25 and 4 (got {s})"
-        );
-        let unscaled = (s - 1.0).abs() < 1e-9;
-        // A calibrated frame is scaled by telling the detector a pixel size `s` times the
-        // true one (one resampling); an uncalibrated one is resampled here.
-        let by_calibration = match (pixel_size, det.info().nm_per_px) {
-            (Some(p), Some(_)) if opts.match_model_scale && p.nm_per_px > 0.0 => Some(PixelSize {
-                nm_per_px: p.nm_per_px * s,
-            }),
-            _ => None,
-        };
-        let scaled;
-        let (base, px, back) = if unscaled {
-            (img, pixel_size, [1.0, 1.0])
-        } else if let Some(px) = by_calibration {
-            (img, Some(px), [1.0, 1.0])
+    let runs = CopyRuns::run(
+        det,
+        img,
+        pixel_size,
+        opts,
+        &RunPlan {
+            copies: plan.copies,
+            scales: plan.scales,
+            cuts: plan.cuts,
+        },
+        identity,
+        None,
+    )?;
+    Ok(TtaResult {
+        detections: runs.fuse(&plan.filter, plan.final_conf),
+        timings: runs.timings,
+    })
+}
+
+/// Which copies of a frame run: every copy at every scale and every cut.
+#[derive(Clone, Copy, Debug)]
+pub struct RunPlan<'a> {
+    pub copies: &'a [Dihedral],
+    pub scales: &'a [f64],
+    pub cuts: &'a [usize],
+}
+
+/// One copy's run: its candidates as the model gave them (in the copy's own pixels), and
+/// how to map them back onto the frame.
+#[derive(Clone, Debug)]
+struct CopyRun {
+    candidates: Vec<Detection>,
+    transform: Dihedral,
+    /// The copy's size, for the inverse transform.
+    size: (usize, usize),
+    /// Rows and columns cut from the (scaled) frame's top-left before the copy was made.
+    cut: f64,
+    /// Frame pixels per scaled pixel, per axis.
+    back: [f64; 2],
+}
+
+/// Every copy's candidates of one frame, kept so the copies can be fused again at another
+/// threshold without running the model: the Viewer fuses them again at each step of its
+/// confidence slider, as `detect` fuses them at its `--conf` ([`TtaPlan::at_threshold`]).
+#[derive(Clone, Debug)]
+pub struct CopyRuns {
+    runs: Vec<CopyRun>,
+    /// The summed time of every copy's run.
+    pub timings: StageTimings,
+}
+
+impl CopyRuns {
+    /// Runs `det` on each copy of `img` in `plan`. `identity`: the model's result on `img`
+    /// itself when the caller has it already (it is not run again). Cancelled through `ctl`
+    /// between copies.
+    pub fn run(
+        det: &Detector,
+        img: &ImageF32,
+        pixel_size: Option<PixelSize>,
+        opts: &DetectOptions,
+        plan: &RunPlan,
+        identity: Option<&DetectionResult>,
+        ctl: Option<&crate::jobs::JobControl>,
+    ) -> anyhow::Result<Self> {
+        let (w, h) = (img.width, img.height);
+        let scales = if plan.scales.is_empty() {
+            ONE_SCALE
         } else {
-            let nw = ((w as f64 * s).round() as usize).max(1);
-            let nh = ((h as f64 * s).round() as usize).max(1);
-            let (fx, fy) = (nw as f64 / w as f64, nh as f64 / h as f64);
-            scaled = super::pre::resample(img, nw, nh, fx, fy);
-            (&scaled, pixel_size, [1.0 / fx, 1.0 / fy])
+            plan.scales
         };
         let cuts = if plan.cuts.is_empty() {
             WHOLE_FRAME
         } else {
             plan.cuts
         };
-        for &k in cuts {
+        let mut runs = Vec::with_capacity(plan.copies.len() * scales.len() * cuts.len());
+        let mut timings = StageTimings::default();
+        for &s in scales {
             anyhow::ensure!(
-                k < base.width.min(base.height) / 2,
-                "a test-time cut of {k} px leaves too little of a {}x{} frame",
-                base.width,
-                base.height
+                s.is_finite() && (0.25..=4.0).contains(&s),
+                "a test-time scale must lie between 0.25 and 4 (got {s})"
             );
-            let cut_frame;
-            let frame = if k == 0 {
-                base
-            } else {
-                cut_frame = base.crop(k, k, base.width - k, base.height - k);
-                &cut_frame
-            };
-            let (bw, bh) = (frame.width, frame.height);
-            for t in transforms {
-                let (ow, oh) = t.output_size(bw, bh);
-                let own;
-                let r = match identity {
-                    Some(r) if *t == Dihedral::IDENTITY && unscaled && k == 0 => r,
-                    _ => {
-                        let copy = ImageF32::from_vec(ow, oh, t.apply_image(&frame.data, bw, bh));
-                        own = det.detect(&copy, px, opts)?;
-                        &own
-                    }
-                };
-                timings.preprocess_ms += r.timings.preprocess_ms;
-                timings.inference_ms += r.timings.inference_ms;
-                timings.postprocess_ms += r.timings.postprocess_ms;
-                let inv = t.inverse();
-                let mut dets = filter_with(&r.candidates, filter);
-                let off = k as f64;
-                for d in &mut dets {
-                    d.obb = regularize(&d.obb.map(|p| {
-                        let q = inv.map_point(p, ow as f64, oh as f64);
-                        [(q[0] + off) * back[0], (q[1] + off) * back[1]]
-                    }));
+            let unscaled = (s - 1.0).abs() < 1e-9;
+            // A calibrated frame is scaled by telling the detector a pixel size `s` times the
+            // true one (one resampling); an uncalibrated one is resampled here.
+            let by_calibration = match (pixel_size, det.info().nm_per_px) {
+                (Some(p), Some(_)) if opts.match_model_scale && p.nm_per_px > 0.0 => {
+                    Some(PixelSize {
+                        nm_per_px: p.nm_per_px * s,
+                    })
                 }
-                sets.push(dets);
+                _ => None,
+            };
+            let scaled;
+            let (base, px, back) = if unscaled {
+                (img, pixel_size, [1.0, 1.0])
+            } else if let Some(px) = by_calibration {
+                (img, Some(px), [1.0, 1.0])
+            } else {
+                let nw = ((w as f64 * s).round() as usize).max(1);
+                let nh = ((h as f64 * s).round() as usize).max(1);
+                let (fx, fy) = (nw as f64 / w as f64, nh as f64 / h as f64);
+                scaled = super::pre::resample(img, nw, nh, fx, fy);
+                (&scaled, pixel_size, [1.0 / fx, 1.0 / fy])
+            };
+            for &k in cuts {
+                anyhow::ensure!(
+                    k < base.width.min(base.height) / 2,
+                    "a test-time cut of {k} px leaves too little of a {}x{} frame",
+                    base.width,
+                    base.height
+                );
+                let cut_frame;
+                let frame = if k == 0 {
+                    base
+                } else {
+                    cut_frame = base.crop(k, k, base.width - k, base.height - k);
+                    &cut_frame
+                };
+                let (bw, bh) = (frame.width, frame.height);
+                for &t in plan.copies {
+                    if let Some(c) = ctl {
+                        c.check()?;
+                    }
+                    let size = t.output_size(bw, bh);
+                    let candidates = match identity {
+                        Some(r) if t == Dihedral::IDENTITY && unscaled && k == 0 => {
+                            add_timings(&mut timings, &r.timings);
+                            r.candidates.clone()
+                        }
+                        _ => {
+                            let (ow, oh) = size;
+                            let copy =
+                                ImageF32::from_vec(ow, oh, t.apply_image(&frame.data, bw, bh));
+                            let r = det.detect(&copy, px, opts)?;
+                            add_timings(&mut timings, &r.timings);
+                            r.candidates
+                        }
+                    };
+                    runs.push(CopyRun {
+                        candidates,
+                        transform: t,
+                        size,
+                        cut: k as f64,
+                        back,
+                    });
+                }
             }
         }
+        Ok(Self { runs, timings })
     }
-    let mut detections = fuse(&sets, FUSE_IOU);
-    detections.retain(|d| d.confidence > final_conf);
-    if let Some(m) = filter.max_det {
-        detections.truncate(m);
+
+    /// How many copies ran.
+    pub fn len(&self) -> usize {
+        self.runs.len()
     }
-    Ok(TtaResult {
-        detections,
-        timings,
-    })
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Each copy's candidates filtered by `filter`, mapped back to the frame and fused;
+    /// fused boxes at or below `final_conf` dropped, at most `filter.max_det` kept.
+    pub fn fuse(&self, filter: &FilterOptions, final_conf: f32) -> Vec<Detection> {
+        let sets: Vec<Vec<Detection>> = self
+            .runs
+            .iter()
+            .map(|run| {
+                let inv = run.transform.inverse();
+                let (ow, oh) = (run.size.0 as f64, run.size.1 as f64);
+                let mut dets = filter_with(&run.candidates, filter);
+                for d in &mut dets {
+                    d.obb = regularize(&d.obb.map(|p| {
+                        let q = inv.map_point(p, ow, oh);
+                        [
+                            (q[0] + run.cut) * run.back[0],
+                            (q[1] + run.cut) * run.back[1],
+                        ]
+                    }));
+                }
+                dets
+            })
+            .collect();
+        let mut detections = fuse(&sets, FUSE_IOU);
+        detections.retain(|d| d.confidence > final_conf);
+        if let Some(m) = filter.max_det {
+            detections.truncate(m);
+        }
+        detections
+    }
+}
+
+fn add_timings(sum: &mut StageTimings, t: &StageTimings) {
+    sum.preprocess_ms += t.preprocess_ms;
+    sum.inference_ms += t.inference_ms;
+    sum.postprocess_ms += t.postprocess_ms;
 }
 
 /// Fused detections and the summed time of every copy's run.
