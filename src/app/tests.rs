@@ -718,11 +718,8 @@ fn dataset_tab_exports_frames_as_the_model_is_fed_them() {
     );
 }
 
-/// A frame calibrated at 24 pm/px, inside the shipped model's 6-30 pm training span: the
-/// Viewer runs the model at its 16 pm/px and on the frame as sampled, fuses the two and says
-/// so; unticking the hedge runs it once.
-#[test]
-fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size() {
+/// A 256² TIFF calibrated at 24 pm/px, inside the shipped model's 6-30 pm training span.
+fn frame_at_24_pm() -> (tempfile::TempDir, std::path::PathBuf) {
     use defect_detector::synth::{self, ImageFormat, SynthParams};
     let dir = tempfile::tempdir().unwrap();
     let p = SynthParams {
@@ -735,6 +732,15 @@ fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size
     let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
         .unwrap()
         .image;
+    (dir, tif)
+}
+
+/// A frame calibrated at 24 pm/px, inside the shipped model's 6-30 pm training span: the
+/// Viewer runs the model at its 16 pm/px and on the frame as sampled, fuses the two and says
+/// so; unticking the hedge runs it once.
+#[test]
+fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size() {
+    let (_dir, tif) = frame_at_24_pm();
     let mut h = harness();
     h.state_mut().tab = Tab::Viewer;
     h.state_mut().viewer.open(&tif);
@@ -770,18 +776,7 @@ fn viewer_also_runs_a_frame_as_sampled_where_the_model_trained_at_its_pixel_size
 fn viewer_fuses_copies_as_detect_does() {
     use defect_detector::detect::combine::DetectMethod;
     use defect_detector::frame::{LatticeUse, detect_frame};
-    use defect_detector::synth::{self, ImageFormat, SynthParams};
-    let dir = tempfile::tempdir().unwrap();
-    let p = SynthParams {
-        width: 256,
-        height: 256,
-        pixel_size_pm: 24.0,
-        ..Default::default()
-    };
-    let s = synth::generate(&p).unwrap();
-    let tif = synth::write_outputs(&s, dir.path(), "frame", ImageFormat::Tiff16)
-        .unwrap()
-        .image;
+    let (_dir, tif) = frame_at_24_pm();
     let mut h = harness();
     h.state_mut().tab = Tab::Viewer;
     h.state_mut().viewer.settings.method = DetectMethod::Model;
@@ -807,11 +802,9 @@ fn viewer_fuses_copies_as_detect_does() {
         tta: Some(defect_detector::detect::tta::default_transforms()),
         ..Default::default()
     };
-    let shown = |h: &Harness<'static, DefectApp>| {
-        let mut v: Vec<(usize, i64, i64, i64)> = h
-            .state()
-            .viewer
-            .filtered
+    // Class, confidence and centre, in a fixed order: what the two lists must share.
+    let keys = |dets: &[defect_detector::detect::Detection]| {
+        let mut v: Vec<(usize, i64, i64, i64)> = dets
             .iter()
             .map(|d| {
                 (
@@ -840,20 +833,12 @@ fn viewer_fuses_copies_as_detect_does() {
         )
         .unwrap();
         assert_eq!(f.result.tiles, 16, "8 copies at 2 scales");
-        let mut cli: Vec<(usize, i64, i64, i64)> = f
-            .detections
-            .iter()
-            .map(|d| {
-                (
-                    d.class,
-                    (d.confidence * 1e4).round() as i64,
-                    d.obb.cx.round() as i64,
-                    d.obb.cy.round() as i64,
-                )
-            })
-            .collect();
-        cli.sort();
+        let cli = keys(&f.detections);
         assert!(!cli.is_empty(), "the frame's defects are found at {conf}");
-        assert_eq!(shown(&h), cli, "at confidence {conf}");
+        assert_eq!(
+            keys(&h.state().viewer.filtered),
+            cli,
+            "at confidence {conf}"
+        );
     }
 }
