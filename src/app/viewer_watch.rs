@@ -181,8 +181,14 @@ impl ViewerTab {
         let detecting = self.settings.auto_detect && !self.settings.model_path.is_empty();
         if let Some(k) = self.watch.current.clone() {
             let shown = self.current.as_ref().is_some_and(|c| c.path == k.path);
+            // The log holds what the Viewer shows (`filtered`, redone each frame before the
+            // panels are drawn), as `watch` logs what `detect` writes: under `both` that waits
+            // for the lattice analysis to join its boxes.
+            let lattice_pending = self.settings.method
+                != defect_detector::detect::combine::DetectMethod::Model
+                && self.lattice.is_busy();
             let outcome = match (&self.result, &self.error) {
-                (Some(r), _) if shown => Some(Ok(r)),
+                (Some(r), _) if shown && !lattice_pending => Some(Ok(r)),
                 (_, Some(e)) => Some(Err(e.clone())),
                 _ => None,
             };
@@ -206,7 +212,7 @@ impl ViewerTab {
                 .map(|o| o.to_string())
                 .collect();
             let outcome = outcome.map(|r| {
-                let detections = r.filtered(self.settings.conf, self.settings.iou);
+                let detections = self.filtered.clone();
                 ImageDetections {
                     width: r.width,
                     height: r.height,
@@ -305,5 +311,93 @@ mod tests {
         let cur = h.state().viewer.current.as_ref().expect("opened");
         assert!(cur.path.ends_with("new.png"));
         assert!(h.state().viewer.result.is_some());
+    }
+
+    /// The log holds the boxes the Viewer shows for the watched frame: the shipped model's
+    /// joined with the lattice analysis (`both`, the default) and fitted to the lattice, with
+    /// their confidences, not the model's raw boxes.
+    #[test]
+    fn the_log_holds_the_boxes_the_viewer_shows() {
+        use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let ctx = egui::Context::default();
+        let app = DefectApp::new(&ctx, Persisted::default());
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(1300.0, 900.0))
+            .build_ui_state(|ui, app: &mut DefectApp| app.show(ui), app);
+        h.state_mut().tab = Tab::Viewer;
+        {
+            let v = &mut h.state_mut().viewer;
+            assert_eq!(
+                v.settings.method,
+                defect_detector::detect::combine::DetectMethod::Both
+            );
+            assert!(v.settings.fit_cells);
+            v.settings.auto_detect = true;
+            v.watch.folder = dir.path().display().to_string();
+            v.watch.out = out.path().display().to_string();
+        }
+        h.step();
+        h.get_by_label("Watch folder").click();
+        h.step();
+        let mut p = SynthParams {
+            width: 256,
+            height: 256,
+            pixel_size_pm: 16.0,
+            ..Default::default()
+        };
+        p.defects.twin_boundaries = CountRange::new(1, 1);
+        let s = synth::generate(&p).unwrap();
+        let staged = tempfile::tempdir().unwrap();
+        let tif = synth::write_outputs(&s, staged.path(), "frame", ImageFormat::Tiff16)
+            .unwrap()
+            .image;
+        // Whole, as an acquisition program writes it (the watcher waits for a stable size).
+        std::fs::copy(&tif, dir.path().join("frame.tif")).unwrap();
+        let log = out.path().join(defect_detector::watch::JSONL_NAME);
+        let mut logged = String::new();
+        for _ in 0..1500 {
+            h.step();
+            logged = std::fs::read_to_string(&log).unwrap_or_default();
+            if !logged.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let v: serde_json::Value = serde_json::from_str(logged.trim()).unwrap();
+        assert!(v["error"].is_null(), "{v}");
+        let mut logged: Vec<(i64, i64)> = v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["class"].as_i64().unwrap(),
+                    (d["confidence"].as_f64().unwrap() * 1e4).round() as i64,
+                )
+            })
+            .collect();
+        let mut shown: Vec<(i64, i64)> = h
+            .state()
+            .viewer
+            .filtered
+            .iter()
+            .map(|d| (d.class as i64, (d.confidence as f64 * 1e4).round() as i64))
+            .collect();
+        logged.sort();
+        shown.sort();
+        assert!(!shown.is_empty(), "the frame's defects are shown");
+        assert_eq!(logged, shown);
+        // The boundary is joined with the lattice's where both saw it.
+        assert!(
+            h.state()
+                .viewer
+                .filtered
+                .iter()
+                .any(|d| d.source != defect_detector::detect::DetectionSource::Model),
+            "{:?}",
+            h.state().viewer.filtered
+        );
     }
 }
