@@ -590,7 +590,7 @@ fn test_time_augmentation_can_be_switched_on_and_reruns_the_model() {
     assert!(h.state().viewer.settings.tta);
     settle_viewer(&mut h);
     let r = h.state().viewer.result.as_ref().expect("detected again");
-    // Eight copies ran, and the fused boxes are the candidates the sliders filter.
+    // Eight copies ran; the sliders fuse their boxes again at each step.
     assert_eq!(r.tiles, 8 * once);
     // The panel counts model runs, not tiles: the frame ran whole, eight times.
     h.step();
