@@ -206,6 +206,9 @@ pub struct ImageDetections {
     /// ([`crate::frame::Calibration::source`], or "user" for one typed in the Viewer).
     pub nm_per_px: Option<f64>,
     pub calibration: &'static str,
+    /// Model runs the frame took: test-time copies times scales (the lattice readings, the
+    /// frame as sampled), each a whole frame or its tiles; what its detect time scales with.
+    pub model_runs: usize,
     /// [`crate::frame::FrameDetections::lattice_match`]: below 0.5 the frame is not of the
     /// crystal and its boxes mean nothing.
     pub lattice_match: Option<f64>,
@@ -248,6 +251,7 @@ impl WatchRecord {
                 v["counts"] = Value::Object(counts);
                 v["nm_per_px"] = json!(r.nm_per_px);
                 v["calibration"] = json!(r.calibration);
+                v["model_runs"] = json!(r.model_runs);
                 if let Some(m) = r.lattice_match {
                     v["lattice_match"] = json!(round(m, 3));
                 }
@@ -422,6 +426,7 @@ pub fn process_file(
             detections,
             nm_per_px: frame.calibration.pixel_size().map(|p| p.nm_per_px),
             calibration: frame.calibration.source(),
+            model_runs: r.tiles,
             lattice_match,
             outside_training,
             load_ms,

@@ -220,6 +220,7 @@ impl ViewerTab {
                     detections,
                     nm_per_px,
                     calibration,
+                    model_runs: r.tiles,
                     lattice_match,
                     outside_training,
                     load_ms: 0.0,

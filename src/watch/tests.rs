@@ -180,6 +180,9 @@ fn corrupt_file_is_logged_and_restart_does_not_reprocess() {
     let how = good["calibration"].as_str().unwrap();
     assert!(["none", "lattice"].contains(&how), "{good}");
     assert_eq!(good["nm_per_px"].is_null(), how == "none", "{good}");
+    // One run without a pixel size; the crystals' readings of a lattice-derived one, fused.
+    let runs = good["model_runs"].as_u64().unwrap();
+    assert_eq!(runs, if how == "none" { 1 } else { 3 }, "{good}");
     assert!(good["timestamp"].as_str().unwrap().ends_with('Z'));
     let csv = std::fs::read_to_string(out.path().join(CSV_NAME)).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
