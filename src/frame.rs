@@ -609,16 +609,17 @@ pub fn detect_frame(
         }
     };
     let identity = [crate::geometry::Dihedral::IDENTITY];
+    let own = crate::detect::own_sampling_scale(det.info(), px);
     // The lattice analysis alone needs no more than the frame's own run.
     let (copies, scales) = if lattice.method == DetectMethod::Lattice {
         (&identity[..], vec![1.0])
     } else {
-        let own = crate::detect::own_sampling_scale(det.info(), px);
         let scales = lattice.model_scales(calibration, own);
         (lattice.tta.as_deref().unwrap_or(&identity[..]), scales)
     };
-    let as_sampled = crate::detect::own_sampling_scale(det.info(), px)
-        .filter(|s| lattice.method != DetectMethod::Lattice && scales.contains(s));
+    // Never 1 (`own_sampling_scale` leaves out the model's own size), so the lattice-only
+    // run's single scale never counts.
+    let as_sampled = own.filter(|s| scales.contains(s));
     let runs = crate::detect::tta::FrameRuns::run(det, img, px, opts, copies, &scales, None)?;
     let model = runs.boxes(conf, iou);
     let result = runs.result;

@@ -263,8 +263,16 @@ mod tests {
     use egui_kittest::Harness;
     use egui_kittest::kittest::Queryable;
 
-    #[test]
-    fn watched_file_is_opened_detected_and_logged() {
+    /// A Viewer watching a fresh folder with auto-detection on, logging into another; the
+    /// default model unless `model` names one. Returns the harness, the watched folder and
+    /// the results folder.
+    fn watching(
+        model: Option<&std::path::Path>,
+    ) -> (
+        Harness<'static, DefectApp>,
+        tempfile::TempDir,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let ctx = egui::Context::default();
@@ -273,11 +281,11 @@ mod tests {
             .with_size(egui::vec2(1300.0, 900.0))
             .build_ui_state(|ui, app: &mut DefectApp| app.show(ui), app);
         h.state_mut().tab = Tab::Viewer;
-        let model =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
         {
             let v = &mut h.state_mut().viewer;
-            v.settings.model_path = model.display().to_string();
+            if let Some(m) = model {
+                v.settings.model_path = m.display().to_string();
+            }
             v.settings.auto_detect = true;
             v.watch.folder = dir.path().display().to_string();
             v.watch.out = out.path().display().to_string();
@@ -286,13 +294,18 @@ mod tests {
         h.get_by_label("Watch folder").click();
         h.step();
         assert!(h.state().viewer.watch.enabled);
-        let img = image::GrayImage::from_fn(64, 64, |x, y| {
-            image::Luma([if (x / 8 + y / 8) % 2 == 0 { 200 } else { 20 }])
-        });
-        img.save(dir.path().join("new.png")).unwrap();
-        let log = out.path().join(defect_detector::watch::JSONL_NAME);
+        (h, dir, out)
+    }
+
+    /// Steps the app until the JSON log in `out` has content (bounded), and returns it.
+    fn wait_for_log(
+        h: &mut Harness<'static, DefectApp>,
+        out: &std::path::Path,
+        steps: usize,
+    ) -> String {
+        let log = out.join(defect_detector::watch::JSONL_NAME);
         let mut logged = String::new();
-        for _ in 0..500 {
+        for _ in 0..steps {
             h.step();
             logged = std::fs::read_to_string(&log).unwrap_or_default();
             if !logged.is_empty() {
@@ -300,6 +313,19 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        logged
+    }
+
+    #[test]
+    fn watched_file_is_opened_detected_and_logged() {
+        let model =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_obb.onnx");
+        let (mut h, dir, out) = watching(Some(&model));
+        let img = image::GrayImage::from_fn(64, 64, |x, y| {
+            image::Luma([if (x / 8 + y / 8) % 2 == 0 { 200 } else { 20 }])
+        });
+        img.save(dir.path().join("new.png")).unwrap();
+        let logged = wait_for_log(&mut h, out.path(), 500);
         assert_eq!(
             logged.lines().count(),
             1,
@@ -320,28 +346,12 @@ mod tests {
     #[test]
     fn the_log_holds_the_boxes_the_viewer_shows() {
         use defect_detector::synth::{self, ImageFormat, SynthParams, params::CountRange};
-        let dir = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let ctx = egui::Context::default();
-        let app = DefectApp::new(&ctx, Persisted::default());
-        let mut h = Harness::builder()
-            .with_size(egui::vec2(1300.0, 900.0))
-            .build_ui_state(|ui, app: &mut DefectApp| app.show(ui), app);
-        h.state_mut().tab = Tab::Viewer;
-        {
-            let v = &mut h.state_mut().viewer;
-            assert_eq!(
-                v.settings.method,
-                defect_detector::detect::combine::DetectMethod::Both
-            );
-            assert!(v.settings.fit_cells);
-            v.settings.auto_detect = true;
-            v.watch.folder = dir.path().display().to_string();
-            v.watch.out = out.path().display().to_string();
-        }
-        h.step();
-        h.get_by_label("Watch folder").click();
-        h.step();
+        let (mut h, dir, out) = watching(None);
+        assert_eq!(
+            h.state().viewer.settings.method,
+            defect_detector::detect::combine::DetectMethod::Both
+        );
+        assert!(h.state().viewer.settings.fit_cells);
         let mut p = SynthParams {
             width: 256,
             height: 256,
@@ -356,16 +366,7 @@ mod tests {
             .image;
         // Whole, as an acquisition program writes it (the watcher waits for a stable size).
         std::fs::copy(&tif, dir.path().join("frame.tif")).unwrap();
-        let log = out.path().join(defect_detector::watch::JSONL_NAME);
-        let mut logged = String::new();
-        for _ in 0..1500 {
-            h.step();
-            logged = std::fs::read_to_string(&log).unwrap_or_default();
-            if !logged.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let logged = wait_for_log(&mut h, out.path(), 1500);
         let v: serde_json::Value = serde_json::from_str(logged.trim()).unwrap();
         assert!(v["error"].is_null(), "{v}");
         let mut logged: Vec<(i64, i64)> = v["detections"]
